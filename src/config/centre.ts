@@ -1,0 +1,242 @@
+// The centre file: everything lhn-bridge needs to know about one centre's EHR, in one
+// zod schema. Parsed once at start; a bad file fails with every problem and its path.
+import { readFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError, issuesFromZod } from './errors.js';
+
+/** True for hosts that never leave the machine (http is allowed only for these). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/** An absolute URL that is https, or http on a loopback host. */
+export const secureUrl = z.url({ protocol: /^https?$/ }).refine(
+  (value) => {
+    const url = new URL(value);
+    return url.protocol === 'https:' || isLoopbackHost(url.hostname);
+  },
+  { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
+);
+
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (24-hour)');
+
+/** The resource types a pull may fetch. */
+export const PULL_RESOURCE_TYPES = [
+  'Patient',
+  'Encounter',
+  'Observation',
+  'MedicationStatement',
+  'MedicationRequest',
+  'Medication',
+  'Condition',
+] as const;
+export type PullResourceType = (typeof PULL_RESOURCE_TYPES)[number];
+
+/** SMART v2 scopes the IBD pack needs; v1 `.read` equivalents are accepted too. */
+export const DEFAULT_SCOPES = [
+  'system/Patient.rs',
+  'system/Encounter.rs',
+  'system/Observation.rs',
+  'system/MedicationStatement.rs',
+  'system/MedicationRequest.rs',
+  'system/Medication.rs',
+  'system/Condition.rs',
+  'system/Group.rs',
+];
+
+const scope = z
+  .string()
+  .regex(
+    /^(system|user|patient)\/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|c?r?u?d?s?)(\?.*)?$/,
+    'expected a SMART scope such as system/Observation.rs or system/Observation.read',
+  );
+
+export const CentreFileSchema = z
+  .object({
+    id: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{1,62}$/, 'lower-case letters, digits and dashes, 2-63 characters'),
+    name: z.string().min(1),
+    /** IANA time zone of the centre: same-day linking and the sync schedule use it. */
+    timeZone: z
+      .string()
+      .default('UTC')
+      .refine((tz) => {
+        try {
+          new Intl.DateTimeFormat('en-US', { timeZone: tz });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'unknown IANA time zone'),
+    fhir: z
+      .object({
+        baseUrl: secureUrl,
+        /** Overrides the token endpoint found by SMART discovery. */
+        tokenUrl: secureUrl.optional(),
+      })
+      .strict(),
+    auth: z
+      .object({
+        clientId: z.string().min(1),
+        /** Private key: a JWK (.json) or PEM (.pem) file, relative to the centre file. */
+        privateKeyFile: z.string().min(1),
+        kid: z.string().min(1),
+        alg: z.enum(['RS384', 'ES384']).default('ES384'),
+        scopes: z.array(scope).min(1).default(DEFAULT_SCOPES),
+        /** Optional jku header value (our JWKS URL), for EHRs that fetch keys by URL. */
+        jku: secureUrl.optional(),
+      })
+      .strict(),
+    cohort: z.union([
+      z.object({ group: z.string().min(1) }).strict(),
+      z
+        .object({
+          /** File of patient identifiers, one `system|value` a line, relative to the centre file. */
+          roster: z.string().min(1),
+        })
+        .strict(),
+    ]),
+    pull: z
+      .object({
+        mode: z.enum(['search', 'bulk']).default('search'),
+        pageSize: z.number().int().min(1).max(1000).default(200),
+        resourceTypes: z
+          .array(z.enum(PULL_RESOURCE_TYPES))
+          .min(1)
+          .default([...PULL_RESOURCE_TYPES]),
+        /** How far back the first (full) sync looks, in days. */
+        firstSyncLookbackDays: z.number().int().min(1).max(36500).default(730),
+        /** Bulk export polling gives up after this long. */
+        bulkTimeoutMinutes: z
+          .number()
+          .int()
+          .min(1)
+          .max(7 * 24 * 60)
+          .default(240),
+      })
+      .strict()
+      .prefault({}),
+    schedule: z
+      .object({
+        /** Cron expression in the centre's time zone; absent means manual syncs only. */
+        cron: z.string().min(1).optional(),
+        mode: z.enum(['full', 'incremental']).default('incremental'),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxConcurrentRequests: z.number().int().min(1).max(64).default(4),
+        requestsPerSecond: z.number().positive().max(1000).default(10),
+        /** Requests happen only inside this daily window (centre time zone). */
+        syncWindow: z.object({ start: hhmm, end: hhmm }).strict().optional(),
+      })
+      .strict()
+      .prefault({}),
+    mapping: z
+      .object({
+        pack: z.string().min(1).default('ibd'),
+        /** Local codes and rule changes on top of the pack; validated by the pack loader. */
+        overrides: z.record(z.string(), z.unknown()).default({}),
+      })
+      .strict()
+      .prefault({}),
+    alerts: z
+      .object({
+        staleAfterHours: z.number().positive().optional(),
+        failuresInARow: z.number().int().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+/** A parsed centre file, with file references resolved to absolute paths. */
+export type CentreConfig = z.infer<typeof CentreFileSchema> & {
+  /** Absolute path of the file this came from (for messages). */
+  sourceFile: string;
+};
+
+/** Parses centre data already read from somewhere; `source` names it in errors. */
+export function parseCentre(data: unknown, source: string): CentreConfig {
+  const result = CentreFileSchema.safeParse(data);
+  if (!result.success) throw new ConfigError(source, issuesFromZod(result.error));
+  const base = dirname(resolve(source));
+  const abs = (p: string) => (isAbsolute(p) ? p : join(base, p));
+  const centre = result.data;
+  return {
+    ...centre,
+    auth: { ...centre.auth, privateKeyFile: abs(centre.auth.privateKeyFile) },
+    cohort: 'roster' in centre.cohort ? { roster: abs(centre.cohort.roster) } : centre.cohort,
+    sourceFile: resolve(source),
+  };
+}
+
+/** Reads and validates one centre file (.yaml, .yml or .json). */
+export async function loadCentreFile(path: string): Promise<CentreConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, [
+      { path: '', message: `cannot read file: ${(err as Error).message}` },
+    ]);
+  }
+  let data: unknown;
+  try {
+    data = extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(path, [
+      {
+        path: '',
+        message: `not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`,
+      },
+    ]);
+  }
+  return parseCentre(data, path);
+}
+
+/** Loads every centre file in a folder; all files' problems are reported together. */
+export async function loadCentres(dir: string): Promise<CentreConfig[]> {
+  const files = readdirSync(dir)
+    .filter((f) => /\.(ya?ml|json)$/.test(f))
+    .sort();
+  const centres: CentreConfig[] = [];
+  const problems: ConfigError[] = [];
+  for (const file of files) {
+    try {
+      centres.push(await loadCentreFile(join(dir, file)));
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(err);
+      else throw err;
+    }
+  }
+  const ids = new Map<string, string>();
+  for (const c of centres) {
+    const prev = ids.get(c.id);
+    if (prev)
+      problems.push(
+        new ConfigError(c.sourceFile, [
+          { path: 'id', message: `duplicate centre id, also used by ${prev}` },
+        ]),
+      );
+    ids.set(c.id, c.sourceFile);
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(
+      dir,
+      problems.flatMap((p) =>
+        p.issues.map((i) => ({
+          path: `${p.source}${i.path ? ` ${i.path}` : ''}`,
+          message: i.message,
+        })),
+      ),
+    );
+  }
+  return centres;
+}

@@ -1,0 +1,197 @@
+// The service config: one zod schema, read once at start from an optional YAML/JSON file
+// (LHN_CONFIG) with environment variables on top. Nothing else in the code reads
+// process.env; everything receives a typed ServiceConfig.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError, issuesFromZod } from './errors.js';
+import { secureUrl } from './centre.js';
+
+export const API_ROLES = ['viewer', 'operator', 'admin'] as const;
+export type ApiRole = (typeof API_ROLES)[number];
+
+const apiKey = z
+  .object({
+    name: z.string().min(1),
+    role: z.enum(API_ROLES),
+    /** SHA-256 of the key, hex; the key itself is never stored. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected the hex SHA-256 of the API key'),
+  })
+  .strict();
+
+export const ServiceConfigSchema = z
+  .object({
+    redis: z
+      .object({
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'expected redis:// or rediss://')
+          .default('redis://127.0.0.1:6379'),
+        /** BullMQ key prefix; wrap in {braces} for Redis Cluster, e.g. `{lhn}`. */
+        prefix: z.string().min(1).default('lhn'),
+      })
+      .strict()
+      .prefault({}),
+    centresDir: z.string().min(1).default('./centres'),
+    mappingsDir: z.string().min(1).default('./mappings'),
+    /** Where `keys generate` writes private keys (mode 0600) and JWKS reads public ones. */
+    keysDir: z.string().min(1).default('./keys'),
+    /** Per-deployment secret for HMAC-SHA256 pseudonyms; at least 32 characters. */
+    pseudonymSecret: z.string().min(32, 'must be at least 32 characters (use a random secret)'),
+    registry: z
+      .object({
+        url: secureUrl.optional(),
+        auth: z
+          .discriminatedUnion('type', [
+            z.object({ type: z.literal('none') }).strict(),
+            z.object({ type: z.literal('bearer'), token: z.string().min(1) }).strict(),
+            z
+              .object({
+                type: z.literal('client-credentials'),
+                tokenUrl: secureUrl,
+                clientId: z.string().min(1),
+                clientSecret: z.string().min(1),
+                scope: z.string().optional(),
+              })
+              .strict(),
+          ])
+          .default({ type: 'none' }),
+        timeoutMs: z.number().int().positive().default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    api: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        /** Public base URL of this service (the JWKS URL centres register is built from it). */
+        publicUrl: z.url().optional(),
+        keys: z.array(apiKey).default([]),
+      })
+      .strict()
+      .prefault({}),
+    fhir: z
+      .object({
+        requestTimeoutMs: z.number().int().positive().default(30_000),
+        maxRetries: z.number().int().min(0).max(20).default(5),
+        /** Longest Retry-After honoured; larger values are capped to this. */
+        maxRetryAfterSeconds: z.number().int().min(1).default(300),
+      })
+      .strict()
+      .prefault({}),
+    submissions: z
+      .object({
+        attempts: z.number().int().min(1).default(12),
+        backoffMs: z.number().int().min(1).default(5_000),
+        keepCompletedHours: z
+          .number()
+          .positive()
+          .default(24 * 7),
+        keepCompletedCount: z.number().int().min(0).default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    alerts: z
+      .object({
+        webhookUrl: z.url().optional(),
+        staleAfterHours: z.number().positive().default(48),
+        failuresInARow: z.number().int().min(1).default(3),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
+export type ServiceConfigInput = z.input<typeof ServiceConfigSchema>;
+
+/** Environment variables and the config path each sets. */
+export const ENV_VARS: Record<string, { path: string[]; type: 'string' | 'number' | 'json' }> = {
+  LHN_REDIS_URL: { path: ['redis', 'url'], type: 'string' },
+  REDIS_URL: { path: ['redis', 'url'], type: 'string' },
+  LHN_QUEUE_PREFIX: { path: ['redis', 'prefix'], type: 'string' },
+  LHN_CENTRES_DIR: { path: ['centresDir'], type: 'string' },
+  LHN_MAPPINGS_DIR: { path: ['mappingsDir'], type: 'string' },
+  LHN_KEYS_DIR: { path: ['keysDir'], type: 'string' },
+  LHN_PSEUDONYM_SECRET: { path: ['pseudonymSecret'], type: 'string' },
+  LHN_REGISTRY_URL: { path: ['registry', 'url'], type: 'string' },
+  LHN_REGISTRY_AUTH: { path: ['registry', 'auth'], type: 'json' },
+  LHN_API_HOST: { path: ['api', 'host'], type: 'string' },
+  LHN_API_PORT: { path: ['api', 'port'], type: 'number' },
+  LHN_PUBLIC_URL: { path: ['api', 'publicUrl'], type: 'string' },
+  LHN_API_KEYS: { path: ['api', 'keys'], type: 'json' },
+  LHN_ALERT_WEBHOOK_URL: { path: ['alerts', 'webhookUrl'], type: 'string' },
+  LHN_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
+};
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+/**
+ * Builds the service config from an optional file (`LHN_CONFIG`) and the environment.
+ * Environment variables win over the file. Throws ConfigError listing every problem.
+ */
+export function loadServiceConfig(env: Record<string, string | undefined>): ServiceConfig {
+  let raw: Record<string, unknown> = {};
+  const issues: { path: string; message: string }[] = [];
+  const file = env.LHN_CONFIG;
+  if (file) {
+    try {
+      const text = readFileSync(file, 'utf8');
+      const data: unknown = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+      if (typeof data !== 'object' || data === null)
+        throw new Error('expected a mapping at the top level');
+      raw = data as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(file, [{ path: '', message: (err as Error).message }]);
+    }
+  }
+  // REDIS_URL is the common name; LHN_REDIS_URL wins when both are set.
+  const names = Object.keys(ENV_VARS).sort((a, b) =>
+    a === 'REDIS_URL' ? -1 : b === 'REDIS_URL' ? 1 : 0,
+  );
+  for (const name of names) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    const spec = ENV_VARS[name]!;
+    if (spec.type === 'number') {
+      const n = Number(value);
+      if (!Number.isFinite(n))
+        issues.push({ path: name, message: `expected a number, got "${value}"` });
+      else setPath(raw, spec.path, n);
+    } else if (spec.type === 'json') {
+      try {
+        setPath(raw, spec.path, JSON.parse(value));
+      } catch {
+        issues.push({ path: name, message: 'expected JSON' });
+      }
+    } else setPath(raw, spec.path, value);
+  }
+  const result = ServiceConfigSchema.safeParse(raw);
+  if (!result.success) issues.push(...issuesFromZod(result.error));
+  if (issues.length > 0 || !result.success)
+    throw new ConfigError(file ? `${file} + environment` : 'environment', issues);
+  return result.data;
+}
+
+/** Parses a config object given in code (tests, the demo); throws ConfigError. */
+export function parseServiceConfig(input: ServiceConfigInput): ServiceConfig {
+  const result = ServiceConfigSchema.safeParse(input);
+  if (!result.success) throw new ConfigError('config', issuesFromZod(result.error));
+  return result.data;
+}
