@@ -1,0 +1,96 @@
+// The composition root shared by `serve`, `worker` and `sync`: one Redis connection, the
+// queues, the run store, the centres, metrics and the logger, built once from the service
+// config and closed in reverse order. Tests build it the same way with their own prefix.
+import { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
+import type { ServiceConfig } from './config/service.js';
+import { loadCentres, type CentreConfig } from './config/centre.js';
+import { createLogger, type Logger } from './util/logger.js';
+import { createMetrics, type Metrics } from './util/metrics.js';
+import { createRunStore, type RunStore } from './sync/run-store.js';
+import { createSyncQueue, type SyncJobData } from '../queues/sync.js';
+import { createSubmissionsQueue, type SubmissionJobData } from '../queues/submissions.js';
+
+export interface RuntimeOptions {
+  /**
+   * `worker` (default) makes Redis commands wait through a reconnect (maxRetriesPerRequest:
+   * null, as BullMQ workers require); `api` and `cli` fail commands after a few retries so a
+   * request gets an answer while Redis is down.
+   */
+  role?: 'worker' | 'api' | 'cli';
+  /** Centres to use instead of loading `config.centresDir`. */
+  centres?: CentreConfig[];
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Overrides `config.redis.prefix` (tests use a unique prefix per run). */
+  prefix?: string;
+}
+
+/** Everything a process needs, built from the service config. */
+export interface Runtime {
+  config: ServiceConfig;
+  /** BullMQ key prefix (and of the run store, watermarks and locks). */
+  prefix: string;
+  redis: Redis;
+  queues: { sync: Queue<SyncJobData>; submissions: Queue<SubmissionJobData> };
+  runStore: RunStore;
+  /** Centres by id, as loaded at start. */
+  centres: ReadonlyMap<string, CentreConfig>;
+  metrics: Metrics;
+  logger: Logger;
+  /** Closes queues, then Redis; call after any workers are closed. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Creates a Redis connection with the options the given role needs. */
+export function createRedisConnection(
+  url: string,
+  role: NonNullable<RuntimeOptions['role']>,
+): Redis {
+  return new Redis(url, {
+    maxRetriesPerRequest: role === 'worker' ? null : 3,
+    // Reconnect forever with a capped delay: a Redis restart delays work, never ends it.
+    retryStrategy: (times) => Math.min(times * 200, 5_000),
+    connectionName: `lhn-bridge-${role}`,
+  });
+}
+
+/** Builds the runtime: connects Redis, opens the queues, loads centres (unless given). */
+export async function createRuntime(
+  config: ServiceConfig,
+  options: RuntimeOptions = {},
+): Promise<Runtime> {
+  const role = options.role ?? 'worker';
+  const prefix = options.prefix ?? config.redis.prefix;
+  const logger = options.logger ?? createLogger({ level: config.log.level, name: 'lhn-bridge' });
+  const metrics = options.metrics ?? createMetrics({ defaultMetrics: true });
+  const centreList = options.centres ?? (await loadCentres(config.centresDir));
+  const centres = new Map(centreList.map((c) => [c.id, c]));
+
+  const redis = createRedisConnection(config.redis.url, role);
+  redis.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis connection error'));
+  const sync = createSyncQueue(redis, prefix);
+  const submissions = createSubmissionsQueue(redis, prefix, config.submissions);
+  for (const queue of [sync, submissions])
+    queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
+  const runStore = createRunStore(redis, prefix);
+
+  let closed: Promise<void> | undefined;
+  return {
+    config,
+    prefix,
+    redis,
+    queues: { sync, submissions },
+    runStore,
+    centres,
+    metrics,
+    logger,
+    close() {
+      closed ??= (async () => {
+        await Promise.allSettled([submissions.close(), sync.close()]);
+        await redis.quit().catch(() => redis.disconnect());
+      })();
+      return closed;
+    },
+  };
+}
