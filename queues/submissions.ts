@@ -2,10 +2,21 @@
 // job id = submission id, so the same visit content is never queued twice. Deliveries retry
 // with exponential backoff long enough to ride out a registry outage of more than an hour;
 // failed jobs are kept until a person resolves them.
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import {
+  Queue,
+  UnrecoverableError,
+  type ConnectionOptions,
+  type JobsOptions,
+  type Processor,
+} from 'bullmq';
+import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { RegistrySubmissionSchema } from '../src/registry/submission.js';
+import { RegistryRejectedError, type RegistryClient } from '../src/registry/delivery.js';
+import { isSuperseded, openVisitState } from '../src/sync/visit-state.js';
 import type { ServiceConfig } from '../src/config/service.js';
+import type { Metrics } from '../src/util/metrics.js';
+import { silentLogger, type Logger } from '../src/util/logger.js';
 
 /** BullMQ queue name. */
 export const SUBMISSIONS_QUEUE = 'submissions';
@@ -53,4 +64,60 @@ export function createSubmissionsQueue(
     prefix,
     defaultJobOptions: submissionJobOptions(config),
   });
+}
+
+export interface SubmissionProcessorDeps {
+  client: RegistryClient;
+  /** Connection for the visit state (the supersede check). */
+  redis: Redis;
+  prefix: string;
+  metrics?: Metrics;
+  logger?: Logger;
+}
+
+/** Result of a submission job, kept on completed jobs. */
+export type SubmissionJobResult =
+  { status: 'accepted' | 'duplicate'; httpStatus: number } | { status: 'superseded' };
+
+/**
+ * The delivery processor: validates the job, skips a version that a newer one has
+ * superseded, posts the submission and lets the error class decide retry vs fail.
+ */
+export function createSubmissionProcessor(
+  deps: SubmissionProcessorDeps,
+): Processor<SubmissionJobData, SubmissionJobResult> {
+  const log = deps.logger ?? silentLogger;
+  return async (job) => {
+    const parsed = SubmissionJobDataSchema.safeParse(job.data);
+    if (!parsed.success)
+      throw new UnrecoverableError(
+        `invalid submission job data: ${parsed.error.issues[0]?.message}`,
+      );
+    const { submission } = parsed.data;
+    const state = openVisitState(deps.redis, deps.prefix, submission.centreId);
+    const [entry] = await state.getMany([submission.visitKey]);
+    if (isSuperseded(entry, submission.contentHash, job.timestamp)) {
+      log.info(
+        { jobId: job.id, centreId: submission.centreId },
+        'submission superseded by a newer version',
+      );
+      return { status: 'superseded' };
+    }
+    try {
+      const outcome = await deps.client.deliver(submission);
+      deps.metrics?.submissionsDelivered.inc({ centre: submission.centreId });
+      return outcome;
+    } catch (err) {
+      const permanent = err instanceof RegistryRejectedError;
+      deps.metrics?.submissionsFailed.inc({
+        centre: submission.centreId,
+        permanent: String(permanent),
+      });
+      log.warn(
+        { jobId: job.id, centreId: submission.centreId, attempt: job.attemptsMade + 1, permanent },
+        permanent ? 'registry rejected a submission' : 'submission delivery failed; will retry',
+      );
+      throw err;
+    }
+  };
 }

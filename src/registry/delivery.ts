@@ -1,0 +1,223 @@
+// Delivery of one submission to the registry's ingest API (docs/registry-contract.md).
+// The outcome decides what the queue does: accepted or duplicate -> done; the registry
+// rejecting the submission itself (4xx validation) -> RegistryRejectedError, a BullMQ
+// UnrecoverableError, so the job fails at once and stays failed for a person; anything that
+// may pass later (5xx, 429, timeouts, connection errors, auth or URL problems an operator
+// can fix) -> RegistryUnavailableError, retried with backoff.
+import { UnrecoverableError } from 'bullmq';
+import type { ServiceConfig } from '../config/service.js';
+import type { RegistrySubmission } from './submission.js';
+
+/** Longest registry reason kept in a job's failed reason. */
+const MAX_REASON_CHARS = 500;
+/** A cached OAuth2 token is refreshed this long before it expires. */
+const TOKEN_EXPIRY_MARGIN_MS = 30_000;
+
+export type RegistryConfig = ServiceConfig['registry'];
+
+/** What the registry answered for a delivered submission. */
+export interface DeliveryOutcome {
+  /** `accepted`: stored now; `duplicate`: the registry already had this submission id. */
+  status: 'accepted' | 'duplicate';
+  httpStatus: number;
+}
+
+/** The registry refused this submission; retrying the same content cannot help. */
+export class RegistryRejectedError extends UnrecoverableError {
+  constructor(
+    readonly httpStatus: number,
+    /** The registry's reason (problem detail / errors), shortened. */
+    readonly reason: string,
+  ) {
+    super(`registry rejected the submission (HTTP ${httpStatus}): ${reason}`);
+    this.name = 'UnrecoverableError';
+  }
+}
+
+/** The registry could not take the submission now; the job retries with backoff. */
+export class RegistryUnavailableError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status, when the registry answered at all. */
+    readonly httpStatus?: number,
+  ) {
+    super(message);
+    this.name = 'RegistryUnavailableError';
+  }
+}
+
+/** Posts submissions to the registry ingest endpoint. */
+export interface RegistryClient {
+  deliver(submission: RegistrySubmission): Promise<DeliveryOutcome>;
+}
+
+export interface RegistryClientOptions {
+  config: RegistryConfig;
+  fetch?: typeof fetch;
+  now?: () => number;
+}
+
+/** Statuses that say "this submission is wrong", not "try again later". */
+function isRejection(status: number): boolean {
+  return status >= 400 && status < 500 && ![401, 403, 404, 408, 409, 425, 429].includes(status);
+}
+
+/** Extracts a short, human-readable reason from a problem+json or JSON error body. */
+function reasonFromBody(text: string): string {
+  let reason = text;
+  try {
+    const body = JSON.parse(text) as Record<string, unknown>;
+    const parts: string[] = [];
+    for (const field of ['title', 'detail', 'error', 'error_description', 'message'])
+      if (typeof body[field] === 'string') parts.push(body[field]);
+    if (Array.isArray(body.errors))
+      for (const e of body.errors.slice(0, 5) as unknown[]) {
+        if (typeof e === 'string') parts.push(e);
+        else if (typeof e === 'object' && e !== null) {
+          const { path, message } = e as { path?: unknown; message?: unknown };
+          parts.push(
+            `${typeof path === 'string' ? path : ''}: ${typeof message === 'string' ? message : ''}`,
+          );
+        }
+      }
+    if (parts.length > 0) reason = parts.join('; ');
+  } catch {
+    // Not JSON: keep the text.
+  }
+  reason = reason.replace(/\s+/g, ' ').trim() || '(no reason given)';
+  return reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}...` : reason;
+}
+
+/** The ingest endpoint for a registry base URL. */
+export function submissionsEndpoint(baseUrl: string): string {
+  return new URL('submissions', baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).href;
+}
+
+/**
+ * Creates a registry client. Bearer tokens go only to the registry URL; a client-credentials
+ * token is cached until shortly before it expires and fetched again once after a 401.
+ */
+export function createRegistryClient(options: RegistryClientOptions): RegistryClient {
+  const { config } = options;
+  const doFetch = options.fetch ?? fetch;
+  const now = options.now ?? Date.now;
+  if (!config.url) throw new Error('registry.url is not configured (LHN_REGISTRY_URL)');
+  const endpoint = submissionsEndpoint(config.url);
+  let cached: { token: string; expiresAt: number } | undefined;
+  let pending: Promise<string> | undefined;
+
+  async function fetchToken(): Promise<string> {
+    const auth = config.auth;
+    if (auth.type !== 'client-credentials') throw new Error('no client credentials configured');
+    const form = new URLSearchParams({ grant_type: 'client_credentials' });
+    if (auth.scope) form.set('scope', auth.scope);
+    const basic = Buffer.from(
+      `${encodeURIComponent(auth.clientId)}:${encodeURIComponent(auth.clientSecret)}`,
+    ).toString('base64');
+    let res: Response;
+    try {
+      res = await doFetch(auth.tokenUrl, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          accept: 'application/json',
+          authorization: `Basic ${basic}`,
+        },
+        body: form.toString(),
+        signal: AbortSignal.timeout(config.timeoutMs),
+      });
+    } catch (err) {
+      throw new RegistryUnavailableError(
+        `registry token endpoint unreachable: ${(err as Error).message}`,
+      );
+    }
+    const text = await res.text();
+    if (!res.ok)
+      throw new RegistryUnavailableError(
+        `registry token request failed (HTTP ${res.status}): ${reasonFromBody(text)}`,
+        res.status,
+      );
+    let body: { access_token?: unknown; expires_in?: unknown };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      throw new RegistryUnavailableError('registry token response is not JSON', res.status);
+    }
+    if (typeof body.access_token !== 'string' || body.access_token === '')
+      throw new RegistryUnavailableError('registry token response has no access_token');
+    const expiresIn = typeof body.expires_in === 'number' ? body.expires_in : 300;
+    cached = {
+      token: body.access_token,
+      expiresAt: now() + expiresIn * 1000 - TOKEN_EXPIRY_MARGIN_MS,
+    };
+    return cached.token;
+  }
+
+  async function bearer(): Promise<string | undefined> {
+    const auth = config.auth;
+    switch (auth.type) {
+      case 'none':
+        return undefined;
+      case 'bearer':
+        return auth.token;
+      case 'client-credentials':
+        if (cached && cached.expiresAt > now()) return cached.token;
+        pending ??= fetchToken().finally(() => {
+          pending = undefined;
+        });
+        return pending;
+    }
+  }
+
+  async function post(submission: RegistrySubmission): Promise<Response> {
+    const token = await bearer();
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: 'application/json',
+      'idempotency-key': submission.submissionId,
+    };
+    if (token) headers.authorization = `Bearer ${token}`;
+    try {
+      return await doFetch(endpoint, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify(submission),
+        signal: AbortSignal.timeout(config.timeoutMs),
+        redirect: 'error',
+      });
+    } catch (err) {
+      const e = err as Error;
+      const what = e.name === 'TimeoutError' ? `timed out after ${config.timeoutMs} ms` : e.message;
+      throw new RegistryUnavailableError(`registry unreachable: ${what}`);
+    }
+  }
+
+  return {
+    async deliver(submission) {
+      let res = await post(submission);
+      if (res.status === 401 && config.auth.type === 'client-credentials') {
+        await res.body?.cancel();
+        cached = undefined;
+        res = await post(submission);
+      }
+      const text = await res.text().catch(() => '');
+      if (res.ok) {
+        let duplicate = false;
+        try {
+          duplicate = (JSON.parse(text) as { status?: unknown }).status === 'duplicate';
+        } catch {
+          // A 2xx without a JSON body is still an acceptance.
+        }
+        return { status: duplicate ? 'duplicate' : 'accepted', httpStatus: res.status };
+      }
+      const reason = reasonFromBody(text);
+      if (res.status === 409 && /duplicate/i.test(text))
+        return { status: 'duplicate', httpStatus: res.status };
+      if (isRejection(res.status)) throw new RegistryRejectedError(res.status, reason);
+      throw new RegistryUnavailableError(
+        `registry answered HTTP ${res.status}: ${reason}`,
+        res.status,
+      );
+    },
+  };
+}

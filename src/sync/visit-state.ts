@@ -1,0 +1,136 @@
+// What the bridge has already sent for each visit of a centre, and how far each resource
+// type has been pulled. This is what makes a sync idempotent: a visit whose content hash is
+// unchanged is not enqueued again; a changed one is; a retraction is sent only for a visit
+// that was sent before. Watermarks move only after everything up to them is enqueued.
+// Everything lives in Redis hashes under `${prefix}:state:${centreId}:`.
+import type { Redis } from 'ioredis';
+
+/** The last version of a visit that was enqueued. */
+export interface VisitStateEntry {
+  /** Content hash of the last enqueued version. */
+  h: string;
+  /** When it was enqueued (ms since epoch, the enqueuing process's clock). */
+  t: number;
+  /** 1 when the last enqueued version is a retraction. */
+  r?: 1;
+  /** Source Patient id (to build a retraction later); stays in Redis, never logged. */
+  p?: string;
+  /** Source Encounter id. */
+  e?: string;
+  /** The Encounter's meta.lastUpdated when enqueued (deletion detection in full syncs). */
+  u?: string;
+}
+
+/** Per-centre sync state: visit versions, watermarks, per-visit quality findings. */
+export interface VisitState {
+  readonly centreId: string;
+  /** Entries for these visit keys (undefined where none). */
+  getMany(visitKeys: string[]): Promise<(VisitStateEntry | undefined)[]>;
+  setMany(entries: [visitKey: string, entry: VisitStateEntry][]): Promise<void>;
+  /** Iterates all entries in chunks (HSCAN), for deletion detection. */
+  scan(chunk?: number): AsyncIterable<[string, VisitStateEntry][]>;
+  /** Number of visits with state. */
+  size(): Promise<number>;
+  getWatermarks(): Promise<Record<string, string>>;
+  /** Sets watermarks (resource type -> ISO instant); call only after the enqueue is done. */
+  setWatermarks(marks: Record<string, string>): Promise<void>;
+  /** Per-visit quality summaries (compact JSON), replaced per visit. */
+  setQuality(entries: [visitKey: string, summary: string | null][]): Promise<void>;
+  scanQuality(chunk?: number): AsyncIterable<[string, string][]>;
+  /** Deletes all state of the centre (tests, or a deliberate full resend). */
+  clear(): Promise<void>;
+}
+
+/** Redis key of a centre's visit-state hash. */
+export function visitStateKey(prefix: string, centreId: string): string {
+  return `${prefix}:state:${centreId}:visits`;
+}
+
+/**
+ * True when a submission job is no longer the newest version of its visit: a newer version
+ * (or a retraction) was enqueued after this job was created. Delivering it would put older
+ * content on top of newer, so the delivery worker skips it.
+ */
+export function isSuperseded(
+  entry: VisitStateEntry | undefined,
+  contentHash: string,
+  jobCreatedAt: number,
+): boolean {
+  return entry !== undefined && entry.h !== contentHash && entry.t > jobCreatedAt;
+}
+
+function parseEntry(text: string | null | undefined): VisitStateEntry | undefined {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as VisitStateEntry;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Opens the sync state of one centre. */
+export function openVisitState(redis: Redis, prefix: string, centreId: string): VisitState {
+  const visitsKey = visitStateKey(prefix, centreId);
+  const marksKey = `${prefix}:state:${centreId}:watermarks`;
+  const qualityKey = `${prefix}:state:${centreId}:quality`;
+
+  async function* scanHash(key: string, chunk: number): AsyncIterable<[string, string][]> {
+    let cursor = '0';
+    do {
+      const [next, flat] = await redis.hscan(key, cursor, 'COUNT', chunk);
+      cursor = next;
+      const pairs: [string, string][] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!]);
+      if (pairs.length > 0) yield pairs;
+    } while (cursor !== '0');
+  }
+
+  return {
+    centreId,
+    async getMany(visitKeys) {
+      if (visitKeys.length === 0) return [];
+      const texts = await redis.hmget(visitsKey, ...visitKeys);
+      return texts.map(parseEntry);
+    },
+    async setMany(entries) {
+      if (entries.length === 0) return;
+      const flat: string[] = [];
+      for (const [k, v] of entries) flat.push(k, JSON.stringify(v));
+      await redis.hset(visitsKey, ...flat);
+    },
+    async *scan(chunk = 1000) {
+      for await (const pairs of scanHash(visitsKey, chunk)) {
+        const out: [string, VisitStateEntry][] = [];
+        for (const [k, v] of pairs) {
+          const entry = parseEntry(v);
+          if (entry) out.push([k, entry]);
+        }
+        yield out;
+      }
+    },
+    size: () => redis.hlen(visitsKey),
+    async getWatermarks() {
+      return redis.hgetall(marksKey);
+    },
+    async setWatermarks(marks) {
+      const flat = Object.entries(marks).flat();
+      if (flat.length > 0) await redis.hset(marksKey, ...flat);
+    },
+    async setQuality(entries) {
+      const set: string[] = [];
+      const del: string[] = [];
+      for (const [k, v] of entries) {
+        if (v === null) del.push(k);
+        else set.push(k, v);
+      }
+      const tx = redis.multi();
+      if (set.length > 0) tx.hset(qualityKey, ...set);
+      if (del.length > 0) tx.hdel(qualityKey, ...del);
+      await tx.exec();
+    },
+    scanQuality: (chunk = 1000) => scanHash(qualityKey, chunk),
+    async clear() {
+      await redis.del(visitsKey, marksKey, qualityKey);
+    },
+  };
+}

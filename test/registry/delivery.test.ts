@@ -1,0 +1,203 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createServer } from 'node:net';
+import { UnrecoverableError } from 'bullmq';
+import {
+  createRegistryClient,
+  RegistryRejectedError,
+  RegistryUnavailableError,
+  type RegistryConfig,
+} from '../../src/registry/delivery.js';
+import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
+import { makeVisit } from '../sync/helpers.js';
+
+function config(url: string, extra: Partial<RegistryConfig> = {}): RegistryConfig {
+  return { url, auth: { type: 'none' }, timeoutMs: 2_000, ...extra };
+}
+
+function urlOf(input: Parameters<typeof fetch>[0]): string {
+  return input instanceof Request ? input.url : input instanceof URL ? input.href : input;
+}
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+describe('registry delivery', () => {
+  let registry: SandboxRegistry;
+  beforeAll(async () => {
+    registry = await startSandboxRegistry();
+  });
+  afterAll(async () => {
+    await registry.close();
+  });
+  beforeEach(() => {
+    registry.reset();
+    registry.faults.clear();
+  });
+
+  it('when the registry accepts, then the outcome is accepted and the visit is stored', async () => {
+    const client = createRegistryClient({ config: config(registry.url) });
+    const visit = makeVisit({ patientId: 'p1', encounterId: 'e1' });
+    await expect(client.deliver(visit)).resolves.toEqual({ status: 'accepted', httpStatus: 201 });
+    expect(registry.visits()).toHaveLength(1);
+  });
+
+  it('when the same submission is delivered again, then it is a duplicate (done), not an error', async () => {
+    const client = createRegistryClient({ config: config(registry.url) });
+    const visit = makeVisit({ patientId: 'p1', encounterId: 'e1' });
+    await client.deliver(visit);
+    await expect(client.deliver(visit)).resolves.toMatchObject({ status: 'duplicate' });
+    expect(registry.submissions()).toHaveLength(1);
+  });
+
+  it('when the registry rejects with 400, then a RegistryRejectedError (unrecoverable) carries its reason', async () => {
+    const client = createRegistryClient({ config: config(registry.url) });
+    const visit = makeVisit({ patientId: 'p1', encounterId: 'e1' });
+    registry.faults.rejectSubmission(visit.submissionId, 'height out of range for age');
+    const err = await client.deliver(visit).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryRejectedError);
+    expect(err).toBeInstanceOf(UnrecoverableError);
+    expect((err as Error).name).toBe('UnrecoverableError');
+    expect((err as Error).message).toContain('height out of range for age');
+  });
+
+  it('when the registry answers 503, then a retryable RegistryUnavailableError is thrown', async () => {
+    const client = createRegistryClient({ config: config(registry.url) });
+    registry.faults.unavailableFor(1);
+    const err = await client
+      .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryUnavailableError);
+    expect(err).not.toBeInstanceOf(UnrecoverableError);
+    expect((err as RegistryUnavailableError).httpStatus).toBe(503);
+  });
+
+  it('when the registry is slower than the timeout, then the delivery fails as retryable', async () => {
+    const client = createRegistryClient({ config: config(registry.url, { timeoutMs: 100 }) });
+    registry.faults.delayMs(500);
+    const err = await client
+      .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryUnavailableError);
+    expect((err as Error).message).toMatch(/timed out/);
+  });
+
+  it('when nothing listens at the registry URL, then the delivery fails as retryable', async () => {
+    const port = await closedPort();
+    const client = createRegistryClient({ config: config(`http://127.0.0.1:${port}`) });
+    const err = await client
+      .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryUnavailableError);
+  });
+
+  it('when no registry URL is configured, then creating the client says which setting is missing', () => {
+    expect(() =>
+      createRegistryClient({ config: { auth: { type: 'none' }, timeoutMs: 1000 } }),
+    ).toThrow(/LHN_REGISTRY_URL/);
+  });
+});
+
+describe('registry delivery with auth', () => {
+  let registry: SandboxRegistry;
+  beforeAll(async () => {
+    registry = await startSandboxRegistry({
+      token: 'static-token',
+      clientCredentials: { clientId: 'bridge', clientSecret: 's3cret', expiresInSeconds: 60 },
+    });
+  });
+  afterAll(async () => {
+    await registry.close();
+  });
+
+  it('when auth is a configured bearer token, then it is sent and accepted', async () => {
+    const client = createRegistryClient({
+      config: config(registry.url, { auth: { type: 'bearer', token: 'static-token' } }),
+    });
+    await expect(
+      client.deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' })),
+    ).resolves.toMatchObject({ status: 'accepted' });
+  });
+
+  it('when auth is wrong, then the delivery stays retryable (an operator can fix it) and names the status', async () => {
+    const client = createRegistryClient({
+      config: config(registry.url, { auth: { type: 'bearer', token: 'wrong' } }),
+    });
+    const err = await client
+      .deliver(makeVisit({ patientId: 'p1', encounterId: 'e9' }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryUnavailableError);
+    expect((err as Error).message).toContain('401');
+    expect((err as Error).message).not.toContain('wrong');
+  });
+
+  it('when auth is client credentials, then one token is fetched, cached and reused', async () => {
+    let tokenRequests = 0;
+    const counting: typeof fetch = (input, init) => {
+      if (urlOf(input).endsWith('/oauth/token')) tokenRequests += 1;
+      return fetch(input, init);
+    };
+    const client = createRegistryClient({
+      fetch: counting,
+      config: config(registry.url, {
+        auth: {
+          type: 'client-credentials',
+          tokenUrl: registry.tokenUrl,
+          clientId: 'bridge',
+          clientSecret: 's3cret',
+        },
+      }),
+    });
+    await client.deliver(makeVisit({ patientId: 'p2', encounterId: 'e2' }));
+    await client.deliver(makeVisit({ patientId: 'p2', encounterId: 'e3' }));
+    expect(tokenRequests).toBe(1);
+  });
+
+  it('when the cached client-credentials token expires, then a new one is fetched', async () => {
+    let tokenRequests = 0;
+    let clock = Date.now();
+    const counting: typeof fetch = (input, init) => {
+      if (urlOf(input).endsWith('/oauth/token')) tokenRequests += 1;
+      return fetch(input, init);
+    };
+    const client = createRegistryClient({
+      fetch: counting,
+      now: () => clock,
+      config: config(registry.url, {
+        auth: {
+          type: 'client-credentials',
+          tokenUrl: registry.tokenUrl,
+          clientId: 'bridge',
+          clientSecret: 's3cret',
+        },
+      }),
+    });
+    await client.deliver(makeVisit({ patientId: 'p3', encounterId: 'e4' }));
+    clock += 61_000;
+    await client.deliver(makeVisit({ patientId: 'p3', encounterId: 'e5' }));
+    expect(tokenRequests).toBe(2);
+  });
+
+  it('when the client secret is wrong, then the error says the token request failed, without the secret', async () => {
+    const client = createRegistryClient({
+      config: config(registry.url, {
+        auth: {
+          type: 'client-credentials',
+          tokenUrl: registry.tokenUrl,
+          clientId: 'bridge',
+          clientSecret: 'not-the-secret',
+        },
+      }),
+    });
+    const err = await client
+      .deliver(makeVisit({ patientId: 'p4', encounterId: 'e6' }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RegistryUnavailableError);
+    expect((err as Error).message).toMatch(/token request failed \(HTTP 401\).*invalid_client/);
+    expect((err as Error).message).not.toContain('not-the-secret');
+  });
+});
