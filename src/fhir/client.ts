@@ -1,0 +1,679 @@
+// The FHIR access layer for one centre: every request to the EHR goes through `execute`,
+// which applies, in order, the origin guard (the token goes only to its own origin), the
+// per-centre limiter, a fresh access token, a timeout, and the retry policy (408/429/5xx
+// and network errors, Retry-After capped; a 401 invalidates the token and retries once).
+//
+// Why plain fetch (undici) and not fhir-kit-client for requests: fhir-kit-client sets one
+// bearer token for every URL it is handed (including next links on other hosts), its debug
+// logging prints request headers (the token) and response bodies (PHI), its errors carry full
+// URLs with query values, and it reads every body whole (no NDJSON streaming) and hides
+// Retry-After. fhir-kit-client is still used where it fits: CapabilityTool to read the
+// CapabilityStatement (see src/onboarding/check.ts).
+import type { CentreConfig } from '../config/centre.js';
+import type { ServiceConfig } from '../config/service.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import type { Metrics } from '../util/metrics.js';
+import {
+  FhirHttpError,
+  FhirNetworkError,
+  MalformedFhirResponseError,
+  OriginRefusedError,
+  parseOutcomeIssues,
+  redactUrl,
+  type OriginPurpose,
+} from './errors.js';
+import type { FhirLimiter, LimiterLease } from './limiter.js';
+import {
+  createOriginGuard,
+  ensureSlash,
+  type OriginEvent,
+  type OriginGuard,
+} from './origin-guard.js';
+import {
+  createRetryPolicy,
+  decideRetryDelay,
+  isRetryableNetworkCode,
+  isRetryableStatus,
+  networkErrorCode,
+  parseRetryAfter,
+  type RetryPolicy,
+} from './retry.js';
+import type { FhirBundle, FhirResource, FhirTokenSource } from './types.js';
+
+/** Search parameters; arrays repeat the parameter (`_type=a&_type=b`). */
+export type SearchParams = Record<
+  string,
+  string | number | boolean | (string | number)[] | undefined
+>;
+
+/** Per-request options. */
+export interface FhirRequestInit {
+  method?: 'GET' | 'POST' | 'DELETE';
+  headers?: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /** Why this URL is fetched (for origin-guard records); default `request`. */
+  purpose?: OriginPurpose;
+  /**
+   * Whether the request needs the access token (default true). False sends no token, and
+   * allows a foreign origin (bulk files with `requiresAccessToken: false`).
+   */
+  tokenRequired?: boolean;
+  /** Resource type for the metrics label; guessed from the URL path otherwise. */
+  resourceType?: string;
+  /** Overrides the service's maxRetries for this request (e.g. 0 for a cancel). */
+  maxRetries?: number;
+}
+
+/** A parsed JSON answer. */
+export interface FhirJsonResponse<T = unknown> {
+  status: number;
+  headers: Headers;
+  /** Parsed body; undefined when the body was empty. */
+  body: T | undefined;
+  /** The final URL (after redirects). */
+  url: string;
+}
+
+/** The FHIR client of one centre. */
+export interface FhirClient {
+  readonly centreId: string;
+  /** FHIR base URL without a trailing slash. */
+  readonly baseUrl: string;
+  /** Foreign-origin decisions so far (for the run record). */
+  readonly originEvents: readonly OriginEvent[];
+  /**
+   * Sends a request and returns the 2xx (or 3xx-free) response with its body unread.
+   * The body is guarded by an idle timeout and releases the limiter slot when consumed or
+   * cancelled: always read or cancel it. Non-2xx answers throw FhirHttpError.
+   */
+  request(url: string | URL, init?: FhirRequestInit): Promise<Response>;
+  /** Like request(), but reads and parses the JSON body inside the retry loop. */
+  requestJson<T = unknown>(url: string | URL, init?: FhirRequestInit): Promise<FhirJsonResponse<T>>;
+  /** Pages of a type-level search, following `next` links (origin-guarded). */
+  searchPages(
+    resourceType: string,
+    params: SearchParams,
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<FhirBundle>;
+  /** The resources of a search (entries with search.mode `outcome` are skipped). */
+  searchResources(
+    resourceType: string,
+    params: SearchParams,
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<FhirResource>;
+  /** Reads one resource; undefined on 404/410. */
+  read(
+    resourceType: string,
+    id: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<FhirResource | undefined>;
+  /** The server's CapabilityStatement (`GET [base]/metadata`). */
+  capabilities(options?: { signal?: AbortSignal }): Promise<FhirResource>;
+  /** Resolves a (possibly relative) URL against the base URL. */
+  resolveUrl(url: string): URL;
+}
+
+/** Options for createFhirClient. */
+export interface CreateFhirClientOptions {
+  centre: Pick<CentreConfig, 'id' | 'fhir'>;
+  auth: FhirTokenSource;
+  limiter?: FhirLimiter;
+  logger?: Logger;
+  metrics?: Pick<Metrics, 'fhirRequests' | 'fhirRequestSeconds'>;
+  config: ServiceConfig['fhir'];
+  /** Test hooks: sleep, random, now, backoff bounds. */
+  retry?: Partial<RetryPolicy>;
+  fetch?: typeof fetch;
+  /** Called for each foreign-origin decision. */
+  onOriginEvent?: (event: OriginEvent) => void;
+}
+
+const MAX_REDIRECTS = 5;
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** A known FHIR resource type name at the start of a path segment. */
+const TYPE_SEGMENT = /^[A-Z][A-Za-z]+$/;
+
+type AttemptOutcome<T> =
+  | { kind: 'done'; value: T }
+  | { kind: 'retry'; delayMs: number; reason: string }
+  | { kind: 'redirect'; location: URL }
+  | { kind: 'reauth' };
+
+/** Creates the FHIR client for one centre. */
+export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
+  const logger = options.logger ?? silentLogger;
+  const centreId = options.centre.id;
+  const baseUrl = options.centre.fhir.baseUrl.replace(/\/+$/, '');
+  const policy = createRetryPolicy(options.config, options.retry);
+  const doFetch = options.fetch ?? globalThis.fetch;
+  const guard: OriginGuard = createOriginGuard({
+    baseUrl,
+    logger,
+    centreId,
+    ...(options.onOriginEvent ? { onEvent: options.onOriginEvent } : {}),
+  });
+  const timeoutMs = options.config.requestTimeoutMs;
+
+  const resolveUrl = (url: string): URL => new URL(url, ensureSlash(baseUrl));
+
+  const labelFor = (url: URL, init: FhirRequestInit): string => {
+    if (init.resourceType) return init.resourceType;
+    if (url.origin === guard.allowedOrigin && url.pathname.startsWith(new URL(baseUrl).pathname)) {
+      const rest = url.pathname.slice(new URL(baseUrl).pathname.length).split('/').filter(Boolean);
+      const first = rest[0];
+      if (first === 'metadata') return 'metadata';
+      if (first && TYPE_SEGMENT.test(first)) return first;
+    }
+    return init.purpose ?? 'other';
+  };
+
+  /** One attempt: send, classify, and hand the successful response to `consume`. */
+  async function attempt<T>(
+    url: URL,
+    init: FhirRequestInit,
+    state: { retry: number; reauthDone: boolean; maxRetries: number },
+    consume: (response: Response, release: () => Promise<void>) => Promise<T>,
+  ): Promise<AttemptOutcome<T>> {
+    const method = init.method ?? 'GET';
+    const decision = guard.check(url, init.purpose ?? 'request', {
+      tokenRequired: init.tokenRequired ?? true,
+    });
+    let lease: LimiterLease | undefined;
+    let handedOff = false;
+    const release = async () => {
+      const held = lease;
+      lease = undefined;
+      if (held) await held.release();
+    };
+    const label = labelFor(url, init);
+    try {
+      if (options.limiter) lease = await options.limiter.acquire(init.signal);
+      const headers: Record<string, string> = {
+        accept: 'application/fhir+json',
+        ...lower(init.headers),
+      };
+      let token: string | undefined;
+      if (decision.sendToken) {
+        const access = await options.auth.getAccessToken();
+        if (access.origin !== undefined && access.origin !== guard.allowedOrigin) {
+          // The token was issued for another origin than this client's base URL.
+          throw new OriginRefusedError({
+            origin: guard.allowedOrigin,
+            allowedOrigin: access.origin,
+            purpose: init.purpose ?? 'request',
+          });
+        }
+        token = access.token;
+        headers.authorization = `Bearer ${token}`;
+      } else {
+        delete headers.authorization;
+      }
+
+      const controller = new AbortController();
+      const onCallerAbort = () => controller.abort(init.signal?.reason);
+      init.signal?.addEventListener('abort', onCallerAbort, { once: true });
+      let timer: NodeJS.Timeout | undefined = setTimeout(
+        () => controller.abort(new DOMException('request timed out', 'TimeoutError')),
+        timeoutMs,
+      );
+      const clearTimer = () => {
+        if (timer) clearTimeout(timer);
+        timer = undefined;
+      };
+      const started = performance.now();
+      let response: Response;
+      try {
+        response = await doFetch(url, {
+          method,
+          headers,
+          ...(init.body !== undefined ? { body: init.body } : {}),
+          signal: controller.signal,
+          redirect: 'manual',
+        });
+      } catch (err) {
+        clearTimer();
+        init.signal?.removeEventListener('abort', onCallerAbort);
+        options.metrics?.fhirRequests.inc({
+          centre: centreId,
+          resource_type: label,
+          status: 'error',
+        });
+        throw err;
+      }
+      clearTimer();
+      options.metrics?.fhirRequests.inc({
+        centre: centreId,
+        resource_type: label,
+        status: String(response.status),
+      });
+      options.metrics?.fhirRequestSeconds.observe(
+        { centre: centreId, resource_type: label },
+        (performance.now() - started) / 1000,
+      );
+      logger.debug(
+        {
+          centre: centreId,
+          method,
+          url: redactUrl(url),
+          status: response.status,
+          ms: Math.round(performance.now() - started),
+          retry: state.retry,
+        },
+        'FHIR request',
+      );
+
+      if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
+        await response.body?.cancel();
+        init.signal?.removeEventListener('abort', onCallerAbort);
+        return { kind: 'redirect', location: new URL(response.headers.get('location')!, url) };
+      }
+
+      if (response.status === 401 && token !== undefined && !state.reauthDone) {
+        await response.body?.cancel();
+        init.signal?.removeEventListener('abort', onCallerAbort);
+        options.auth.invalidate(token);
+        logger.info(
+          { centre: centreId, url: redactUrl(url) },
+          'EHR answered 401; fetching a fresh token and retrying once',
+        );
+        return { kind: 'reauth' };
+      }
+
+      if (!response.ok) {
+        const text = await readLimited(response, MAX_ERROR_BODY_BYTES).catch(() => '');
+        init.signal?.removeEventListener('abort', onCallerAbort);
+        let issues: ReturnType<typeof parseOutcomeIssues> = [];
+        try {
+          issues = parseOutcomeIssues(JSON.parse(text));
+        } catch {
+          // not JSON: keep no issues (the body is never copied into the error)
+        }
+        const retryAfterHeader = response.headers.get('retry-after');
+        if (isRetryableStatus(response.status) && state.retry < state.maxRetries) {
+          const { delayMs } = decideRetryDelay({
+            retry: state.retry + 1,
+            policy,
+            retryAfterHeader,
+            logger,
+            context: { centre: centreId, url: redactUrl(url), status: response.status },
+          });
+          return { kind: 'retry', delayMs, reason: `HTTP ${response.status}` };
+        }
+        const retryAfter = parseRetryAfter(retryAfterHeader, {
+          now: policy.now(),
+          maxSeconds: policy.maxRetryAfterSeconds,
+        });
+        throw new FhirHttpError({
+          status: response.status,
+          method,
+          url,
+          issues,
+          statusText: response.statusText,
+          ...(retryAfter ? { retryAfterSeconds: retryAfter.seconds } : {}),
+          ...(hintForStatus(response.status, state.reauthDone)
+            ? { hint: hintForStatus(response.status, state.reauthDone)! }
+            : {}),
+        });
+      }
+
+      // Success: guard the body with an idle timeout and free the slot when it ends.
+      const guarded = guardBody(
+        response,
+        timeoutMs,
+        async () => {
+          init.signal?.removeEventListener('abort', onCallerAbort);
+          await release();
+        },
+        controller,
+      );
+      handedOff = true;
+      const value = await consume(guarded, release);
+      return { kind: 'done', value };
+    } catch (err) {
+      if (init.signal?.aborted) throw init.signal.reason ?? err;
+      if (
+        err instanceof FhirHttpError ||
+        err instanceof OriginRefusedError ||
+        err instanceof MalformedFhirResponseError
+      )
+        throw err;
+      const code = networkErrorCode(err);
+      if (code === undefined) throw err;
+      const retryable = isRetryableNetworkCode(code);
+      if (retryable && state.retry < state.maxRetries) {
+        const { delayMs } = decideRetryDelay({ retry: state.retry + 1, policy });
+        return { kind: 'retry', delayMs, reason: code };
+      }
+      throw new FhirNetworkError({
+        code,
+        method,
+        url,
+        retryable,
+        detail:
+          code === 'timeout'
+            ? `no answer within ${timeoutMs} ms`
+            : `after ${state.retry + 1} attempt(s)`,
+        cause: err,
+      });
+    } finally {
+      if (!handedOff) await release();
+    }
+  }
+
+  async function execute<T>(
+    input: string | URL,
+    init: FhirRequestInit,
+    consume: (response: Response, release: () => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    let url = typeof input === 'string' ? resolveUrl(input) : input;
+    const state = { retry: 0, reauthDone: false, maxRetries: init.maxRetries ?? policy.maxRetries };
+    let redirects = 0;
+    for (;;) {
+      init.signal?.throwIfAborted();
+      const outcome = await attempt(url, init, state, consume);
+      switch (outcome.kind) {
+        case 'done':
+          return outcome.value;
+        case 'reauth':
+          state.reauthDone = true;
+          break;
+        case 'redirect':
+          if (++redirects > MAX_REDIRECTS)
+            throw new FhirNetworkError({
+              code: 'too_many_redirects',
+              method: init.method ?? 'GET',
+              url,
+              retryable: false,
+            });
+          url = outcome.location;
+          break;
+        case 'retry':
+          state.retry += 1;
+          logger.warn(
+            {
+              centre: centreId,
+              url: redactUrl(url),
+              reason: outcome.reason,
+              retry: state.retry,
+              delayMs: outcome.delayMs,
+            },
+            'transient EHR failure; retrying',
+          );
+          await policy.sleep(outcome.delayMs, init.signal);
+          break;
+      }
+    }
+  }
+
+  const request = (url: string | URL, init: FhirRequestInit = {}) =>
+    execute(url, init, (response) => Promise.resolve(response));
+
+  const requestJson = <T>(url: string | URL, init: FhirRequestInit = {}) =>
+    execute(url, init, async (response): Promise<FhirJsonResponse<T>> => {
+      const text = await response.text();
+      let body: T | undefined;
+      if (text.trim() !== '') {
+        try {
+          body = JSON.parse(text) as T;
+        } catch {
+          throw new MalformedFhirResponseError({
+            url: response.url || String(url),
+            reason: 'the body is not valid JSON',
+          });
+        }
+      }
+      return {
+        status: response.status,
+        headers: response.headers,
+        body,
+        url: response.url || String(url),
+      };
+    });
+
+  async function* searchPages(
+    resourceType: string,
+    params: SearchParams,
+    searchOptions: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<FhirBundle> {
+    let url: URL = buildSearchUrl(baseUrl, resourceType, params);
+    let purpose: OriginPurpose = 'request';
+    const seen = new Set<string>();
+    for (let page = 1; ; page++) {
+      seen.add(url.href);
+      let response: FhirJsonResponse;
+      try {
+        response = await requestJson(url, {
+          purpose,
+          resourceType,
+          ...(searchOptions.signal ? { signal: searchOptions.signal } : {}),
+        });
+      } catch (err) {
+        if (err instanceof MalformedFhirResponseError)
+          throw new MalformedFhirResponseError({
+            url,
+            page,
+            resourceType,
+            reason: 'the body is not valid JSON',
+          });
+        throw err;
+      }
+      const bundle = assertSearchBundle(response.body, { url, page, resourceType });
+      yield bundle;
+      const next = bundle.link?.find((l) => l.relation === 'next')?.url;
+      if (!next) return;
+      let nextUrl: URL;
+      try {
+        nextUrl = resolveUrl(next);
+      } catch {
+        throw new MalformedFhirResponseError({
+          url,
+          page,
+          resourceType,
+          reason: 'the next link is not a valid URL',
+        });
+      }
+      if (seen.has(nextUrl.href))
+        throw new MalformedFhirResponseError({
+          url,
+          page,
+          resourceType,
+          reason: 'the next link points to a page already read (the server would loop forever)',
+        });
+      url = nextUrl;
+      purpose = 'next-link';
+    }
+  }
+
+  async function* searchResources(
+    resourceType: string,
+    params: SearchParams,
+    searchOptions: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<FhirResource> {
+    for await (const bundle of searchPages(resourceType, params, searchOptions)) {
+      for (const entry of bundle.entry ?? []) {
+        if (entry.search?.mode === 'outcome' || !entry.resource) continue;
+        yield entry.resource;
+      }
+    }
+  }
+
+  return {
+    centreId,
+    baseUrl,
+    originEvents: guard.events,
+    request,
+    requestJson,
+    searchPages,
+    searchResources,
+    resolveUrl,
+    async read(resourceType, id, readOptions = {}) {
+      try {
+        const { body } = await requestJson<FhirResource>(
+          `${baseUrl}/${resourceType}/${encodeURIComponent(id)}`,
+          { resourceType, ...(readOptions.signal ? { signal: readOptions.signal } : {}) },
+        );
+        if (!body || body.resourceType !== resourceType)
+          throw new MalformedFhirResponseError({
+            url: `${baseUrl}/${resourceType}/…`,
+            reason: `expected a ${resourceType} resource`,
+          });
+        return body;
+      } catch (err) {
+        if (err instanceof FhirHttpError && (err.status === 404 || err.status === 410))
+          return undefined;
+        throw err;
+      }
+    },
+    async capabilities(capOptions = {}) {
+      const { body } = await requestJson<FhirResource>(`${baseUrl}/metadata`, {
+        resourceType: 'metadata',
+        ...(capOptions.signal ? { signal: capOptions.signal } : {}),
+      });
+      if (!body || body.resourceType !== 'CapabilityStatement')
+        throw new MalformedFhirResponseError({
+          url: `${baseUrl}/metadata`,
+          reason: 'expected a CapabilityStatement',
+        });
+      return body;
+    },
+  };
+}
+
+/** `[base]/[type]?params`, arrays repeating the parameter, undefined values dropped. */
+export function buildSearchUrl(baseUrl: string, resourceType: string, params: SearchParams): URL {
+  const url = new URL(`${baseUrl.replace(/\/+$/, '')}/${resourceType}`);
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value])
+      url.searchParams.append(name, String(v));
+  }
+  return url;
+}
+
+/** Checks that a search answer is a Bundle whose entries hold resources. */
+function assertSearchBundle(
+  body: unknown,
+  where: { url: URL; page: number; resourceType: string },
+): FhirBundle {
+  const fail = (reason: string): never => {
+    throw new MalformedFhirResponseError({ ...where, reason });
+  };
+  if (typeof body !== 'object' || body === null)
+    return fail('the body is empty or not a JSON object');
+  const bundle = body as Record<string, unknown>;
+  if (bundle.resourceType !== 'Bundle')
+    return fail(
+      `expected a Bundle, got ${typeof bundle.resourceType === 'string' ? bundle.resourceType.slice(0, 40) : 'no resourceType'}`,
+    );
+  if (bundle.link !== undefined && !Array.isArray(bundle.link)) fail('Bundle.link is not an array');
+  for (const [i, link] of ((bundle.link as unknown[] | undefined) ?? []).entries()) {
+    const l = link as { relation?: unknown; url?: unknown } | null;
+    if (typeof l?.relation !== 'string' || typeof l.url !== 'string')
+      fail(`Bundle.link[${i}] lacks relation or url`);
+  }
+  if (bundle.entry !== undefined && !Array.isArray(bundle.entry))
+    fail('Bundle.entry is not an array');
+  for (const [i, entry] of ((bundle.entry as unknown[] | undefined) ?? []).entries()) {
+    if (typeof entry !== 'object' || entry === null) fail(`Bundle.entry[${i}] is not an object`);
+    const resource = (entry as { resource?: unknown }).resource;
+    if (resource === undefined) continue;
+    if (
+      typeof resource !== 'object' ||
+      resource === null ||
+      typeof (resource as { resourceType?: unknown }).resourceType !== 'string'
+    )
+      fail(`Bundle.entry[${i}].resource has no resourceType`);
+  }
+  return body as FhirBundle;
+}
+
+function hintForStatus(status: number, reauthDone: boolean): string | undefined {
+  if (status === 401)
+    return reauthDone
+      ? 'The EHR rejected a freshly issued access token too: check that the client is enabled for this FHIR endpoint'
+      : 'The EHR rejected the request as unauthenticated';
+  if (status === 403)
+    return 'The EHR refused access: check the scopes granted to the client and any patient/data access policy';
+  return undefined;
+}
+
+function lower(headers: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
+  return out;
+}
+
+/** Reads at most `max` bytes of a body as text, cancelling the rest. */
+async function readLimited(response: Response, max: number): Promise<string> {
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+    if (size >= max) {
+      await reader.cancel();
+      break;
+    }
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, max));
+}
+
+/**
+ * Wraps a response body so that (a) a pause longer than `idleMs` between chunks aborts the
+ * request, and (b) `onEnd` runs once when the body ends, fails or is cancelled.
+ */
+function guardBody(
+  response: Response,
+  idleMs: number,
+  onEnd: () => Promise<void>,
+  controller: AbortController,
+): Response {
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    void onEnd().catch(() => undefined);
+  };
+  if (!response.body) {
+    end();
+    return response;
+  }
+  const reader = response.body.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctrl) {
+      const timer = setTimeout(
+        () => controller.abort(new DOMException('response body stalled', 'TimeoutError')),
+        idleMs,
+      );
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          ctrl.close();
+          end();
+        } else ctrl.enqueue(value);
+      } catch (err) {
+        end();
+        throw err;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    async cancel(reason) {
+      end();
+      await reader.cancel(reason);
+    },
+  });
+  const wrapped = new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+  Object.defineProperty(wrapped, 'url', { value: response.url });
+  return wrapped;
+}

@@ -1,0 +1,199 @@
+// Errors of the FHIR access layer. They carry what an operator or a retry loop needs (status,
+// parsed OperationOutcome issues, whether a retry may help) but never PHI: URLs keep their
+// path and the *names* of query parameters only, because values such as `identifier=` or
+// `patient=` can identify a person. Response bodies are never copied into a message.
+
+/** One OperationOutcome issue, reduced to the fields an operator needs. */
+export interface OutcomeIssue {
+  severity: string;
+  code: string;
+  /** `details.text`, or the first coding's display / code. */
+  details?: string;
+  /** Free text from the server; kept on the error object, not in its message. */
+  diagnostics?: string;
+  expression?: string[];
+}
+
+/**
+ * A URL safe to log: origin + path + query parameter names (values dropped).
+ * `https://ehr/fhir/Observation?patient=123&_count=50` -> `https://ehr/fhir/Observation?patient=…&_count=…`.
+ */
+export function redactUrl(url: string | URL): string {
+  let parsed: URL;
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : url;
+  } catch {
+    return '(unparseable url)';
+  }
+  const names = [...new Set([...parsed.searchParams.keys()])];
+  const query = names.length > 0 ? `?${names.map((n) => `${n}=…`).join('&')}` : '';
+  return `${parsed.origin}${parsed.pathname}${query}`;
+}
+
+/** Parses an OperationOutcome-shaped value into issues; anything else yields []. */
+export function parseOutcomeIssues(body: unknown): OutcomeIssue[] {
+  if (typeof body !== 'object' || body === null) return [];
+  const outcome = body as { resourceType?: unknown; issue?: unknown };
+  if (outcome.resourceType !== 'OperationOutcome' || !Array.isArray(outcome.issue)) return [];
+  return outcome.issue.flatMap((raw: unknown): OutcomeIssue[] => {
+    if (typeof raw !== 'object' || raw === null) return [];
+    const issue = raw as Record<string, any>;
+    const coding = Array.isArray(issue.details?.coding) ? issue.details.coding[0] : undefined;
+    const details =
+      typeof issue.details?.text === 'string'
+        ? issue.details.text
+        : typeof coding?.display === 'string'
+          ? coding.display
+          : typeof coding?.code === 'string'
+            ? coding.code
+            : undefined;
+    const expression = Array.isArray(issue.expression)
+      ? issue.expression.filter((e: unknown): e is string => typeof e === 'string')
+      : undefined;
+    return [
+      {
+        severity: typeof issue.severity === 'string' ? issue.severity : 'error',
+        code: typeof issue.code === 'string' ? issue.code : 'unknown',
+        ...(details !== undefined ? { details } : {}),
+        ...(typeof issue.diagnostics === 'string' ? { diagnostics: issue.diagnostics } : {}),
+        ...(expression && expression.length > 0 ? { expression } : {}),
+      },
+    ];
+  });
+}
+
+/** Statuses worth retrying: timeouts, throttling and transient server failures. */
+export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
+
+/** A non-2xx answer from the EHR. */
+export class FhirHttpError extends Error {
+  /** HTTP status code. */
+  readonly status: number;
+  /** HTTP method of the request. */
+  readonly method: string;
+  /** The request URL with query values removed (see redactUrl). */
+  readonly url: string;
+  /** Issues of an OperationOutcome body, if the server sent one. */
+  readonly issues: OutcomeIssue[];
+  /** True when retrying the same request may succeed (408/429/5xx). */
+  readonly retryable: boolean;
+  /** Seconds from a Retry-After header, after capping, when one was sent. */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(options: {
+    status: number;
+    method: string;
+    url: string | URL;
+    issues?: OutcomeIssue[];
+    retryAfterSeconds?: number;
+    statusText?: string;
+    /** Extra sentence for the person reading the message (e.g. what a 401 means). */
+    hint?: string;
+  }) {
+    const issues = options.issues ?? [];
+    const url = redactUrl(options.url);
+    const summary = issues
+      .slice(0, 3)
+      .map((i) => `${i.severity} ${i.code}${i.details ? `: ${truncate(i.details, 120)}` : ''}`)
+      .join('; ');
+    super(
+      `FHIR ${options.method} ${url} failed with HTTP ${options.status}` +
+        (options.statusText ? ` ${options.statusText}` : '') +
+        (summary ? ` (OperationOutcome: ${summary})` : '') +
+        (options.hint ? `. ${options.hint}` : ''),
+    );
+    this.name = 'FhirHttpError';
+    this.status = options.status;
+    this.method = options.method;
+    this.url = url;
+    this.issues = issues;
+    this.retryable = RETRYABLE_STATUSES.has(options.status);
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}
+
+/** A request that never got an HTTP answer: connection reset, refused, DNS, timeout. */
+export class FhirNetworkError extends Error {
+  /** The low-level code, e.g. ECONNRESET, UND_ERR_SOCKET, or `timeout`. */
+  readonly code: string;
+  readonly method: string;
+  readonly url: string;
+  readonly retryable: boolean;
+
+  constructor(options: {
+    code: string;
+    method: string;
+    url: string | URL;
+    retryable: boolean;
+    detail?: string;
+    cause?: unknown;
+  }) {
+    const url = redactUrl(options.url);
+    super(
+      `FHIR ${options.method} ${url} failed: ${options.code}` +
+        (options.detail ? ` (${options.detail})` : ''),
+      { cause: options.cause },
+    );
+    this.name = 'FhirNetworkError';
+    this.code = options.code;
+    this.method = options.method;
+    this.url = url;
+    this.retryable = options.retryable;
+  }
+}
+
+/** What the refused URL was for; shown in logs and run records. */
+export type OriginPurpose =
+  'next-link' | 'bulk-status' | 'bulk-file' | 'bulk-error-file' | 'bulk-deleted-file' | 'request';
+
+/** A URL on another origin than the one the access token was issued for. */
+export class OriginRefusedError extends Error {
+  /** Origin the URL pointed to (no path, no query). */
+  readonly origin: string;
+  /** Origin the token belongs to (the FHIR base URL's origin). */
+  readonly allowedOrigin: string;
+  readonly purpose: OriginPurpose;
+
+  constructor(options: { origin: string; allowedOrigin: string; purpose: OriginPurpose }) {
+    super(
+      `refused to send the access token to ${options.origin} (${options.purpose}): ` +
+        `the token was issued for ${options.allowedOrigin} only. ` +
+        'Ask the EHR team why the server links to another host, or allow it to serve this data ' +
+        'without a token.',
+    );
+    this.name = 'OriginRefusedError';
+    this.origin = options.origin;
+    this.allowedOrigin = options.allowedOrigin;
+    this.purpose = options.purpose;
+  }
+}
+
+/** A 2xx answer whose body is not what FHIR promises (bad JSON, not a Bundle...). */
+export class MalformedFhirResponseError extends Error {
+  readonly url: string;
+  /** 1-based page number for search results, when known. */
+  readonly page: number | undefined;
+
+  constructor(options: {
+    url: string | URL;
+    reason: string;
+    page?: number;
+    resourceType?: string;
+  }) {
+    const where =
+      options.page !== undefined
+        ? `page ${options.page} of the ${options.resourceType ?? ''} search`.replace('  ', ' ')
+        : 'response';
+    super(
+      `malformed FHIR ${where} from ${redactUrl(options.url)}: ${options.reason} ` +
+        '(the body is not shown because it may contain patient data)',
+    );
+    this.name = 'MalformedFhirResponseError';
+    this.url = redactUrl(options.url);
+    this.page = options.page;
+  }
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}

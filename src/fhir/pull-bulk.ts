@@ -1,0 +1,514 @@
+// Bulk-mode pull (FHIR Bulk Data Access, "$export"): one kick-off for the whole cohort, a
+// status URL polled until the export is ready, then NDJSON files streamed line by line so a
+// centre of any size fits in bounded memory. Long exports outlive access tokens: every
+// request asks the auth layer for a token (refreshed when near expiry) and a 401 triggers
+// one refresh. Retry-After on polling is honoured but capped; cancellation (abort, timeout,
+// consumer stopping early) sends DELETE to the status URL so the EHR can drop the job.
+import { z } from 'zod';
+import type { CentreConfig, PullResourceType } from '../config/centre.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import type { FhirClient, FhirRequestInit } from './client.js';
+import {
+  FhirHttpError,
+  MalformedFhirResponseError,
+  parseOutcomeIssues,
+  redactUrl,
+  type OriginPurpose,
+  type OutcomeIssue,
+} from './errors.js';
+import {
+  isRetryableNetworkCode,
+  networkErrorCode,
+  parseRetryAfter,
+  sleepWithSignal,
+} from './retry.js';
+import { parseReference, resolveCohort } from './pull-search.js';
+import type { FhirResource } from './types.js';
+
+/** What a bulk pull yields. */
+export type BulkItem =
+  | { kind: 'resource'; resource: FhirResource }
+  | { kind: 'deleted'; resourceType: string; id: string }
+  | {
+      kind: 'error';
+      /** `error-file`: an OperationOutcome the server listed; `malformed-line`: a line we could not parse. */
+      source: 'error-file' | 'malformed-line';
+      /** The manifest entry's type (e.g. Observation, OperationOutcome). */
+      fileType: string;
+      /** 1-based line in that file. */
+      line: number;
+      issues: OutcomeIssue[];
+      /** A PHI-free one-line summary for run records. */
+      message: string;
+    };
+
+const FileEntry = z.looseObject({
+  type: z.string(),
+  url: z.string().min(1),
+  count: z.number().int().nonnegative().optional(),
+});
+
+/** The completion manifest (Bulk Data v2, §Response - Complete Status). */
+export const BulkManifestSchema = z.looseObject({
+  transactionTime: z.string().min(1),
+  request: z.string(),
+  requiresAccessToken: z.boolean(),
+  output: z.array(FileEntry),
+  error: z.array(FileEntry).default([]),
+  deleted: z.array(FileEntry).optional(),
+});
+export type BulkManifest = z.infer<typeof BulkManifestSchema>;
+
+/** A short description of a finished export, for the run record and the next `_since`. */
+export interface BulkManifestSummary {
+  /** Server time the export reflects: use it as the next incremental `_since`. */
+  transactionTime: string;
+  requiresAccessToken: boolean;
+  outputFiles: number;
+  errorFiles: number;
+  deletedFiles: number;
+  /** Resource counts the server announced, by type. */
+  announcedCounts: Record<string, number>;
+}
+
+/** An export that failed as a whole (not started, timed out, bad manifest). */
+export class BulkExportError extends Error {
+  readonly hint: string;
+  constructor(message: string, hint: string, options?: { cause?: unknown }) {
+    super(`${message}. ${hint}`, options);
+    this.name = 'BulkExportError';
+    this.hint = hint;
+  }
+}
+
+/** Options for pullBulk. */
+export interface PullBulkOptions {
+  client: FhirClient;
+  centre: Pick<CentreConfig, 'id' | 'cohort' | 'pull'>;
+  /** Incremental: `_since` (resources changed after this instant). */
+  since?: string | Date;
+  /** `_type`; defaults to centre.pull.resourceTypes. */
+  resourceTypes?: readonly PullResourceType[];
+  /** `_typeFilter` queries, e.g. `Observation?category=vital-signs`. */
+  typeFilter?: readonly string[];
+  /**
+   * Patients to keep (by id). Defaults to the resolved roster when the cohort is a roster
+   * (a Patient-level export covers every patient); not applied for a Group cohort.
+   */
+  patientFilter?: ReadonlySet<string>;
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** First wait between polls when the server sends no Retry-After (default 2 s). */
+  pollIntervalMs?: number;
+  /** Longest wait between polls, also the cap on Retry-After while polling (default 60 s). */
+  maxPollIntervalMs?: number;
+  /** Times a broken NDJSON download is resumed (default 3). */
+  maxResumes?: number;
+  /** Send DELETE to the status URL after every file is read (default true). */
+  deleteWhenDone?: boolean;
+  onManifest?: (summary: BulkManifestSummary) => void;
+  onProgress?: (status: { progress: string | undefined; polls: number }) => void;
+  now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/** The kick-off URL: `Group/[id]/$export` for a Group cohort, else `Patient/$export`. */
+export function buildExportUrl(
+  baseUrl: string,
+  centre: Pick<CentreConfig, 'cohort' | 'pull'>,
+  options: {
+    since?: string;
+    resourceTypes?: readonly string[];
+    typeFilter?: readonly string[];
+  } = {},
+): URL {
+  const base = baseUrl.replace(/\/+$/, '');
+  const url = new URL(
+    'group' in centre.cohort
+      ? `${base}/Group/${encodeURIComponent(centre.cohort.group)}/$export`
+      : `${base}/Patient/$export`,
+  );
+  const types = options.resourceTypes ?? centre.pull.resourceTypes;
+  if (types.length > 0) url.searchParams.set('_type', types.join(','));
+  if (options.since) url.searchParams.set('_since', options.since);
+  for (const filter of options.typeFilter ?? []) url.searchParams.append('_typeFilter', filter);
+  return url;
+}
+
+const KICKOFF_HEADERS = { prefer: 'respond-async', accept: 'application/fhir+json' };
+
+/**
+ * Starts an export and returns its status URL. Throws FhirHttpError (with the server's
+ * OperationOutcome) when refused, BulkExportError when the answer is not 202 + Content-Location.
+ */
+export async function kickOffExport(
+  client: FhirClient,
+  url: URL,
+  options: { signal?: AbortSignal } = {},
+): Promise<URL> {
+  const response = await client.request(url, {
+    headers: KICKOFF_HEADERS,
+    resourceType: '$export',
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  await response.body?.cancel();
+  const location = response.headers.get('content-location');
+  if (response.status !== 202 || !location)
+    throw new BulkExportError(
+      `the $export kick-off at ${redactUrl(url)} answered HTTP ${response.status}` +
+        (location ? '' : ' without a Content-Location header'),
+      'The server must answer 202 Accepted with Content-Location (Bulk Data Access); ask centre IT whether bulk export is enabled for this client',
+    );
+  return new URL(location, url);
+}
+
+/** Sends DELETE to a status URL (cancel, or "done with the files"); never throws. */
+export async function cancelExport(
+  client: FhirClient,
+  statusUrl: URL,
+  logger: Logger = silentLogger,
+): Promise<boolean> {
+  try {
+    const response = await client.request(statusUrl, {
+      method: 'DELETE',
+      purpose: 'bulk-status',
+      resourceType: '$export-status',
+      maxRetries: 1,
+    });
+    await response.body?.cancel();
+    return true;
+  } catch (err) {
+    if (err instanceof FhirHttpError && (err.status === 404 || err.status === 410)) return true;
+    logger.warn(
+      { centre: client.centreId, err: (err as Error).message },
+      'could not delete the bulk export job on the EHR',
+    );
+    return false;
+  }
+}
+
+/**
+ * Runs one bulk export and yields its content: resources, deleted entries and error-file
+ * outcomes. The generator owns the export job: breaking out of the loop, aborting the
+ * signal or any failure cancels it on the EHR.
+ */
+export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkItem> {
+  const { client, centre } = options;
+  const logger = options.logger ?? silentLogger;
+  const now = options.now ?? Date.now;
+  const sleep = options.sleep ?? sleepWithSignal;
+  const signal = options.signal;
+  const signalOpt = signal ? { signal } : {};
+  const since =
+    options.since === undefined
+      ? undefined
+      : options.since instanceof Date
+        ? options.since.toISOString()
+        : options.since;
+  const deadline = now() + centre.pull.bulkTimeoutMinutes * 60_000;
+
+  let patientFilter = options.patientFilter;
+  if (!patientFilter && 'roster' in centre.cohort) {
+    const cohort = await resolveCohort(client, centre, { ...signalOpt, logger });
+    patientFilter = new Set(cohort.patientIds);
+  }
+
+  const kickoffUrl = buildExportUrl(client.baseUrl, centre, {
+    ...(since ? { since } : {}),
+    ...(options.resourceTypes ? { resourceTypes: options.resourceTypes } : {}),
+    ...(options.typeFilter ? { typeFilter: options.typeFilter } : {}),
+  });
+  const statusUrl = await kickOffExport(client, kickoffUrl, signalOpt);
+  logger.info({ centre: client.centreId, incremental: since !== undefined }, 'bulk export started');
+  let finished = false;
+  try {
+    const manifest = await pollExport(statusUrl);
+    const summary: BulkManifestSummary = {
+      transactionTime: manifest.transactionTime,
+      requiresAccessToken: manifest.requiresAccessToken,
+      outputFiles: manifest.output.length,
+      errorFiles: manifest.error.length,
+      deletedFiles: manifest.deleted?.length ?? 0,
+      announcedCounts: {},
+    };
+    for (const file of manifest.output)
+      if (file.count !== undefined)
+        summary.announcedCounts[file.type] = (summary.announcedCounts[file.type] ?? 0) + file.count;
+    options.onManifest?.(summary);
+
+    const counts = { resources: 0, deleted: 0, errors: 0, filtered: 0 };
+    for (const file of manifest.output) {
+      for await (const { line, text } of readFileLines(
+        file,
+        'bulk-file',
+        manifest.requiresAccessToken,
+      )) {
+        const item = parseResourceLine(text, file.type, line);
+        if (
+          item.kind === 'resource' &&
+          patientFilter &&
+          !keepForPatients(item.resource, patientFilter)
+        ) {
+          counts.filtered += 1;
+          continue;
+        }
+        if (item.kind === 'resource') counts.resources += 1;
+        else counts.errors += 1;
+        yield item;
+      }
+    }
+    for (const file of manifest.deleted ?? []) {
+      for await (const { line, text } of readFileLines(
+        file,
+        'bulk-deleted-file',
+        manifest.requiresAccessToken,
+      )) {
+        for (const item of parseDeletedLine(text, file.type, line)) {
+          if (item.kind === 'deleted') counts.deleted += 1;
+          else counts.errors += 1;
+          yield item;
+        }
+      }
+    }
+    for (const file of manifest.error) {
+      for await (const { line, text } of readFileLines(
+        file,
+        'bulk-error-file',
+        manifest.requiresAccessToken,
+      )) {
+        counts.errors += 1;
+        yield parseErrorLine(text, file.type, line);
+      }
+    }
+    finished = true;
+    logger.info({ centre: client.centreId, ...counts }, 'bulk export read');
+  } finally {
+    if (!finished) {
+      logger.warn(
+        { centre: client.centreId },
+        'bulk pull stopped before the end; cancelling the export',
+      );
+      await cancelExport(client, statusUrl, logger);
+    } else if (options.deleteWhenDone ?? true) {
+      await cancelExport(client, statusUrl, logger);
+    }
+  }
+
+  /** Polls until the manifest is ready, the deadline passes, or the signal aborts. */
+  async function pollExport(url: URL): Promise<BulkManifest> {
+    let interval = options.pollIntervalMs ?? 2_000;
+    const maxInterval = options.maxPollIntervalMs ?? 60_000;
+    for (let polls = 1; ; polls++) {
+      if (now() >= deadline)
+        throw new BulkExportError(
+          `the bulk export did not finish within ${centre.pull.bulkTimeoutMinutes} minutes`,
+          'Raise pull.bulkTimeoutMinutes in the centre file, narrow the export (_type/_typeFilter), or ask centre IT why exports are slow',
+        );
+      const response = await client.request(url, {
+        purpose: 'bulk-status',
+        resourceType: '$export-status',
+        ...signalOpt,
+      });
+      if (response.status === 202) {
+        await response.body?.cancel();
+        const progress = sanitizeProgress(response.headers.get('x-progress'));
+        logger.info({ centre: client.centreId, progress, polls }, 'bulk export in progress');
+        options.onProgress?.({ progress, polls });
+        const retryAfter = parseRetryAfter(response.headers.get('retry-after'), {
+          now: now(),
+          maxSeconds: maxInterval / 1000,
+        });
+        if (retryAfter?.capped)
+          logger.warn(
+            {
+              centre: client.centreId,
+              requestedSeconds: Math.round(retryAfter.requestedSeconds),
+              cappedToSeconds: retryAfter.seconds,
+            },
+            'Retry-After on the export status longer than the polling maximum; capped',
+          );
+        const wait = retryAfter ? retryAfter.seconds * 1000 : interval;
+        interval = Math.min(maxInterval, Math.ceil(interval * 1.5));
+        await sleep(Math.max(0, Math.min(wait, deadline - now())), signal);
+        continue;
+      }
+      const text = await response.text();
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new MalformedFhirResponseError({
+          url,
+          reason: 'the export manifest is not valid JSON',
+        });
+      }
+      const parsed = BulkManifestSchema.safeParse(body);
+      if (!parsed.success)
+        throw new MalformedFhirResponseError({
+          url,
+          reason: `the export manifest is invalid (${parsed.error.issues
+            .slice(0, 3)
+            .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+            .join('; ')})`,
+        });
+      return parsed.data;
+    }
+  }
+
+  /** Streams the lines of one file, resuming after a dropped connection. */
+  async function* readFileLines(
+    file: { type: string; url: string },
+    purpose: OriginPurpose,
+    requiresAccessToken: boolean,
+  ): AsyncGenerator<{ line: number; text: string }> {
+    const url = client.resolveUrl(file.url);
+    const init: FhirRequestInit = {
+      purpose,
+      tokenRequired: requiresAccessToken,
+      headers: { accept: 'application/fhir+ndjson' },
+      resourceType: file.type,
+      ...signalOpt,
+    };
+    let delivered = 0;
+    for (let resumes = 0; ; resumes++) {
+      let seen = 0;
+      try {
+        const response = await client.request(url, init);
+        for await (const text of readLines(response)) {
+          seen += 1;
+          if (seen <= delivered) continue;
+          delivered = seen;
+          if (text.trim() === '') continue;
+          yield { line: seen, text };
+        }
+        return;
+      } catch (err) {
+        const code = networkErrorCode(err);
+        if (
+          signal?.aborted ||
+          !code ||
+          !isRetryableNetworkCode(code) ||
+          resumes >= (options.maxResumes ?? 3)
+        )
+          throw err;
+        logger.warn(
+          {
+            centre: client.centreId,
+            fileType: file.type,
+            code,
+            linesRead: delivered,
+            resume: resumes + 1,
+          },
+          'NDJSON download broke off; fetching the file again and skipping lines already read',
+        );
+      }
+    }
+  }
+}
+
+/** Reads a body as lines without holding more than one chunk plus one partial line. */
+async function* readLines(response: Response): AsyncGenerator<string> {
+  if (!response.body) return;
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let done = false;
+  try {
+    while (!done) {
+      const chunk = await reader.read();
+      done = chunk.done;
+      buffer += done ? decoder.decode() : decoder.decode(chunk.value, { stream: true });
+      let start = 0;
+      for (let nl = buffer.indexOf('\n', start); nl >= 0; nl = buffer.indexOf('\n', start)) {
+        const end = nl > start && buffer.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
+        yield buffer.slice(start, end);
+        start = nl + 1;
+      }
+      buffer = buffer.slice(start);
+    }
+    if (buffer.length > 0) yield buffer;
+  } finally {
+    if (!done) await reader.cancel().catch(() => undefined);
+  }
+}
+
+function parseJsonLine(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function malformed(fileType: string, line: number, what: string): BulkItem {
+  return {
+    kind: 'error',
+    source: 'malformed-line',
+    fileType,
+    line,
+    issues: [{ severity: 'error', code: 'structure', details: what }],
+    message: `line ${line} of the ${fileType} export file ${what} (skipped; content not shown)`,
+  };
+}
+
+function parseResourceLine(text: string, fileType: string, line: number): BulkItem {
+  const value = parseJsonLine(text);
+  if (typeof value !== 'object' || value === null)
+    return malformed(fileType, line, 'is not valid JSON');
+  if (typeof (value as { resourceType?: unknown }).resourceType !== 'string')
+    return malformed(fileType, line, 'has no resourceType');
+  return { kind: 'resource', resource: value as FhirResource };
+}
+
+/** A `deleted` file line is a Bundle whose entries carry `request.url` = `Type/id`. */
+function parseDeletedLine(text: string, fileType: string, line: number): BulkItem[] {
+  const value = parseJsonLine(text) as { resourceType?: unknown; entry?: unknown } | undefined;
+  if (typeof value !== 'object' || value === null)
+    return [malformed(fileType, line, 'is not valid JSON')];
+  if (value.resourceType !== 'Bundle' || !Array.isArray(value.entry))
+    return [malformed(fileType, line, 'is not a Bundle of deleted entries')];
+  return (value.entry as unknown[]).map((raw): BulkItem => {
+    const entry = raw as { request?: { url?: unknown }; fullUrl?: unknown } | null;
+    const url = typeof entry?.request?.url === 'string' ? entry.request.url : undefined;
+    const ref = parseReference(
+      url ?? (typeof entry?.fullUrl === 'string' ? entry.fullUrl : undefined),
+    );
+    return ref
+      ? { kind: 'deleted', resourceType: ref.type, id: ref.id }
+      : malformed(fileType, line, 'has a deleted entry without a Type/id request.url');
+  });
+}
+
+function parseErrorLine(text: string, fileType: string, line: number): BulkItem {
+  const issues = parseOutcomeIssues(parseJsonLine(text));
+  if (issues.length === 0) return malformed(fileType, line, 'is not an OperationOutcome');
+  const first = issues[0]!;
+  return {
+    kind: 'error',
+    source: 'error-file',
+    fileType,
+    line,
+    issues,
+    message:
+      `export error file (${fileType}) line ${line}: ${first.severity} ${first.code}` +
+      (first.details ? `: ${first.details.slice(0, 160)}` : '') +
+      (issues.length > 1 ? ` (+${issues.length - 1} more issues)` : ''),
+  };
+}
+
+/** True when a resource belongs to one of the patients (or to no patient, e.g. Medication). */
+function keepForPatients(resource: FhirResource, patients: ReadonlySet<string>): boolean {
+  if (resource.resourceType === 'Patient')
+    return resource.id !== undefined && patients.has(resource.id);
+  const refs = [resource.subject, resource.patient]
+    .map((r) => parseReference((r as { reference?: string } | undefined)?.reference))
+    .filter((r) => r !== undefined);
+  if (refs.length === 0) return true;
+  return refs.some((r) => r.type === 'Patient' && patients.has(r.id));
+}
+
+/** X-Progress is free text from the server: keep it short and printable. */
+function sanitizeProgress(value: string | null): string | undefined {
+  if (!value) return undefined;
+  return value.replace(/[^\x20-\x7e]/g, '').slice(0, 100);
+}

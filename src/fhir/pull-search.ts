@@ -1,0 +1,318 @@
+// Search-mode pull: many EHRs (Epic among them) only answer searches scoped to one patient,
+// so the pull walks the cohort patient by patient and, for each configured resource type,
+// runs `[type]?patient=<id>&_count=<pageSize>[&_lastUpdated=ge<since>]`, following next
+// links. Each patient's resources come out as one batch, so memory holds one patient (or a
+// few, when patients are fetched concurrently) whatever the centre's size. Medications
+// referenced by MedicationRequest/MedicationStatement are read too (cached for the run),
+// because steroid use can only be judged from the Medication's codes.
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { CentreConfig, PullResourceType } from '../config/centre.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import type { FhirClient, SearchParams } from './client.js';
+import type { FhirResource } from './types.js';
+
+/** One cohort patient's resources. */
+export interface PatientBatch {
+  patientId: string;
+  resources: FhirResource[];
+}
+
+/** Why a roster line did not yield a patient (the line's content is never kept: PHI). */
+export interface UnresolvedRosterLine {
+  line: number;
+  reason: 'malformed' | 'not-found' | 'ambiguous';
+}
+
+/** The cohort: patient ids and what could not be resolved. */
+export interface CohortResolution {
+  source: 'group' | 'roster';
+  patientIds: string[];
+  unresolved: UnresolvedRosterLine[];
+  /** Group members skipped because they are inactive or not Patients. */
+  skippedMembers: number;
+}
+
+/** A cohort that cannot be read at all (missing Group, unreadable roster). */
+export class CohortError extends Error {
+  readonly hint: string;
+  constructor(message: string, hint: string, options?: { cause?: unknown }) {
+    super(`${message}. ${hint}`, options);
+    this.name = 'CohortError';
+    this.hint = hint;
+  }
+}
+
+/** `Patient/123`, `https://ehr/fhir/Patient/123/_history/2` -> { type, id }. */
+export function parseReference(
+  reference: string | undefined,
+): { type: string; id: string } | undefined {
+  if (!reference || reference.startsWith('#')) return undefined;
+  const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(
+    reference,
+  );
+  return m ? { type: m[1]!, id: m[2]! } : undefined;
+}
+
+/** Reads the roster's `system|value` lines lazily, with 1-based line numbers. */
+async function* readRosterLines(path: string): AsyncGenerator<{ line: number; text: string }> {
+  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
+  let n = 0;
+  for await (const text of lines) {
+    n += 1;
+    const trimmed = text.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    yield { line: n, text: trimmed };
+  }
+}
+
+/** Options for resolveCohort. */
+export interface ResolveCohortOptions {
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** Stop after this many patients (the onboarding check needs only one). */
+  limit?: number;
+}
+
+/**
+ * Resolves the centre's cohort to Patient ids: the active Patient members of the Group, or
+ * each roster line `system|value` looked up with `Patient?identifier=system|value`.
+ */
+export async function resolveCohort(
+  client: FhirClient,
+  centre: Pick<CentreConfig, 'cohort'>,
+  options: ResolveCohortOptions = {},
+): Promise<CohortResolution> {
+  const logger = options.logger ?? silentLogger;
+  const limit = options.limit ?? Number.POSITIVE_INFINITY;
+  const signalOpt = options.signal ? { signal: options.signal } : {};
+  if ('group' in centre.cohort) {
+    const groupId = centre.cohort.group;
+    const group = await client.read('Group', groupId, signalOpt);
+    if (!group)
+      throw new CohortError(
+        `the cohort Group "${groupId}" does not exist on the EHR (404)`,
+        'Check cohort.group in the centre file against the Group id centre IT created',
+      );
+    const ids = new Set<string>();
+    let skipped = 0;
+    const members = Array.isArray(group.member) ? (group.member as unknown[]) : [];
+    for (const raw of members) {
+      const member = raw as { entity?: { reference?: string }; inactive?: boolean } | null;
+      const ref = parseReference(member?.entity?.reference);
+      if (!ref || ref.type !== 'Patient' || member?.inactive === true) {
+        skipped += 1;
+        continue;
+      }
+      ids.add(ref.id);
+      if (ids.size >= limit) break;
+    }
+    logger.info(
+      { centre: client.centreId, patients: ids.size, skippedMembers: skipped },
+      'cohort resolved from Group',
+    );
+    return { source: 'group', patientIds: [...ids], unresolved: [], skippedMembers: skipped };
+  }
+
+  const path = centre.cohort.roster;
+  const ids = new Set<string>();
+  const unresolved: UnresolvedRosterLine[] = [];
+  try {
+    for await (const { line, text } of readRosterLines(path)) {
+      const bar = text.indexOf('|');
+      if (bar <= 0 || bar === text.length - 1) {
+        unresolved.push({ line, reason: 'malformed' });
+        continue;
+      }
+      const found: string[] = [];
+      for await (const resource of client.searchResources(
+        'Patient',
+        { identifier: text, _count: 2 },
+        signalOpt,
+      )) {
+        if (resource.resourceType === 'Patient' && resource.id && !found.includes(resource.id))
+          found.push(resource.id);
+        if (found.length > 1) break;
+      }
+      if (found.length === 0) unresolved.push({ line, reason: 'not-found' });
+      else if (found.length > 1) unresolved.push({ line, reason: 'ambiguous' });
+      else ids.add(found[0]!);
+      if (ids.size >= limit) break;
+    }
+  } catch (err) {
+    if (
+      (err as NodeJS.ErrnoException).code === 'ENOENT' ||
+      (err as NodeJS.ErrnoException).code === 'EACCES'
+    )
+      throw new CohortError(
+        `cannot read the roster file ${path} (${(err as NodeJS.ErrnoException).code})`,
+        'Check cohort.roster in the centre file (relative paths are relative to the centre file)',
+        { cause: err },
+      );
+    throw err;
+  }
+  logger.info(
+    { centre: client.centreId, patients: ids.size, unresolved: unresolved.length },
+    'cohort resolved from roster',
+  );
+  return { source: 'roster', patientIds: [...ids], unresolved, skippedMembers: 0 };
+}
+
+/**
+ * The search parameters for one patient and resource type: `_id` for Patient, `patient`
+ * otherwise; `_count`; `_lastUpdated=ge<since>` when incremental.
+ */
+export function patientSearchParams(
+  resourceType: string,
+  patientId: string,
+  options: { pageSize: number; since?: string | undefined },
+): SearchParams {
+  return {
+    ...(resourceType === 'Patient' ? { _id: patientId } : { patient: patientId }),
+    _count: options.pageSize,
+    ...(options.since ? { _lastUpdated: `ge${options.since}` } : {}),
+  };
+}
+
+/** Options for pullSearch. */
+export interface PullSearchOptions {
+  client: FhirClient;
+  centre: Pick<CentreConfig, 'id' | 'cohort' | 'pull'>;
+  /** Incremental pull: only resources updated at or after this instant. */
+  since?: string | Date;
+  /** Defaults to centre.pull.resourceTypes. `Medication` means "read referenced Medications". */
+  resourceTypes?: readonly PullResourceType[];
+  /** Patient ids to pull; resolved from the centre's cohort when absent. */
+  patientIds?: readonly string[];
+  /** Patients fetched at once (default 2); the limiter still bounds requests. */
+  concurrency?: number;
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** Called once the cohort is known (e.g. to record unresolved roster lines). */
+  onCohort?: (cohort: CohortResolution) => void;
+  /** Called after each patient, including patients with nothing new. */
+  onPatient?: (progress: {
+    patientId: string;
+    index: number;
+    total: number;
+    resources: number;
+  }) => void;
+}
+
+/**
+ * Pulls the cohort in search mode, yielding one batch per patient that has resources
+ * (patients with nothing in the window are reported to onPatient but not yielded).
+ * Batches come in cohort order. Any failure after retries ends the pull with that error,
+ * so a caller never mistakes a partial pull for a complete one.
+ */
+export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<PatientBatch> {
+  const { client, centre } = options;
+  const logger = options.logger ?? silentLogger;
+  const since =
+    options.since === undefined
+      ? undefined
+      : options.since instanceof Date
+        ? options.since.toISOString()
+        : options.since;
+  const types = options.resourceTypes ?? centre.pull.resourceTypes;
+  const searchTypes = types.filter((t) => t !== 'Medication');
+  const readMedications = types.includes('Medication');
+  const pageSize = centre.pull.pageSize;
+
+  // Aborted when the consumer stops early or a patient fails, so in-flight work stops too.
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const signal = controller.signal;
+
+  const medications = new Map<string, Promise<FhirResource | undefined>>();
+  const readMedication = (id: string): Promise<FhirResource | undefined> => {
+    let cached = medications.get(id);
+    if (!cached) {
+      cached = client.read('Medication', id, { signal });
+      medications.set(id, cached);
+      cached.catch(() => medications.delete(id));
+    }
+    return cached;
+  };
+
+  const pullPatient = async (patientId: string): Promise<PatientBatch> => {
+    const resources: FhirResource[] = [];
+    for (const type of searchTypes) {
+      for await (const resource of client.searchResources(
+        type,
+        patientSearchParams(type, patientId, { pageSize, since }),
+        { signal },
+      )) {
+        resources.push(resource);
+      }
+    }
+    if (readMedications) {
+      const wanted = new Set<string>();
+      const present = new Set(
+        resources.filter((r) => r.resourceType === 'Medication' && r.id).map((r) => r.id!),
+      );
+      for (const r of resources) {
+        if (r.resourceType !== 'MedicationRequest' && r.resourceType !== 'MedicationStatement')
+          continue;
+        const ref = parseReference(
+          (r.medicationReference as { reference?: string } | undefined)?.reference,
+        );
+        if (ref?.type === 'Medication' && !present.has(ref.id)) wanted.add(ref.id);
+      }
+      for (const id of wanted) {
+        const medication = await readMedication(id);
+        if (medication) resources.push(medication);
+        else
+          logger.warn(
+            { centre: client.centreId, medicationId: id },
+            'referenced Medication not found on the EHR',
+          );
+      }
+    }
+    return { patientId, resources };
+  };
+
+  try {
+    let patientIds = options.patientIds;
+    if (!patientIds) {
+      const cohort = await resolveCohort(client, centre, { signal, logger });
+      options.onCohort?.(cohort);
+      patientIds = cohort.patientIds;
+    }
+    const total = patientIds.length;
+    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 2));
+    const pending: Promise<PatientBatch>[] = [];
+    let next = 0;
+    const startNext = () => {
+      const id = patientIds[next++]!;
+      const p = pullPatient(id);
+      p.catch(() => undefined); // awaited in order below; avoids an unhandled rejection meanwhile
+      pending.push(p);
+    };
+    while (pending.length < concurrency && next < total) startNext();
+    for (let index = 0; pending.length > 0; index++) {
+      const batch = await pending.shift()!;
+      if (next < total) startNext();
+      options.onPatient?.({
+        patientId: batch.patientId,
+        index,
+        total,
+        resources: batch.resources.length,
+      });
+      if (batch.resources.length > 0) yield batch;
+    }
+    logger.info(
+      {
+        centre: client.centreId,
+        patients: total,
+        incremental: since !== undefined,
+        medications: medications.size,
+      },
+      'search pull finished',
+    );
+  } finally {
+    options.signal?.removeEventListener('abort', onOuterAbort);
+    controller.abort(new Error('pull ended'));
+  }
+}
