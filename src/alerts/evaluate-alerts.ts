@@ -1,0 +1,97 @@
+// The alert rules, pure: given what the run store knows about a centre and the thresholds
+// that apply to it, which alerts are raised now. A centre is "stale" when its last
+// successful sync (or, if it never had one, the time lhn-bridge first knew it) is older than
+// its threshold, and "failing" when its last N finished runs all failed.
+import type { CentreConfig } from '../config/centre.js';
+import type { ServiceConfig } from '../config/service.js';
+import type { RunRecord } from '../sync/run-store.js';
+
+export const ALERT_KINDS = ['stale', 'failing'] as const;
+/** Why a centre is alerting. */
+export type AlertKind = (typeof ALERT_KINDS)[number];
+
+/** One raised alert. */
+export interface Alert {
+  centreId: string;
+  kind: AlertKind;
+  /** One line a data manager can act on; ids and times only. */
+  message: string;
+  /** ISO time the alert was first raised (kept while it stays raised). */
+  raisedAt: string;
+  /** ISO time of the last successful sync, if any. */
+  lastSuccessAt?: string;
+  /** The threshold that applied (hours for stale, runs for failing). */
+  threshold: number;
+  /** For failing: the runs that failed in a row, newest first. */
+  failedRunIds?: string[];
+}
+
+/** Thresholds that apply to one centre: the centre file's, else the service's. */
+export interface AlertThresholds {
+  staleAfterHours: number;
+  failuresInARow: number;
+}
+
+/** The thresholds for a centre (centre override, else service config). */
+export function resolveThresholds(
+  centre: Pick<CentreConfig, 'alerts'>,
+  defaults: ServiceConfig['alerts'],
+): AlertThresholds {
+  return {
+    staleAfterHours: centre.alerts.staleAfterHours ?? defaults.staleAfterHours,
+    failuresInARow: centre.alerts.failuresInARow ?? defaults.failuresInARow,
+  };
+}
+
+/** What the rules look at for one centre. */
+export interface CentreAlertInput {
+  centreId: string;
+  thresholds: AlertThresholds;
+  latestSuccess?: Pick<RunRecord, 'endedAt' | 'startedAt'>;
+  /** ISO time lhn-bridge first knew this centre (the clock for a centre that never synced). */
+  firstSeenAt: string;
+  /** Recent runs, most recently started first (at least `failuresInARow` of them if any). */
+  recentRuns: Pick<RunRecord, 'runId' | 'status' | 'errors'>[];
+  now: Date;
+}
+
+/** Evaluates the rules for one centre; returns the alerts that should be raised now. */
+export function evaluateCentreAlerts(input: CentreAlertInput): Alert[] {
+  const alerts: Alert[] = [];
+  const nowIso = input.now.toISOString();
+  const lastSuccessAt = input.latestSuccess?.endedAt ?? input.latestSuccess?.startedAt;
+  const since = lastSuccessAt ?? input.firstSeenAt;
+  const ageHours = (input.now.getTime() - Date.parse(since)) / 3_600_000;
+  if (ageHours > input.thresholds.staleAfterHours) {
+    alerts.push({
+      centreId: input.centreId,
+      kind: 'stale',
+      message: lastSuccessAt
+        ? `no successful sync for ${Math.floor(ageHours)} h (threshold ${input.thresholds.staleAfterHours} h); last success ${lastSuccessAt}`
+        : `no successful sync since lhn-bridge started watching this centre ${Math.floor(ageHours)} h ago (threshold ${input.thresholds.staleAfterHours} h)`,
+      raisedAt: nowIso,
+      ...(lastSuccessAt ? { lastSuccessAt } : {}),
+      threshold: input.thresholds.staleAfterHours,
+    });
+  }
+  const finished = input.recentRuns.filter(
+    (r) => r.status === 'succeeded' || r.status === 'failed',
+  );
+  const n = input.thresholds.failuresInARow;
+  const lastN = finished.slice(0, n);
+  if (lastN.length === n && lastN.every((r) => r.status === 'failed')) {
+    const lastError = lastN[0]?.errors.at(-1);
+    alerts.push({
+      centreId: input.centreId,
+      kind: 'failing',
+      message:
+        `the last ${n} sync run${n === 1 ? '' : 's'} failed` +
+        (lastError ? `; latest error at ${lastError.step}: ${lastError.message}` : ''),
+      raisedAt: nowIso,
+      ...(lastSuccessAt ? { lastSuccessAt } : {}),
+      threshold: n,
+      failedRunIds: lastN.map((r) => r.runId),
+    });
+  }
+  return alerts;
+}

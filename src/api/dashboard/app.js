@@ -1,0 +1,884 @@
+// The data managers' dashboard: a small ES module over the admin JSON API, with no build step
+// and no third-party code. Every value from the API reaches the page through textContent or
+// attributes set one by one (never innerHTML), so data cannot inject markup. The API key is
+// kept in sessionStorage (this tab only) and sent as a bearer token to this origin only.
+
+const KEY_STORAGE = 'lhn-bridge.apiKey';
+const REFRESH_MS = 4000;
+const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
+
+const state = {
+  key: sessionStorage.getItem(KEY_STORAGE),
+  caller: null,
+  timer: undefined,
+  rendering: false,
+};
+
+/** An error answer from the API, with its problem details. */
+class ApiError extends Error {
+  constructor(status, message, problem) {
+    super(message);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers: elements are built from props and children; strings become text nodes.
+
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'class') el.className = value;
+    else if (name === 'dataset') Object.assign(el.dataset, value);
+    else if (name.startsWith('on') && typeof value === 'function')
+      el.addEventListener(name.slice(2).toLowerCase(), value);
+    else if (value === true) el.setAttribute(name, '');
+    else el.setAttribute(name, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function showNotice(message, kind = 'info', extra) {
+  const notice = $('notice');
+  notice.className = `notice notice-${kind}`;
+  notice.replaceChildren(h('span', {}, message), extra ?? '');
+}
+
+function clearNotice() {
+  $('notice').className = 'notice';
+  $('notice').replaceChildren();
+}
+
+function can(role) {
+  return state.caller !== null && ROLE_RANK[state.caller.role] >= ROLE_RANK[role];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+function formatAgo(ms) {
+  const abs = Math.abs(ms);
+  const future = ms < 0;
+  const units = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['min', 60_000],
+    ['s', 1000],
+  ];
+  for (const [unit, size] of units) {
+    if (abs >= size || unit === 's') {
+      const n = Math.floor(abs / size);
+      return future ? `in ${n} ${unit}` : `${n} ${unit} ago`;
+    }
+  }
+  return '';
+}
+
+function time(iso) {
+  if (!iso) return h('span', { class: 'muted' }, '—');
+  const date = new Date(iso);
+  return h(
+    'time',
+    { datetime: iso, title: date.toLocaleString() },
+    `${date.toLocaleString()} (${formatAgo(Date.now() - date.getTime())})`,
+  );
+}
+
+const HEALTH_LABEL = { ok: 'OK', warning: 'Warning', alert: 'Alert', never: 'Not synced yet' };
+
+function healthBadge(centre) {
+  return h(
+    'span',
+    { class: `health health-${centre.health}` },
+    h('span', { class: 'dot', 'aria-hidden': 'true' }),
+    HEALTH_LABEL[centre.health] ?? centre.health,
+    centre.syncing ? h('span', { class: 'syncing' }, ' · syncing') : '',
+  );
+}
+
+const RUN_LABEL = {
+  queued: 'Queued',
+  running: 'Running',
+  succeeded: 'Succeeded',
+  failed: 'Failed',
+};
+
+function runStatus(status) {
+  return h('span', { class: `run-status run-${status}` }, RUN_LABEL[status] ?? status);
+}
+
+function countsText(counts) {
+  if (!counts) return '—';
+  return `${counts.pulled} pulled · ${counts.visits} visits · ${counts.enqueued} new · ${counts.unchanged} unchanged · ${counts.retracted} retracted`;
+}
+
+function table(caption, headers, rows, empty) {
+  if (rows.length === 0) return h('p', { class: 'empty' }, empty);
+  return h(
+    'table',
+    {},
+    h('caption', {}, caption),
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        headers.map((t) => h('th', { scope: 'col' }, t)),
+      ),
+    ),
+    h('tbody', {}, rows),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// API
+
+async function api(path, options = {}) {
+  const headers = { Accept: 'application/json', Authorization: `Bearer ${state.key}` };
+  if (options.body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(path, {
+    method: options.method ?? 'GET',
+    headers,
+    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+    cache: 'no-store',
+    credentials: 'omit',
+  });
+  const type = response.headers.get('content-type') ?? '';
+  const data = type.includes('json') ? await response.json() : null;
+  if (response.status === 401 && !options.login) {
+    logout('Your API key was not accepted any more. Please log in again.');
+  }
+  if (!response.ok) {
+    const detail = data?.detail ?? data?.title ?? response.statusText;
+    const issues = Array.isArray(data?.issues)
+      ? ` (${data.issues.map((i) => `${i.path}: ${i.message}`).join('; ')})`
+      : '';
+    throw new ApiError(response.status, `${detail}${issues}`, data);
+  }
+  return data;
+}
+
+function reportError(err) {
+  showNotice(err instanceof ApiError ? err.message : `Request failed: ${err.message}`, 'error');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+async function login(key) {
+  state.key = key;
+  try {
+    state.caller = await api('/api/me', { login: true });
+  } catch (err) {
+    state.key = null;
+    state.caller = null;
+    throw err;
+  }
+  sessionStorage.setItem(KEY_STORAGE, key);
+}
+
+function logout(message) {
+  sessionStorage.removeItem(KEY_STORAGE);
+  state.key = null;
+  state.caller = null;
+  showLogin(message);
+}
+
+function showLogin(message) {
+  stopRefresh();
+  $('app-view').hidden = true;
+  $('app-view').replaceChildren();
+  $('session').hidden = true;
+  $('login-view').hidden = false;
+  $('login-error').textContent = message ?? '';
+  $('api-key').value = '';
+  $('api-key').focus();
+}
+
+function showApp() {
+  $('login-view').hidden = true;
+  $('session').hidden = false;
+  $('session-who').textContent = `${state.caller.name} (${state.caller.role})`;
+  $('app-view').hidden = false;
+  void render({ focus: true });
+  startRefresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actions
+
+async function syncNow(centreId, mode) {
+  try {
+    const result = await api(`/api/centres/${encodeURIComponent(centreId)}/sync`, {
+      method: 'POST',
+      body: mode ? { mode } : {},
+    });
+    showNotice(`Sync of ${centreId} queued (run ${result.runId}).`, 'success');
+    location.hash = `#/run/${encodeURIComponent(result.runId)}`;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409 && err.problem?.runId) {
+      showNotice(
+        `A sync of ${centreId} is already queued or running. `,
+        'info',
+        h('a', { href: `#/run/${encodeURIComponent(err.problem.runId)}` }, 'Follow that run'),
+      );
+    } else reportError(err);
+  }
+}
+
+async function retrySubmission(id) {
+  try {
+    await api(`/api/submissions/failed/${encodeURIComponent(id)}/retry`, { method: 'POST' });
+    showNotice(`Submission ${id} sent back to the queue.`, 'success');
+  } catch (err) {
+    reportError(err);
+  }
+  await render();
+}
+
+async function retryAll(centreId) {
+  try {
+    const result = await api('/api/submissions/failed/retry-all', {
+      method: 'POST',
+      body: centreId ? { centre: centreId } : {},
+    });
+    showNotice(`${result.retried} failed submission(s) sent back to the queue.`, 'success');
+  } catch (err) {
+    reportError(err);
+  }
+  await render();
+}
+
+async function resolveSubmission(id, note) {
+  try {
+    await api(`/api/submissions/failed/${encodeURIComponent(id)}/resolve`, {
+      method: 'POST',
+      body: { note },
+    });
+    showNotice(`Submission ${id} marked resolved.`, 'success');
+  } catch (err) {
+    reportError(err);
+  }
+  await render();
+}
+
+async function runCheck(centreId, target) {
+  target.replaceChildren(h('p', {}, 'Running the onboarding check…'));
+  try {
+    const report = await api(`/api/centres/${encodeURIComponent(centreId)}/check`, {
+      method: 'POST',
+    });
+    target.replaceChildren(renderCheckReport(report));
+  } catch (err) {
+    target.replaceChildren(h('p', { class: 'error' }, err.message));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+function syncButton(centre) {
+  if (!can('operator')) return '';
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'primary',
+      'aria-label': `Sync ${centre.name} now`,
+      disabled: centre.syncing,
+      onclick: () => syncNow(centre.id),
+    },
+    'Sync now',
+  );
+}
+
+function renderAlerts(alerts) {
+  if (alerts.length === 0) return '';
+  return h(
+    'section',
+    { class: 'alerts', 'aria-labelledby': 'alerts-title' },
+    h('h3', { id: 'alerts-title' }, `Alerts (${alerts.length})`),
+    h(
+      'ul',
+      {},
+      alerts.map((a) =>
+        h(
+          'li',
+          { class: 'alert-item' },
+          h('a', { href: `#/centre/${encodeURIComponent(a.centreId)}` }, a.centreId),
+          ` — ${a.kind === 'stale' ? 'not syncing' : 'failing'}: ${a.message} · raised `,
+          time(a.raisedAt),
+        ),
+      ),
+    ),
+  );
+}
+
+function renderCentresTable(centres) {
+  const rows = centres.map((c) =>
+    h(
+      'tr',
+      { dataset: { centreId: c.id } },
+      h(
+        'th',
+        { scope: 'row' },
+        h('a', { href: `#/centre/${encodeURIComponent(c.id)}` }, c.name),
+        h('div', { class: 'muted small' }, c.id),
+      ),
+      h('td', {}, healthBadge(c)),
+      h('td', {}, time(c.lastSuccess?.endedAt)),
+      h(
+        'td',
+        {},
+        c.lastRun
+          ? [
+              runStatus(c.lastRun.status),
+              ' ',
+              h('a', { href: `#/run/${c.lastRun.runId}` }, 'details'),
+            ]
+          : '—',
+      ),
+      h('td', {}, c.nextRunAt ? time(c.nextRunAt) : h('span', { class: 'muted' }, 'manual only')),
+      h('td', { class: 'small' }, countsText(c.lastRun?.counts)),
+      h(
+        'td',
+        {},
+        c.failedRunsInARow > 0 ? `${c.failedRunsInARow} failed run(s)` : '',
+        c.failedRunsInARow > 0 && c.failedSubmissions > 0 ? h('br') : '',
+        c.failedSubmissions > 0 ? `${c.failedSubmissions} failed submission(s)` : '',
+        c.failedRunsInARow === 0 && c.failedSubmissions === 0
+          ? h('span', { class: 'muted' }, 'none')
+          : '',
+      ),
+      h(
+        'td',
+        {},
+        h('a', { href: `#/centre/${encodeURIComponent(c.id)}` }, `${c.qualityFindings} finding(s)`),
+        c.unmappedCodes > 0
+          ? h('div', { class: 'small' }, `${c.unmappedCodes} unmapped code(s)`)
+          : '',
+      ),
+      h(
+        'td',
+        {},
+        c.alerts.length > 0
+          ? c.alerts.map((a) =>
+              h(
+                'span',
+                { class: 'badge badge-alert', title: a.message },
+                a.kind === 'stale' ? 'stale' : 'failing',
+              ),
+            )
+          : h('span', { class: 'muted' }, 'none'),
+      ),
+      h('td', {}, syncButton(c)),
+    ),
+  );
+  return table(
+    'Centres',
+    [
+      'Centre',
+      'Status',
+      'Last success',
+      'Last run',
+      'Next run',
+      'Last run counts',
+      'Failures',
+      'Data quality',
+      'Alerts',
+      '',
+    ],
+    rows,
+    'No centres are configured. Add centre files to the centres folder and restart.',
+  );
+}
+
+function renderFailed(failed, centreId) {
+  const rows = failed.items.map((item) => {
+    const actions = h('td', { class: 'actions' });
+    const row = h(
+      'tr',
+      { dataset: { submissionId: item.id } },
+      h('td', {}, h('code', {}, item.id)),
+      centreId ? '' : h('td', {}, item.centreId),
+      h('td', {}, item.kind),
+      h('td', { class: 'reason' }, item.reason),
+      h('td', {}, `${item.attempts} / ${item.maxAttempts}`),
+      h('td', {}, time(item.failedAt)),
+      actions,
+    );
+    if (can('operator')) {
+      const noteInput = h('input', {
+        type: 'text',
+        name: 'note',
+        required: true,
+        placeholder: 'why it is resolved',
+        'aria-label': `Resolution note for ${item.id}`,
+      });
+      const form = h(
+        'form',
+        {
+          class: 'resolve-form',
+          hidden: true,
+          onsubmit: (event) => {
+            event.preventDefault();
+            void resolveSubmission(item.id, noteInput.value);
+          },
+        },
+        noteInput,
+        h('button', { type: 'submit' }, 'Confirm'),
+        h('button', { type: 'button', onclick: () => (form.hidden = true) }, 'Cancel'),
+      );
+      actions.append(
+        h(
+          'button',
+          {
+            type: 'button',
+            'aria-label': `Retry ${item.id}`,
+            onclick: () => retrySubmission(item.id),
+          },
+          'Retry',
+        ),
+        h(
+          'button',
+          {
+            type: 'button',
+            'aria-label': `Resolve ${item.id}`,
+            onclick: () => {
+              form.hidden = false;
+              noteInput.focus();
+            },
+          },
+          'Resolve…',
+        ),
+        form,
+      );
+    }
+    return row;
+  });
+  const headers = [
+    'Submission',
+    ...(centreId ? [] : ['Centre']),
+    'Kind',
+    'Reason',
+    'Attempts',
+    'Failed',
+    '',
+  ];
+  return h(
+    'section',
+    { 'aria-labelledby': 'failed-title' },
+    h(
+      'div',
+      { class: 'section-head' },
+      h('h3', { id: 'failed-title' }, `Failed submissions (${failed.total})`),
+      can('operator') && failed.total > 0
+        ? h('button', { type: 'button', onclick: () => retryAll(centreId) }, 'Retry all')
+        : '',
+    ),
+    table('Failed submissions', headers, rows, 'No failed submissions.'),
+    failed.total > failed.items.length
+      ? h('p', { class: 'muted' }, `Showing ${failed.items.length} of ${failed.total}.`)
+      : '',
+  );
+}
+
+function renderResolved(items) {
+  if (items.length === 0) return '';
+  return h(
+    'details',
+    { class: 'resolved' },
+    h('summary', {}, `Resolved submissions (${items.length} most recent)`),
+    table(
+      'Resolved submissions',
+      ['Submission', 'Centre', 'Reason', 'Resolved by', 'When', 'Note'],
+      items.map((r) =>
+        h(
+          'tr',
+          {},
+          h('td', {}, h('code', {}, r.id)),
+          h('td', {}, r.centreId),
+          h('td', { class: 'reason' }, r.reason),
+          h('td', {}, r.resolvedBy),
+          h('td', {}, time(r.resolvedAt)),
+          h('td', {}, r.note),
+        ),
+      ),
+      '',
+    ),
+  );
+}
+
+async function renderOverview() {
+  const [{ centres }, { alerts }, failed, resolved] = await Promise.all([
+    api('/api/centres'),
+    api('/api/alerts'),
+    api('/api/submissions/failed?limit=200'),
+    api('/api/submissions/resolved?limit=50'),
+  ]);
+  return [
+    h('h2', { tabindex: '-1' }, 'Centres'),
+    renderAlerts(alerts),
+    renderCentresTable(centres),
+    renderFailed(failed),
+    renderResolved(resolved.items),
+  ];
+}
+
+function renderQuality(report) {
+  if (!report)
+    return h(
+      'p',
+      { class: 'empty' },
+      'No quality report yet: the first successful sync creates it.',
+    );
+  const kinds = Object.entries(report.findingsByKind).sort((a, b) => b[1] - a[1]);
+  return [
+    h(
+      'p',
+      {},
+      `Covers ${report.visits} visit(s); refreshed `,
+      time(report.generatedAt),
+      ` by run `,
+      h('a', { href: `#/run/${report.runId}` }, report.runId),
+      '.',
+    ),
+    table(
+      'Unmapped local codes (add them to the centre’s value sets)',
+      ['Field', 'Code', 'Count', 'Example resource'],
+      report.unmappedCodes.map((u) =>
+        h(
+          'tr',
+          {},
+          h('td', {}, u.field),
+          h('td', {}, h('code', {}, u.code)),
+          h('td', {}, String(u.count)),
+          h('td', {}, u.exampleResource ?? '—'),
+        ),
+      ),
+      'No unmapped codes.',
+    ),
+    h(
+      'p',
+      {},
+      `Visits without a PGA: ${report.visitsWithoutPga.count}`,
+      report.visitsWithoutPga.exampleResources.length > 0
+        ? ` (e.g. ${report.visitsWithoutPga.exampleResources.join(', ')})`
+        : '',
+    ),
+    table(
+      'Implausible values (set to null)',
+      ['Field', 'Count', 'Example resource'],
+      report.implausibleValues.map((v) =>
+        h(
+          'tr',
+          {},
+          h('td', {}, v.field),
+          h('td', {}, String(v.count)),
+          h('td', {}, v.exampleResource ?? '—'),
+        ),
+      ),
+      'No implausible values.',
+    ),
+    table(
+      'All findings by kind',
+      ['Kind', 'Count'],
+      kinds.map(([kind, n]) => h('tr', {}, h('td', {}, kind), h('td', {}, String(n)))),
+      'No findings.',
+    ),
+  ];
+}
+
+function renderCheckReport(report) {
+  const steps = Array.isArray(report?.steps) ? report.steps : [];
+  return h(
+    'div',
+    { class: 'check-report' },
+    h('p', {}, report?.ok === false ? 'The check found problems:' : 'Check finished:'),
+    h(
+      'ol',
+      {},
+      steps.map((s) =>
+        h(
+          'li',
+          { class: s.ok === false || s.status === 'failed' ? 'step-failed' : 'step-ok' },
+          h(
+            'strong',
+            {},
+            `${s.name ?? s.step ?? 'step'}: ${s.ok === false || s.status === 'failed' ? 'failed' : (s.status ?? 'ok')}`,
+          ),
+          s.reason ? ` — ${s.reason}` : '',
+          s.hint ? h('div', { class: 'hint' }, `What to do: ${s.hint}`) : '',
+        ),
+      ),
+    ),
+  );
+}
+
+async function renderCentre(id) {
+  const path = `/api/centres/${encodeURIComponent(id)}`;
+  const [centre, quality, failed] = await Promise.all([
+    api(path),
+    api(`${path}/quality`).catch((err) => {
+      if (err instanceof ApiError && err.status === 404) return null;
+      throw err;
+    }),
+    api(`/api/submissions/failed?centre=${encodeURIComponent(id)}&limit=200`),
+  ]);
+  const checkTarget = h('div', { class: 'check-target' });
+  const modeSelect = h(
+    'select',
+    { 'aria-label': 'Sync mode' },
+    h(
+      'option',
+      { value: 'incremental', selected: centre.schedule.mode === 'incremental' },
+      'incremental',
+    ),
+    h('option', { value: 'full', selected: centre.schedule.mode === 'full' }, 'full'),
+  );
+  const runs = centre.recentRuns.map((r) =>
+    h(
+      'tr',
+      {},
+      h('td', {}, h('a', { href: `#/run/${encodeURIComponent(r.runId)}` }, time(r.startedAt))),
+      h('td', {}, runStatus(r.status)),
+      h('td', {}, `${r.mode} (${r.reason})`),
+      h('td', { class: 'small' }, countsText(r.counts)),
+      h(
+        'td',
+        { class: 'reason' },
+        r.lastError ? `${r.lastError.step}: ${r.lastError.message}` : '',
+      ),
+    ),
+  );
+  return [
+    h('p', {}, h('a', { href: '#/' }, '← All centres')),
+    h('h2', { tabindex: '-1' }, centre.name, ' ', healthBadge(centre)),
+    h(
+      'dl',
+      { class: 'facts' },
+      h('dt', {}, 'Centre id'),
+      h('dd', {}, centre.id),
+      h('dt', {}, 'Time zone'),
+      h('dd', {}, centre.timeZone),
+      h('dt', {}, 'Schedule'),
+      h(
+        'dd',
+        {},
+        centre.schedule.cron ? `${centre.schedule.cron} (${centre.schedule.mode})` : 'manual only',
+      ),
+      h('dt', {}, 'Next run'),
+      h('dd', {}, time(centre.nextRunAt)),
+      h('dt', {}, 'Last success'),
+      h('dd', {}, time(centre.lastSuccess?.endedAt)),
+      h('dt', {}, 'Failed runs in a row'),
+      h('dd', {}, String(centre.failedRunsInARow)),
+    ),
+    renderAlerts(centre.alerts),
+    h(
+      'div',
+      { class: 'toolbar' },
+      can('operator')
+        ? [
+            modeSelect,
+            h(
+              'button',
+              {
+                type: 'button',
+                class: 'primary',
+                disabled: centre.syncing,
+                onclick: () => syncNow(centre.id, modeSelect.value),
+              },
+              centre.syncing ? 'Syncing…' : 'Sync now',
+            ),
+          ]
+        : '',
+      can('admin')
+        ? h(
+            'button',
+            { type: 'button', onclick: () => runCheck(centre.id, checkTarget) },
+            'Run onboarding check',
+          )
+        : '',
+    ),
+    checkTarget,
+    h('h3', {}, 'Recent runs'),
+    table(
+      'Recent runs',
+      ['Started', 'Status', 'Mode', 'Counts', 'Last error'],
+      runs,
+      'No runs yet.',
+    ),
+    h('h3', {}, 'Data quality'),
+    renderQuality(quality),
+    renderFailed(failed, centre.id),
+  ];
+}
+
+async function renderRun(id) {
+  const run = await api(`/api/runs/${encodeURIComponent(id)}`);
+  const counts = Object.entries(run.counts);
+  const findings = Object.entries(run.findingsByKind).sort((a, b) => b[1] - a[1]);
+  const progress =
+    run.progress && typeof run.progress === 'object' ? Object.entries(run.progress) : [];
+  return [
+    h(
+      'p',
+      {},
+      h('a', { href: `#/centre/${encodeURIComponent(run.centreId)}` }, `← ${run.centreId}`),
+    ),
+    h('h2', { tabindex: '-1' }, 'Run ', h('code', {}, run.runId), ' ', runStatus(run.status)),
+    h(
+      'dl',
+      { class: 'facts' },
+      h('dt', {}, 'Centre'),
+      h('dd', {}, run.centreId),
+      h('dt', {}, 'Mode'),
+      h('dd', {}, `${run.mode} (${run.reason})`),
+      h('dt', {}, 'Started'),
+      h('dd', {}, time(run.startedAt)),
+      h('dt', {}, 'Ended'),
+      h('dd', {}, time(run.endedAt)),
+      h('dt', {}, 'Phase'),
+      h('dd', {}, run.phase ?? '—'),
+    ),
+    progress.length > 0
+      ? h(
+          'p',
+          { class: 'progress' },
+          'Progress: ',
+          progress
+            .map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : v}`)
+            .join(' · '),
+        )
+      : '',
+    table(
+      'Counts',
+      ['Stage', 'Count'],
+      counts.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, String(v)))),
+      '',
+    ),
+    table(
+      'Quality findings in this run',
+      ['Kind', 'Count'],
+      findings.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, String(v)))),
+      'No quality findings in this run.',
+    ),
+    run.errors.length > 0
+      ? [
+          h('h3', {}, 'Errors'),
+          h(
+            'ul',
+            { class: 'errors' },
+            run.errors.map((e) => h('li', {}, h('strong', {}, e.step), `: ${e.message}`)),
+          ),
+        ]
+      : '',
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing and refresh
+
+function route() {
+  const hash = location.hash.replace(/^#\/?/, '');
+  const [view, ...rest] = hash.split('/');
+  const id = decodeURIComponent(rest.join('/'));
+  if (view === 'centre' && id) return { name: 'centre', id };
+  if (view === 'run' && id) return { name: 'run', id };
+  return { name: 'overview' };
+}
+
+async function render(options = {}) {
+  if (!state.caller || state.rendering) return;
+  state.rendering = true;
+  const current = route();
+  try {
+    const content =
+      current.name === 'centre'
+        ? await renderCentre(current.id)
+        : current.name === 'run'
+          ? await renderRun(current.id)
+          : await renderOverview();
+    if (!state.caller) return;
+    const view = $('app-view');
+    view.replaceChildren();
+    append(view, [content]);
+    view.setAttribute('aria-busy', 'false');
+    if (options.focus) view.querySelector('h2')?.focus();
+  } catch (err) {
+    if (state.caller) reportError(err);
+  } finally {
+    state.rendering = false;
+  }
+}
+
+function isEditing() {
+  const active = document.activeElement;
+  if (!active || !$('app-view').contains(active)) return false;
+  return active.tagName === 'INPUT' || active.tagName === 'SELECT' || active.tagName === 'TEXTAREA';
+}
+
+function startRefresh() {
+  stopRefresh();
+  state.timer = setInterval(() => {
+    const openForm = $('app-view').querySelector('.resolve-form:not([hidden])');
+    if (document.visibilityState === 'visible' && !isEditing() && !openForm) void render();
+  }, REFRESH_MS);
+}
+
+function stopRefresh() {
+  if (state.timer !== undefined) clearInterval(state.timer);
+  state.timer = undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+$('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const key = $('api-key').value.trim();
+  $('login-error').textContent = '';
+  try {
+    await login(key);
+    clearNotice();
+    showApp();
+  } catch (err) {
+    $('login-error').textContent =
+      err instanceof ApiError && err.status === 401
+        ? 'That API key was not accepted.'
+        : err instanceof ApiError && err.status === 429
+          ? 'Too many failed attempts from this address; wait a minute and try again.'
+          : `Could not log in: ${err.message}`;
+  }
+});
+
+$('logout').addEventListener('click', () => {
+  clearNotice();
+  logout();
+});
+
+window.addEventListener('hashchange', () => {
+  void render({ focus: true });
+});
+
+if (state.key) {
+  login(state.key).then(showApp, () => logout('Please log in again.'));
+} else {
+  showLogin();
+}

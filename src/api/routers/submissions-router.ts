@@ -1,0 +1,92 @@
+// /api/submissions: failed submissions (reason, attempts, when), retry one or all, resolve
+// one with a note; resolved ones stay listed under /resolved with who, when and why.
+import { Router } from 'express';
+import { z } from 'zod';
+import { getCaller, requireRole } from '../auth.js';
+import { centreIdSchema, jobIdSchema, limitSchema, type ApiContext } from '../context.js';
+import { conflictProblem, notFoundProblem } from '../problem.js';
+import { getRequestLogger } from '../request-log.js';
+import { SubmissionStateError } from '../services/failed-submissions.js';
+import { parseRequest } from '../validate.js';
+
+const listQuery = z
+  .object({ centre: centreIdSchema.optional(), limit: limitSchema.default(100) })
+  .strict();
+const idParams = z.object({ id: jobIdSchema }).strict();
+const retryAllBody = z.object({ centre: centreIdSchema.optional() }).strict();
+const resolveBody = z
+  .object({
+    note: z
+      .string()
+      .trim()
+      .min(1, 'say why it is resolved (e.g. "corrected in the EHR, re-synced")')
+      .max(2000),
+  })
+  .strict();
+
+function rethrowState(err: unknown): never {
+  if (err instanceof SubmissionStateError)
+    throw conflictProblem(`submission ${err.id} is ${err.state}, not failed`, { state: err.state });
+  throw err;
+}
+
+/** Routes under /api/submissions. */
+export function createSubmissionsRouter(ctx: ApiContext): Router {
+  const router = Router();
+  const store = ctx.failedSubmissions;
+
+  router.get('/failed', async (req, res) => {
+    const { query } = parseRequest(req, { query: listQuery });
+    const { items, total } = await store.list({
+      ...(query.centre ? { centreId: query.centre } : {}),
+      limit: query.limit,
+    });
+    res.json({ items, total });
+  });
+
+  router.get('/resolved', async (req, res) => {
+    const { query } = parseRequest(req, { query: listQuery });
+    const items = await store.listResolved({
+      ...(query.centre ? { centreId: query.centre } : {}),
+      limit: query.limit,
+    });
+    res.json({ items });
+  });
+
+  router.post('/failed/retry-all', requireRole('operator'), async (req, res) => {
+    const { body } = parseRequest(req, { body: retryAllBody });
+    const retried = await store.retryAll(body.centre ? { centreId: body.centre } : {});
+    (getRequestLogger(res) ?? ctx.logger).info(
+      { retried, centreId: body.centre, by: getCaller(res).name },
+      'failed submissions retried',
+    );
+    res.status(202).json({ retried });
+  });
+
+  router.post('/failed/:id/retry', requireRole('operator'), async (req, res) => {
+    const { params } = parseRequest(req, { params: idParams });
+    const item = await store.retry(params.id).catch(rethrowState);
+    if (!item) throw notFoundProblem(`no submission job with id "${params.id}"`);
+    (getRequestLogger(res) ?? ctx.logger).info(
+      { jobId: item.id, centreId: item.centreId, by: getCaller(res).name },
+      'failed submission retried',
+    );
+    res.status(202).json({ retried: item });
+  });
+
+  router.post('/failed/:id/resolve', requireRole('operator'), async (req, res) => {
+    const { params, body } = parseRequest(req, { params: idParams, body: resolveBody });
+    const caller = getCaller(res);
+    const resolved = await store
+      .resolve(params.id, { by: caller.name, note: body.note })
+      .catch(rethrowState);
+    if (!resolved) throw notFoundProblem(`no submission job with id "${params.id}"`);
+    (getRequestLogger(res) ?? ctx.logger).info(
+      { jobId: resolved.id, centreId: resolved.centreId, by: caller.name },
+      'failed submission resolved',
+    );
+    res.json({ resolved });
+  });
+
+  return router;
+}
