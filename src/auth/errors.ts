@@ -1,0 +1,256 @@
+// Auth failures are the first thing centre IT meets, and an opaque `invalid_client` costs
+// them days. Every SMART failure becomes one SmartAuthError that names the step, the
+// server's own words (error / error_description, never a token) and a hint saying what to
+// check, built here so the wording is the same in logs, the onboarding check and the API.
+
+/** Where in the SMART flow a failure happened. */
+export type SmartAuthStep = 'discovery' | 'token' | 'scopes' | 'key';
+
+export interface SmartAuthErrorInit {
+  step: SmartAuthStep;
+  /** OAuth error code (invalid_client, invalid_scope...) or our own (unreachable, tls...). */
+  code: string;
+  status?: number;
+  /** The server's error_description (or our short description when there is none). */
+  description?: string;
+  /** What centre IT should check or do. */
+  hint: string;
+  /** True when trying again later may succeed (network, 429, 5xx). */
+  retryable?: boolean;
+  cause?: unknown;
+}
+
+/** A SMART Backend Services failure with an actionable hint. */
+export class SmartAuthError extends Error {
+  readonly step: SmartAuthStep;
+  readonly code: string;
+  readonly status: number | undefined;
+  readonly description: string | undefined;
+  readonly hint: string;
+  readonly retryable: boolean;
+
+  constructor(init: SmartAuthErrorInit) {
+    const status = init.status !== undefined ? ` (HTTP ${init.status})` : '';
+    const description = init.description ? `: ${init.description}` : '';
+    super(`SMART ${init.step} failed: ${init.code}${status}${description}. ${init.hint}`, {
+      cause: init.cause,
+    });
+    this.name = 'SmartAuthError';
+    this.step = init.step;
+    this.code = init.code;
+    this.status = init.status;
+    this.description = init.description;
+    this.hint = init.hint;
+    this.retryable = init.retryable ?? false;
+  }
+}
+
+/** TLS error codes from Node/OpenSSL and what they usually mean. */
+const TLS_CODES: Record<string, string> = {
+  CERT_HAS_EXPIRED: "the server's certificate has expired",
+  CERT_NOT_YET_VALID: "the server's certificate is not valid yet (check this machine's clock)",
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'the server uses a self-signed certificate',
+  SELF_SIGNED_CERT_IN_CHAIN: 'the certificate chain contains a self-signed (private) CA',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    'the server did not send its intermediate certificates, or the CA is unknown',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the issuing CA is not trusted on this machine',
+  UNABLE_TO_GET_ISSUER_CERT: 'the issuing CA certificate could not be found',
+  ERR_TLS_CERT_ALTNAME_INVALID: "the certificate does not name this host (check the URL's host)",
+  CERT_REVOKED: "the server's certificate has been revoked",
+  ERR_SSL_WRONG_VERSION_NUMBER: 'the port does not speak TLS (http vs https mix-up?)',
+  EPROTO: 'the TLS handshake failed (protocol mismatch or a proxy in the way)',
+};
+
+const NETWORK_CODES: Record<string, string> = {
+  ENOTFOUND: 'the host name does not resolve (DNS)',
+  EAI_AGAIN: 'DNS lookup failed temporarily',
+  ECONNREFUSED: 'nothing accepts connections at that host and port',
+  ECONNRESET: 'the connection was reset (firewall or proxy?)',
+  ETIMEDOUT: 'the connection timed out (firewall, VPN or allow-list?)',
+  EHOSTUNREACH: 'the host is unreachable from this network',
+  ENETUNREACH: 'the network is unreachable from this machine',
+  UND_ERR_CONNECT_TIMEOUT: 'the connection timed out (firewall, VPN or allow-list?)',
+  UND_ERR_SOCKET: 'the connection closed unexpectedly',
+  TimeoutError: 'no answer within the time limit',
+};
+
+/** Finds the first Node error code in an error's cause chain (fetch wraps them). */
+export function findErrorCode(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 6 && current; depth++) {
+    if (typeof current === 'object') {
+      const code = (current as { code?: unknown }).code;
+      if (typeof code === 'string' && code.length > 0) return code;
+      const name = (current as { name?: unknown }).name;
+      if (name === 'TimeoutError' || name === 'AbortError') return 'TimeoutError';
+      current = (current as { cause?: unknown }).cause;
+    } else break;
+  }
+  return undefined;
+}
+
+/** True for an error code that names a certificate / TLS problem. */
+export function isTlsErrorCode(code: string | undefined): boolean {
+  if (!code) return false;
+  return (
+    code in TLS_CODES ||
+    code.startsWith('ERR_TLS') ||
+    code.startsWith('ERR_SSL') ||
+    code.includes('CERT')
+  );
+}
+
+/**
+ * Turns a network-level failure (no HTTP response at all) into a SmartAuthError naming the
+ * error code and what to check. `what` describes the URL's role, e.g. "SMART discovery".
+ */
+export function networkFailure(
+  step: SmartAuthStep,
+  url: string,
+  what: string,
+  err: unknown,
+): SmartAuthError {
+  const code = findErrorCode(err) ?? 'network_error';
+  let host = url;
+  try {
+    host = new URL(url).host;
+  } catch {
+    // keep the raw string
+  }
+  if (isTlsErrorCode(code)) {
+    const meaning = TLS_CODES[code] ?? 'the TLS connection could not be verified';
+    return new SmartAuthError({
+      step,
+      code: 'tls_error',
+      description: `${code}: ${meaning}`,
+      hint:
+        `TLS failure reaching ${what} at ${host} (${code}). Ask centre IT to check the ` +
+        `server certificate (expiry, host name, full chain). If the EHR uses a private CA, ` +
+        `give this service its CA bundle with NODE_EXTRA_CA_CERTS; never disable verification.`,
+      retryable: false,
+      cause: err,
+    });
+  }
+  const meaning = NETWORK_CODES[code] ?? 'the request failed before any HTTP response';
+  return new SmartAuthError({
+    step,
+    code: code === 'TimeoutError' ? 'timeout' : 'unreachable',
+    description: `${code}: ${meaning}`,
+    hint:
+      `Cannot reach ${what} at ${host} (${code}). Check the URL in the centre file, DNS, ` +
+      `that this machine's address is on the EHR's allow-list, and any VPN or proxy in between.`,
+    retryable: true,
+    cause: err,
+  });
+}
+
+/** Words in an error_description that point at the assertion's time claims. */
+const TIME_WORDS = /\b(exp|iat|nbf|expired|not yet valid|future|clock|time|skew)\b/i;
+
+export interface TokenErrorContext {
+  status: number;
+  error: string | undefined;
+  description: string | undefined;
+  tokenUrl: string;
+  clientId: string;
+  kid: string;
+  alg: string;
+  requestedScopes: string[];
+  /** Scopes the server's smart-configuration lists, if it lists any. */
+  supportedScopes: string[] | undefined;
+  /** Server Date minus our clock, in ms, when the response carried a Date header. */
+  clockSkewMs: number | undefined;
+  retryAfter?: string | undefined;
+}
+
+/** Formats a skew for people: "ours is 10 min behind the server". */
+export function describeSkew(skewMs: number): string {
+  const abs = Math.abs(skewMs);
+  const amount = abs >= 120_000 ? `${Math.round(abs / 60_000)} min` : `${Math.round(abs / 1000)} s`;
+  return `this machine's clock is ${amount} ${skewMs > 0 ? 'behind' : 'ahead of'} the EHR's`;
+}
+
+/** The allowed clock difference before we call it skew. */
+export const CLOCK_SKEW_TOLERANCE_MS = 60_000;
+
+/** Builds the SmartAuthError for a failed token request. */
+export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
+  const code = ctx.error ?? `http_${ctx.status}`;
+  const skewed =
+    ctx.clockSkewMs !== undefined && Math.abs(ctx.clockSkewMs) > CLOCK_SKEW_TOLERANCE_MS;
+  const skewNote = skewed ? ` Clock skew: ${describeSkew(ctx.clockSkewMs!)}; fix NTP here.` : '';
+  const timeMentioned = ctx.description !== undefined && TIME_WORDS.test(ctx.description);
+  const base = { step: 'token' as const, code, status: ctx.status, description: ctx.description };
+
+  switch (code) {
+    case 'invalid_client':
+    case 'unauthorized_client':
+    case 'invalid_grant': {
+      const checks: string[] = [];
+      if (skewed || timeMentioned)
+        checks.push(
+          skewed
+            ? `clock skew (${describeSkew(ctx.clockSkewMs!)}: the assertion's iat/exp look wrong to the EHR; fix NTP on this machine)`
+            : `clock skew? The EHR mentions the assertion's time claims; compare this machine's clock with the EHR's (NTP)`,
+        );
+      checks.push(
+        `is the public key with kid "${ctx.kid}" (${ctx.alg}) registered for client id "${ctx.clientId}"? ` +
+          `Give the EHR our JWKS (\`lhn-bridge keys list\`) or JWKS URL`,
+        `is the client id "${ctx.clientId}" exactly what the EHR issued (and approved/enabled)?`,
+        `does the EHR expect the token URL ${ctx.tokenUrl} as the assertion audience?`,
+      );
+      if (!skewed && !timeMentioned)
+        checks.push(`clock skew? Compare this machine's clock with the EHR's (NTP)`);
+      return new SmartAuthError({
+        ...base,
+        hint: `The EHR rejected our client credentials. Check: ${checks.map((c, i) => `(${i + 1}) ${c}`).join('; ')}.`,
+      });
+    }
+    case 'invalid_scope': {
+      const notListed = ctx.supportedScopes
+        ? ctx.requestedScopes.filter((s) => !ctx.supportedScopes!.includes(s))
+        : [];
+      const supported = ctx.supportedScopes
+        ? ` The EHR's smart-configuration lists: ${ctx.supportedScopes.join(' ') || '(none)'}.`
+        : '';
+      const unlisted =
+        notListed.length > 0 ? ` Not listed by the EHR: ${notListed.join(' ')}.` : '';
+      return new SmartAuthError({
+        ...base,
+        step: 'scopes',
+        hint:
+          `The EHR refused the scopes asked for: ${ctx.requestedScopes.join(' ')}.${supported}${unlisted} ` +
+          `Ask centre IT to grant these scopes to client "${ctx.clientId}", or change auth.scopes ` +
+          `in the centre file (v1 ".read" vs v2 ".rs" forms, if the EHR supports only one).`,
+      });
+    }
+    case 'unsupported_grant_type':
+      return new SmartAuthError({
+        ...base,
+        hint: `The EHR does not accept the client_credentials grant at ${ctx.tokenUrl}: ask centre IT to enable SMART Backend Services for client "${ctx.clientId}", or check fhir.tokenUrl.${skewNote}`,
+      });
+    case 'invalid_request':
+      return new SmartAuthError({
+        ...base,
+        hint: `The EHR found the token request malformed; check the token URL (${ctx.tokenUrl}) and that the EHR supports private_key_jwt with ${ctx.alg}.${skewNote}`,
+      });
+    default:
+      break;
+  }
+  if (ctx.status === 429 || ctx.status >= 500)
+    return new SmartAuthError({
+      ...base,
+      code: ctx.error ?? (ctx.status === 429 ? 'rate_limited' : 'server_error'),
+      hint: `The EHR's token endpoint is unavailable or busy (HTTP ${ctx.status}${ctx.retryAfter ? `, Retry-After ${ctx.retryAfter}` : ''}); this is retried later. If it persists, ask centre IT about the authorization server.`,
+      retryable: true,
+    });
+  if (ctx.status === 404 || ctx.status === 405)
+    return new SmartAuthError({
+      ...base,
+      hint: `No token endpoint answers at ${ctx.tokenUrl}; check fhir.tokenUrl or the EHR's smart-configuration.`,
+    });
+  return new SmartAuthError({
+    ...base,
+    hint: `Unexpected answer from the token endpoint ${ctx.tokenUrl}.${skewNote} Ask centre IT to look up this request in the authorization server's log (client id "${ctx.clientId}").`,
+  });
+}

@@ -1,0 +1,394 @@
+// SMART Backend Services client for one centre: discovers the token endpoint, signs a
+// short-lived client assertion (private_key_jwt) and trades it for an access token with the
+// client_credentials grant. Tokens are cached until shortly before they expire, concurrent
+// callers share one refresh, and the FHIR layer calls invalidate() on a 401 to force one
+// fresh token. Failures become SmartAuthError with a hint centre IT can act on.
+import { randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { CentreConfig } from '../config/centre.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import {
+  CLOCK_SKEW_TOLERANCE_MS,
+  describeSkew,
+  networkFailure,
+  SmartAuthError,
+  tokenFailure,
+} from './errors.js';
+import { KeyFileError, loadPrivateKey, type LoadedPrivateKey } from './keys.js';
+import { findMissingScopes, splitScopes } from './scopes.js';
+
+/** The parts of `.well-known/smart-configuration` the bridge uses. */
+export interface SmartConfiguration {
+  token_endpoint: string;
+  token_endpoint_auth_methods_supported?: string[];
+  token_endpoint_auth_signing_alg_values_supported?: string[];
+  scopes_supported?: string[];
+  grant_types_supported?: string[];
+  capabilities?: string[];
+  [key: string]: unknown;
+}
+
+/** An access token and what it may be used for. */
+export interface AccessToken {
+  token: string;
+  /** Epoch ms when the server says it expires (our clock). */
+  expiresAt: number;
+  /** Scopes granted (as the server reported them, or as asked when it did not say). */
+  scopes: string[];
+  /** Asked-for scopes no granted scope covers (empty when everything was granted). */
+  missingScopes: string[];
+  /** Origin of the FHIR base URL: the only origin this token may be sent to. */
+  origin: string;
+}
+
+/** The SMART client for one centre. */
+export interface SmartAuth {
+  /** Fetches (once, then cached) the EHR's SMART configuration. */
+  discover(): Promise<SmartConfiguration>;
+  /** A valid access token: cached, or fetched (one request however many callers wait). */
+  getAccessToken(): Promise<AccessToken>;
+  /** Drops `token` from the cache if it is the current one (call on a 401, then retry once). */
+  invalidate(token: string): void;
+  /** The token endpoint in use (after discovery or from the centre file). */
+  readonly tokenUrl: string | undefined;
+  /** Server clock minus ours (ms) from the last response with a Date header, if any. */
+  readonly clockSkewMs: number | undefined;
+}
+
+export interface CreateSmartAuthOptions {
+  centre: CentreConfig;
+  logger?: Logger;
+  fetch?: typeof fetch;
+  /** Our clock (epoch ms); tests skew it. */
+  now?: () => number;
+  /** Per-request timeout for discovery and token requests (default 30 s). */
+  timeoutMs?: number;
+  /** Refresh this long before expiry, at most (default 60 s; capped to a fifth of the lifetime). */
+  refreshMarginMs?: number;
+  /** Assumed lifetime when the server omits expires_in (default 300 s). */
+  defaultLifetimeSeconds?: number;
+}
+
+/** How long our client assertions live: under the 5 minutes SMART allows. */
+export const ASSERTION_LIFETIME_SECONDS = 240;
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+interface CachedToken {
+  value: AccessToken;
+  refreshAt: number;
+}
+
+/** Creates the SMART Backend Services client for one centre. */
+export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
+  const { centre } = options;
+  const logger = (options.logger ?? silentLogger).child({ centreId: centre.id, component: 'auth' });
+  const doFetch = options.fetch ?? globalThis.fetch;
+  const now = options.now ?? Date.now;
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const maxMarginMs = options.refreshMarginMs ?? 60_000;
+  const defaultLifetime = options.defaultLifetimeSeconds ?? 300;
+  const baseUrl = centre.fhir.baseUrl.replace(/\/+$/, '');
+  const origin = new URL(baseUrl).origin;
+  const requestedScopes = centre.auth.scopes;
+
+  let discovered: Promise<SmartConfiguration> | undefined;
+  let configuration: SmartConfiguration | undefined;
+  let key: Promise<LoadedPrivateKey> | undefined;
+  let cached: CachedToken | undefined;
+  let inflight: Promise<AccessToken> | undefined;
+  let tokenUrl: string | undefined = centre.fhir.tokenUrl;
+  let clockSkewMs: number | undefined;
+
+  function noteServerDate(res: Response): void {
+    const date = res.headers.get('date');
+    if (!date) return;
+    const server = Date.parse(date);
+    if (Number.isNaN(server)) return;
+    // Date has one-second resolution; anything within a second is no skew.
+    const diff = server - now();
+    clockSkewMs = Math.abs(diff) < 1000 ? 0 : diff;
+    if (Math.abs(diff) > CLOCK_SKEW_TOLERANCE_MS)
+      logger.warn({ clockSkewMs: diff }, `clock skew: ${describeSkew(diff)}`);
+  }
+
+  async function fetchDiscovery(): Promise<SmartConfiguration> {
+    const url = `${baseUrl}/.well-known/smart-configuration`;
+    let res: Response;
+    try {
+      res = await doFetch(url, {
+        headers: { accept: 'application/json' },
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw networkFailure('discovery', url, 'SMART discovery', err);
+    }
+    noteServerDate(res);
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new SmartAuthError({
+        step: 'discovery',
+        code: res.status === 404 ? 'not_found' : `http_${res.status}`,
+        status: res.status,
+        hint:
+          res.status === 404
+            ? `The EHR publishes no ${url}. Check fhir.baseUrl (it must be the FHIR base, e.g. ending in /R4 or /api/FHIR/R4), or ask centre IT for the token endpoint and set fhir.tokenUrl.`
+            : `SMART discovery at ${url} answered HTTP ${res.status}; check fhir.baseUrl and ask centre IT whether the FHIR server is up.`,
+        retryable: res.status === 429 || res.status >= 500,
+      });
+    }
+    let body: unknown;
+    try {
+      body = await res.json();
+    } catch {
+      throw new SmartAuthError({
+        step: 'discovery',
+        code: 'invalid_configuration',
+        status: res.status,
+        hint: `${url} did not return JSON; fhir.baseUrl may point at a web page or a proxy login, not the FHIR base.`,
+      });
+    }
+    const config = body as Partial<SmartConfiguration> | null;
+    if (
+      typeof config !== 'object' ||
+      config === null ||
+      (typeof config.token_endpoint !== 'string' && !centre.fhir.tokenUrl)
+    ) {
+      throw new SmartAuthError({
+        step: 'discovery',
+        code: 'invalid_configuration',
+        status: res.status,
+        hint: `${url} has no token_endpoint; ask centre IT whether SMART Backend Services is enabled, or set fhir.tokenUrl.`,
+      });
+    }
+    return {
+      ...config,
+      token_endpoint: centre.fhir.tokenUrl ?? (config.token_endpoint as string),
+    };
+  }
+
+  function discover(): Promise<SmartConfiguration> {
+    discovered ??= fetchDiscovery().then(
+      (config) => {
+        configuration = config;
+        tokenUrl = config.token_endpoint;
+        return config;
+      },
+      (err: unknown) => {
+        discovered = undefined; // let the next call try again
+        throw err;
+      },
+    );
+    return discovered;
+  }
+
+  /** The token endpoint: discovery, unless the centre file names it (then discovery is best effort). */
+  async function resolveTokenUrl(): Promise<string> {
+    if (configuration) return configuration.token_endpoint;
+    if (centre.fhir.tokenUrl) {
+      try {
+        await discover();
+      } catch (err) {
+        logger.warn(
+          { code: (err as SmartAuthError).code },
+          'SMART discovery failed; using fhir.tokenUrl from the centre file',
+        );
+      }
+      return centre.fhir.tokenUrl;
+    }
+    return (await discover()).token_endpoint;
+  }
+
+  function checkServerSupport(): void {
+    if (!configuration) return;
+    const algs = configuration.token_endpoint_auth_signing_alg_values_supported;
+    if (Array.isArray(algs) && algs.length > 0 && !algs.includes(centre.auth.alg)) {
+      const usable = algs.filter((a) => a === 'ES384' || a === 'RS384');
+      throw new SmartAuthError({
+        step: 'key',
+        code: 'unsupported_alg',
+        description: `the EHR supports ${algs.join(', ')}; the centre key is ${centre.auth.alg}`,
+        hint: usable.length
+          ? `Generate a key the EHR accepts (\`lhn-bridge keys generate --centre ${centre.id} --alg ${usable[0]}\`), register it, and update auth.alg/kid/privateKeyFile.`
+          : `The EHR lists no algorithm lhn-bridge supports (ES384, RS384); ask centre IT to enable one of them.`,
+      });
+    }
+    const methods = configuration.token_endpoint_auth_methods_supported;
+    if (Array.isArray(methods) && methods.length > 0 && !methods.includes('private_key_jwt')) {
+      throw new SmartAuthError({
+        step: 'discovery',
+        code: 'unsupported_auth_method',
+        description: `the EHR lists token_endpoint_auth_methods_supported: ${methods.join(', ')}`,
+        hint: 'The EHR does not advertise private_key_jwt (SMART Backend Services); ask centre IT to enable backend services for this client.',
+      });
+    }
+  }
+
+  async function loadKey(): Promise<LoadedPrivateKey> {
+    key ??= loadPrivateKey(centre.auth.privateKeyFile, centre.auth.alg).catch((err: unknown) => {
+      key = undefined;
+      const reason = err instanceof KeyFileError ? err.message : (err as Error).message;
+      throw new SmartAuthError({
+        step: 'key',
+        code: 'key_unusable',
+        description: reason,
+        hint: `Check auth.privateKeyFile in ${centre.sourceFile}: the file must exist, be readable by this process and hold the ${centre.auth.alg} private key (\`lhn-bridge keys generate --centre ${centre.id}\`).`,
+        cause: err,
+      });
+    });
+    return key;
+  }
+
+  async function signAssertion(audience: string, signingKey: LoadedPrivateKey): Promise<string> {
+    const issuedAt = Math.floor(now() / 1000);
+    const header: { alg: string; kid: string; typ: string; jku?: string } = {
+      alg: centre.auth.alg,
+      kid: centre.auth.kid,
+      typ: 'JWT',
+    };
+    if (centre.auth.jku) header.jku = centre.auth.jku;
+    return new SignJWT({})
+      .setProtectedHeader(header)
+      .setIssuer(centre.auth.clientId)
+      .setSubject(centre.auth.clientId)
+      .setAudience(audience)
+      .setIssuedAt(issuedAt)
+      .setExpirationTime(issuedAt + ASSERTION_LIFETIME_SECONDS)
+      .setJti(randomUUID())
+      .sign(signingKey.key);
+  }
+
+  async function requestToken(): Promise<AccessToken> {
+    const url = await resolveTokenUrl();
+    checkServerSupport();
+    const signingKey = await loadKey();
+    if (signingKey.kid !== centre.auth.kid)
+      logger.warn(
+        { fileKid: signingKey.kid, centreKid: centre.auth.kid },
+        'the key file names a different kid than auth.kid; the EHR looks keys up by auth.kid',
+      );
+    const assertion = await signAssertion(url, signingKey);
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      scope: requestedScopes.join(' '),
+      client_assertion_type: CLIENT_ASSERTION_TYPE,
+      client_assertion: assertion,
+    });
+    const sentAt = now();
+    let res: Response;
+    try {
+      res = await doFetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          accept: 'application/json',
+        },
+        body: form.toString(),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw networkFailure('token', url, 'the token endpoint', err);
+    }
+    noteServerDate(res);
+    const text = await res.text();
+    let body: Record<string, unknown> | undefined;
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed === 'object' && parsed !== null) body = parsed as Record<string, unknown>;
+    } catch {
+      body = undefined;
+    }
+    if (!res.ok) {
+      const error = typeof body?.error === 'string' ? body.error : undefined;
+      const description =
+        typeof body?.error_description === 'string'
+          ? body.error_description.slice(0, 500)
+          : undefined;
+      const failure = tokenFailure({
+        status: res.status,
+        error,
+        description,
+        tokenUrl: url,
+        clientId: centre.auth.clientId,
+        kid: centre.auth.kid,
+        alg: centre.auth.alg,
+        requestedScopes,
+        supportedScopes: configuration?.scopes_supported,
+        clockSkewMs,
+        retryAfter: res.headers.get('retry-after') ?? undefined,
+      });
+      logger.warn(
+        { step: failure.step, code: failure.code, status: res.status },
+        'token request failed',
+      );
+      throw failure;
+    }
+    const accessToken = body?.access_token;
+    const tokenType = body?.token_type;
+    if (typeof accessToken !== 'string' || accessToken.length === 0)
+      throw new SmartAuthError({
+        step: 'token',
+        code: 'invalid_token_response',
+        status: res.status,
+        hint: `The token endpoint ${url} answered ${res.status} without an access_token; ask centre IT to check the authorization server.`,
+      });
+    if (typeof tokenType === 'string' && tokenType.toLowerCase() !== 'bearer')
+      throw new SmartAuthError({
+        step: 'token',
+        code: 'unsupported_token_type',
+        description: `token_type ${tokenType}`,
+        hint: 'The EHR issued a non-bearer token; lhn-bridge supports bearer tokens only.',
+      });
+    const expiresIn =
+      typeof body?.expires_in === 'number' && body.expires_in > 0
+        ? body.expires_in
+        : typeof body?.expires_in === 'string' && Number(body.expires_in) > 0
+          ? Number(body.expires_in)
+          : undefined;
+    if (expiresIn === undefined)
+      logger.info({ assumedSeconds: defaultLifetime }, 'token response has no expires_in');
+    const lifetimeMs = (expiresIn ?? defaultLifetime) * 1000;
+    const granted =
+      typeof body?.scope === 'string' ? splitScopes(body.scope) : [...requestedScopes];
+    const missingScopes = findMissingScopes(granted, requestedScopes);
+    if (missingScopes.length > 0)
+      logger.warn({ missingScopes }, 'the EHR granted fewer scopes than asked for');
+    const margin = Math.min(maxMarginMs, lifetimeMs / 5);
+    const value: AccessToken = {
+      token: accessToken,
+      expiresAt: sentAt + lifetimeMs,
+      scopes: granted,
+      missingScopes,
+      origin,
+    };
+    cached = { value, refreshAt: sentAt + lifetimeMs - margin };
+    logger.debug({ expiresInSeconds: lifetimeMs / 1000 }, 'access token obtained');
+    return value;
+  }
+
+  function getAccessToken(): Promise<AccessToken> {
+    if (cached && now() < cached.refreshAt) return Promise.resolve(cached.value);
+    inflight ??= requestToken().finally(() => {
+      inflight = undefined;
+    });
+    return inflight;
+  }
+
+  function invalidate(token: string): void {
+    if (cached?.value.token === token) {
+      cached = undefined;
+      logger.debug('access token invalidated');
+    }
+  }
+
+  return {
+    discover,
+    getAccessToken,
+    invalidate,
+    get tokenUrl() {
+      return tokenUrl;
+    },
+    get clockSkewMs() {
+      return clockSkewMs;
+    },
+  };
+}
