@@ -1,0 +1,363 @@
+import nock from 'nock';
+import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
+import {
+  FhirHttpError,
+  FhirNetworkError,
+  MalformedFhirResponseError,
+  OriginRefusedError,
+} from '../../src/fhir/errors.js';
+import { createMetrics } from '../../src/util/metrics.js';
+import { BASE, EHR, bundle, collect, makeClient } from './helpers.js';
+
+beforeAll(() => {
+  nock.disableNetConnect();
+});
+afterAll(() => {
+  nock.enableNetConnect();
+});
+afterEach(() => {
+  nock.cleanAll();
+});
+
+const patient = { resourceType: 'Patient', id: 'p1' };
+
+describe('FHIR client retries', () => {
+  it('when the EHR answers 429 with Retry-After in seconds, then it waits that long and retries', async () => {
+    const { client, sleeps } = makeClient();
+    const scope = nock(EHR)
+      .get('/fhir/Patient/p1')
+      .reply(429, '', { 'retry-after': '7' })
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    expect(sleeps).toEqual([7000]);
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when Retry-After is an HTTP date, then the wait is the time until that date', async () => {
+    const now = Date.parse('2025-03-01T10:00:00Z');
+    const { client, sleeps } = makeClient({ now: () => now });
+    nock(EHR)
+      .get('/fhir/Patient/p1')
+      .reply(429, '', { 'retry-after': 'Sat, 01 Mar 2025 10:00:42 GMT' })
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    await client.read('Patient', 'p1');
+    expect(sleeps).toEqual([42_000]);
+  });
+
+  it('when Retry-After is an absurd epoch value, then the wait is capped and the cap is logged', async () => {
+    const { client, sleeps, log } = makeClient({ maxRetryAfterSeconds: 90 });
+    nock(EHR)
+      .get('/fhir/Patient/p1')
+      .reply(503, '', { 'retry-after': '1700000000' })
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    await client.read('Patient', 'p1');
+    expect(sleeps).toEqual([90_000]);
+    expect(log.text()).toMatch(/capped/);
+    expect(log.text()).toMatch(/"requestedSeconds":1700000000/);
+  });
+
+  it('when Retry-After is a date years ahead, then the wait is capped too', async () => {
+    const { client, sleeps } = makeClient({ maxRetryAfterSeconds: 60 });
+    nock(EHR)
+      .get('/fhir/Patient/p1')
+      .reply(429, '', { 'retry-after': 'Fri, 01 Jan 2100 00:00:00 GMT' })
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    await client.read('Patient', 'p1');
+    expect(sleeps).toEqual([60_000]);
+  });
+
+  it('when the EHR answers 503 then 200, then the backoff uses full jitter and the retry succeeds', async () => {
+    const { client, sleeps } = makeClient();
+    nock(EHR).get('/fhir/Patient/p1').reply(503).get('/fhir/Patient/p1').reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    // random() = 0.5 and the first ceiling is 500 ms
+    expect(sleeps).toEqual([250]);
+  });
+
+  it('when failures repeat, then the backoff ceiling doubles each retry', async () => {
+    const { client, sleeps } = makeClient({ maxRetries: 3 });
+    nock(EHR)
+      .get('/fhir/Patient/p1')
+      .times(3)
+      .reply(502)
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    await client.read('Patient', 'p1');
+    expect(sleeps).toEqual([250, 500, 1000]);
+  });
+
+  it('when the EHR answers 408, then the request is retried', async () => {
+    const { client } = makeClient();
+    const scope = nock(EHR)
+      .get('/fhir/Patient/p1')
+      .reply(408)
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    await client.read('Patient', 'p1');
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when the connection is reset, then the request is retried', async () => {
+    const { client, sleeps } = makeClient();
+    nock(EHR)
+      .get('/fhir/Patient/p1')
+      .replyWithError({ code: 'ECONNRESET', message: 'socket hang up' })
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    expect(sleeps).toHaveLength(1);
+  });
+
+  it('when every attempt is reset, then a FhirNetworkError names the code after maxRetries', async () => {
+    const { client } = makeClient({ maxRetries: 2 });
+    const scope = nock(EHR)
+      .get('/fhir/Patient/p1')
+      .times(3)
+      .replyWithError({ code: 'ECONNRESET', message: 'socket hang up' });
+    const error = await client.read('Patient', 'p1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FhirNetworkError);
+    expect((error as FhirNetworkError).code).toBe('ECONNRESET');
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when the EHR does not answer within the timeout, then the attempt is aborted and retried', async () => {
+    const { client } = makeClient({ requestTimeoutMs: 50, maxRetries: 1 });
+    const scope = nock(EHR)
+      .get('/fhir/Patient/p1')
+      .delay(2_000)
+      .reply(200, patient)
+      .get('/fhir/Patient/p1')
+      .reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when every attempt times out, then the error says timeout', async () => {
+    const { client } = makeClient({ requestTimeoutMs: 30, maxRetries: 1 });
+    nock(EHR).get('/fhir/Patient/p1').times(2).delay(2_000).reply(200, patient);
+    const error = await client.read('Patient', 'p1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FhirNetworkError);
+    expect((error as FhirNetworkError).code).toBe('timeout');
+  });
+
+  it('when retries are exhausted on 503, then the FhirHttpError is marked retryable', async () => {
+    const { client } = makeClient({ maxRetries: 1 });
+    nock(EHR).get('/fhir/Patient/p1').times(2).reply(503);
+    const error = await client.read('Patient', 'p1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FhirHttpError);
+    expect((error as FhirHttpError).status).toBe(503);
+    expect((error as FhirHttpError).retryable).toBe(true);
+  });
+
+  it('when the EHR answers 400, then it is not retried', async () => {
+    const { client, sleeps } = makeClient();
+    nock(EHR).get('/fhir/Patient/p1').reply(400);
+    await expect(client.read('Patient', 'p1')).rejects.toBeInstanceOf(FhirHttpError);
+    expect(sleeps).toEqual([]);
+  });
+});
+
+describe('FHIR client errors', () => {
+  it('when the EHR sends an OperationOutcome, then its issues are parsed into the error without PHI in the message', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(400, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'not-supported',
+            details: { text: 'Parameter not supported' },
+            diagnostics: 'patient MRN-778812 Jane Doe',
+            expression: ['Observation.code'],
+          },
+        ],
+      });
+    const error = (await collect(
+      client.searchPages('Observation', { patient: 'MRN-778812', code: 'x' }),
+    ).catch((e: unknown) => e)) as FhirHttpError;
+    expect(error).toBeInstanceOf(FhirHttpError);
+    expect(error.status).toBe(400);
+    expect(error.issues).toEqual([
+      {
+        severity: 'error',
+        code: 'not-supported',
+        details: 'Parameter not supported',
+        diagnostics: 'patient MRN-778812 Jane Doe',
+        expression: ['Observation.code'],
+      },
+    ]);
+    expect(error.message).toMatch(/not-supported: Parameter not supported/);
+    expect(error.message).not.toMatch(/MRN-778812|Jane/);
+    expect(error.url).toBe(`${BASE}/Observation?patient=…&code=…`);
+  });
+});
+
+describe('FHIR client authentication', () => {
+  it('when the EHR answers 401, then the token is invalidated and the request retried once with a fresh one', async () => {
+    const { client, auth } = makeClient({ tokens: ['old', 'fresh'] });
+    const scope = nock(EHR)
+      .get('/fhir/Patient/p1')
+      .matchHeader('authorization', 'Bearer old')
+      .reply(401)
+      .get('/fhir/Patient/p1')
+      .matchHeader('authorization', 'Bearer fresh')
+      .reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    expect(auth.invalidated).toEqual(['old']);
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when the fresh token is rejected too, then the request fails with 401 after exactly one refresh', async () => {
+    const { client, auth } = makeClient({ tokens: ['old', 'fresh', 'third'] });
+    const scope = nock(EHR).get('/fhir/Patient/p1').times(2).reply(401);
+    const error = await client.read('Patient', 'p1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FhirHttpError);
+    expect((error as FhirHttpError).status).toBe(401);
+    expect((error as FhirHttpError).message).toMatch(/freshly issued/);
+    expect(auth.invalidated).toEqual(['old']);
+    expect(scope.isDone()).toBe(true);
+    expect(nock.pendingMocks()).toEqual([]);
+  });
+
+  it('when requests are logged at debug level, then neither the token nor query values appear', async () => {
+    const { client, log } = makeClient({ tokens: ['secret-token-value'] });
+    nock(EHR)
+      .get('/fhir/Patient')
+      .query({ identifier: 'urn:mrn|12345', _count: '2' })
+      .reply(200, bundle([patient]));
+    await collect(client.searchResources('Patient', { identifier: 'urn:mrn|12345', _count: 2 }));
+    expect(log.text()).toMatch(/FHIR request/);
+    expect(log.text()).not.toMatch(/secret-token-value|12345/);
+  });
+});
+
+describe('FHIR client paging and the origin guard', () => {
+  it('when a search has next links, then every page is read in order', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query({ patient: 'p1', _count: '2' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o1' }], `${BASE}/Observation?page=2`))
+      .get('/fhir/Observation')
+      .query({ page: '2' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o2' }]));
+    const resources = await collect(
+      client.searchResources('Observation', { patient: 'p1', _count: 2 }),
+    );
+    expect(resources.map((r) => r.id)).toEqual(['o1', 'o2']);
+  });
+
+  it('when a next link points to another origin, then it is refused, recorded, and that host gets no request', async () => {
+    const { client, log } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(
+        200,
+        bundle([{ resourceType: 'Observation', id: 'o1' }], 'https://evil.example/steal?page=2'),
+      );
+    const foreign = nock('https://evil.example').get('/steal').query(true).reply(200, bundle([]));
+    const seen: string[] = [];
+    const error = await (async () => {
+      for await (const page of client.searchPages('Observation', { patient: 'p1' }))
+        seen.push(String(page.entry?.length));
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OriginRefusedError);
+    expect((error as OriginRefusedError).origin).toBe('https://evil.example');
+    expect(seen).toEqual(['1']);
+    expect(foreign.isDone()).toBe(false);
+    expect(client.originEvents).toEqual([
+      expect.objectContaining({
+        purpose: 'next-link',
+        origin: 'https://evil.example',
+        action: 'refused',
+      }),
+    ]);
+    expect(log.text()).toMatch(/refused to send the access token/);
+    expect(log.text()).not.toMatch(/steal/);
+  });
+
+  it('when a next link downgrades to http on the same host, then it is refused', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(200, bundle([], 'http://ehr.example/fhir/Observation?page=2'));
+    await expect(collect(client.searchPages('Observation', {}))).rejects.toBeInstanceOf(
+      OriginRefusedError,
+    );
+  });
+
+  it('when a redirect points to another origin, then the token is not sent there', async () => {
+    const { client } = makeClient();
+    nock(EHR).get('/fhir/Patient/p1').reply(302, '', { location: 'https://other.example/p1' });
+    const foreign = nock('https://other.example').get('/p1').reply(200, patient);
+    await expect(client.read('Patient', 'p1')).rejects.toBeInstanceOf(OriginRefusedError);
+    expect(foreign.isDone()).toBe(false);
+  });
+
+  it('when page 2 is not JSON, then the error names the page and not the body', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Encounter')
+      .query(true)
+      .reply(200, bundle([], `${BASE}/Encounter?page=2`))
+      .get('/fhir/Encounter')
+      .query({ page: '2' })
+      .reply(200, '{"resourceType":"Bundle","entry":[{"resource":{"name":"Jane Doe"');
+    const error = await collect(client.searchPages('Encounter', {})).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MalformedFhirResponseError);
+    expect((error as Error).message).toMatch(/page 2 of the Encounter search/);
+    expect((error as Error).message).not.toMatch(/Jane/);
+  });
+
+  it('when a page entry has a resource without resourceType, then the page is rejected as malformed', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Encounter')
+      .query(true)
+      .reply(200, { resourceType: 'Bundle', entry: [{ resource: { id: 'x' } }] });
+    await expect(collect(client.searchPages('Encounter', {}))).rejects.toThrow(
+      /page 1 of the Encounter search.*entry\[0\]\.resource has no resourceType/,
+    );
+  });
+
+  it('when a next link repeats an earlier page, then paging stops with an error instead of looping', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Encounter')
+      .query({ page: '1' })
+      .reply(200, bundle([], `${BASE}/Encounter?page=2`))
+      .get('/fhir/Encounter')
+      .query({ page: '2' })
+      .reply(200, bundle([], `${BASE}/Encounter?page=1`));
+    await expect(collect(client.searchPages('Encounter', { page: 1 }))).rejects.toThrow(
+      /already read/,
+    );
+  });
+});
+
+describe('FHIR client metrics', () => {
+  it('when requests succeed and fail, then fhirRequests counts each attempt by status', async () => {
+    const metrics = createMetrics();
+    const { client } = makeClient({ metrics });
+    nock(EHR).get('/fhir/Patient/p1').reply(503).get('/fhir/Patient/p1').reply(200, patient);
+    await client.read('Patient', 'p1');
+    const values = (await metrics.fhirRequests.get()).values;
+    const count = (status: string) =>
+      values.find((v) => v.labels.status === status && v.labels.resource_type === 'Patient')?.value;
+    expect(count('503')).toBe(1);
+    expect(count('200')).toBe(1);
+    const seconds = (await metrics.fhirRequestSeconds.get()).values.find(
+      (v) => v.metricName === 'lhn_fhir_request_duration_seconds_count',
+    );
+    expect(seconds?.value).toBe(2);
+  });
+});
