@@ -1,13 +1,135 @@
-// Placeholder until the `keys` command lands; it fails loudly rather than pretending.
+// `lhn-bridge keys`: generate, list and retire the signing keys centres register with their
+// EHR. Generating writes the private key (0600, folder 0700) and prints only public material:
+// the JWKS to paste into the EHR, the kid, and the lines for the centre file.
 import type { Command } from 'commander';
+import { loadServiceConfig } from '../config/service.js';
+import {
+  buildJwks,
+  fileMode,
+  generateKeyPair,
+  listKeys,
+  privateKeyFileName,
+  retireKey,
+  SIGNING_ALGS,
+  writePrivateKeyFile,
+  type SigningAlg,
+} from '../auth/keys.js';
+import { dirname, join, resolve } from 'node:path';
 import { CliError } from './cli-error.js';
 
+interface KeysDirOption {
+  keysDir?: string;
+}
+
+/**
+ * The keys folder: --keys-dir, else the service config's keysDir (LHN_KEYS_DIR / LHN_CONFIG).
+ * Key management never needs the pseudonym secret, so a placeholder satisfies that required
+ * field here; the placeholder is never used for anything.
+ */
+function resolveKeysDir(opts: KeysDirOption): string {
+  if (opts.keysDir) return opts.keysDir;
+  const config = loadServiceConfig({
+    ...process.env,
+    LHN_PSEUDONYM_SECRET: 'keys-command-placeholder-not-a-secret-0000',
+  });
+  return config.keysDir;
+}
+
+function print(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** Registers `keys generate | list | jwks | retire` on the program. */
 export function registerKeysCommand(program: Command): void {
-  program
+  const keys = program
     .command('keys')
-    .description('(not available yet)')
-    .allowUnknownOption()
-    .action(() => {
-      throw new CliError('the keys command is not available yet', 1);
+    .description(
+      'manage the signing keys centres register with their EHR (SMART Backend Services)',
+    );
+
+  keys
+    .command('generate')
+    .description(
+      'generate a key pair for a centre: writes the private key (0600), prints the public JWKS',
+    )
+    .requiredOption('--centre <id>', 'centre id (as in the centre file)')
+    .option('--alg <alg>', 'signing algorithm: ES384 or RS384', 'ES384')
+    .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
+    .action(async (opts: KeysDirOption & { centre: string; alg: string }) => {
+      if (!/^[a-z0-9][a-z0-9-]{1,62}$/.test(opts.centre))
+        throw new CliError(
+          `--centre: expected a centre id (lower-case letters, digits, dashes), got "${opts.centre}"`,
+        );
+      if (!(SIGNING_ALGS as readonly string[]).includes(opts.alg))
+        throw new CliError(`--alg: expected ES384 or RS384, got "${opts.alg}"`);
+      const dir = resolveKeysDir(opts);
+      const pair = await generateKeyPair(opts.alg as SigningAlg);
+      const file = join(dir, privateKeyFileName(opts.centre, pair.kid));
+      await writePrivateKeyFile(file, pair.privateJwk);
+      const dirMode = await fileMode(dirname(file));
+      if ((dirMode & 0o077) !== 0)
+        process.stderr.write(
+          `warning: ${dirname(file)} is accessible to other users (mode ${dirMode.toString(8)}); run: chmod 700 ${dirname(file)}\n`,
+        );
+      print(`Private key written to ${file} (mode 0600). Keep it secret; back it up encrypted.`);
+      print();
+      print(`kid: ${pair.kid}`);
+      print();
+      print('Public JWKS (register it with the EHR, or register our JWKS URL');
+      print('https://<this service>/.well-known/jwks.json, which now includes it):');
+      print(JSON.stringify({ keys: [pair.publicJwk] }, null, 2));
+      print();
+      print('Centre file (auth section):');
+      print('auth:');
+      print(`  privateKeyFile: ${resolve(file)}   # or a path relative to the centre file`);
+      print(`  kid: ${pair.kid}`);
+      print(`  alg: ${pair.alg}`);
+    });
+
+  keys
+    .command('list')
+    .description('list the keys in the keys folder (active and retired)')
+    .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
+    .action(async (opts: KeysDirOption) => {
+      const dir = resolveKeysDir(opts);
+      const found = await listKeys(dir);
+      if (found.length === 0) {
+        print(`No keys in ${dir}. Create one with: lhn-bridge keys generate --centre <id>`);
+        return;
+      }
+      for (const k of found)
+        print(
+          [
+            k.status.padEnd(7),
+            (k.centre ?? '-').padEnd(20),
+            (k.alg ?? '-').padEnd(6),
+            k.kid,
+            k.hasPrivate ? '' : '(public only)',
+          ]
+            .join('  ')
+            .trimEnd(),
+        );
+    });
+
+  keys
+    .command('jwks')
+    .description('print the public JWKS that /.well-known/jwks.json serves')
+    .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
+    .action(async (opts: KeysDirOption) => {
+      print(JSON.stringify(await buildJwks(resolveKeysDir(opts)), null, 2));
+    });
+
+  keys
+    .command('retire')
+    .description('move a key to retired/: still published until deleted, no longer active')
+    .argument('<kid>', 'the kid of the key to retire')
+    .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
+    .action(async (kid: string, opts: KeysDirOption) => {
+      try {
+        const target = await retireKey(resolveKeysDir(opts), kid);
+        print(`Retired: ${target}. It stays in the JWKS until you delete the file.`);
+      } catch (err) {
+        throw new CliError((err as Error).message, 1);
+      }
     });
 }
