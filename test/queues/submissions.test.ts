@@ -1,0 +1,208 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  SUBMISSIONS_QUEUE,
+  createSubmissionProcessor,
+  retrySpanMs,
+  submissionJobOptions,
+  type SubmissionJobData,
+} from '../../queues/submissions.js';
+import { createRegistryClient } from '../../src/registry/delivery.js';
+import {
+  listFailedSubmissions,
+  listResolvedSubmissions,
+  resolveFailedSubmission,
+  retryAllFailedSubmissions,
+  retryFailedSubmission,
+} from '../../src/registry/delivery-admin.js';
+import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
+import { openVisitState } from '../../src/sync/visit-state.js';
+import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
+import { parseServiceConfig } from '../../src/config/service.js';
+import {
+  SECRET,
+  deletePrefix,
+  makeVisit,
+  testPrefix,
+  testRedis,
+  waitFor,
+} from '../sync/helpers.js';
+
+describe('submission options', () => {
+  it('when the defaults are used, then retries span more than an hour and failed jobs are kept', () => {
+    const config = parseServiceConfig({ pseudonymSecret: SECRET });
+    expect(retrySpanMs(config.submissions)).toBeGreaterThan(3600_000);
+    const opts = submissionJobOptions(config.submissions);
+    expect(opts.removeOnFail).toBe(false);
+    expect(opts.backoff).toEqual({ type: 'exponential', delay: 5000 });
+    expect(opts.removeOnComplete).toEqual({ age: 7 * 24 * 3600, count: 100_000 });
+  });
+});
+
+describe('submissions queue with the delivery worker', () => {
+  let redis: Redis;
+  let registry: SandboxRegistry;
+  let queue: Queue<SubmissionJobData>;
+  let worker: Worker<SubmissionJobData>;
+  const prefix = testPrefix();
+  let centreSeq = 0;
+  let centreId = '';
+
+  beforeAll(async () => {
+    redis = testRedis();
+    registry = await startSandboxRegistry();
+    const config = parseServiceConfig({
+      pseudonymSecret: SECRET,
+      registry: { url: registry.url, timeoutMs: 2000 },
+      submissions: { attempts: 12, backoffMs: 50 },
+    });
+    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
+      connection: redis,
+      prefix,
+      defaultJobOptions: submissionJobOptions(config.submissions),
+    });
+    worker = new Worker<SubmissionJobData>(
+      SUBMISSIONS_QUEUE,
+      createSubmissionProcessor({
+        client: createRegistryClient({ config: config.registry }),
+        redis,
+        prefix,
+      }),
+      { connection: redis, prefix, concurrency: 4 },
+    );
+  });
+  afterAll(async () => {
+    await worker.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+    await registry.close();
+  });
+  beforeEach(() => {
+    registry.reset();
+    registry.faults.clear();
+    centreSeq += 1;
+    centreId = `c-${centreSeq}`;
+  });
+
+  async function enqueue(subs: ReturnType<typeof makeVisit>[]) {
+    const e = createSubmissionEnqueuer({
+      queue,
+      redis,
+      state: openVisitState(redis, prefix, centreId),
+      centreId,
+      pseudonymSecret: SECRET,
+      runId: 'run-x',
+      batchSize: 10,
+    });
+    for (const s of subs) await e.add(s);
+    await e.flush();
+    return e.counts;
+  }
+
+  const completed = async (ids: string[]) => {
+    for (const id of ids)
+      if ((await (await queue.getJob(id))?.getState()) !== 'completed') return false;
+    return true;
+  };
+
+  it('when the registry answers 503 for a while and then 200, then everything is delivered exactly once', async () => {
+    registry.faults.unavailableForMs(1500);
+    const visits = Array.from({ length: 30 }, (_, i) =>
+      makeVisit({ centreId, patientId: `p${i % 5}`, encounterId: `e${i}` }),
+    );
+    await enqueue(visits);
+    await waitFor(() => completed(visits.map((v) => v.submissionId)), 40_000, 'all delivered');
+    expect(registry.counts().faulted).toBeGreaterThan(0);
+    const stored = registry.submissions();
+    expect(stored).toHaveLength(30);
+    expect(new Set(stored.map((s) => s.submissionId)).size).toBe(30);
+    expect(registry.visits().every((v) => v.version === 1)).toBe(true);
+    for (const v of visits)
+      expect(registry.visits().find((s) => s.visitKey === v.visitKey)!.current).toEqual(v);
+  });
+
+  it('when the registry rejects a submission, then the job fails at once with the reason, and a retry after the fix delivers it', async () => {
+    const bad = makeVisit({ centreId, patientId: 'p1', encounterId: 'bad' });
+    registry.faults.rejectSubmission(bad.submissionId, 'visit date in the future');
+    await enqueue([bad]);
+    await waitFor(
+      async () => (await (await queue.getJob(bad.submissionId))?.getState()) === 'failed',
+      10_000,
+      'the job to fail',
+    );
+    const { items } = await listFailedSubmissions(queue, { centreId });
+    expect(items).toHaveLength(1);
+    expect(items[0]).toMatchObject({
+      submissionId: bad.submissionId,
+      attemptsMade: 1,
+      permanent: true,
+      kind: 'visit',
+      runId: 'run-x',
+    });
+    expect(items[0]!.failedReason).toContain('visit date in the future');
+
+    registry.faults.clear();
+    expect(await retryFailedSubmission(queue, bad.submissionId)).toBe(true);
+    await waitFor(() => completed([bad.submissionId]), 10_000, 'the retried job');
+    expect(registry.submissions().map((s) => s.submissionId)).toEqual([bad.submissionId]);
+    expect(await retryFailedSubmission(queue, bad.submissionId)).toBe(false);
+  });
+
+  it('when a failed submission is marked resolved, then it leaves the failed list and is kept as a resolved record', async () => {
+    const bad = makeVisit({ centreId, patientId: 'p1', encounterId: 'bad2' });
+    registry.faults.rejectSubmission(bad.submissionId, 'unknown centre');
+    await enqueue([bad]);
+    await waitFor(
+      async () => (await (await queue.getJob(bad.submissionId))?.getState()) === 'failed',
+      10_000,
+      'the job to fail',
+    );
+    const record = await resolveFailedSubmission(queue, redis, prefix, bad.submissionId, {
+      resolvedBy: 'data-manager',
+      note: 'centre not yet registered; will resend',
+    });
+    expect(record).toMatchObject({ resolvedBy: 'data-manager', submissionId: bad.submissionId });
+    expect((await listFailedSubmissions(queue, { centreId })).total).toBe(0);
+    const resolved = await listResolvedSubmissions(redis, prefix);
+    expect(resolved[0]).toMatchObject({
+      submissionId: bad.submissionId,
+      note: 'centre not yet registered; will resend',
+    });
+    expect(resolved[0]!.failedReason).toContain('unknown centre');
+    expect(resolved[0]!.submission).toEqual(bad);
+  });
+
+  it('when several submissions failed, then retry-all requeues every one of the centre', async () => {
+    const bad = [0, 1, 2].map((i) => makeVisit({ centreId, patientId: 'p', encounterId: `r${i}` }));
+    for (const b of bad) registry.faults.rejectSubmission(b.submissionId, 'nope');
+    await enqueue(bad);
+    await waitFor(
+      async () => (await listFailedSubmissions(queue, { centreId })).total === 3,
+      10_000,
+      'three failures',
+    );
+    registry.faults.clear();
+    expect(await retryAllFailedSubmissions(queue, { centreId })).toBe(3);
+    await waitFor(() => completed(bad.map((b) => b.submissionId)), 10_000, 'all retried');
+    expect(registry.submissions()).toHaveLength(3);
+  });
+
+  it('when an older version is still retrying and a newer one is enqueued, then only the newer reaches the registry', async () => {
+    registry.faults.unavailableForMs(800);
+    const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    await enqueue([older]);
+    await waitFor(async () => registry.counts().faulted > 0, 10_000, 'a first failed attempt');
+    const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    await enqueue([newer]);
+    await waitFor(
+      () => completed([older.submissionId, newer.submissionId]),
+      20_000,
+      'both jobs to finish',
+    );
+    expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+    expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
+  });
+});

@@ -1,0 +1,153 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
+import { isSuperseded, openVisitState } from '../../src/sync/visit-state.js';
+import { SUBMISSIONS_QUEUE, type SubmissionJobData } from '../../queues/submissions.js';
+import {
+  SECRET,
+  deletePrefix,
+  makeRetraction,
+  makeVisit,
+  testPrefix,
+  testRedis,
+  waitFor,
+} from './helpers.js';
+
+describe('idempotent enqueue', () => {
+  let redis: Redis;
+  let queue: Queue<SubmissionJobData>;
+  const prefix = testPrefix();
+  beforeAll(() => {
+    redis = testRedis();
+    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, { connection: redis, prefix });
+  });
+  afterAll(async () => {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+  });
+
+  function enqueuer(centreId: string, batchSize = 3) {
+    return createSubmissionEnqueuer({
+      queue,
+      redis,
+      state: openVisitState(redis, prefix, centreId),
+      centreId,
+      pseudonymSecret: SECRET,
+      runId: 'run-1',
+      batchSize,
+    });
+  }
+
+  const visits = (centreId: string, n: number, pga: 'mild' | 'severe' = 'mild') =>
+    Array.from({ length: n }, (_, i) =>
+      makeVisit({ centreId, patientId: `p${i % 3}`, encounterId: `e${i}`, pga }),
+    );
+
+  it('when the same visits are enqueued twice, then the second run adds nothing and counts them unchanged', async () => {
+    const first = enqueuer('c-same');
+    for (const v of visits('c-same', 7)) await first.add(v);
+    await first.flush();
+    expect(first.counts).toMatchObject({ enqueued: 7, unchanged: 0 });
+    const before = await queue.getJobCountByTypes('waiting');
+    const second = enqueuer('c-same');
+    for (const v of visits('c-same', 7)) await second.add(v);
+    await second.flush();
+    expect(second.counts).toMatchObject({ enqueued: 0, unchanged: 7 });
+    expect(await queue.getJobCountByTypes('waiting')).toBe(before);
+  });
+
+  it('when one visit changes, then exactly that visit is enqueued as a new job with its submission id', async () => {
+    const c = 'c-change';
+    const first = enqueuer(c);
+    for (const v of visits(c, 5)) await first.add(v);
+    await first.flush();
+    const changed = visits(c, 5);
+    changed[2] = makeVisit({ centreId: c, patientId: 'p2', encounterId: 'e2', pga: 'severe' });
+    const second = enqueuer(c);
+    for (const v of changed) await second.add(v);
+    await second.flush();
+    expect(second.counts).toMatchObject({ enqueued: 1, unchanged: 4 });
+    const job = await queue.getJob(changed[2]!.submissionId);
+    expect(job?.data.submission.contentHash).toBe(changed[2]!.contentHash);
+  });
+
+  it('when a retraction comes for a visit never sent, then it is skipped; for a sent visit, it is enqueued once', async () => {
+    const c = 'c-retract';
+    const e = enqueuer(c);
+    await e.add(makeRetraction({ centreId: c, patientId: 'p1', encounterId: 'never' }));
+    await e.flush();
+    expect(e.counts).toMatchObject({ enqueued: 0, retractionsSkipped: 1 });
+
+    await e.add(makeVisit({ centreId: c, patientId: 'p1', encounterId: 'sent' }));
+    await e.flush();
+    const retraction = makeRetraction({ centreId: c, patientId: 'p1', encounterId: 'sent' });
+    await e.add(retraction);
+    await e.flush();
+    expect(e.counts.retracted).toBe(1);
+    expect(await queue.getJob(retraction.submissionId)).toBeDefined();
+
+    const again = enqueuer(c);
+    await again.add(retraction);
+    await again.flush();
+    expect(again.counts).toMatchObject({ enqueued: 0, retractionsSkipped: 1 });
+  });
+
+  it('when a visit is enqueued, then its state records the source ids needed for a later retraction', async () => {
+    const c = 'c-ids';
+    const e = enqueuer(c);
+    const v = makeVisit({ centreId: c, patientId: 'pat-9', encounterId: 'enc-9' });
+    await e.add(v);
+    await e.flush();
+    const [entry] = await openVisitState(redis, prefix, c).getMany([v.visitKey]);
+    expect(entry).toMatchObject({ h: v.contentHash, p: 'pat-9', e: 'enc-9' });
+    expect(entry!.u).toBe('2024-05-01T10:00:00Z');
+  });
+
+  it('when content reverts to an earlier version whose job completed, then that job is queued again', async () => {
+    const c = 'c-revert';
+    const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const b = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    const e1 = enqueuer(c);
+    await e1.add(a);
+    await e1.flush();
+    // Deliver the first version (a worker that accepts everything).
+    const worker = new Worker(SUBMISSIONS_QUEUE, () => Promise.resolve({ status: 'accepted' }), {
+      connection: redis,
+      prefix,
+    });
+    await waitFor(
+      async () => (await (await queue.getJob(a.submissionId))!.getState()) === 'completed',
+      10_000,
+      'the first version to complete',
+    );
+    await worker.close();
+    const e2 = enqueuer(c);
+    await e2.add(b);
+    await e2.flush();
+    const e3 = enqueuer(c);
+    await e3.add(a);
+    await e3.flush();
+    expect(e3.counts).toMatchObject({ enqueued: 1, reverted: 1 });
+    expect(await (await queue.getJob(a.submissionId))!.getState()).toBe('waiting');
+  });
+
+  it('when a newer version was enqueued after a job was created, then that job counts as superseded', async () => {
+    const c = 'c-super';
+    const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const b = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    const e = enqueuer(c);
+    await e.add(a);
+    await e.flush();
+    const jobA = (await queue.getJob(a.submissionId))!;
+    await new Promise((r) => setTimeout(r, 5));
+    await e.add(b);
+    await e.flush();
+    const jobB = (await queue.getJob(b.submissionId))!;
+    const [entry] = await openVisitState(redis, prefix, c).getMany([a.visitKey]);
+    expect(isSuperseded(entry, a.contentHash, jobA.timestamp)).toBe(true);
+    expect(isSuperseded(entry, b.contentHash, jobB.timestamp)).toBe(false);
+  });
+});
