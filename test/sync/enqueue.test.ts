@@ -70,8 +70,8 @@ describe('idempotent enqueue', () => {
     for (const v of changed) await second.add(v);
     await second.flush();
     expect(second.counts).toMatchObject({ enqueued: 1, unchanged: 4 });
-    const job = await queue.getJob(changed[2]!.submissionId);
-    expect(job?.data.submission.contentHash).toBe(changed[2]!.contentHash);
+    const job = await queue.getJob(changed[2].submissionId);
+    expect(job?.data.submission.contentHash).toBe(changed[2].contentHash);
   });
 
   it('when a retraction comes for a visit never sent, then it is skipped; for a sent visit, it is enqueued once', async () => {
