@@ -301,7 +301,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     for (let polls = 1; ; polls++) {
       if (now() >= deadline)
         throw new BulkExportError(
-          `the bulk export did not finish within ${centre.pull.bulkTimeoutMinutes} minutes`,
+          `the bulk export did not finish within ${centre.pull.bulkTimeoutMinutes} minute(s)`,
           'Raise pull.bulkTimeoutMinutes in the centre file, narrow the export (_type/_typeFilter), or ask centre IT why exports are slow',
         );
       const response = await client.request(url, {

@@ -1,0 +1,414 @@
+import { Readable } from 'node:stream';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import nock from 'nock';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { OriginRefusedError } from '../../src/fhir/errors.js';
+import { BulkExportError, pullBulk, type BulkItem } from '../../src/fhir/pull-bulk.js';
+import { BASE, EHR, collect, makeCentre, makeClient } from './helpers.js';
+
+beforeAll(() => nock.disableNetConnect());
+afterAll(() => nock.enableNetConnect());
+afterEach(() => nock.cleanAll());
+
+const STATUS = '/fhir/$export-poll/job-1';
+const ndjson = (...rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+
+function manifest(overrides: Record<string, unknown> = {}) {
+  return {
+    transactionTime: '2025-03-01T10:00:00Z',
+    request: `${BASE}/Group/ibd/$export`,
+    requiresAccessToken: true,
+    output: [
+      { type: 'Patient', url: `${EHR}/files/patient.ndjson`, count: 2 },
+      { type: 'Observation', url: `${EHR}/files/obs.ndjson`, count: 1 },
+    ],
+    error: [],
+    ...overrides,
+  };
+}
+
+function kickoff(scope = nock(EHR)) {
+  return scope
+    .get('/fhir/Group/ibd/$export')
+    .query(true)
+    .reply(202, '', { 'content-location': `${EHR}${STATUS}` });
+}
+
+const sleepsOf = () => {
+  const sleeps: number[] = [];
+  return { sleeps, sleep: async (ms: number) => void sleeps.push(ms) };
+};
+
+describe('bulk pull', () => {
+  it('when the export is polled, then Prefer/Accept, _type, _since and _typeFilter are sent and X-Progress is reported', async () => {
+    const { client } = makeClient();
+    const { sleeps, sleep } = sleepsOf();
+    let kickoffQuery: Record<string, unknown> = {};
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .matchHeader('prefer', 'respond-async')
+      .matchHeader('accept', 'application/fhir+json')
+      .query((q) => {
+        kickoffQuery = q;
+        return true;
+      })
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .reply(202, '', { 'x-progress': 'exporting 10%', 'retry-after': '3' })
+      .get(STATUS)
+      .reply(202, '', { 'x-progress': 'exporting 80%' })
+      .get(STATUS)
+      .reply(200, manifest())
+      .get('/files/patient.ndjson')
+      .matchHeader('authorization', 'Bearer token-1')
+      .reply(
+        200,
+        ndjson({ resourceType: 'Patient', id: 'p1' }, { resourceType: 'Patient', id: 'p2' }),
+      )
+      .get('/files/obs.ndjson')
+      .reply(200, ndjson({ resourceType: 'Observation', id: 'o1' }))
+      .delete(STATUS)
+      .reply(202);
+    const progress: (string | undefined)[] = [];
+    let transactionTime = '';
+    const items = await collect(
+      pullBulk({
+        client,
+        centre: makeCentre(),
+        since: '2025-01-01T00:00:00Z',
+        resourceTypes: ['Patient', 'Observation'],
+        typeFilter: ['Observation?category=vital-signs'],
+        sleep,
+        pollIntervalMs: 1000,
+        onProgress: (p) => progress.push(p.progress),
+        onManifest: (m) => (transactionTime = m.transactionTime),
+      }),
+    );
+    expect(kickoffQuery).toEqual({
+      _type: 'Patient,Observation',
+      _since: '2025-01-01T00:00:00Z',
+      _typeFilter: 'Observation?category=vital-signs',
+    });
+    expect(items).toEqual([
+      { kind: 'resource', resource: { resourceType: 'Patient', id: 'p1' } },
+      { kind: 'resource', resource: { resourceType: 'Patient', id: 'p2' } },
+      { kind: 'resource', resource: { resourceType: 'Observation', id: 'o1' } },
+    ]);
+    expect(progress).toEqual(['exporting 10%', 'exporting 80%']);
+    expect(sleeps).toEqual([3000, 1500]);
+    expect(transactionTime).toBe('2025-03-01T10:00:00Z');
+    expect(nock.pendingMocks()).toEqual([]);
+  });
+
+  it('when Retry-After on the status URL is absurd, then polling waits at most the polling maximum', async () => {
+    const { client } = makeClient();
+    const { sleeps, sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(202, '', { 'retry-after': '1700000000' })
+      .get(STATUS)
+      .reply(200, manifest({ output: [] }))
+      .delete(STATUS)
+      .reply(202);
+    await collect(pullBulk({ client, centre: makeCentre(), sleep, maxPollIntervalMs: 30_000 }));
+    expect(sleeps).toEqual([30_000]);
+  });
+
+  it('when the manifest says requiresAccessToken false, then files on another origin are fetched without the token and recorded', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({
+          requiresAccessToken: false,
+          output: [{ type: 'Patient', url: 'https://files.example/bucket/p.ndjson' }],
+        }),
+      )
+      .delete(STATUS)
+      .reply(202);
+    const files = nock('https://files.example', { badheaders: ['authorization'] })
+      .get('/bucket/p.ndjson')
+      .reply(200, ndjson({ resourceType: 'Patient', id: 'p1' }));
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items).toHaveLength(1);
+    expect(files.isDone()).toBe(true);
+    expect(client.originEvents).toEqual([
+      expect.objectContaining({
+        origin: 'https://files.example',
+        purpose: 'bulk-file',
+        action: 'fetched-without-token',
+      }),
+    ]);
+  });
+
+  it('when files on another origin require the token, then they are refused and the export is cancelled', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({ output: [{ type: 'Patient', url: 'https://files.example/p.ndjson' }] }),
+      );
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    const files = nock('https://files.example').get('/p.ndjson').reply(200, '');
+    await expect(collect(pullBulk({ client, centre: makeCentre(), sleep }))).rejects.toBeInstanceOf(
+      OriginRefusedError,
+    );
+    expect(files.isDone()).toBe(false);
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when the manifest lists error and deleted files, then outcomes and deletions are yielded', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({
+          output: [{ type: 'Observation', url: `${EHR}/files/obs.ndjson` }],
+          deleted: [{ type: 'Bundle', url: `${EHR}/files/deleted.ndjson` }],
+          error: [{ type: 'OperationOutcome', url: `${EHR}/files/errors.ndjson` }],
+        }),
+      )
+      .get('/files/obs.ndjson')
+      .reply(200, ndjson({ resourceType: 'Observation', id: 'o1' }) + 'not json at all\n')
+      .get('/files/deleted.ndjson')
+      .reply(
+        200,
+        ndjson({
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [
+            { request: { method: 'DELETE', url: 'Encounter/e9' } },
+            { request: { method: 'DELETE', url: 'Observation/o7' } },
+          ],
+        }),
+      )
+      .get('/files/errors.ndjson')
+      .reply(
+        200,
+        ndjson({
+          resourceType: 'OperationOutcome',
+          issue: [
+            {
+              severity: 'error',
+              code: 'processing',
+              details: { text: 'MedicationStatement unavailable' },
+            },
+          ],
+        }),
+      )
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items.map((i) => i.kind)).toEqual(['resource', 'error', 'deleted', 'deleted', 'error']);
+    expect(items[1]).toMatchObject({ kind: 'error', source: 'malformed-line', line: 2 });
+    expect((items[1] as Extract<BulkItem, { kind: 'error' }>).message).not.toMatch(
+      /not json at all/,
+    );
+    expect(items[2]).toEqual({ kind: 'deleted', resourceType: 'Encounter', id: 'e9' });
+    expect(items[3]).toEqual({ kind: 'deleted', resourceType: 'Observation', id: 'o7' });
+    expect(items[4]).toMatchObject({
+      kind: 'error',
+      source: 'error-file',
+      fileType: 'OperationOutcome',
+      issues: [
+        { severity: 'error', code: 'processing', details: 'MedicationStatement unavailable' },
+      ],
+    });
+    expect((items[4] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(/processing/);
+  });
+
+  it('when the signal aborts while polling, then DELETE is sent to the status URL', async () => {
+    const { client } = makeClient();
+    const controller = new AbortController();
+    kickoff().get(STATUS).reply(202, '', { 'x-progress': 'queued' });
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    const sleep = async () => {
+      controller.abort(new Error('operator cancelled'));
+      throw new Error('operator cancelled');
+    };
+    await expect(
+      collect(pullBulk({ client, centre: makeCentre(), sleep, signal: controller.signal })),
+    ).rejects.toThrow(/operator cancelled/);
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when the consumer stops reading early, then the export job is cancelled', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(200, manifest())
+      .get('/files/patient.ndjson')
+      .reply(
+        200,
+        ndjson({ resourceType: 'Patient', id: 'p1' }, { resourceType: 'Patient', id: 'p2' }),
+      );
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    for await (const item of pullBulk({ client, centre: makeCentre(), sleep })) {
+      expect(item.kind).toBe('resource');
+      break;
+    }
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when the token expires mid-export, then the status poll gets a fresh token and continues', async () => {
+    const { client, auth } = makeClient({ tokens: ['first', 'second'] });
+    const { sleep } = sleepsOf();
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .query(true)
+      .matchHeader('authorization', 'Bearer first')
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .matchHeader('authorization', 'Bearer first')
+      .reply(202)
+      .get(STATUS)
+      .matchHeader('authorization', 'Bearer first')
+      .reply(401, {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'expired' }],
+      })
+      .get(STATUS)
+      .matchHeader('authorization', 'Bearer second')
+      .reply(200, manifest({ output: [{ type: 'Patient', url: `${EHR}/files/patient.ndjson` }] }))
+      .get('/files/patient.ndjson')
+      .matchHeader('authorization', 'Bearer second')
+      .reply(200, ndjson({ resourceType: 'Patient', id: 'p1' }))
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items).toHaveLength(1);
+    expect(auth.invalidated).toEqual(['first']);
+    expect(nock.pendingMocks()).toEqual([]);
+  });
+
+  it('when the export outlives bulkTimeoutMinutes, then it fails with a hint and is cancelled', async () => {
+    const { client } = makeClient();
+    let clock = 0;
+    kickoff().get(STATUS).times(2).reply(202);
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    const error = await collect(
+      pullBulk({
+        client,
+        centre: makeCentre({ pull: { mode: 'bulk', bulkTimeoutMinutes: 1 } }),
+        now: () => clock,
+        sleep: async (ms) => {
+          clock += ms;
+        },
+        pollIntervalMs: 40_000,
+      }),
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BulkExportError);
+    expect((error as Error).message).toMatch(/within 1 minute\(s\).*bulkTimeoutMinutes/);
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when the kick-off is refused with an OperationOutcome, then the error carries its issues', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .query(true)
+      .reply(403, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          { severity: 'error', code: 'forbidden', details: { text: 'bulk export not enabled' } },
+        ],
+      });
+    await expect(collect(pullBulk({ client, centre: makeCentre() }))).rejects.toMatchObject({
+      status: 403,
+      issues: [{ code: 'forbidden', details: 'bulk export not enabled' }],
+    });
+  });
+
+  it('when the manifest is invalid, then the error says which field and the export is cancelled', async () => {
+    const { client } = makeClient();
+    kickoff().get(STATUS).reply(200, { transactionTime: '2025', output: 'nope' });
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    await expect(collect(pullBulk({ client, centre: makeCentre() }))).rejects.toThrow(
+      /manifest is invalid.*(requiresAccessToken|output)/,
+    );
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when a file download breaks off midway, then it is fetched again and no line is yielded twice', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    const lines = ndjson(
+      { resourceType: 'Patient', id: 'p1' },
+      { resourceType: 'Patient', id: 'p2' },
+      { resourceType: 'Patient', id: 'p3' },
+    );
+    const firstTwo = lines.split('\n').slice(0, 2).join('\n') + '\n';
+    kickoff()
+      .get(STATUS)
+      .reply(200, manifest({ output: [{ type: 'Patient', url: `${EHR}/files/patient.ndjson` }] }))
+      .get('/files/patient.ndjson')
+      .reply(200, () => {
+        const stream = new Readable({ read() {} });
+        stream.push(firstTwo);
+        setTimeout(
+          () => stream.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })),
+          20,
+        );
+        return stream;
+      })
+      .get('/files/patient.ndjson')
+      .reply(200, lines)
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items.map((i) => (i.kind === 'resource' ? i.resource.id : i.kind))).toEqual([
+      'p1',
+      'p2',
+      'p3',
+    ]);
+  });
+
+  it('when the cohort is a roster, then Patient/$export is used and other patients are filtered out', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'roster-'));
+    writeFileSync(join(dir, 'roster.txt'), 'urn:mrn|100\n');
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    nock(EHR)
+      .get('/fhir/Patient')
+      .query({ identifier: 'urn:mrn|100', _count: '2' })
+      .reply(200, {
+        resourceType: 'Bundle',
+        entry: [{ resource: { resourceType: 'Patient', id: 'p1' } }],
+      })
+      .get('/fhir/Patient/$export')
+      .query(true)
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .reply(200, manifest())
+      .get('/files/patient.ndjson')
+      .reply(
+        200,
+        ndjson({ resourceType: 'Patient', id: 'p1' }, { resourceType: 'Patient', id: 'p2' }),
+      )
+      .get('/files/obs.ndjson')
+      .reply(
+        200,
+        ndjson(
+          { resourceType: 'Observation', id: 'o1', subject: { reference: 'Patient/p1' } },
+          { resourceType: 'Observation', id: 'o2', subject: { reference: 'Patient/p2' } },
+        ),
+      )
+      .delete(STATUS)
+      .reply(202);
+    const centre = makeCentre({ cohort: { roster: join(dir, 'roster.txt') } });
+    const items = await collect(pullBulk({ client, centre, sleep }));
+    expect(items.map((i) => (i.kind === 'resource' ? i.resource.id : i.kind))).toEqual([
+      'p1',
+      'o1',
+    ]);
+  });
+});
