@@ -1,0 +1,1040 @@
+// The registry assembly: view rows, grouped by patient, become one submission per visit.
+// Resources are reduced to small records as they arrive (streaming, memory bounded by what
+// the rules need, not by input size); visits are assembled at the end because an
+// observation may arrive before its encounter. Pure: no I/O, deterministic output order.
+import { contentHash, pseudonymKey, submissionId } from '../registry/keys.js';
+import { buildRetraction } from '../registry/retraction.js';
+import {
+  VisitSubmissionSchema,
+  type Diagnosis,
+  type Finding,
+  type FindingKind,
+  type PgaCategory,
+  type RegistrySubmission,
+  type SourceRef,
+  type VisitSubmission,
+} from '../registry/submission.js';
+import { createZoneCalendar, daysBetween, wholeMonthsBetween, type ZoneCalendar } from './dates.js';
+import { applyCentreOverrides, parseCentreOverrides } from './overrides.js';
+import {
+  UCUM,
+  type LinkRule,
+  type MappingPack,
+  type VitalField,
+  type VitalFieldSpec,
+} from './pack-schema.js';
+import {
+  endDateOf,
+  isActiveOn,
+  judgeSteroid,
+  type MedicationInfo,
+  type MedicationUse,
+  type SteroidJudgement,
+} from './steroids.js';
+import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
+import {
+  buildPackIndex,
+  codingKey,
+  lookupDiagnosis,
+  normaliseText,
+  type Coding,
+  type ObservationField,
+  type PackIndex,
+} from './value-sets.js';
+
+/** Any FHIR resource; only `resourceType` is relied on before the views run. */
+export interface FhirResource {
+  resourceType: string;
+  id?: string;
+  [key: string]: unknown;
+}
+
+export interface MapperOptions {
+  centreId: string;
+  pseudonymSecret: string;
+  /** IANA time zone of the centre: visit dates and same-day links use it. */
+  timeZone: string;
+  /** `centre.mapping.overrides`, validated here. */
+  overrides?: unknown;
+  /** Names the overrides' origin in errors (e.g. the centre file path). */
+  overridesSource?: string;
+}
+
+export interface MapStats {
+  /** Resources seen (bundle entries counted one by one). */
+  resources: number;
+  /** Visit submissions produced. */
+  visits: number;
+  /** Retractions produced. */
+  retractions: number;
+  /** Findings by kind, over all submissions and unattached findings. */
+  byKind: Record<string, number>;
+  /** Resources seen by resourceType. */
+  byResourceType: Record<string, number>;
+}
+
+export interface MapResult {
+  submissions: RegistrySubmission[];
+  /** Every finding: those carried by submissions, then those no submission could carry. */
+  findings: Finding[];
+  stats: MapStats;
+}
+
+export interface Assembler {
+  add(resource: FhirResource): void;
+  finish(): MapResult;
+}
+
+export interface Mapper {
+  mapResources(resources: Iterable<FhirResource>): MapResult;
+  createAssembler(): Assembler;
+}
+
+// ---------------------------------------------------------------------------------------
+// Records kept per resource (small; only what the rules read)
+
+interface Versioned {
+  id: string;
+  versionId: string | null;
+  lastUpdated: string | null;
+}
+
+interface PatientRecord extends Versioned {
+  birthDate: string | null;
+  gender: string | null;
+}
+
+interface EncounterRecord extends Versioned {
+  status: string | null;
+  classKey: string;
+  periodStart: string | null;
+}
+
+interface ObservationRecord extends Versioned {
+  field: ObservationField;
+  encounter: string | null;
+  date: string | null;
+  instant: number | null;
+  /** Vitals: converted value (unrounded) or why not. */
+  value: number | null;
+  problem: 'unconvertible' | null;
+  unit: string | null;
+  /** PGA: mapped category, or the unmapped answer. */
+  category: PgaCategory | null;
+  unmappedCode: string | null;
+  unmappedText: boolean;
+}
+
+interface ConditionRecord extends Versioned {
+  diagnosis: Diagnosis;
+  date: string | null;
+}
+
+interface PatientBucket {
+  patient: PatientRecord | null;
+  encounters: Map<string, EncounterRecord>;
+  observations: Map<string, ObservationRecord>;
+  medications: Map<string, MedicationUse>;
+  conditions: Map<string, ConditionRecord>;
+}
+
+interface Visit {
+  encounter: EncounterRecord;
+  date: string;
+  instant: number;
+  type: string;
+}
+
+interface Candidate {
+  obs: ObservationRecord;
+  strength: 3 | 2 | 1;
+  distance: number;
+}
+
+type Row = Record<string, unknown>;
+
+const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+function ref(type: string, rec: Versioned): SourceRef {
+  const r: SourceRef = { resourceType: type, id: rec.id };
+  if (rec.versionId) r.versionId = rec.versionId;
+  if (rec.lastUpdated) r.lastUpdated = rec.lastUpdated;
+  return r;
+}
+
+function compareRefs(a: SourceRef, b: SourceRef): number {
+  if (a.resourceType !== b.resourceType) return a.resourceType < b.resourceType ? -1 : 1;
+  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+  return 0;
+}
+
+function pushCoding(
+  list: Coding[],
+  seen: Set<string>,
+  system: unknown,
+  code: unknown,
+  display?: unknown,
+): void {
+  const s = str(system);
+  const c = str(code);
+  if (!c && !str(display)) return;
+  const key = `${s ?? ''}|${c ?? ''}|${str(display) ?? ''}`;
+  if (seen.has(key)) return;
+  seen.add(key);
+  list.push({ system: s, code: c, display: str(display) });
+}
+
+const SEX: Record<string, VisitSubmission['patient']['sex']> = {
+  male: 'male',
+  female: 'female',
+  other: 'other',
+  unknown: 'unknown',
+};
+
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Creates a mapper for one centre: the pack (with the centre's overrides applied), lookup
+ * tables and unit converters are built once here; mapping is then row-level work only.
+ * Throws OverridesError when the overrides are invalid.
+ */
+export function createMapper(pack: MappingPack, options: MapperOptions): Mapper {
+  const effective =
+    options.overrides === undefined
+      ? pack
+      : applyCentreOverrides(
+          pack,
+          parseCentreOverrides(options.overrides, options.overridesSource ?? 'centre file'),
+        );
+  const calendar = createZoneCalendar(options.timeZone);
+  const index = buildPackIndex(effective);
+  const spec = effective.assembly;
+  const converters: Record<VitalField, UnitConverter> = {
+    height: createUnitConverter('cm', spec.units.synonyms),
+    weight: createUnitConverter('kg', spec.units.synonyms),
+    bmi: createUnitConverter('kg/m2', spec.units.synonyms),
+  };
+  const context: Context = {
+    pack: effective,
+    index,
+    calendar,
+    converters,
+    centreId: options.centreId,
+    secret: options.pseudonymSecret,
+    visitClasses: new Map(spec.visits.classes.map((c) => [codingKey(c.system, c.code), c.type])),
+    visitStatuses: new Set(spec.visits.statuses),
+    retractStatuses: new Set(spec.visits.retractStatuses),
+    observationStatuses: new Set(spec.observations.statuses),
+  };
+  return {
+    createAssembler: () => createAssemblerFor(context),
+    mapResources(resources) {
+      const assembler = createAssemblerFor(context);
+      for (const r of resources) assembler.add(r);
+      return assembler.finish();
+    },
+  };
+}
+
+interface Context {
+  pack: MappingPack;
+  index: PackIndex;
+  calendar: ZoneCalendar;
+  converters: Record<VitalField, UnitConverter>;
+  centreId: string;
+  secret: string;
+  visitClasses: Map<string, string>;
+  visitStatuses: Set<string>;
+  retractStatuses: Set<string>;
+  observationStatuses: Set<string>;
+}
+
+function createAssemblerFor(ctx: Context): Assembler {
+  const { pack, index, calendar } = ctx;
+  const views = pack.views;
+  const buckets = new Map<string, PatientBucket>();
+  const medications = new Map<string, MedicationInfo>();
+  const byResourceType: Record<string, number> = {};
+  let resources = 0;
+  let finished = false;
+
+  const bucketOf = (patientId: string): PatientBucket => {
+    let b = buckets.get(patientId);
+    if (!b) {
+      b = {
+        patient: null,
+        encounters: new Map(),
+        observations: new Map(),
+        medications: new Map(),
+        conditions: new Map(),
+      };
+      buckets.set(patientId, b);
+    }
+    return b;
+  };
+
+  const versioned = (row: Row): Versioned => ({
+    id: str(row.id) ?? '',
+    versionId: str(row.version_id),
+    lastUpdated: str(row.last_updated),
+  });
+
+  const readMedication = (resource: unknown): MedicationInfo | null => {
+    const rows = views.medication.rows(resource);
+    const first = rows[0];
+    if (!first || !str(first.id)) return null;
+    const info: MedicationInfo = {
+      ...versioned(first),
+      codings: [],
+      ingredientCodings: [],
+      formCodings: [],
+      text: str(first.code_text),
+      formText: str(first.form_text),
+    };
+    const seen = new Set<string>();
+    const seenIng = new Set<string>();
+    const seenForm = new Set<string>();
+    for (const row of rows) {
+      pushCoding(info.codings, seen, row.code_system, row.code, row.code_display);
+      pushCoding(
+        info.ingredientCodings,
+        seenIng,
+        row.ingredient_system,
+        row.ingredient_code,
+        row.ingredient_display,
+      );
+      pushCoding(info.formCodings, seenForm, row.form_system, row.form_code, row.form_display);
+    }
+    return info;
+  };
+
+  const addObservation = (resource: FhirResource): void => {
+    const rows = views.observation.rows(resource);
+    let field: ObservationField | undefined;
+    for (const row of rows) {
+      field = index.observationField.get(codingKey(str(row.code_system), str(row.code)));
+      if (field) break;
+    }
+    const first = rows[0];
+    if (!field || !first) return;
+    const status = str(first.status);
+    const patient = str(first.patient);
+    const id = str(first.id);
+    if (!status || !ctx.observationStatuses.has(status) || !patient || !id) return;
+    const when =
+      str(first.effective_datetime) ?? str(first.effective_instant) ?? str(first.effective_start);
+    const rec: ObservationRecord = {
+      ...versioned(first),
+      field,
+      encounter: str(first.encounter),
+      date: calendar.dateOf(when),
+      instant: calendar.instantOf(when),
+      value: null,
+      problem: null,
+      unit: null,
+      category: null,
+      unmappedCode: null,
+      unmappedText: false,
+    };
+    if (field === 'pga') {
+      classifyPga(rec, rows, first);
+    } else {
+      const value = num(first.value_number);
+      if (value === null) return; // no quantity (e.g. dataAbsentReason): not a candidate
+      const unitCode = str(first.value_unit_system) === UCUM ? str(first.value_unit_code) : null;
+      const unit = unitCode ?? str(first.value_unit) ?? str(first.value_unit_code);
+      rec.unit = unit;
+      const factor = unit ? ctx.converters[field].factor(unit) : null;
+      if (factor === null) rec.problem = 'unconvertible';
+      else rec.value = value * factor;
+    }
+    bucketOf(patient).observations.set(id, rec);
+  };
+
+  const classifyPga = (rec: ObservationRecord, rows: Row[], first: Row): void => {
+    let firstUnmapped: string | null = null;
+    for (const row of rows) {
+      const system = str(row.answer_system);
+      const code = str(row.answer_code);
+      if (!code) continue;
+      const category = index.pgaAnswerByCode.get(codingKey(system, code));
+      if (category) {
+        rec.category = category;
+        return;
+      }
+      firstUnmapped ??= `${system ?? ''}|${code}`;
+    }
+    const text = str(first.value_text) ?? str(first.value_string);
+    if (text) {
+      const category = index.pgaAnswerByText.get(normaliseText(text));
+      if (category) {
+        rec.category = category;
+        return;
+      }
+    }
+    if (firstUnmapped) rec.unmappedCode = firstUnmapped;
+    else rec.unmappedText = text !== null;
+  };
+
+  const addMedicationUse = (resource: FhirResource, type: MedicationUse['resourceType']): void => {
+    const view =
+      type === 'MedicationStatement' ? views.medicationStatement : views.medicationRequest;
+    const rows = view.rows(resource);
+    const first = rows[0];
+    const patient = first ? str(first.patient) : null;
+    const id = first ? str(first.id) : null;
+    if (!first || !patient || !id) return;
+    const use: MedicationUse = {
+      resourceType: type,
+      ...versioned(first),
+      status: str(first.status),
+      intent: str(first.intent),
+      codings: [],
+      text: str(first.medication_text),
+      medicationReference: str(first.medication_reference),
+      contained: new Map(),
+      routeCodings: [],
+      routeTexts: [],
+      periods: [],
+      singleDate:
+        type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
+    };
+    const seen = new Set<string>();
+    const seenRoute = new Set<string>();
+    const seenPeriod = new Set<string>();
+    for (const row of rows) {
+      pushCoding(use.codings, seen, row.med_system, row.med_code, row.med_display);
+      pushCoding(use.routeCodings, seenRoute, row.route_system, row.route_code, row.route_display);
+      const routeText = str(row.route_text);
+      if (routeText && !use.routeTexts.includes(routeText)) use.routeTexts.push(routeText);
+      const start = str(row.effective_start) ?? str(row.bounds_start);
+      const end = str(row.effective_end) ?? str(row.bounds_end);
+      if (start || end) {
+        const key = `${start ?? ''}/${end ?? ''}`;
+        if (!seenPeriod.has(key)) {
+          seenPeriod.add(key);
+          use.periods.push({ start, end });
+        }
+      }
+    }
+    const vStart = str(first.validity_start);
+    const vEnd = str(first.validity_end);
+    if (vStart || vEnd) use.periods.push({ start: vStart, end: vEnd });
+    const contained = resource.contained;
+    if (Array.isArray(contained)) {
+      for (const c of contained as FhirResource[]) {
+        if (c?.resourceType !== 'Medication') continue;
+        const info = readMedication(c);
+        if (info) use.contained.set(`#${info.id}`, info);
+      }
+    }
+    bucketOf(patient).medications.set(`${type}/${id}`, use);
+  };
+
+  const addCondition = (resource: FhirResource): void => {
+    const rows = views.condition.rows(resource);
+    const first = rows[0];
+    const patient = first ? str(first.patient) : null;
+    if (!first || !patient || !str(first.id)) return;
+    const verification = str(first.verification_status);
+    if (
+      verification &&
+      pack.assembly.fields.diagnosis.excludeVerificationStatuses.includes(verification)
+    )
+      return;
+    let diagnosis: Diagnosis | null = null;
+    for (const row of rows) {
+      diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
+      if (diagnosis) break;
+    }
+    if (!diagnosis) return;
+    const rec: ConditionRecord = {
+      ...versioned(first),
+      diagnosis,
+      date: str(first.recorded_date) ?? str(first.onset_datetime),
+    };
+    bucketOf(patient).conditions.set(rec.id, rec);
+  };
+
+  const add = (resource: FhirResource): void => {
+    if (finished) throw new Error('this assembler has finished; create a new one');
+    const type = resource?.resourceType;
+    if (type === 'Bundle') {
+      const entries = (resource as { entry?: { resource?: FhirResource }[] }).entry ?? [];
+      for (const e of entries) if (e?.resource) add(e.resource);
+      return;
+    }
+    resources += 1;
+    byResourceType[type] = (byResourceType[type] ?? 0) + 1;
+    switch (type) {
+      case 'Observation':
+        addObservation(resource);
+        return;
+      case 'Encounter': {
+        const first = views.encounter.rows(resource)[0];
+        const patient = first ? str(first.patient) : null;
+        if (!first || !patient || !str(first.id)) return;
+        const rec: EncounterRecord = {
+          ...versioned(first),
+          status: str(first.status),
+          classKey: codingKey(str(first.class_system), str(first.class_code)),
+          periodStart: str(first.period_start),
+        };
+        bucketOf(patient).encounters.set(rec.id, rec);
+        return;
+      }
+      case 'Patient': {
+        const first = views.patient.rows(resource)[0];
+        const id = first ? str(first.id) : null;
+        if (!first || !id) return;
+        bucketOf(id).patient = {
+          ...versioned(first),
+          birthDate: str(first.birth_date),
+          gender: str(first.gender),
+        };
+        return;
+      }
+      case 'MedicationStatement':
+      case 'MedicationRequest':
+        addMedicationUse(resource, type);
+        return;
+      case 'Medication': {
+        const info = readMedication(resource);
+        if (info) medications.set(info.id, info);
+        return;
+      }
+      case 'Condition':
+        addCondition(resource);
+        return;
+      default:
+        return;
+    }
+  };
+
+  const finish = (): MapResult => {
+    if (finished) throw new Error('finish() was already called on this assembler');
+    finished = true;
+    const submissions: RegistrySubmission[] = [];
+    const orphanFindings: Finding[] = [];
+    const patientIds = [...buckets.keys()].sort();
+    for (const patientId of patientIds) {
+      assemblePatient(
+        ctx,
+        patientId,
+        buckets.get(patientId)!,
+        medications,
+        submissions,
+        orphanFindings,
+      );
+    }
+    const findings: Finding[] = [];
+    for (const s of submissions) if (s.kind === 'visit') findings.push(...s.findings);
+    findings.push(...orphanFindings);
+    const byKind: Record<string, number> = {};
+    for (const f of findings) byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+    let visits = 0;
+    for (const s of submissions) if (s.kind === 'visit') visits += 1;
+    return {
+      submissions,
+      findings,
+      stats: {
+        resources,
+        visits,
+        retractions: submissions.length - visits,
+        byKind,
+        byResourceType,
+      },
+    };
+  };
+
+  return { add, finish };
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-patient assembly
+
+function finding(
+  kind: FindingKind,
+  field: string,
+  message: string,
+  resource?: string,
+  code?: string,
+): Finding {
+  const f: Finding = { kind, field, message };
+  if (code) f.code = code;
+  if (resource) f.resource = resource;
+  return f;
+}
+
+function assemblePatient(
+  ctx: Context,
+  patientId: string,
+  bucket: PatientBucket,
+  medications: Map<string, MedicationInfo>,
+  out: RegistrySubmission[],
+  orphans: Finding[],
+): void {
+  const { calendar } = ctx;
+  const visits: Visit[] = [];
+  const retracted: EncounterRecord[] = [];
+  const visitIds = new Set<string>();
+  for (const enc of bucket.encounters.values()) {
+    if (enc.status && ctx.retractStatuses.has(enc.status)) {
+      retracted.push(enc);
+      continue;
+    }
+    const type = ctx.visitClasses.get(enc.classKey);
+    if (!type || !enc.status || !ctx.visitStatuses.has(enc.status)) continue;
+    const date = calendar.dateOf(enc.periodStart);
+    if (!date) {
+      orphans.push(
+        finding(
+          'missing-value',
+          'visit.date',
+          'visit encounter has no period.start, so it has no visit date and was not submitted',
+          `Encounter/${enc.id}`,
+        ),
+      );
+      continue;
+    }
+    visits.push({ encounter: enc, date, instant: calendar.instantOf(enc.periodStart) ?? 0, type });
+    visitIds.add(enc.id);
+  }
+  visits.sort((a, b) =>
+    a.date !== b.date ? (a.date < b.date ? -1 : 1) : a.encounter.id < b.encounter.id ? -1 : 1,
+  );
+  if (visits.length === 0 && retracted.length === 0) return;
+
+  const patientKey = pseudonymKey(ctx.secret, ctx.centreId, 'Patient', patientId);
+  const byField: Record<ObservationField, ObservationRecord[]> = {
+    pga: [],
+    height: [],
+    weight: [],
+    bmi: [],
+  };
+  for (const o of bucket.observations.values()) byField[o.field].push(o);
+  const judgements = new Map<string, SteroidJudgement | null>();
+  const diagnosis = chooseDiagnosis(bucket);
+
+  for (const visit of visits) {
+    out.push(
+      assembleVisit(
+        ctx,
+        patientId,
+        patientKey,
+        bucket,
+        visit,
+        visitIds,
+        byField,
+        medications,
+        judgements,
+        diagnosis,
+      ),
+    );
+  }
+  retracted.sort((a, b) => (a.id < b.id ? -1 : 1));
+  for (const enc of retracted) {
+    out.push(
+      buildRetraction({
+        centreId: ctx.centreId,
+        pseudonymSecret: ctx.secret,
+        patientId,
+        encounterId: enc.id,
+        reason: 'entered-in-error',
+        provenance: [ref('Encounter', enc)],
+      }),
+    );
+  }
+}
+
+interface DiagnosisChoice {
+  value: Diagnosis | null;
+  winner: ConditionRecord | null;
+  conflicting: boolean;
+}
+
+function chooseDiagnosis(bucket: PatientBucket): DiagnosisChoice {
+  let winner: ConditionRecord | null = null;
+  const seen = new Set<Diagnosis>();
+  for (const c of bucket.conditions.values()) {
+    seen.add(c.diagnosis);
+    if (
+      !winner ||
+      (c.date ?? '') > (winner.date ?? '') ||
+      ((c.date ?? '') === (winner.date ?? '') && c.id > winner.id)
+    )
+      winner = c;
+  }
+  return { value: winner?.diagnosis ?? null, winner, conflicting: seen.size > 1 };
+}
+
+/** Observations of one field that link to the visit, with their link strength. */
+function linkCandidates(
+  list: ObservationRecord[],
+  visit: Visit,
+  visitIds: Set<string>,
+  rule: LinkRule,
+): Candidate[] {
+  const out: Candidate[] = [];
+  for (const obs of list) {
+    if (obs.encounter) {
+      if (obs.encounter === visit.encounter.id && rule.encounterReference) {
+        out.push({ obs, strength: 3, distance: 0 });
+        continue;
+      }
+      // An observation documented at another visit belongs to that visit only.
+      if (visitIds.has(obs.encounter)) continue;
+    }
+    if (!obs.date) continue;
+    const days = daysBetween(visit.date, obs.date);
+    if (days === 0 && rule.sameDay) out.push({ obs, strength: 2, distance: 0 });
+    else if (rule.windowDays > 0 && Math.abs(days) <= rule.windowDays) {
+      out.push({ obs, strength: 1, distance: Math.abs((obs.instant ?? 0) - visit.instant) });
+    }
+  }
+  return out;
+}
+
+/** Candidates at the strongest link, best first (closest within a window, then latest). */
+function rankCandidates(
+  candidates: Candidate[],
+  winner: 'strongest-closest-latest' | 'strongest-latest',
+): Candidate[] {
+  if (candidates.length === 0) return candidates;
+  let best = 0;
+  for (const c of candidates) if (c.strength > best) best = c.strength;
+  const group = candidates.filter((c) => c.strength === best);
+  group.sort((a, b) => {
+    if (winner === 'strongest-closest-latest' && a.distance !== b.distance)
+      return a.distance - b.distance;
+    const ai = a.obs.instant ?? -Infinity;
+    const bi = b.obs.instant ?? -Infinity;
+    if (ai !== bi) return bi - ai;
+    return a.obs.id < b.obs.id ? -1 : a.obs.id > b.obs.id ? 1 : 0;
+  });
+  return group;
+}
+
+function assembleVisit(
+  ctx: Context,
+  patientId: string,
+  patientKey: string,
+  bucket: PatientBucket,
+  visit: Visit,
+  visitIds: Set<string>,
+  byField: Record<ObservationField, ObservationRecord[]>,
+  medications: Map<string, MedicationInfo>,
+  judgements: Map<string, SteroidJudgement | null>,
+  diagnosis: DiagnosisChoice,
+): VisitSubmission {
+  const spec = ctx.pack.assembly;
+  const findings: Finding[] = [];
+  const provenance = new Map<string, SourceRef>();
+  const use = (type: string, rec: Versioned) => provenance.set(`${type}/${rec.id}`, ref(type, rec));
+  use('Encounter', visit.encounter);
+
+  // Patient
+  const p = bucket.patient;
+  if (p) use('Patient', p);
+  const fullBirthDate = p?.birthDate ?? null;
+  if (!fullBirthDate) {
+    findings.push(
+      finding(
+        'missing-birth-date',
+        'patient.birthDate',
+        p ? 'the patient has no birth date' : 'no Patient resource for this visit',
+        p ? `Patient/${p.id}` : undefined,
+      ),
+    );
+  }
+  const birthDate =
+    fullBirthDate && spec.settings.birthDatePrecision === 'month'
+      ? fullBirthDate.slice(0, 7)
+      : fullBirthDate;
+  const patient: VisitSubmission['patient'] = {
+    birthDate,
+    sex: SEX[p?.gender ?? 'unknown'] ?? 'unknown',
+    ageAtVisitMonths: fullBirthDate ? wholeMonthsBetween(fullBirthDate, visit.date) : null,
+  };
+
+  // PGA and remission
+  const pgaRanked = rankCandidates(
+    linkCandidates(byField.pga, visit, visitIds, spec.fields.pga.link),
+    spec.fields.pga.winner,
+  );
+  let pga: PgaCategory | null = null;
+  if (pgaRanked.length === 0) {
+    findings.push(finding('missing-pga', 'pga', 'no PGA observation links to this visit'));
+  } else {
+    const mapped = pgaRanked.filter((c) => c.obs.category !== null);
+    for (const c of pgaRanked) {
+      if (c.obs.category !== null) continue;
+      findings.push(
+        c.obs.unmappedCode
+          ? finding(
+              'unmapped-code',
+              'pga',
+              'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers',
+              `Observation/${c.obs.id}`,
+              c.obs.unmappedCode,
+            )
+          : finding(
+              'unmapped-code',
+              'pga',
+              c.obs.unmappedText
+                ? 'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }'
+                : 'PGA observation has no answer',
+              `Observation/${c.obs.id}`,
+            ),
+      );
+    }
+    const winner = mapped[0];
+    if (winner) {
+      pga = winner.obs.category;
+      use('Observation', winner.obs);
+      const categories = new Set(mapped.map((c) => c.obs.category));
+      if (categories.size > 1) {
+        findings.push(
+          finding(
+            'conflicting-values',
+            'pga',
+            `${mapped.length} PGA observations link equally strongly to this visit with different categories (${[...categories].sort().join(', ')}); the ${winner.strength === 1 ? 'closest' : 'latest'} one was used`,
+            `Observation/${winner.obs.id}`,
+          ),
+        );
+      }
+    }
+  }
+  const remission = pga === null ? null : spec.derivations.remission.whenCategories.includes(pga);
+
+  // Vitals
+  const vitals = {} as Record<VitalField, { value: number; unit: string } | null>;
+  for (const field of ['height', 'weight', 'bmi'] as const) {
+    vitals[field] = chooseVital(
+      field,
+      spec.fields[field],
+      byField[field],
+      visit,
+      visitIds,
+      findings,
+      use,
+    );
+  }
+
+  // Steroid use
+  const steroids: VisitSubmission['steroids'] = [];
+  const steroidSpec = spec.fields.steroidUse;
+  const dateOf = (v: string | null) => ctx.calendar.dateOf(v);
+  const meds = [...bucket.medications.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  for (const [key, m] of meds) {
+    let openEnded: boolean;
+    if (m.resourceType === 'MedicationStatement') {
+      if (m.status && steroidSpec.statementStatuses.includes(m.status))
+        openEnded = m.status === 'active';
+      else if (m.status && steroidSpec.statementStatusesIfEndedAfterVisit.includes(m.status)) {
+        const end = endDateOf(m, dateOf);
+        if (!end || end < visit.date) continue;
+        openEnded = false;
+      } else continue;
+    } else {
+      if (!m.status || !steroidSpec.requestStatuses.includes(m.status)) continue;
+      if (!m.intent || !steroidSpec.requestIntents.includes(m.intent)) continue;
+      openEnded = m.status === 'active';
+    }
+    if (!isActiveOn(m, visit.date, dateOf, openEnded)) continue;
+    const medication = resolveMedication(m, medications);
+    let judgement = judgements.get(key);
+    if (judgement === undefined) {
+      judgement = judgeSteroid(ctx.index, m, medication);
+      judgements.set(key, judgement);
+    }
+    if (!judgement) {
+      if (m.medicationReference && !medication && m.codings.length === 0 && !m.text) {
+        findings.push(
+          finding(
+            'missing-value',
+            'steroidUse',
+            'the medication reference could not be resolved (Medication not in the input), so it could not be checked for corticosteroids',
+            `${m.resourceType}/${m.id}`,
+          ),
+        );
+      }
+      continue;
+    }
+    if (!judgement.systemic) continue;
+    if (judgement.ingredient === 'budesonide' && !spec.settings.budesonideCountsAsSteroid) continue;
+    steroids.push({
+      ingredient: judgement.ingredient,
+      matchedBy: judgement.matchedBy,
+      source: ref(m.resourceType, m),
+    });
+    use(m.resourceType, m);
+    if (medication && m.medicationReference && !m.medicationReference.startsWith('#'))
+      use('Medication', medication);
+    if (judgement.matchedBy === 'text') {
+      findings.push(
+        finding(
+          'text-only-medication',
+          'steroidUse',
+          `counted as ${judgement.ingredient} from its text alone (no recognised code); add its code to the systemic-corticosteroids value set`,
+          `${m.resourceType}/${m.id}`,
+        ),
+      );
+    }
+  }
+
+  // Diagnosis
+  if (diagnosis.winner) use('Condition', diagnosis.winner);
+  if (!diagnosis.value) {
+    findings.push(
+      finding(
+        'missing-diagnosis',
+        'diagnosis',
+        'no IBD diagnosis (Condition) recognised for this patient',
+      ),
+    );
+  } else if (diagnosis.conflicting) {
+    findings.push(
+      finding(
+        'conflicting-values',
+        'diagnosis',
+        `the patient's Conditions name different IBD diagnoses; the latest recorded (${diagnosis.value}) was used`,
+        `Condition/${diagnosis.winner!.id}`,
+      ),
+    );
+  }
+
+  const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
+  const content = {
+    schema: 'lhn-bridge/registry-submission/v1' as const,
+    kind: 'visit' as const,
+    centreId: ctx.centreId,
+    patientKey,
+    visitKey,
+    visit: { date: visit.date, type: visit.type },
+    patient,
+    diagnosis: diagnosis.value,
+    pga,
+    remission,
+    steroidUse: steroids.length > 0,
+    steroids,
+    height: vitals.height,
+    weight: vitals.weight,
+    bmi: vitals.bmi,
+    findings,
+    provenance: [...provenance.values()].sort(compareRefs),
+  };
+  void patientId;
+  const hash = contentHash(content);
+  const submission: VisitSubmission = {
+    schema: content.schema,
+    kind: content.kind,
+    submissionId: submissionId(visitKey, hash),
+    centreId: content.centreId,
+    patientKey,
+    visitKey,
+    contentHash: hash,
+    visit: content.visit,
+    patient,
+    diagnosis: content.diagnosis,
+    pga,
+    remission,
+    steroidUse: content.steroidUse,
+    steroids,
+    height: content.height,
+    weight: content.weight,
+    bmi: content.bmi,
+    findings,
+    provenance: content.provenance,
+  };
+  const checked = VisitSubmissionSchema.safeParse(submission);
+  if (!checked.success) {
+    throw new Error(
+      `internal error: assembled submission for Encounter/${visit.encounter.id} violates the registry schema: ${checked.error.issues
+        .map((i) => `${i.path.join('.')}: ${i.message}`)
+        .join('; ')}`,
+    );
+  }
+  return submission;
+}
+
+function resolveMedication(
+  use: MedicationUse,
+  medications: Map<string, MedicationInfo>,
+): MedicationInfo | undefined {
+  const reference = use.medicationReference;
+  if (!reference) return undefined;
+  if (reference.startsWith('#')) return use.contained.get(reference);
+  const parts = reference.split('/');
+  const id = parts[parts.length - 1];
+  const type = parts[parts.length - 2];
+  if (!id || (type !== undefined && type !== 'Medication')) return undefined;
+  return medications.get(id);
+}
+
+function chooseVital(
+  field: VitalField,
+  spec: VitalFieldSpec,
+  list: ObservationRecord[],
+  visit: Visit,
+  visitIds: Set<string>,
+  findings: Finding[],
+  use: (type: string, rec: Versioned) => void,
+): { value: number; unit: string } | null {
+  const ranked = rankCandidates(linkCandidates(list, visit, visitIds, spec.link), spec.winner);
+  if (ranked.length === 0) {
+    if (spec.reportMissing)
+      findings.push(finding('missing-value', field, `no ${field} observation links to this visit`));
+    return null;
+  }
+  const valid: { obs: ObservationRecord; value: number; strength: number }[] = [];
+  for (const c of ranked) {
+    const o = c.obs;
+    if (o.value === null) {
+      findings.push(
+        finding(
+          'unconvertible-unit',
+          field,
+          `${field} unit ${o.unit ? `"${o.unit}"` : '(none)'} cannot be converted to ${spec.unit}`,
+          `Observation/${o.id}`,
+        ),
+      );
+      continue;
+    }
+    const value = roundTo(o.value, spec.decimals);
+    if (value < spec.plausible.min || value > spec.plausible.max) {
+      findings.push(
+        finding(
+          'implausible-value',
+          field,
+          `${field} ${value} ${spec.unit} is outside the plausible range ${spec.plausible.min}-${spec.plausible.max} ${spec.unit}`,
+          `Observation/${o.id}`,
+        ),
+      );
+      continue;
+    }
+    valid.push({ obs: o, value, strength: c.strength });
+  }
+  const winner = valid[0];
+  if (!winner) return null;
+  use('Observation', winner.obs);
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of valid) {
+    const raw = v.obs.value!;
+    if (raw < min) min = raw;
+    if (raw > max) max = raw;
+  }
+  if (valid.length > 1 && min > 0 && ((max - min) / min) * 100 > spec.conflictTolerancePercent) {
+    findings.push(
+      finding(
+        'conflicting-values',
+        field,
+        `${valid.length} ${field} observations link equally strongly to this visit and differ by more than ${spec.conflictTolerancePercent}%; the ${winner.strength === 1 ? 'closest' : 'latest'} one was used`,
+        `Observation/${winner.obs.id}`,
+      ),
+    );
+  }
+  return { value: winner.value, unit: spec.unit };
+}

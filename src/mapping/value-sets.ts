@@ -1,0 +1,122 @@
+// Lookup tables built once per mapper from the pack's value sets: every per-row question
+// ("is this coding a PGA question? a height? which steroid?") is one Map lookup on
+// `system|code`, never a scan of a list.
+import type { Diagnosis, PgaCategory } from '../registry/submission.js';
+import type { MappingPack, SteroidValueSet, VitalField } from './pack-schema.js';
+
+export type ObservationField = 'pga' | VitalField;
+export type SteroidConcept = SteroidValueSet['concepts'][number];
+export type SteroidIngredient = SteroidConcept['ingredient'];
+
+/** A coding as it arrives in rows: any part may be missing. */
+export interface Coding {
+  system: string | null;
+  code: string | null;
+  display?: string | null;
+}
+
+export interface PackIndex {
+  observationField: Map<string, ObservationField>;
+  pgaAnswerByCode: Map<string, PgaCategory>;
+  pgaAnswerByText: Map<string, PgaCategory>;
+  steroidByCode: Map<string, SteroidConcept>;
+  /** Ingredient and brand names, longest first, as whole-word matchers. */
+  steroidNames: { pattern: RegExp; ingredient: SteroidIngredient }[];
+  nonSystemicText: RegExp;
+  routeSystemic: Map<string, boolean>;
+  diagnosisByCode: Map<string, Diagnosis>;
+  diagnosisPrefixes: { system: string; prefix: string; diagnosis: Diagnosis }[];
+}
+
+/** `system|code`, the key of every lookup table. */
+export function codingKey(
+  system: string | null | undefined,
+  code: string | null | undefined,
+): string {
+  return `${system ?? ''}|${code ?? ''}`;
+}
+
+/** Lower-cases and collapses spaces, so ` In  Remission ` matches `in remission`. */
+export function normaliseText(text: string): string {
+  return text.trim().toLowerCase().replace(/\s+/g, ' ');
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). */
+function wordPattern(word: string): string {
+  const open = word.endsWith('*');
+  const body = escapeRegExp(open ? word.slice(0, -1) : word).replace(/\\?\s+/g, '\\s+');
+  return `(?<![a-z0-9])${body}${open ? '' : '(?![a-z0-9])'}`;
+}
+
+/** Normalises an ICD-10-CM style code for prefix matching: upper case, no dot. */
+export function normaliseIcdCode(code: string): string {
+  return code.trim().toUpperCase().replace('.', '');
+}
+
+/** Builds every lookup table of a pack (after centre overrides are applied). */
+export function buildPackIndex(pack: MappingPack): PackIndex {
+  const { pga, vitals, steroids, nonSystemic, diagnoses } = pack.valueSets;
+  const observationField = new Map<string, ObservationField>();
+  for (const c of vitals.concepts) observationField.set(codingKey(c.system, c.code), c.field);
+  for (const q of pga.questions) observationField.set(codingKey(q.system, q.code), 'pga');
+
+  const pgaAnswerByCode = new Map<string, PgaCategory>();
+  const pgaAnswerByText = new Map<string, PgaCategory>();
+  for (const [category, words] of Object.entries(pga.synonyms) as [PgaCategory, string[]][]) {
+    for (const w of words) pgaAnswerByText.set(normaliseText(w), category);
+  }
+  for (const a of pga.answers) {
+    if ('text' in a) pgaAnswerByText.set(normaliseText(a.text), a.category);
+    else pgaAnswerByCode.set(codingKey(a.system, a.code), a.category);
+  }
+
+  const steroidByCode = new Map<string, SteroidConcept>();
+  for (const c of steroids.concepts) steroidByCode.set(codingKey(c.system, c.code), c);
+  const names = new Map<string, SteroidIngredient>();
+  for (const c of steroids.concepts) if (c.tty === 'IN') names.set(c.ingredient, c.ingredient);
+  for (const n of steroids.names) names.set(n.text.toLowerCase(), n.ingredient);
+  const steroidNames = [...names.entries()]
+    .sort((a, b) => b[0].length - a[0].length)
+    .map(([text, ingredient]) => ({ pattern: new RegExp(wordPattern(text), 'i'), ingredient }));
+
+  const nonSystemicText = new RegExp(
+    nonSystemic.words.map((w) => wordPattern(w.word.toLowerCase())).join('|'),
+    'i',
+  );
+  const routeSystemic = new Map<string, boolean>();
+  for (const r of nonSystemic.routes) routeSystemic.set(codingKey(r.system, r.code), r.systemic);
+
+  const diagnosisByCode = new Map<string, Diagnosis>();
+  for (const c of diagnoses.concepts) diagnosisByCode.set(codingKey(c.system, c.code), c.diagnosis);
+  const diagnosisPrefixes = diagnoses.prefixes
+    .map((p) => ({ system: p.system, prefix: normaliseIcdCode(p.prefix), diagnosis: p.diagnosis }))
+    .sort((a, b) => b.prefix.length - a.prefix.length);
+
+  return {
+    observationField,
+    pgaAnswerByCode,
+    pgaAnswerByText,
+    steroidByCode,
+    steroidNames,
+    nonSystemicText,
+    routeSystemic,
+    diagnosisByCode,
+    diagnosisPrefixes,
+  };
+}
+
+/** The registry diagnosis of one coding, by exact code then by the longest matching prefix. */
+export function lookupDiagnosis(index: PackIndex, coding: Coding): Diagnosis | null {
+  if (!coding.code) return null;
+  const exact = index.diagnosisByCode.get(codingKey(coding.system, coding.code));
+  if (exact) return exact;
+  const code = normaliseIcdCode(coding.code);
+  for (const p of index.diagnosisPrefixes) {
+    if (p.system === coding.system && code.startsWith(p.prefix)) return p.diagnosis;
+  }
+  return null;
+}
