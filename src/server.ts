@@ -11,6 +11,7 @@ import type { Logger } from './util/logger.js';
 import type { Metrics } from './util/metrics.js';
 import { createAlertMonitor, type AlertMonitor } from './alerts/alert-monitor.js';
 import { createApp } from './api/app.js';
+import { createJwksRouter } from './auth/jwks-router.js';
 import type { CheckCentre } from './api/context.js';
 import type { FailureLimiterOptions } from './api/rate-limit.js';
 
@@ -25,6 +26,7 @@ export interface StartServerOptions {
   /** How often alerts are evaluated; default 60 s. 0 turns the timer off. */
   alertIntervalMs?: number;
   checkCentre?: CheckCentre;
+  /** Serves /.well-known/jwks.json; default: the JWKS router over config.keysDir. */
   jwks?: RequestHandler;
   authLimit?: FailureLimiterOptions;
   /** Grace period for requests in flight at close; default 10 s. */
@@ -99,7 +101,7 @@ export async function startServer(
     logger,
     alerts,
     ...(options.checkCentre ? { checkCentre: options.checkCentre } : {}),
-    ...(options.jwks ? { jwks: options.jwks } : {}),
+    jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
     ...(options.authLimit ? { authLimit: options.authLimit } : {}),
   });
   const server = createServer(app);

@@ -126,6 +126,10 @@ function countsText(counts) {
   return `${counts.pulled} pulled · ${counts.visits} visits · ${counts.enqueued} new · ${counts.unchanged} unchanged · ${counts.retracted} retracted`;
 }
 
+function shortId(id) {
+  return id.length > 16 ? `${id.slice(0, 12)}…` : id;
+}
+
 function table(caption, headers, rows, empty) {
   if (rows.length === 0) return h('p', { class: 'empty' }, empty);
   return h(
@@ -244,7 +248,7 @@ async function syncNow(centreId, mode) {
 async function retrySubmission(id) {
   try {
     await api(`/api/submissions/failed/${encodeURIComponent(id)}/retry`, { method: 'POST' });
-    showNotice(`Submission ${id} sent back to the queue.`, 'success');
+    showNotice(`Submission ${shortId(id)} sent back to the queue.`, 'success');
   } catch (err) {
     reportError(err);
   }
@@ -270,7 +274,7 @@ async function resolveSubmission(id, note) {
       method: 'POST',
       body: { note },
     });
-    showNotice(`Submission ${id} marked resolved.`, 'success');
+    showNotice(`Submission ${shortId(id)} marked resolved.`, 'success');
   } catch (err) {
     reportError(err);
   }
@@ -413,12 +417,17 @@ function renderFailed(failed, centreId) {
     const actions = h('td', { class: 'actions' });
     const row = h(
       'tr',
-      { dataset: { submissionId: item.id } },
-      h('td', {}, h('code', {}, item.id)),
+      { dataset: { jobId: item.jobId } },
+      h('td', {}, h('code', { title: item.jobId }, shortId(item.submissionId))),
       centreId ? '' : h('td', {}, item.centreId),
       h('td', {}, item.kind),
-      h('td', { class: 'reason' }, item.reason),
-      h('td', {}, `${item.attempts} / ${item.maxAttempts}`),
+      h(
+        'td',
+        { class: 'reason' },
+        item.failedReason || 'no reason recorded',
+        item.permanent ? h('div', { class: 'small muted' }, 'rejected by the registry') : '',
+      ),
+      h('td', {}, String(item.attemptsMade)),
       h('td', {}, time(item.failedAt)),
       actions,
     );
@@ -428,7 +437,7 @@ function renderFailed(failed, centreId) {
         name: 'note',
         required: true,
         placeholder: 'why it is resolved',
-        'aria-label': `Resolution note for ${item.id}`,
+        'aria-label': `Resolution note for ${item.submissionId}`,
       });
       const form = h(
         'form',
@@ -437,7 +446,7 @@ function renderFailed(failed, centreId) {
           hidden: true,
           onsubmit: (event) => {
             event.preventDefault();
-            void resolveSubmission(item.id, noteInput.value);
+            void resolveSubmission(item.jobId, noteInput.value);
           },
         },
         noteInput,
@@ -449,8 +458,8 @@ function renderFailed(failed, centreId) {
           'button',
           {
             type: 'button',
-            'aria-label': `Retry ${item.id}`,
-            onclick: () => retrySubmission(item.id),
+            'aria-label': `Retry ${item.submissionId}`,
+            onclick: () => retrySubmission(item.jobId),
           },
           'Retry',
         ),
@@ -458,7 +467,7 @@ function renderFailed(failed, centreId) {
           'button',
           {
             type: 'button',
-            'aria-label': `Resolve ${item.id}`,
+            'aria-label': `Resolve ${item.submissionId}`,
             onclick: () => {
               form.hidden = false;
               noteInput.focus();
@@ -511,12 +520,12 @@ function renderResolved(items) {
         h(
           'tr',
           {},
-          h('td', {}, h('code', {}, r.id)),
+          h('td', {}, h('code', { title: r.jobId }, shortId(r.submissionId))),
           h('td', {}, r.centreId),
-          h('td', { class: 'reason' }, r.reason),
+          h('td', { class: 'reason' }, r.failedReason),
           h('td', {}, r.resolvedBy),
           h('td', {}, time(r.resolvedAt)),
-          h('td', {}, r.note),
+          h('td', {}, r.note ?? ''),
         ),
       ),
       '',

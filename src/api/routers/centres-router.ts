@@ -76,16 +76,13 @@ export function createCentresRouter(ctx: ApiContext): Router {
       { centreId: centre.id, runId: result.runId, mode, by: getCaller(res).name },
       'sync requested',
     );
-    res
-      .status(202)
-      .location(`/api/runs/${result.runId}`)
-      .json({
-        status: 'queued',
-        centreId: centre.id,
-        mode,
-        runId: result.runId,
-        jobId: result.jobId,
-      });
+    res.status(202).location(`/api/runs/${result.runId}`).json({
+      status: 'queued',
+      centreId: centre.id,
+      mode,
+      runId: result.runId,
+      jobId: result.jobId,
+    });
   });
 
   return router;

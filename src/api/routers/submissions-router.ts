@@ -6,7 +6,7 @@ import { getCaller, requireRole } from '../auth.js';
 import { centreIdSchema, jobIdSchema, limitSchema, type ApiContext } from '../context.js';
 import { conflictProblem, notFoundProblem } from '../problem.js';
 import { getRequestLogger } from '../request-log.js';
-import { SubmissionStateError } from '../services/failed-submissions.js';
+import { SubmissionNotFoundError, SubmissionStateError } from '../services/failed-submissions.js';
 import { parseRequest } from '../validate.js';
 
 const listQuery = z
@@ -24,9 +24,13 @@ const resolveBody = z
   })
   .strict();
 
-function rethrowState(err: unknown): never {
+function toProblem(err: unknown): never {
+  if (err instanceof SubmissionNotFoundError) throw notFoundProblem(err.message);
   if (err instanceof SubmissionStateError)
-    throw conflictProblem(`submission ${err.id} is ${err.state}, not failed`, { state: err.state });
+    throw conflictProblem(
+      `submission ${err.jobId} is ${err.state}, not failed (retried or resolved meanwhile?)`,
+      { state: err.state },
+    );
   throw err;
 }
 
@@ -65,24 +69,22 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
 
   router.post('/failed/:id/retry', requireRole('operator'), async (req, res) => {
     const { params } = parseRequest(req, { params: idParams });
-    const item = await store.retry(params.id).catch(rethrowState);
-    if (!item) throw notFoundProblem(`no submission job with id "${params.id}"`);
+    await store.retry(params.id).catch(toProblem);
     (getRequestLogger(res) ?? ctx.logger).info(
-      { jobId: item.id, centreId: item.centreId, by: getCaller(res).name },
+      { jobId: params.id, by: getCaller(res).name },
       'failed submission retried',
     );
-    res.status(202).json({ retried: item });
+    res.status(202).json({ retried: params.id });
   });
 
   router.post('/failed/:id/resolve', requireRole('operator'), async (req, res) => {
     const { params, body } = parseRequest(req, { params: idParams, body: resolveBody });
     const caller = getCaller(res);
     const resolved = await store
-      .resolve(params.id, { by: caller.name, note: body.note })
-      .catch(rethrowState);
-    if (!resolved) throw notFoundProblem(`no submission job with id "${params.id}"`);
+      .resolve(params.id, { name: caller.name, note: body.note })
+      .catch(toProblem);
     (getRequestLogger(res) ?? ctx.logger).info(
-      { jobId: resolved.id, centreId: resolved.centreId, by: caller.name },
+      { jobId: resolved.jobId, centreId: resolved.centreId, by: caller.name },
       'failed submission resolved',
     );
     res.json({ resolved });
