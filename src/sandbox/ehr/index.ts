@@ -621,7 +621,11 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     path: string[],
   ): { kind: RequestKind; resourceType: string | undefined } {
     const [first, second, third] = path;
-    if (path.includes('.well-known')) return { kind: 'discovery', resourceType: undefined };
+    if (
+      path.join('/') === '.well-known/smart-configuration' ||
+      path.join('/') === 'fhir/.well-known/smart-configuration'
+    )
+      return { kind: 'discovery', resourceType: undefined };
     if (first === 'auth' && second === 'token') return { kind: 'token', resourceType: undefined };
     if (first !== 'fhir') return { kind: 'other', resourceType: undefined };
     if (second === 'metadata') return { kind: 'metadata', resourceType: undefined };
