@@ -1,13 +1,72 @@
-// Placeholder until the `check` command lands; it fails loudly rather than pretending.
+// `lhn-bridge check <centre>`: the onboarding check for centre IT. A thin handler: find the
+// centre file, run the check, print the step-by-step report; exit code 1 when a required
+// step failed, so scripts and CI can use it too.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { loadCentreFile, loadCentres, type CentreConfig } from '../config/centre.js';
+import { formatCheckReport, runCheck } from '../onboarding/check.js';
+import { createLogger, silentLogger } from '../util/logger.js';
 import { CliError } from './cli-error.js';
+
+interface CheckCommandOptions {
+  centresDir: string;
+  json?: boolean;
+  verbose?: boolean;
+  timeoutMs?: string;
+}
+
+/** A centre file path, or a centre id looked up in `centresDir`. */
+export async function findCentre(argument: string, centresDir: string): Promise<CentreConfig> {
+  if (/\.(ya?ml|json)$/i.test(argument) || existsSync(argument)) {
+    if (!existsSync(argument)) throw new CliError(`centre file not found: ${argument}`);
+    return loadCentreFile(argument);
+  }
+  for (const ext of ['yaml', 'yml', 'json']) {
+    const file = join(centresDir, `${argument}.${ext}`);
+    if (existsSync(file)) {
+      const centre = await loadCentreFile(file);
+      if (centre.id === argument) return centre;
+    }
+  }
+  if (!existsSync(centresDir))
+    throw new CliError(`no centre file "${argument}" and no centres folder ${centresDir}`);
+  const centre = (await loadCentres(centresDir)).find((c) => c.id === argument);
+  if (!centre) throw new CliError(`no centre with id "${argument}" in ${centresDir}`);
+  return centre;
+}
 
 export function registerCheckCommand(program: Command): void {
   program
     .command('check')
-    .description('(not available yet)')
-    .allowUnknownOption()
-    .action(() => {
-      throw new CliError('the check command is not available yet', 1);
+    .description(
+      "check a centre's EHR connection step by step: discovery, token, scopes, CapabilityStatement, cohort, searches (or a bulk export kick-off)",
+    )
+    .argument('<centre>', 'centre file (.yaml, .yml, .json) or centre id in --centres-dir')
+    .option('--centres-dir <dir>', 'folder of centre files', './centres')
+    .option('--json', 'print the report as JSON')
+    .option('--verbose', 'log each request (ids and counts only) to stderr')
+    .option('--timeout-ms <ms>', 'timeout per EHR request', '15000')
+    .action(async (argument: string, options: CheckCommandOptions) => {
+      const centre = await findCentre(argument, options.centresDir);
+      const timeoutMs = Number(options.timeoutMs);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
+        throw new CliError(`--timeout-ms must be a positive integer, got "${options.timeoutMs}"`);
+      const logger = options.verbose
+        ? createLogger({ level: 'debug', name: 'check', destination: process.stderr })
+        : silentLogger;
+      const report = await runCheck(centre, {
+        logger,
+        fhirConfig: { requestTimeoutMs: timeoutMs, maxRetries: 1, maxRetryAfterSeconds: 30 },
+      });
+      process.stdout.write(
+        options.json ? `${JSON.stringify(report, null, 2)}\n` : formatCheckReport(report),
+      );
+      const failed = report.steps.filter((s) => s.required && s.status === 'failed').length;
+      if (failed > 0)
+        throw new CliError(
+          `check failed: ${failed} required step${failed === 1 ? '' : 's'} failed`,
+          1,
+        );
     });
 }

@@ -1,0 +1,508 @@
+// The onboarding check: what centre IT runs after filling in a centre file. It walks the
+// connection the way a sync will (discovery, token, scopes, CapabilityStatement, cohort,
+// one search per resource type for one cohort patient, or a bulk kick-off that is cancelled
+// at once) and reports each step as ok / failed / skipped with the reason and a hint saying
+// what to change. It never prints tokens, identifiers or resource content: counts and ids
+// of configuration only. The CLI (`lhn-bridge check`) and the admin API share it.
+import { CapabilityTool } from 'fhir-kit-client';
+import type { CentreConfig } from '../config/centre.js';
+import type { ServiceConfig } from '../config/service.js';
+import { SmartAuthError } from '../auth/errors.js';
+import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
+import { createSmartAuth, type AccessToken, type SmartAuth } from '../auth/smart-client.js';
+import { createFhirClient, type FhirClient } from '../fhir/client.js';
+import {
+  FhirHttpError,
+  FhirNetworkError,
+  MalformedFhirResponseError,
+  OriginRefusedError,
+} from '../fhir/errors.js';
+import { buildExportUrl, cancelExport, kickOffExport } from '../fhir/pull-bulk.js';
+import { CohortError, patientSearchParams, resolveCohort } from '../fhir/pull-search.js';
+import type { FhirResource } from '../fhir/types.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+
+/** Outcome of one step. */
+export type CheckStepStatus = 'ok' | 'failed' | 'skipped';
+
+/** One step of the report. */
+export interface CheckStep {
+  /** Stable id, e.g. `discovery`, `token`, `search:Observation`, `export`. */
+  id: string;
+  title: string;
+  status: CheckStepStatus;
+  /** A failed required step makes the whole check fail. */
+  required: boolean;
+  /** What happened, in one sentence. */
+  reason: string;
+  /** What to do about it (failed steps, sometimes ok steps with caveats). */
+  hint?: string;
+  /** Further facts and warnings, one line each. */
+  details?: string[];
+  durationMs: number;
+}
+
+/** The whole report. */
+export interface CheckReport {
+  centreId: string;
+  centreName: string;
+  baseUrl: string;
+  mode: 'search' | 'bulk';
+  startedAt: string;
+  finishedAt: string;
+  /** True when no required step failed. */
+  ok: boolean;
+  steps: CheckStep[];
+}
+
+/** What runCheck needs; everything has a default built from the centre. */
+export interface CheckDeps {
+  auth?: SmartAuth;
+  client?: FhirClient;
+  /** FHIR request settings (default: 15 s timeout, 1 retry, Retry-After capped at 30 s). */
+  fhirConfig?: ServiceConfig['fhir'];
+  logger?: Logger;
+  fetch?: typeof fetch;
+  now?: () => number;
+  signal?: AbortSignal;
+}
+
+const DEFAULT_FHIR_CONFIG: ServiceConfig['fhir'] = {
+  requestTimeoutMs: 15_000,
+  maxRetries: 1,
+  maxRetryAfterSeconds: 30,
+};
+
+type StepResult = Omit<CheckStep, 'id' | 'title' | 'required' | 'durationMs'>;
+
+/** Runs every step against the centre's EHR and returns the report (never throws for EHR problems). */
+export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Promise<CheckReport> {
+  const now = deps.now ?? Date.now;
+  const logger = deps.logger ?? silentLogger;
+  const startedAt = new Date(now()).toISOString();
+  const auth =
+    deps.auth ?? createSmartAuth({ centre, logger, ...(deps.fetch ? { fetch: deps.fetch } : {}) });
+  const client =
+    deps.client ??
+    createFhirClient({
+      centre,
+      auth,
+      logger,
+      config: deps.fhirConfig ?? DEFAULT_FHIR_CONFIG,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    });
+  const signalOpt = deps.signal ? { signal: deps.signal } : {};
+  const steps: CheckStep[] = [];
+
+  const run = async (
+    id: string,
+    title: string,
+    required: boolean,
+    body: () => Promise<StepResult> | StepResult,
+  ): Promise<CheckStep> => {
+    const started = now();
+    let result: StepResult;
+    try {
+      result = await body();
+    } catch (err) {
+      result = describeFailure(err, centre);
+    }
+    const step: CheckStep = { id, title, required, ...result, durationMs: now() - started };
+    steps.push(step);
+    logger.info({ centre: centre.id, step: id, status: step.status }, 'onboarding check step');
+    return step;
+  };
+  const skip = (id: string, title: string, required: boolean, reason: string) =>
+    steps.push({ id, title, required, status: 'skipped', reason, durationMs: 0 });
+
+  // 1. Discovery. Not required when the centre file names the token URL.
+  await run('discovery', 'SMART discovery', !centre.fhir.tokenUrl, async () => {
+    const config = await auth.discover();
+    const details: string[] = [];
+    const algs = config.token_endpoint_auth_signing_alg_values_supported;
+    const methods = config.token_endpoint_auth_methods_supported;
+    if (algs) details.push(`signing algorithms: ${algs.join(', ')}`);
+    if (methods) details.push(`client auth methods: ${methods.join(', ')}`);
+    if (Array.isArray(algs) && algs.length > 0 && !algs.includes(centre.auth.alg))
+      return {
+        status: 'failed',
+        reason: `the EHR does not accept ${centre.auth.alg} client assertions`,
+        hint: `Generate a ${algs.find((a) => a === 'ES384' || a === 'RS384') ?? 'supported'} key (\`lhn-bridge keys generate --centre ${centre.id}\`) and register it, then update auth.alg/kid/privateKeyFile.`,
+        details,
+      };
+    if (Array.isArray(methods) && methods.length > 0 && !methods.includes('private_key_jwt'))
+      return {
+        status: 'failed',
+        reason: 'the EHR does not advertise private_key_jwt (SMART Backend Services)',
+        hint: 'Ask centre IT to enable SMART Backend Services for this client.',
+        details,
+      };
+    return {
+      status: 'ok',
+      reason: `token endpoint ${auth.tokenUrl ?? config.token_endpoint}`,
+      details,
+    };
+  });
+
+  // 2. Token.
+  let token: AccessToken | undefined;
+  const tokenStep = await run('token', 'Access token', true, async () => {
+    token = await auth.getAccessToken();
+    const seconds = Math.round((token.expiresAt - now()) / 1000);
+    const details: string[] = [];
+    if (auth.clockSkewMs !== undefined && Math.abs(auth.clockSkewMs) > 60_000)
+      details.push(
+        `clock skew: the EHR's clock differs from ours by ${Math.round(auth.clockSkewMs / 1000)} s; fix NTP`,
+      );
+    return {
+      status: 'ok',
+      reason: `token issued for client "${centre.auth.clientId}" (kid ${centre.auth.kid}), valid ${seconds} s`,
+      ...(details.length > 0 ? { details } : {}),
+    };
+  });
+
+  const later = [
+    ['scopes', 'Granted scopes'],
+    ['capabilities', 'CapabilityStatement'],
+    ['cohort', 'Cohort'],
+  ] as const;
+  if (tokenStep.status !== 'ok' || !token) {
+    for (const [id, title] of later) skip(id, title, true, 'needs an access token');
+    skipDataSteps(centre, skip, 'needs an access token');
+    return finish();
+  }
+  const granted = token;
+
+  // 3. Scopes: everything asked was granted, and the grants cover what the pull reads.
+  await run('scopes', 'Granted scopes', true, (): StepResult => {
+    const asked = centre.auth.scopes;
+    const notGranted = granted.missingScopes ?? findMissingScopes(granted.scopes, asked);
+    const types = neededTypes(centre);
+    const uncovered = types.filter(
+      (t) => !scopesAllow(granted.scopes, t, 'r') || !scopesAllow(granted.scopes, t, 's'),
+    );
+    const details = [`granted: ${granted.scopes.join(' ') || '(none reported)'}`];
+    if (notGranted.length === 0 && uncovered.length === 0)
+      return { status: 'ok', reason: `read and search granted for ${types.join(', ')}`, details };
+    const problems: string[] = [];
+    if (notGranted.length > 0) problems.push(`asked but not granted: ${notGranted.join(' ')}`);
+    if (uncovered.length > 0) problems.push(`no read+search scope for: ${uncovered.join(', ')}`);
+    return {
+      status: 'failed',
+      reason: problems.join('; '),
+      hint:
+        `Ask centre IT to grant client "${centre.auth.clientId}" ` +
+        uncovered
+          .map((t) => `system/${t}.rs (or system/${t}.read)`)
+          .concat(notGranted)
+          .join(', ') +
+        ', or adjust auth.scopes in the centre file.',
+      details,
+    };
+  });
+
+  // 4. CapabilityStatement.
+  await run('capabilities', 'CapabilityStatement', true, async () => {
+    const statement = await client.capabilities(signalOpt);
+    return judgeCapabilities(statement, centre);
+  });
+
+  // 5. Cohort: the Group is readable, or the roster resolves.
+  let patientId: string | undefined;
+  const cohortStep = await run('cohort', 'Cohort', true, async () => {
+    if ('group' in centre.cohort) {
+      const cohort = await resolveCohort(client, centre, signalOpt);
+      patientId = cohort.patientIds[0];
+      if (!patientId)
+        return {
+          status: 'failed',
+          reason: `Group "${centre.cohort.group}" has no active Patient members`,
+          hint: 'Ask centre IT to add the IBD patients to the Group (or check cohort.group).',
+        };
+      return {
+        status: 'ok',
+        reason: `Group "${centre.cohort.group}" lists ${cohort.patientIds.length} active patient(s)`,
+        ...(cohort.skippedMembers > 0
+          ? { details: [`${cohort.skippedMembers} member(s) skipped (inactive or not a Patient)`] }
+          : {}),
+      };
+    }
+    const cohort = await resolveCohort(client, centre, { ...signalOpt, limit: 3 });
+    patientId = cohort.patientIds[0];
+    const problems = cohort.unresolved.map((u) => `roster line ${u.line}: ${u.reason}`);
+    if (!patientId)
+      return {
+        status: 'failed',
+        reason: 'no roster line resolved to a patient',
+        hint: 'Check the identifier system in the roster (system|value, one per line) with centre IT: it must be the system the EHR uses for Patient.identifier.',
+        ...(problems.length > 0 ? { details: problems } : {}),
+      };
+    return {
+      status: 'ok',
+      reason: `roster resolves (${cohort.patientIds.length} of the first lines checked found a patient)`,
+      ...(problems.length > 0 ? { details: problems } : {}),
+    };
+  });
+
+  if (cohortStep.status !== 'ok' || !patientId) {
+    skipDataSteps(centre, skip, 'needs a cohort patient');
+    return finish();
+  }
+  const samplePatient = patientId;
+
+  // 6. Data access: one search per type for one patient, or a bulk kick-off.
+  if (centre.pull.mode === 'bulk') {
+    await run('export', 'Bulk export kick-off', true, async () => {
+      const url = buildExportUrl(client.baseUrl, centre);
+      const statusUrl = await kickOffExport(client, url, signalOpt);
+      const cancelled = await cancelExport(client, statusUrl, logger);
+      return {
+        status: 'ok',
+        reason: `the EHR accepted the export (202) and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
+        ...(cancelled
+          ? {}
+          : {
+              hint: 'The EHR did not accept DELETE on the status URL; the test export may run to completion.',
+            }),
+      };
+    });
+  } else {
+    let medicationRef: string | undefined;
+    for (const type of centre.pull.resourceTypes) {
+      if (type === 'Medication') continue;
+      await run(`search:${type}`, `Search ${type} for one cohort patient`, true, async () => {
+        let count = 0;
+        let total: number | undefined;
+        for await (const page of client.searchPages(
+          type,
+          patientSearchParams(type, samplePatient, { pageSize: 10 }),
+          signalOpt,
+        )) {
+          total = page.total;
+          for (const entry of page.entry ?? []) {
+            if (!entry.resource || entry.search?.mode === 'outcome') continue;
+            count += 1;
+            medicationRef ??= medicationReferenceOf(entry.resource);
+          }
+          break; // the first page is enough to prove access
+        }
+        return {
+          status: 'ok',
+          reason:
+            `search works: ${count} on the first page` +
+            (total !== undefined ? ` (${total} in all)` : ''),
+        };
+      });
+    }
+    if (centre.pull.resourceTypes.includes('Medication')) {
+      if (!medicationRef) {
+        skip(
+          'read:Medication',
+          'Read a referenced Medication',
+          false,
+          'the sample patient has no medication referencing a Medication resource',
+        );
+      } else {
+        const id = medicationRef;
+        await run('read:Medication', 'Read a referenced Medication', true, async () => {
+          const medication = await client.read('Medication', id, signalOpt);
+          return medication
+            ? { status: 'ok', reason: `Medication/${id} is readable` }
+            : {
+                status: 'failed',
+                reason: `Medication/${id} is referenced but not found (404)`,
+                hint: 'Ask centre IT whether Medication resources are exposed to this client.',
+              };
+        });
+      }
+    }
+  }
+  return finish();
+
+  function finish(): CheckReport {
+    return {
+      centreId: centre.id,
+      centreName: centre.name,
+      baseUrl: centre.fhir.baseUrl,
+      mode: centre.pull.mode,
+      startedAt,
+      finishedAt: new Date(now()).toISOString(),
+      ok: steps.every((s) => !(s.required && s.status === 'failed')),
+      steps,
+    };
+  }
+}
+
+/** Resource types the pull reads, plus Group for a Group cohort. */
+function neededTypes(centre: CentreConfig): string[] {
+  const types: string[] = [...centre.pull.resourceTypes];
+  if ('group' in centre.cohort) types.push('Group');
+  else if (!types.includes('Patient')) types.push('Patient');
+  return types;
+}
+
+function skipDataSteps(
+  centre: CentreConfig,
+  skip: (id: string, title: string, required: boolean, reason: string) => void,
+  reason: string,
+): void {
+  if (centre.pull.mode === 'bulk') skip('export', 'Bulk export kick-off', true, reason);
+  else
+    for (const type of centre.pull.resourceTypes)
+      if (type !== 'Medication')
+        skip(`search:${type}`, `Search ${type} for one cohort patient`, true, reason);
+}
+
+function medicationReferenceOf(resource: FhirResource): string | undefined {
+  if (
+    resource.resourceType !== 'MedicationRequest' &&
+    resource.resourceType !== 'MedicationStatement'
+  )
+    return undefined;
+  const ref = (resource.medicationReference as { reference?: string } | undefined)?.reference;
+  const m = ref ? /(?:^|\/)Medication\/([A-Za-z0-9\-.]{1,64})$/.exec(ref) : null;
+  return m?.[1];
+}
+
+/** FHIR version, resource types, search parameters and (bulk) the export operation. */
+function judgeCapabilities(statement: FhirResource, centre: CentreConfig): StepResult {
+  const version = typeof statement.fhirVersion === 'string' ? statement.fhirVersion : undefined;
+  const tool = new CapabilityTool(statement);
+  const details: string[] = [];
+  const problems: string[] = [];
+  if (!version || !version.startsWith('4.0.'))
+    problems.push(`FHIR version ${version ?? '(not stated)'} is not R4 (4.0.x)`);
+  const server = tool.serverCapabilities();
+  if (!server) problems.push('no server-mode rest entry');
+  else {
+    const needsSearch = (t: string) => t !== 'Medication' || centre.pull.mode === 'bulk';
+    for (const type of neededTypes(centre)) {
+      const interactions = tool.interactionsFor({ resourceType: type });
+      if (!tool.resourceCapabilities({ resourceType: type })) {
+        problems.push(`${type} is not listed`);
+        continue;
+      }
+      if (type === 'Group' || type === 'Medication') {
+        if (interactions.length > 0 && !interactions.includes('read'))
+          details.push(`warning: ${type} does not list the read interaction`);
+        if (type === 'Group' || !needsSearch(type)) continue;
+      }
+      if (interactions.length > 0 && !interactions.includes('search-type'))
+        problems.push(`${type} does not support search`);
+      const params = tool.searchParamsFor({ resourceType: type });
+      const wanted = type === 'Patient' ? ['_id'] : ['patient'];
+      if ('roster' in centre.cohort && type === 'Patient') wanted.push('identifier');
+      const missing = wanted.filter((p) => params.length > 0 && !params.includes(p));
+      if (missing.length > 0)
+        details.push(`warning: ${type} does not list search parameter(s) ${missing.join(', ')}`);
+      const lastUpdated = params.includes('_lastUpdated') || tool.serverSearch('_lastUpdated');
+      if (params.length > 0 && !lastUpdated)
+        details.push(`note: ${type} does not list _lastUpdated (incremental syncs rely on it)`);
+    }
+    if (centre.pull.mode === 'bulk') {
+      const operations = JSON.stringify([
+        server.operation,
+        ...(server.resource ?? []).map((r) => r.operation),
+      ]);
+      if (!/"name":"(export|\$export)"/.test(operations))
+        problems.push('no $export operation is advertised');
+    }
+  }
+  if (problems.length > 0)
+    return {
+      status: 'failed',
+      reason: problems.join('; '),
+      hint:
+        'Check that fhir.baseUrl is the FHIR R4 base of the EHR and ask centre IT to expose ' +
+        (centre.pull.mode === 'bulk' ? 'Bulk Data export and ' : '') +
+        'these resource types to backend clients.',
+      ...(details.length > 0 ? { details } : {}),
+    };
+  return {
+    status: 'ok',
+    reason: `FHIR ${version}; ${neededTypes(centre).join(', ')} supported`,
+    ...(details.length > 0 ? { details } : {}),
+  };
+}
+
+/** Turns an error of any step into a failed result with a hint. */
+function describeFailure(err: unknown, centre: CentreConfig): StepResult {
+  if (err instanceof SmartAuthError)
+    return {
+      status: 'failed',
+      reason: `${err.code}${err.status !== undefined ? ` (HTTP ${err.status})` : ''}${err.description ? `: ${err.description}` : ''}`,
+      hint: err.hint,
+    };
+  if (err instanceof FhirHttpError) {
+    const issues = err.issues.map(
+      (i) => `${i.severity} ${i.code}${i.details ? `: ${i.details}` : ''}`,
+    );
+    const hint =
+      err.status === 401
+        ? 'The EHR rejected our access token for this request: check that the client is enabled for the FHIR API, not only the token endpoint.'
+        : err.status === 403
+          ? `The EHR refused access: check the scopes granted to client "${centre.auth.clientId}" and any data-access policy for backend clients.`
+          : err.status === 404
+            ? 'Not found: check fhir.baseUrl and the ids in the centre file.'
+            : err.status === 400
+              ? 'The EHR rejected the query; the OperationOutcome above says which parameter.'
+              : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
+    return {
+      status: 'failed',
+      reason: `HTTP ${err.status} from ${err.url}`,
+      hint,
+      ...(issues.length > 0 ? { details: issues } : {}),
+    };
+  }
+  if (err instanceof FhirNetworkError)
+    return {
+      status: 'failed',
+      reason: err.message,
+      hint: "Check the network path to the EHR (DNS, firewall allow-list, VPN, proxy) and the EHR's availability.",
+    };
+  if (err instanceof OriginRefusedError)
+    return {
+      status: 'failed',
+      reason: `the EHR linked to another host (${err.origin}); the token was not sent there`,
+      hint: 'Ask centre IT why paging or export links point to another host than the FHIR base URL.',
+    };
+  if (err instanceof CohortError)
+    return { status: 'failed', reason: err.message.replace(`. ${err.hint}`, ''), hint: err.hint };
+  if (err instanceof MalformedFhirResponseError)
+    return {
+      status: 'failed',
+      reason: err.message,
+      hint: 'The EHR sent something that is not valid FHIR JSON; check fhir.baseUrl (a proxy or login page?) and ask centre IT.',
+    };
+  return {
+    status: 'failed',
+    reason: (err as Error).message ?? String(err),
+    hint: 'Unexpected failure; run again with --verbose and report it.',
+  };
+}
+
+const MARK: Record<CheckStepStatus, string> = { ok: '[ ok ]', failed: '[FAIL]', skipped: '[skip]' };
+
+/** The report as text for a terminal: one line per step, hints and details indented. */
+export function formatCheckReport(report: CheckReport): string {
+  const lines: string[] = [
+    `lhn-bridge check: centre "${report.centreId}" (${report.centreName})`,
+    `FHIR base ${report.baseUrl}, pull mode ${report.mode}`,
+    '',
+  ];
+  report.steps.forEach((step, index) => {
+    const optional = step.required ? '' : ' (optional)';
+    lines.push(`${MARK[step.status]} ${index + 1}. ${step.title}${optional}: ${step.reason}`);
+    for (const detail of step.details ?? []) lines.push(`         - ${detail}`);
+    if (step.hint && step.status !== 'ok') lines.push(`         hint: ${step.hint}`);
+  });
+  const failed = report.steps.filter((s) => s.required && s.status === 'failed').length;
+  const passed = report.steps.filter((s) => s.status === 'ok').length;
+  lines.push('');
+  lines.push(
+    failed === 0
+      ? `Result: OK (${passed} of ${report.steps.length} steps passed)`
+      : `Result: FAILED (${failed} required step${failed === 1 ? '' : 's'} failed)`,
+  );
+  return `${lines.join('\n')}\n`;
+}
