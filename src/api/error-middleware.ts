@@ -44,6 +44,16 @@ function isBodyParserError(err: unknown): err is { type: string; status: number 
   );
 }
 
+/** True for errors that mean Redis is unreachable (the request may work again later). */
+function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return (
+    err.name === 'MaxRetriesPerRequestError' ||
+    err.message === 'Connection is closed.' ||
+    /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(err.message)
+  );
+}
+
 /** The error middleware; mount last. */
 export function handleErrors(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
@@ -57,6 +67,19 @@ export function handleErrors(logger: Logger): ErrorRequestHandler {
           : err.type === 'entity.parse.failed'
             ? badRequestProblem('the body is not valid JSON')
             : badRequestProblem(`the body could not be read (${err.type})`);
+    } else if (isRedisUnavailable(err)) {
+      problem = new HttpProblem(
+        503,
+        'unavailable',
+        'Service unavailable',
+        'Redis is not reachable; try again shortly',
+        {},
+        { 'Retry-After': '5' },
+      );
+      (getRequestLogger(res) ?? logger).warn(
+        { err: (err as Error).message, path: req.path },
+        'request failed: Redis unavailable',
+      );
     } else {
       problem = new HttpProblem(
         500,

@@ -1,6 +1,6 @@
 // The data managers' dashboard: a small ES module over the admin JSON API, with no build step
 // and no third-party code. Every value from the API reaches the page through textContent or
-// attributes set one by one (never innerHTML), so data cannot inject markup. The API key is
+// attributes set one by one (never parsed as markup), so data cannot inject HTML. The API key is
 // kept in sessionStorage (this tab only) and sent as a bearer token to this origin only.
 
 const KEY_STORAGE = 'lhn-bridge.apiKey';
