@@ -2,7 +2,7 @@
 // diagnosis codes) and adjusts link windows and settings without editing the pack. Parsed
 // with the same strictness as the pack, so a typo fails at load time with its path.
 import { z } from 'zod';
-import { DIAGNOSES, PGA_CATEGORIES, STEROID_INGREDIENTS } from '../registry/submission.js';
+import { DIAGNOSES, STEROID_INGREDIENTS } from '../registry/submission.js';
 import {
   LinkRuleSchema,
   PgaAnswerSchema,
@@ -197,5 +197,3 @@ export function applyCentreOverrides(pack: MappingPack, overrides: CentreOverrid
   return { ...pack, valueSets, assembly };
 }
 
-/** The PGA categories, re-exported for messages that list what is allowed. */
-export const PGA_CATEGORY_LIST = PGA_CATEGORIES.join(', ');
