@@ -1,0 +1,317 @@
+// Integration: the pull layer against the project's sandbox EHR over loopback, with real
+// SMART auth (keys, client assertion, token endpoint) and a small hand-made centre.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createSmartAuth } from '../../src/auth/smart-client.js';
+import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
+import { OriginRefusedError } from '../../src/fhir/errors.js';
+import { pullBulk } from '../../src/fhir/pull-bulk.js';
+import { pullSearch } from '../../src/fhir/pull-search.js';
+import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js';
+import { provisionSandboxCentre } from '../../src/sandbox/ehr/provision.js';
+import type { CentreConfig } from '../../src/config/centre.js';
+import type { FhirResource } from '../../src/fhir/types.js';
+import { collect } from './helpers.js';
+
+const OLD = { versionId: '1', lastUpdated: '2024-06-01T00:00:00Z' };
+const COHORT = ['p1', 'p2', 'p3'];
+
+/** A small centre: three cohort patients, one outsider, a shared Medication. */
+function buildResources(): FhirResource[] {
+  const resources: FhirResource[] = [
+    {
+      resourceType: 'Medication',
+      id: 'm-pred',
+      meta: OLD,
+      code: { text: 'prednisolone 5 mg tablet' },
+    },
+    {
+      resourceType: 'Group',
+      id: 'ibd',
+      meta: OLD,
+      type: 'person',
+      actual: true,
+      member: COHORT.map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    },
+  ];
+  for (const patient of [...COHORT, 'p9']) {
+    const subject = { reference: `Patient/${patient}` };
+    resources.push({ resourceType: 'Patient', id: patient, meta: OLD, gender: 'female' });
+    for (let i = 1; i <= 2; i++)
+      resources.push({
+        resourceType: 'Encounter',
+        id: `${patient}-e${i}`,
+        meta: OLD,
+        status: 'finished',
+        class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+        subject,
+        period: { start: `2024-0${i}-10T09:00:00Z` },
+      });
+    for (let i = 1; i <= 3; i++)
+      resources.push({
+        resourceType: 'Observation',
+        id: `${patient}-o${i}`,
+        meta: OLD,
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+        subject,
+        valueQuantity: { value: 120 + i, unit: 'cm' },
+      });
+    resources.push({
+      resourceType: 'Condition',
+      id: `${patient}-c1`,
+      meta: OLD,
+      subject,
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '34000006' }] },
+    });
+    resources.push({
+      resourceType: 'MedicationRequest',
+      id: `${patient}-mr1`,
+      meta: OLD,
+      status: 'active',
+      intent: 'order',
+      subject,
+      medicationReference: { reference: 'Medication/m-pred' },
+    });
+    resources.push({
+      resourceType: 'MedicationStatement',
+      id: `${patient}-ms1`,
+      meta: OLD,
+      status: 'active',
+      subject,
+      medicationCodeableConcept: { text: 'mesalamine' },
+    });
+  }
+  return resources;
+}
+
+/** `Type/id` of every resource the cohort's pull should return. */
+function expectedKeys(): string[] {
+  return buildResources()
+    .filter((r) => r.resourceType !== 'Group' && !String(r.id).startsWith('p9'))
+    .map((r) => `${r.resourceType}/${r.id}`)
+    .sort();
+}
+
+const keyOf = (r: FhirResource) => `${r.resourceType}/${r.id}`;
+
+interface Fixture {
+  ehr: SandboxEhr;
+  centre: CentreConfig;
+  client: FhirClient;
+  clock: { offsetMs: number };
+  close: () => Promise<void>;
+}
+
+let fixture: Fixture | undefined;
+afterEach(async () => {
+  await fixture?.close();
+  fixture = undefined;
+});
+
+async function startFixture(
+  options: { mode?: 'search' | 'bulk'; tokenLifetimeSeconds?: number } = {},
+): Promise<Fixture> {
+  const keysDir = await mkdtemp(join(tmpdir(), 'lhn-fhir-'));
+  const clock = { offsetMs: 0 };
+  const ehr = await startSandboxEhr({
+    resources: buildResources() as never,
+    now: () => Date.now() + clock.offsetMs,
+    exportPollsBeforeDone: 2,
+    exportMaxLinesPerFile: 4,
+    ...(options.tokenLifetimeSeconds ? { tokenLifetimeSeconds: options.tokenLifetimeSeconds } : {}),
+  });
+  const { centre } = await provisionSandboxCentre(ehr, {
+    keysDir,
+    centreId: 'sandbox-a',
+    centre: { cohort: { group: 'ibd' }, pull: { mode: options.mode ?? 'search', pageSize: 2 } },
+  });
+  const auth = createSmartAuth({ centre });
+  const client = createFhirClient({
+    centre,
+    auth,
+    config: { requestTimeoutMs: 10_000, maxRetries: 3, maxRetryAfterSeconds: 5 },
+    retry: { sleep: async () => undefined },
+  });
+  fixture = {
+    ehr,
+    centre,
+    client,
+    clock,
+    close: async () => {
+      await ehr.close();
+      await rm(keysDir, { recursive: true, force: true });
+    },
+  };
+  return fixture;
+}
+
+describe('pull against the sandbox EHR', () => {
+  it('when a full search-mode pull runs, then every cohort resource (and the referenced Medication) arrives, nobody else', async () => {
+    const { ehr, centre, client } = await startFixture();
+    const batches = await collect(pullSearch({ client, centre }));
+    expect(batches.map((b) => b.patientId)).toEqual(COHORT);
+    const keys = [...new Set(batches.flatMap((b) => b.resources.map(keyOf)))].sort();
+    expect(keys).toEqual(expectedKeys());
+    // Observations (3 per patient, page size 2) needed a next link per patient.
+    const observationSearches = ehr.requests.filter(
+      (r) => r.kind === 'search' && r.resourceType === 'Observation',
+    );
+    expect(observationSearches).toHaveLength(COHORT.length * 2);
+    // The shared Medication was read once for the whole run.
+    expect(
+      ehr.requests.filter((r) => r.kind === 'read' && r.resourceType === 'Medication'),
+    ).toHaveLength(1);
+  });
+
+  it('when an incremental pull runs after two changes, then only the changed resources are fetched', async () => {
+    const { ehr, centre, client } = await startFixture();
+    const since = new Date(Date.now() - 1000);
+    ehr.upsert({
+      resourceType: 'Observation',
+      id: 'p2-o1',
+      status: 'amended',
+      code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+      subject: { reference: 'Patient/p2' },
+      valueQuantity: { value: 130, unit: 'cm' },
+    });
+    ehr.upsert({
+      resourceType: 'Encounter',
+      id: 'p3-e3',
+      status: 'finished',
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'VR' },
+      subject: { reference: 'Patient/p3' },
+      period: { start: '2025-01-10T09:00:00Z' },
+    });
+    ehr.resetStats();
+    const batches = await collect(pullSearch({ client, centre, since }));
+    expect(batches.map((b) => ({ patient: b.patientId, keys: b.resources.map(keyOf) }))).toEqual([
+      { patient: 'p2', keys: ['Observation/p2-o1'] },
+      { patient: 'p3', keys: ['Encounter/p3-e3'] },
+    ]);
+    const searches = ehr.requests.filter((r) => r.kind === 'search');
+    expect(searches.length).toBeGreaterThan(0);
+    expect(searches.every((r) => r.url.includes('_lastUpdated=ge'))).toBe(true);
+    // One search per patient and type, no paging: nothing old was transferred.
+    expect(searches).toHaveLength(COHORT.length * 6);
+  });
+
+  it('when a full bulk-mode pull runs, then every cohort resource arrives through polling and NDJSON files', async () => {
+    const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
+    let transactionTime = '';
+    const items = await collect(
+      pullBulk({
+        client,
+        centre,
+        sleep: async () => undefined,
+        onManifest: (m) => (transactionTime = m.transactionTime),
+      }),
+    );
+    const keys = items.flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : [])).sort();
+    expect(keys).toEqual(expectedKeys());
+    expect(items.filter((i) => i.kind !== 'resource')).toEqual([]);
+    expect(transactionTime).not.toBe('');
+    expect(ehr.requests.filter((r) => r.kind === 'status').length).toBeGreaterThanOrEqual(3);
+    // Every file request carried the token (requiresAccessToken true, same origin).
+    const files = ehr.requests.filter((r) => r.kind === 'file');
+    expect(files.length).toBeGreaterThan(1);
+    expect(files.every((r) => r.authorized)).toBe(true);
+  });
+
+  it('when a resource is deleted before an incremental bulk pull, then it arrives as a deleted entry', async () => {
+    const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
+    const since = new Date(Date.now() - 1000).toISOString();
+    ehr.delete('Encounter', 'p1-e2');
+    ehr.upsert({ resourceType: 'Condition', id: 'p1-c1', subject: { reference: 'Patient/p1' } });
+    const items = await collect(pullBulk({ client, centre, since, sleep: async () => undefined }));
+    expect(items).toEqual(
+      expect.arrayContaining([
+        { kind: 'deleted', resourceType: 'Encounter', id: 'p1-e2' },
+        expect.objectContaining({
+          kind: 'resource',
+          resource: expect.objectContaining({ id: 'p1-c1' }),
+        }),
+      ]),
+    );
+    expect(items.filter((i) => i.kind === 'resource')).toHaveLength(1);
+  });
+
+  it('when the access token expires on the EHR mid-pull, then the client gets a new one and the pull completes', async () => {
+    const { ehr, centre, client, clock } = await startFixture({ tokenLifetimeSeconds: 30 });
+    const batches = await collect(
+      pullSearch({
+        client,
+        centre,
+        concurrency: 1,
+        // After the first patient, the EHR's clock jumps past the token's lifetime.
+        onPatient: (p) => {
+          if (p.index === 0) clock.offsetMs = 31_000;
+        },
+      }),
+    );
+    expect(batches.map((b) => b.patientId)).toEqual(COHORT);
+    expect([...new Set(batches.flatMap((b) => b.resources.map(keyOf)))].sort()).toEqual(
+      expectedKeys(),
+    );
+    expect(ehr.stats.byStatus['401']).toBe(1);
+    expect(ehr.stats.tokensIssued).toBe(2);
+  });
+
+  it('when the bulk export outlives its token, then polling and file downloads continue with a fresh token', async () => {
+    const { ehr, centre, client, clock } = await startFixture({
+      mode: 'bulk',
+      tokenLifetimeSeconds: 30,
+    });
+    let polls = 0;
+    const items = await collect(
+      pullBulk({
+        client,
+        centre,
+        sleep: async () => {
+          polls += 1;
+          if (polls === 1) clock.offsetMs = 31_000;
+        },
+      }),
+    );
+    expect(items.filter((i) => i.kind === 'resource')).toHaveLength(expectedKeys().length);
+    expect(ehr.stats.byStatus['401']).toBe(1);
+    expect(ehr.stats.tokensIssued).toBe(2);
+  });
+
+  it('when the EHR rate-limits and fails transiently, then the pull still completes', async () => {
+    const { ehr, centre, client } = await startFixture();
+    ehr.faults.set({
+      rateLimit: { count: 2, retryAfter: 1, kinds: ['search'] },
+      unavailable: { count: 1, kinds: ['search'] },
+      dropConnection: { count: 1, kinds: ['search'] },
+    });
+    const batches = await collect(pullSearch({ client, centre }));
+    expect([...new Set(batches.flatMap((b) => b.resources.map(keyOf)))].sort()).toEqual(
+      expectedKeys(),
+    );
+    expect(ehr.stats.byStatus['429']).toBe(2);
+    expect(ehr.stats.byStatus['503']).toBe(1);
+  });
+
+  it('when the EHR sends a next link to a foreign origin, then the pull fails and the token never leaves', async () => {
+    const { ehr, centre, client } = await startFixture();
+    ehr.faults.set({ foreignNextLink: { origin: 'http://127.0.0.2:9' } });
+    await expect(collect(pullSearch({ client, centre }))).rejects.toBeInstanceOf(
+      OriginRefusedError,
+    );
+    expect(client.originEvents[0]).toMatchObject({
+      origin: 'http://127.0.0.2:9',
+      action: 'refused',
+    });
+  });
+
+  it('when a page is malformed, then the pull fails naming the page', async () => {
+    const { ehr, centre, client } = await startFixture();
+    ehr.faults.set({ malformedPage: { page: 2, resourceType: 'Observation', kind: 'not-bundle' } });
+    await expect(collect(pullSearch({ client, centre }))).rejects.toThrow(
+      /page 2 of the Observation search/,
+    );
+  });
+});
