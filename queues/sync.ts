@@ -2,8 +2,25 @@
 // scheduler (cron) or a manual trigger. Job data is tiny (ids and flags); the run itself
 // lives in src/sync. This file holds the queue's name, job-data schema, default options and
 // the thin processor.
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { createHash } from 'node:crypto';
+import {
+  DelayedError,
+  Queue,
+  UnrecoverableError,
+  type ConnectionOptions,
+  type JobsOptions,
+  type Processor,
+} from 'bullmq';
+import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import type { CentreConfig } from '../src/config/centre.js';
+import { acquireCentreLock } from '../src/sync/centre-lock.js';
+import type { PrepareCentre } from '../src/sync/centre-services.js';
+import { SyncInterruptedError, syncCentre, type SyncCentreOptions } from '../src/sync/run-sync.js';
+import type { RunCounts, RunStore } from '../src/sync/run-store.js';
+import type { Metrics } from '../src/util/metrics.js';
+import { silentLogger, type Logger } from '../src/util/logger.js';
+import type { SubmissionJobData } from './submissions.js';
 
 /** BullMQ queue name. */
 export const SYNC_QUEUE = 'sync';
@@ -40,4 +57,129 @@ export function createSyncQueue(connection: ConnectionOptions, prefix: string): 
     prefix,
     defaultJobOptions: SYNC_JOB_OPTIONS,
   });
+}
+
+/** Result kept on a finished sync job. */
+export type SyncJobResult =
+  | { status: 'succeeded'; runId: string; counts: RunCounts }
+  | { status: 'skipped'; reason: string; runningRunId?: string };
+
+export interface SyncProcessorDeps {
+  redis: Redis;
+  prefix: string;
+  centres: ReadonlyMap<string, CentreConfig>;
+  prepareCentre: PrepareCentre;
+  submissionsQueue: Queue<SubmissionJobData>;
+  runStore: RunStore;
+  pseudonymSecret: string;
+  metrics?: Metrics;
+  logger?: Logger;
+  /** Lease of the per-centre lock (default 60 s). */
+  lockLeaseMs?: number;
+  /** A manual sync that finds the centre busy waits this long before trying again (30 s). */
+  busyRetryMs?: number;
+  /** Passed through to syncCentre (tests, bench). */
+  tuning?: Pick<SyncCentreOptions, 'enqueueBatchSize' | 'patientConcurrency' | 'overlapMs'>;
+}
+
+/** A run id stable across restarts of the same job attempt (stalled-job recovery). */
+export function runIdForJob(jobId: string, attemptsMade: number): string {
+  const h = createHash('sha256').update(`sync/${jobId}/${attemptsMade}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * The sync processor: one run of one centre, holding the centre's lock. A scheduled run
+ * that finds the centre busy is skipped (the next tick comes); a manual one waits. A run
+ * interrupted by shutdown is released back to the queue and runs again from its watermarks.
+ */
+export function createSyncProcessor(
+  deps: SyncProcessorDeps,
+): Processor<SyncJobData, SyncJobResult> {
+  const log = deps.logger ?? silentLogger;
+  return async (job, token, signal) => {
+    const parsed = SyncJobDataSchema.safeParse(job.data);
+    if (!parsed.success)
+      throw new UnrecoverableError(`invalid sync job data: ${parsed.error.issues[0]?.message}`);
+    const data = parsed.data;
+    const centre = deps.centres.get(data.centreId);
+    if (!centre)
+      throw new UnrecoverableError(
+        `unknown centre "${data.centreId}": no centre file with this id is loaded`,
+      );
+    const jobId = String(job.id);
+    const runId =
+      job.attemptsMade === 0 && data.runId ? data.runId : runIdForJob(jobId, job.attemptsMade);
+    const reason = job.attemptsMade > 0 ? 'retry' : data.reason;
+
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const lock = await acquireCentreLock(
+      deps.redis,
+      deps.prefix,
+      centre.id,
+      { runId, jobId },
+      {
+        ...(deps.lockLeaseMs ? { leaseMs: deps.lockLeaseMs } : {}),
+        onLost: () => controller.abort(new Error('centre lock lost')),
+      },
+    );
+    if (!lock.acquired) {
+      signal?.removeEventListener('abort', onAbort);
+      const running = lock.holder?.runId;
+      if (data.reason === 'schedule') {
+        log.info(
+          { centreId: centre.id, jobId, runningRunId: running },
+          'sync already running; scheduled run skipped',
+        );
+        return {
+          status: 'skipped',
+          reason: 'already running',
+          ...(running ? { runningRunId: running } : {}),
+        };
+      }
+      await job.moveToDelayed(Date.now() + (deps.busyRetryMs ?? 30_000), token);
+      throw new DelayedError();
+    }
+
+    try {
+      const { fhirClient, mapper } = await deps.prepareCentre(centre);
+      const record = await syncCentre(
+        {
+          redis: deps.redis,
+          prefix: deps.prefix,
+          submissionsQueue: deps.submissionsQueue,
+          runStore: deps.runStore,
+          pseudonymSecret: deps.pseudonymSecret,
+          fhirClient,
+          mapper,
+          ...(deps.metrics ? { metrics: deps.metrics } : {}),
+          logger: log,
+        },
+        {
+          centre,
+          mode: data.mode,
+          reason,
+          runId,
+          jobId,
+          signal: controller.signal,
+          onProgress: (p) => job.updateProgress({ ...p, runId }),
+          ...deps.tuning,
+        },
+      );
+      return { status: 'succeeded', runId, counts: record.counts };
+    } catch (err) {
+      if (err instanceof SyncInterruptedError && signal?.aborted) {
+        // Shutting down: hand the job back so another worker runs it.
+        await lock.lock.release();
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      }
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      await lock.lock.release();
+    }
+  };
 }

@@ -10,6 +10,7 @@ import type { SubmissionJobData } from '../../queues/submissions.js';
 import type { RegistrySubmission } from '../registry/submission.js';
 import { pseudonymKey } from '../registry/keys.js';
 import type { VisitState, VisitStateEntry } from './visit-state.js';
+import { summariseQuality } from './quality.js';
 
 export interface EnqueueCounts {
   /** Jobs added (visits and retractions). */
@@ -138,21 +139,23 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     }
 
     const now = Date.now();
-    await state.setMany(
-      toAdd.map((s, i) => {
-        const ids = sourceIds(s, pseudonymSecret, centreId);
-        const prev = previous[i];
-        const entry: VisitStateEntry = { h: s.contentHash, t: now };
-        if (s.kind === 'retraction') entry.r = 1;
-        const patientId = ids.patientId ?? prev?.p;
-        const encounterId = ids.encounterId ?? prev?.e;
-        const lastUpdated = ids.encounterLastUpdated ?? prev?.u;
-        if (patientId) entry.p = patientId;
-        if (encounterId) entry.e = encounterId;
-        if (lastUpdated) entry.u = lastUpdated;
-        return [s.visitKey, entry];
-      }),
-    );
+    const stateEntries: [string, VisitStateEntry][] = [];
+    const qualityEntries: [string, string | null][] = [];
+    toAdd.forEach((s, i) => {
+      const ids = sourceIds(s, pseudonymSecret, centreId);
+      const prev = previous[i];
+      const entry: VisitStateEntry = { h: s.contentHash, t: now };
+      if (s.kind === 'retraction') entry.r = 1;
+      const patientId = ids.patientId ?? prev?.p;
+      const encounterId = ids.encounterId ?? prev?.e;
+      const lastUpdated = ids.encounterLastUpdated ?? prev?.u;
+      if (patientId) entry.p = patientId;
+      if (encounterId) entry.e = encounterId;
+      if (lastUpdated) entry.u = lastUpdated;
+      stateEntries.push([s.visitKey, entry]);
+      qualityEntries.push([s.visitKey, summariseQuality(s, encounterId)]);
+    });
+    await Promise.all([state.setMany(stateEntries), state.setQuality(qualityEntries)]);
     const retractions = toAdd.filter((s) => s.kind === 'retraction').length;
     counts.enqueued += toAdd.length;
     counts.retracted += retractions;

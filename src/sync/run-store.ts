@@ -93,7 +93,7 @@ export interface StartRunInput {
 }
 
 export type RunPatch = Partial<
-  Pick<RunRecord, 'status' | 'counts' | 'findingsByKind' | 'errors' | 'phase' | 'jobId'>
+  Pick<RunRecord, 'status' | 'mode' | 'counts' | 'findingsByKind' | 'errors' | 'phase' | 'jobId'>
 >;
 
 export interface FinishRunInput {

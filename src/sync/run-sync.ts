@@ -1,0 +1,477 @@
+// One sync run of one centre: cohort -> pull -> map -> enqueue, streamed patient by patient
+// so memory stays bounded whatever the centre's size.
+//
+// Full sync: every cohort patient's resources updated within the lookback window. Afterwards,
+// a visit sent earlier whose Encounter (last seen inside the window) no longer produced a
+// visit for a patient that was synced is retracted as `deleted`.
+// Incremental sync: resources changed since the watermark tell which patients are affected;
+// those patients are pulled again in full (within the lookback), because a visit is
+// assembled from many resources and one changed observation changes one visit. Content
+// hashes then drop every visit that did not change. Bulk `deleted` Encounters are retracted.
+//
+// Watermarks (per resource type) are the EHR's clock at the start of the run (HTTP Date of
+// the server, or the bulk transactionTime) minus a small overlap; they are written only after
+// everything pulled has been enqueued, and not at all if anything failed, so a crash or an
+// error re-runs from the previous watermark and loses nothing.
+import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { CentreConfig } from '../config/centre.js';
+import type { FhirClient } from '../fhir/client.js';
+import { pullSearch, parseReference } from '../fhir/pull-search.js';
+import { pullBulk } from '../fhir/pull-bulk.js';
+import type { FhirResource } from '../fhir/types.js';
+import type { Mapper } from '../mapping/assemble.js';
+import { buildRetraction } from '../registry/retraction.js';
+import { pseudonymKey } from '../registry/keys.js';
+import type { RegistrySubmission } from '../registry/submission.js';
+import type { Metrics } from '../util/metrics.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import type { SubmissionJobData } from '../../queues/submissions.js';
+import { createSubmissionEnqueuer } from './enqueue.js';
+import { buildQualityReport } from './quality.js';
+import {
+  emptyCounts,
+  type RunCounts,
+  type RunRecord,
+  type RunStore,
+  type SyncMode,
+  type SyncReason,
+} from './run-store.js';
+import { openVisitState } from './visit-state.js';
+import { createPatientSpool } from './bulk-spool.js';
+
+/** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
+export const DEFAULT_OVERLAP_MS = 2 * 60_000;
+const DAY_MS = 86_400_000;
+
+/** What a sync run needs. */
+export interface SyncDeps {
+  redis: Redis;
+  prefix: string;
+  submissionsQueue: Queue<SubmissionJobData>;
+  runStore: RunStore;
+  pseudonymSecret: string;
+  /** The centre's FHIR client (auth and limiter wired in). */
+  fhirClient: FhirClient;
+  /** The centre's mapper (pack + overrides). */
+  mapper: Mapper;
+  metrics?: Metrics;
+  logger?: Logger;
+}
+
+/** Progress reported while a run works (also `job.updateProgress`). */
+export interface SyncProgress {
+  phase: string;
+  pulled: number;
+  visits: number;
+  enqueued: number;
+}
+
+export interface SyncCentreOptions {
+  centre: CentreConfig;
+  mode: SyncMode;
+  reason: SyncReason;
+  /** Defaults to a new UUID; a queued run record with this id is picked up. */
+  runId?: string;
+  jobId?: string;
+  /** Aborting stops the run at the next step; what was mapped is still enqueued. */
+  signal?: AbortSignal;
+  onProgress?: (progress: SyncProgress) => void | Promise<void>;
+  /** Submissions per addBulk (default 500). */
+  enqueueBatchSize?: number;
+  /** Patients pulled at once in search mode (default 4). */
+  patientConcurrency?: number;
+  /** Default DEFAULT_OVERLAP_MS. */
+  overlapMs?: number;
+}
+
+/** A run stopped by its signal (worker shutdown); the job should be released, not failed. */
+export class SyncInterruptedError extends Error {
+  constructor(readonly runId: string) {
+    super('the sync was interrupted (worker shutting down); it will run again from its watermarks');
+    this.name = 'SyncInterruptedError';
+  }
+}
+
+/** A run that finished with errors; the record says which. */
+export class SyncFailedError extends Error {
+  constructor(readonly record: RunRecord) {
+    super(
+      `sync of ${record.centreId} failed: ${record.errors.map((e) => `${e.step}: ${e.message}`).join('; ')}`,
+    );
+    this.name = 'SyncFailedError';
+  }
+}
+
+/** Shortens an error message for the run record (messages from our layers carry no PHI). */
+function describeError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.length > 500 ? `${message.slice(0, 500)}...` : message;
+}
+
+/** The smallest watermark across the types, or undefined if any type has none. */
+export function incrementalSince(
+  marks: Record<string, string>,
+  types: readonly string[],
+): string | undefined {
+  let min: number | undefined;
+  for (const type of types) {
+    const mark = marks[type];
+    const t = mark ? Date.parse(mark) : NaN;
+    if (!Number.isFinite(t)) return undefined;
+    min = min === undefined ? t : Math.min(min, t);
+  }
+  return min === undefined ? undefined : new Date(min).toISOString();
+}
+
+/** The EHR's clock, from the Date header of its CapabilityStatement answer. */
+async function fetchServerTime(
+  client: FhirClient,
+  signal: AbortSignal | undefined,
+): Promise<number | undefined> {
+  const res = await client.request(client.resolveUrl('metadata'), {
+    resourceType: 'metadata',
+    ...(signal ? { signal } : {}),
+  });
+  await res.body?.cancel();
+  const date = Date.parse(res.headers.get('date') ?? '');
+  return Number.isFinite(date) ? date : undefined;
+}
+
+function patientOf(resource: FhirResource): string | undefined {
+  if (resource.resourceType === 'Patient') return resource.id;
+  for (const field of ['subject', 'patient']) {
+    const ref = parseReference((resource[field] as { reference?: string } | undefined)?.reference);
+    if (ref?.type === 'Patient') return ref.id;
+  }
+  return undefined;
+}
+
+/**
+ * Runs one sync of a centre and returns its finished run record. Throws SyncFailedError
+ * (record attached) when the run failed, SyncInterruptedError when its signal stopped it.
+ */
+export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Promise<RunRecord> {
+  const { centre } = options;
+  const runId = options.runId ?? randomUUID();
+  const log = (deps.logger ?? silentLogger).child({ runId, centreId: centre.id });
+  const client = deps.fhirClient;
+  const signal = options.signal;
+  const overlapMs = options.overlapMs ?? DEFAULT_OVERLAP_MS;
+  const counts: RunCounts = emptyCounts();
+  const findingsByKind: Record<string, number> = {};
+  const errors: { step: string; message: string }[] = [];
+  const state = openVisitState(deps.redis, deps.prefix, centre.id);
+  let phase = 'start';
+
+  const existing = await deps.runStore.update(runId, {
+    status: 'running',
+    phase,
+    ...(options.jobId ? { jobId: options.jobId } : {}),
+  });
+  if (!existing)
+    await deps.runStore.start({
+      runId,
+      centreId: centre.id,
+      mode: options.mode,
+      reason: options.reason,
+      status: 'running',
+      ...(options.jobId ? { jobId: options.jobId } : {}),
+    });
+
+  let lastProgress = 0;
+  const progress = async (force = false): Promise<void> => {
+    const now = Date.now();
+    if (!force && now - lastProgress < 1000) return;
+    lastProgress = now;
+    const p: SyncProgress = {
+      phase,
+      pulled: counts.pulled,
+      visits: counts.visits,
+      enqueued: counts.enqueued,
+    };
+    await options.onProgress?.(p);
+    await deps.runStore.update(runId, { phase, counts: { ...counts } });
+  };
+  const setPhase = async (next: string) => {
+    phase = next;
+    await progress(true);
+  };
+
+  const enqueuer = createSubmissionEnqueuer({
+    queue: deps.submissionsQueue,
+    redis: deps.redis,
+    state,
+    centreId: centre.id,
+    pseudonymSecret: deps.pseudonymSecret,
+    runId,
+    ...(options.enqueueBatchSize ? { batchSize: options.enqueueBatchSize } : {}),
+    onBatch: ({ enqueuedVisits, enqueuedRetractions }) => {
+      deps.metrics?.submissionsEnqueued.inc({ centre: centre.id, kind: 'visit' }, enqueuedVisits);
+      if (enqueuedRetractions > 0)
+        deps.metrics?.submissionsEnqueued.inc(
+          { centre: centre.id, kind: 'retraction' },
+          enqueuedRetractions,
+        );
+    },
+  });
+  const syncEnqueueCounts = () => {
+    counts.enqueued = enqueuer.counts.enqueued;
+    counts.unchanged = enqueuer.counts.unchanged;
+    counts.retracted = enqueuer.counts.retracted;
+  };
+
+  /** Visit keys produced in this run, and patients whose data was pulled in full. */
+  const seen = new Set<string>();
+  const synced = new Set<string>();
+
+  const countPulled = (resources: readonly FhirResource[]) => {
+    counts.pulled += resources.length;
+    if (!deps.metrics) return;
+    const byType = new Map<string, number>();
+    for (const r of resources) byType.set(r.resourceType, (byType.get(r.resourceType) ?? 0) + 1);
+    for (const [type, n] of byType)
+      deps.metrics.resourcesPulled.inc({ centre: centre.id, resource_type: type }, n);
+  };
+
+  /** Maps one patient's resources and enqueues the result. */
+  const mapPatient = async (resources: readonly FhirResource[]): Promise<void> => {
+    let submissions: RegistrySubmission[];
+    try {
+      const assembler = deps.mapper.createAssembler();
+      for (const r of resources) assembler.add(r);
+      const result = assembler.finish();
+      submissions = result.submissions;
+      for (const f of result.findings) findingsByKind[f.kind] = (findingsByKind[f.kind] ?? 0) + 1;
+    } catch (err) {
+      // One patient's data that cannot be mapped must not hide everyone else's: record it,
+      // keep going, and fail the run at the end (watermarks stay, so it is retried).
+      errors.push({ step: 'map', message: describeError(err) });
+      return;
+    }
+    counts.mapped += resources.length;
+    for (const s of submissions) {
+      counts.visits += 1;
+      seen.add(s.visitKey);
+      await enqueuer.add(s);
+    }
+    syncEnqueueCounts();
+    await progress();
+  };
+
+  const retractMissing = async (lookbackStart: number): Promise<void> => {
+    for await (const chunk of state.scan()) {
+      for (const [visitKey, e] of chunk) {
+        if (e.r || !e.p || !e.e || !e.u || seen.has(visitKey) || !synced.has(e.p)) continue;
+        if (!(Date.parse(e.u) >= lookbackStart)) continue;
+        await enqueuer.add(
+          buildRetraction({
+            centreId: centre.id,
+            pseudonymSecret: deps.pseudonymSecret,
+            patientId: e.p,
+            encounterId: e.e,
+            reason: 'deleted',
+            provenance: [{ resourceType: 'Encounter', id: e.e }],
+          }),
+        );
+      }
+    }
+  };
+
+  let mode = options.mode;
+  try {
+    const types = centre.pull.resourceTypes;
+    const marks = await state.getWatermarks();
+    const since = incrementalSince(marks, types);
+    if (mode === 'incremental' && !since) {
+      mode = 'full';
+      log.info('no watermark for every resource type yet; running a full sync');
+      await deps.runStore.update(runId, { mode });
+    }
+
+    await setPhase('server-time');
+    let serverTime = await fetchServerTime(client, signal);
+    if (serverTime === undefined) {
+      serverTime = Date.now();
+      log.warn('the EHR sent no Date header; using this machine clock for the watermark');
+    }
+    const lookbackStart = serverTime - centre.pull.firstSyncLookbackDays * DAY_MS;
+    const lookbackIso = new Date(lookbackStart).toISOString();
+    const sinceWithOverlap = since;
+
+    if (centre.pull.mode === 'search') {
+      const concurrency = options.patientConcurrency ?? 4;
+      let patientIds: string[] | undefined;
+      if (mode === 'incremental') {
+        await setPhase('changes');
+        const affected = new Set<string>();
+        for await (const batch of pullSearch({
+          client,
+          centre,
+          since: sinceWithOverlap!,
+          concurrency,
+          logger: log,
+          ...(signal ? { signal } : {}),
+        })) {
+          countPulled(batch.resources);
+          affected.add(batch.patientId);
+        }
+        patientIds = [...affected];
+        log.info({ patients: patientIds.length }, 'patients with changes');
+      }
+      await setPhase('pull');
+      if (!patientIds || patientIds.length > 0) {
+        for await (const batch of pullSearch({
+          client,
+          centre,
+          since: lookbackIso,
+          concurrency,
+          logger: log,
+          ...(patientIds ? { patientIds } : {}),
+          ...(signal ? { signal } : {}),
+          onPatient: (p) => synced.add(p.patientId),
+        })) {
+          countPulled(batch.resources);
+          await mapPatient(batch.resources);
+        }
+      }
+    } else {
+      await setPhase('export');
+      const spool = await createPatientSpool();
+      const deletedEncounters: string[] = [];
+      const changed = new Set<string>();
+      try {
+        for await (const item of pullBulk({
+          client,
+          centre,
+          since: mode === 'incremental' ? sinceWithOverlap! : lookbackIso,
+          logger: log,
+          ...(signal ? { signal } : {}),
+          onManifest: (m) => {
+            const t = Date.parse(m.transactionTime);
+            if (Number.isFinite(t)) serverTime = t;
+          },
+        })) {
+          if (item.kind === 'resource') {
+            counts.pulled += 1;
+            deps.metrics?.resourcesPulled.inc({
+              centre: centre.id,
+              resource_type: item.resource.resourceType,
+            });
+            const patientId = patientOf(item.resource);
+            // Incremental: the export only says which patients changed (pulled again below).
+            if (mode === 'incremental') {
+              if (patientId) changed.add(patientId);
+            } else await spool.add(patientId, item.resource);
+          } else if (item.kind === 'deleted') {
+            if (item.resourceType === 'Encounter') deletedEncounters.push(item.id);
+          } else {
+            errors.push({ step: 'pull', message: item.message });
+          }
+          if (counts.pulled % 5000 === 0) await progress();
+        }
+        await setPhase('map');
+        if (mode === 'full') {
+          for await (const patient of spool.patients()) {
+            synced.add(patient.patientId);
+            await mapPatient(patient.resources);
+          }
+        } else {
+          // Incremental bulk: the export says which patients changed; pull each of them
+          // again in full by search (within the lookback) to re-assemble their visits.
+          const affected = [...changed];
+          await setPhase('pull');
+          if (affected.length > 0)
+            for await (const batch of pullSearch({
+              client,
+              centre,
+              since: lookbackIso,
+              patientIds: affected,
+              concurrency: options.patientConcurrency ?? 4,
+              logger: log,
+              ...(signal ? { signal } : {}),
+              onPatient: (p) => synced.add(p.patientId),
+            })) {
+              countPulled(batch.resources);
+              await mapPatient(batch.resources);
+            }
+        }
+      } finally {
+        await spool.close();
+      }
+      if (deletedEncounters.length > 0) {
+        await setPhase('retract');
+        const keys = deletedEncounters.map((id) =>
+          pseudonymKey(deps.pseudonymSecret, centre.id, 'Encounter', id),
+        );
+        const entries = await state.getMany(keys);
+        for (const [i, e] of entries.entries()) {
+          if (!e || e.r || !e.p) continue;
+          await enqueuer.add(
+            buildRetraction({
+              centreId: centre.id,
+              pseudonymSecret: deps.pseudonymSecret,
+              patientId: e.p,
+              encounterId: deletedEncounters[i]!,
+              reason: 'deleted',
+              provenance: [{ resourceType: 'Encounter', id: deletedEncounters[i]! }],
+            }),
+          );
+        }
+      }
+    }
+
+    if (errors.length === 0) {
+      await setPhase('retract');
+      await retractMissing(lookbackStart);
+    }
+    await setPhase('enqueue');
+    await enqueuer.flush();
+    syncEnqueueCounts();
+
+    if (errors.length === 0) {
+      const mark = new Date(serverTime - overlapMs).toISOString();
+      await state.setWatermarks(Object.fromEntries(types.map((t) => [t, mark])));
+    }
+    await setPhase('quality');
+    await deps.runStore.saveQualityReport(await buildQualityReport(state, runId));
+  } catch (err) {
+    // Whatever was mapped is correct data: enqueue it before giving up (watermarks stay).
+    try {
+      await enqueuer.flush();
+      syncEnqueueCounts();
+    } catch (flushErr) {
+      errors.push({ step: 'enqueue', message: describeError(flushErr) });
+    }
+    if (signal?.aborted) {
+      await deps.runStore.update(runId, {
+        status: 'queued',
+        phase: 'interrupted',
+        counts: { ...counts },
+        findingsByKind,
+      });
+      log.info({ counts }, 'sync interrupted; it will run again from its watermarks');
+      throw new SyncInterruptedError(runId);
+    }
+    errors.push({ step: phase, message: describeError(err) });
+  }
+
+  const status = errors.length === 0 ? 'succeeded' : 'failed';
+  const record = (await deps.runStore.finish(runId, {
+    status,
+    counts: { ...counts },
+    findingsByKind,
+    errors,
+  }))!;
+  deps.metrics?.syncRuns.inc({ centre: centre.id, outcome: status });
+  await options.onProgress?.({
+    phase: 'done',
+    pulled: counts.pulled,
+    visits: counts.visits,
+    enqueued: counts.enqueued,
+  });
+  log.info({ status, mode, counts, errors: errors.length }, 'sync finished');
+  if (status === 'failed') throw new SyncFailedError(record);
+  return record;
+}

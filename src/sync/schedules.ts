@@ -1,0 +1,77 @@
+// Keeps one BullMQ job scheduler per centre in step with the centre files: a centre with a
+// `schedule.cron` gets a scheduler (cron in the centre's time zone) that adds a sync job on
+// each tick; a changed cron, time zone or mode updates it; a centre removed (or whose cron
+// was removed) loses it. Run at worker start; idempotent, so many workers may run it.
+import type { Queue } from 'bullmq';
+import type { CentreConfig } from '../config/centre.js';
+import type { SyncJobData } from '../../queues/sync.js';
+
+/** Scheduler ids are `sync-<centreId>`; nothing else in the sync queue uses this prefix. */
+export const SCHEDULER_PREFIX = 'sync-';
+
+export function schedulerId(centreId: string): string {
+  return `${SCHEDULER_PREFIX}${centreId}`;
+}
+
+export interface ScheduleChanges {
+  added: string[];
+  updated: string[];
+  removed: string[];
+  unchanged: string[];
+}
+
+/** Makes the sync queue's schedulers match the centres; returns centre ids by change. */
+export async function syncCentreSchedules(
+  queue: Queue<SyncJobData>,
+  centres: Iterable<CentreConfig>,
+): Promise<ScheduleChanges> {
+  const changes: ScheduleChanges = { added: [], updated: [], removed: [], unchanged: [] };
+  const existing = new Map<
+    string,
+    { pattern?: string | null; tz?: string | null; mode?: string }
+  >();
+  const all = await queue.getJobSchedulers(0, -1);
+  for (const s of all) {
+    if (!s.key.startsWith(SCHEDULER_PREFIX)) continue;
+    const mode = (s.template?.data)?.mode;
+    existing.set(s.key, {
+      pattern: s.pattern ?? null,
+      tz: s.tz ?? null,
+      ...(mode ? { mode } : {}),
+    });
+  }
+
+  const wanted = new Set<string>();
+  for (const centre of centres) {
+    const cron = centre.schedule.cron;
+    if (!cron) continue;
+    const id = schedulerId(centre.id);
+    wanted.add(id);
+    const current = existing.get(id);
+    if (
+      current &&
+      current.pattern === cron &&
+      current.tz === centre.timeZone &&
+      current.mode === centre.schedule.mode
+    ) {
+      changes.unchanged.push(centre.id);
+      continue;
+    }
+    await queue.upsertJobScheduler(
+      id,
+      { pattern: cron, tz: centre.timeZone },
+      {
+        name: 'sync',
+        data: { centreId: centre.id, mode: centre.schedule.mode, reason: 'schedule' },
+      },
+    );
+    (current ? changes.updated : changes.added).push(centre.id);
+  }
+
+  for (const id of existing.keys()) {
+    if (wanted.has(id)) continue;
+    await queue.removeJobScheduler(id);
+    changes.removed.push(id.slice(SCHEDULER_PREFIX.length));
+  }
+  return changes;
+}

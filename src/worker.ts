@@ -1,0 +1,169 @@
+// The worker process: the sync processor (one centre run per job) and the delivery
+// processor (one submission per job), on the runtime's Redis. Any number of workers may run
+// on any number of machines. At start the centres' job schedulers are brought in step with
+// the centre files. close() stops taking jobs, asks a running sync to stop at its next step
+// (it is handed back to the queue and resumes from its watermarks), lets deliveries in
+// flight finish, and closes the workers.
+import { Worker } from 'bullmq';
+import type { Runtime } from './runtime.js';
+import {
+  SYNC_QUEUE,
+  createSyncProcessor,
+  type SyncJobData,
+  type SyncJobResult,
+} from '../queues/sync.js';
+import {
+  SUBMISSIONS_QUEUE,
+  createSubmissionProcessor,
+  type SubmissionJobData,
+  type SubmissionJobResult,
+} from '../queues/submissions.js';
+import { createRegistryClient, type RegistryClient } from './registry/delivery.js';
+import { createCentreServices, type PrepareCentre } from './sync/centre-services.js';
+import { syncCentreSchedules, type ScheduleChanges } from './sync/schedules.js';
+import type { SyncProcessorDeps } from '../queues/sync.js';
+
+export interface StartWorkerOptions {
+  /** Centre syncs run at once by this process (default 1). */
+  syncConcurrency?: number;
+  /** Deliveries in flight in this process (default 8). */
+  submissionConcurrency?: number;
+  /** Which processors to run (default both). */
+  processors?: { sync?: boolean; submissions?: boolean };
+  /** Test hooks and tuning. */
+  prepareCentre?: PrepareCentre;
+  registryClient?: RegistryClient;
+  lockLeaseMs?: number;
+  busyRetryMs?: number;
+  /** How often BullMQ checks for stalled jobs (ms); lower in tests. */
+  stalledIntervalMs?: number;
+  /** BullMQ job lock duration (ms); a crashed worker's job is recovered after this. */
+  lockDurationMs?: number;
+  tuning?: SyncProcessorDeps['tuning'];
+}
+
+/** A running worker process. */
+export interface RunningWorker {
+  sync?: Worker<SyncJobData, SyncJobResult>;
+  submissions?: Worker<SubmissionJobData, SubmissionJobResult>;
+  schedules: ScheduleChanges;
+  /** Stops taking jobs, releases or finishes current ones, closes the workers. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Starts the processors on the runtime and syncs the job schedulers. */
+export async function startWorker(
+  runtime: Runtime,
+  options: StartWorkerOptions = {},
+): Promise<RunningWorker> {
+  const { logger, config } = runtime;
+  const wantSync = options.processors?.sync ?? true;
+  const wantSubmissions = options.processors?.submissions ?? true;
+  const workerTiming = {
+    ...(options.stalledIntervalMs ? { stalledInterval: options.stalledIntervalMs } : {}),
+    ...(options.lockDurationMs ? { lockDuration: options.lockDurationMs } : {}),
+  };
+
+  const schedules = await syncCentreSchedules(runtime.queues.sync, runtime.centres.values());
+  logger.info(
+    {
+      added: schedules.added.length,
+      updated: schedules.updated.length,
+      removed: schedules.removed.length,
+      unchanged: schedules.unchanged.length,
+    },
+    'centre sync schedules in step with the centre files',
+  );
+
+  let sync: Worker<SyncJobData, SyncJobResult> | undefined;
+  if (wantSync) {
+    sync = new Worker<SyncJobData, SyncJobResult>(
+      SYNC_QUEUE,
+      createSyncProcessor({
+        redis: runtime.redis,
+        prefix: runtime.prefix,
+        centres: runtime.centres,
+        prepareCentre:
+          options.prepareCentre ??
+          createCentreServices({
+            config,
+            redis: runtime.redis,
+            prefix: runtime.prefix,
+            metrics: runtime.metrics,
+            logger,
+          }),
+        submissionsQueue: runtime.queues.submissions,
+        runStore: runtime.runStore,
+        pseudonymSecret: config.pseudonymSecret,
+        metrics: runtime.metrics,
+        logger,
+        ...(options.lockLeaseMs ? { lockLeaseMs: options.lockLeaseMs } : {}),
+        ...(options.busyRetryMs ? { busyRetryMs: options.busyRetryMs } : {}),
+        ...(options.tuning ? { tuning: options.tuning } : {}),
+      }),
+      {
+        connection: runtime.redis,
+        prefix: runtime.prefix,
+        concurrency: options.syncConcurrency ?? 1,
+        // A sync killed with its process is restarted (from its watermarks) twice at most.
+        maxStalledCount: 2,
+        ...workerTiming,
+      },
+    );
+    sync.on('failed', (job, err) =>
+      logger.warn(
+        { jobId: job?.id, centreId: job?.data.centreId, err: err.message },
+        'sync job failed',
+      ),
+    );
+    sync.on('error', (err) => logger.error({ err: err.message }, 'sync worker error'));
+  }
+
+  let submissions: Worker<SubmissionJobData, SubmissionJobResult> | undefined;
+  if (wantSubmissions) {
+    const client =
+      options.registryClient ??
+      (config.registry.url ? createRegistryClient({ config: config.registry }) : undefined);
+    if (!client) {
+      logger.warn(
+        'registry.url is not configured (LHN_REGISTRY_URL): submissions are queued but not delivered',
+      );
+    } else {
+      submissions = new Worker<SubmissionJobData, SubmissionJobResult>(
+        SUBMISSIONS_QUEUE,
+        createSubmissionProcessor({
+          client,
+          redis: runtime.redis,
+          prefix: runtime.prefix,
+          metrics: runtime.metrics,
+          logger,
+        }),
+        {
+          connection: runtime.redis,
+          prefix: runtime.prefix,
+          concurrency: options.submissionConcurrency ?? 8,
+          ...workerTiming,
+        },
+      );
+      submissions.on('error', (err) =>
+        logger.error({ err: err.message }, 'submissions worker error'),
+      );
+    }
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    ...(sync ? { sync } : {}),
+    ...(submissions ? { submissions } : {}),
+    schedules,
+    close() {
+      closing ??= (async () => {
+        logger.info('worker closing: no new jobs; releasing running syncs');
+        sync?.cancelAllJobs('worker shutting down');
+        await Promise.all([sync?.close(), submissions?.close()]);
+        logger.info('worker closed');
+      })();
+      return closing;
+    },
+  };
+}
