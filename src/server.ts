@@ -12,6 +12,7 @@ import type { Metrics } from './util/metrics.js';
 import { createAlertMonitor, type AlertMonitor } from './alerts/alert-monitor.js';
 import { createApp } from './api/app.js';
 import { createJwksRouter } from './auth/jwks-router.js';
+import { runCheck } from './onboarding/check.js';
 import type { CheckCentre } from './api/context.js';
 import type { FailureLimiterOptions } from './api/rate-limit.js';
 
@@ -25,6 +26,7 @@ export interface StartServerOptions {
   metrics?: Metrics;
   /** How often alerts are evaluated; default 60 s. 0 turns the timer off. */
   alertIntervalMs?: number;
+  /** Runs a centre's onboarding check; default: the onboarding module's runCheck. */
   checkCentre?: CheckCentre;
   /** Serves /.well-known/jwks.json; default: the JWKS router over config.keysDir. */
   jwks?: RequestHandler;
@@ -100,7 +102,7 @@ export async function startServer(
     metrics: runtime.metrics,
     logger,
     alerts,
-    ...(options.checkCentre ? { checkCentre: options.checkCentre } : {}),
+    checkCentre: options.checkCentre ?? ((centre) => runCheck(centre, { logger })),
     jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
     ...(options.authLimit ? { authLimit: options.authLimit } : {}),
   });

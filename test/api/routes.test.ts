@@ -181,6 +181,19 @@ describe('admin API routes over real Redis', () => {
     expect(res.body.implausibleValues[0]).toMatchObject({ field: 'height', count: 1 });
   });
 
+  it('when an admin runs the onboarding check of a centre whose EHR is unreachable, then the report says which step failed and what to do', async () => {
+    const res = await call(`${api.url}/api/centres/alpha/check`, {
+      key: api.keys.admin,
+      method: 'POST',
+    });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ centreId: 'alpha', ok: false });
+    const failed = res.body.steps.find((s: { status: string }) => s.status === 'failed');
+    expect(failed).toBeDefined();
+    expect(failed.reason).toBeTruthy();
+    expect(failed.hint).toBeTruthy();
+  });
+
   it('when an operator asks for a sync, then a queued run and a job carrying its id exist; a second request gets 409 with that run id', async () => {
     const first = await call(`${api.url}/api/centres/beta/sync`, {
       key: api.keys.operator,

@@ -12,6 +12,9 @@ const state = {
   caller: null,
   timer: undefined,
   rendering: false,
+  pending: undefined,
+  /** Onboarding check results by centre id (kept across refreshes). */
+  checks: new Map(),
 };
 
 /** An error answer from the API, with its problem details. */
@@ -281,16 +284,18 @@ async function resolveSubmission(id, note) {
   await render();
 }
 
-async function runCheck(centreId, target) {
-  target.replaceChildren(h('p', {}, 'Running the onboarding check…'));
+async function runCheck(centreId) {
+  state.checks.set(centreId, { status: 'running' });
+  await render();
   try {
     const report = await api(`/api/centres/${encodeURIComponent(centreId)}/check`, {
       method: 'POST',
     });
-    target.replaceChildren(renderCheckReport(report));
+    state.checks.set(centreId, { status: 'done', report });
   } catch (err) {
-    target.replaceChildren(h('p', { class: 'error' }, err.message));
+    state.checks.set(centreId, { status: 'error', message: err.message });
   }
+  await render();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -613,30 +618,51 @@ function renderQuality(report) {
   ];
 }
 
+const STEP_LABEL = { ok: 'ok', failed: 'failed', skipped: 'skipped' };
+
 function renderCheckReport(report) {
-  const steps = Array.isArray(report?.steps) ? report.steps : [];
+  const steps = Array.isArray(report.steps) ? report.steps : [];
   return h(
     'div',
     { class: 'check-report' },
-    h('p', {}, report?.ok === false ? 'The check found problems:' : 'Check finished:'),
+    h(
+      'p',
+      { class: report.ok ? 'step-ok' : 'step-failed' },
+      report.ok
+        ? 'Onboarding check passed.'
+        : 'Onboarding check failed: fix the failed steps below and run it again.',
+      ' ',
+      time(report.finishedAt),
+    ),
     h(
       'ol',
       {},
-      steps.map((s) =>
+      steps.map((step) =>
         h(
           'li',
-          { class: s.ok === false || s.status === 'failed' ? 'step-failed' : 'step-ok' },
-          h(
-            'strong',
-            {},
-            `${s.name ?? s.step ?? 'step'}: ${s.ok === false || s.status === 'failed' ? 'failed' : (s.status ?? 'ok')}`,
-          ),
-          s.reason ? ` — ${s.reason}` : '',
-          s.hint ? h('div', { class: 'hint' }, `What to do: ${s.hint}`) : '',
+          { class: `step-${step.status}` },
+          h('strong', {}, `${step.title}: ${STEP_LABEL[step.status] ?? step.status}`),
+          step.reason ? ` — ${step.reason}` : '',
+          step.hint ? h('div', { class: 'hint' }, `What to do: ${step.hint}`) : '',
+          Array.isArray(step.details) && step.details.length > 0
+            ? h(
+                'ul',
+                { class: 'small' },
+                step.details.map((d) => h('li', {}, d)),
+              )
+            : '',
         ),
       ),
     ),
   );
+}
+
+function renderCheckState(centreId) {
+  const check = state.checks.get(centreId);
+  if (!check) return '';
+  if (check.status === 'running') return h('p', {}, 'Running the onboarding check…');
+  if (check.status === 'error') return h('p', { class: 'error' }, check.message);
+  return renderCheckReport(check.report);
 }
 
 async function renderCentre(id) {
@@ -649,7 +675,6 @@ async function renderCentre(id) {
     }),
     api(`/api/submissions/failed?centre=${encodeURIComponent(id)}&limit=200`),
   ]);
-  const checkTarget = h('div', { class: 'check-target' });
   const modeSelect = h(
     'select',
     { 'aria-label': 'Sync mode' },
@@ -720,12 +745,12 @@ async function renderCentre(id) {
       can('admin')
         ? h(
             'button',
-            { type: 'button', onclick: () => runCheck(centre.id, checkTarget) },
+            { type: 'button', onclick: () => runCheck(centre.id) },
             'Run onboarding check',
           )
         : '',
     ),
-    checkTarget,
+    h('div', { class: 'check-target', 'aria-live': 'polite' }, renderCheckState(centre.id)),
     h('h3', {}, 'Recent runs'),
     table(
       'Recent runs',
@@ -813,8 +838,13 @@ function route() {
   return { name: 'overview' };
 }
 
+/** Renders the current view; a call during a render queues one more render after it. */
 async function render(options = {}) {
-  if (!state.caller || state.rendering) return;
+  if (!state.caller) return;
+  if (state.rendering) {
+    state.pending = { focus: Boolean(state.pending?.focus || options.focus) };
+    return;
+  }
   state.rendering = true;
   const current = route();
   try {
@@ -824,16 +854,23 @@ async function render(options = {}) {
         : current.name === 'run'
           ? await renderRun(current.id)
           : await renderOverview();
-    if (!state.caller) return;
+    // The route may have changed while data loaded; the queued render will draw the new one.
+    if (!state.caller || route().name !== current.name || route().id !== current.id) return;
     const view = $('app-view');
     view.replaceChildren();
     append(view, [content]);
-    view.setAttribute('aria-busy', 'false');
+    view.dataset.view = current.name;
     if (options.focus) view.querySelector('h2')?.focus();
   } catch (err) {
     if (state.caller) reportError(err);
   } finally {
     state.rendering = false;
+    if (route().name !== current.name || route().id !== current.id) {
+      state.pending ??= { focus: true };
+    }
+    const next = state.pending;
+    state.pending = undefined;
+    if (next) void render(next);
   }
 }
 
