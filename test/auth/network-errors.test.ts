@@ -68,12 +68,10 @@ describe('SMART client network and TLS failures', () => {
   });
 
   it('when the certificate names another host, then the hint says so', async () => {
-    nock(EHR)
-      .get('/fhir/.well-known/smart-configuration')
-      .replyWithError({
-        code: 'ERR_TLS_CERT_ALTNAME_INVALID',
-        message: "Hostname/IP does not match certificate's altnames",
-      });
+    nock(EHR).get('/fhir/.well-known/smart-configuration').replyWithError({
+      code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+      message: "Hostname/IP does not match certificate's altnames",
+    });
     const err = await failure(createSmartAuth({ centre: centre() }).discover());
     expect(err.code).toBe('tls_error');
     expect(err.description).toMatch(

@@ -707,7 +707,6 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     stats.byKind[entry.kind] = (stats.byKind[entry.kind] ?? 0) + 1;
     if (entry.resourceType && (entry.kind === 'read' || entry.kind === 'search'))
       stats.byType[entry.resourceType] = (stats.byType[entry.resourceType] ?? 0) + 1;
-    stats.byStatus[String(entry.status)] = (stats.byStatus[String(entry.status)] ?? 0) + 1;
     requestLog.push(entry);
     if (requestLog.length > MAX_LOG) requestLog.splice(0, requestLog.length - MAX_LOG);
   }
@@ -720,16 +719,23 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       .map(decodeURIComponent);
     const { kind, resourceType } = classify(req.method ?? 'GET', path);
     res.setHeader('date', new Date(now()).toUTCString());
-    res.on('close', () =>
-      record({
-        method: req.method ?? 'GET',
-        url: `${url.pathname}${url.search}`,
-        kind,
-        resourceType,
-        status: res.statusCode,
-        authorized: req.headers.authorization !== undefined,
-      }),
-    );
+    // Counted when the request arrives and its status when the head is written, both
+    // before the client can see the answer, so tests can assert right after a response.
+    const entry: SandboxRequestRecord = {
+      method: req.method ?? 'GET',
+      url: `${url.pathname}${url.search}`,
+      kind,
+      resourceType,
+      status: 0,
+      authorized: req.headers.authorization !== undefined,
+    };
+    record(entry);
+    const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => ServerResponse;
+    res.writeHead = (...args: unknown[]) => {
+      entry.status = args[0] as number;
+      stats.byStatus[String(entry.status)] = (stats.byStatus[String(entry.status)] ?? 0) + 1;
+      return writeHead(...args);
+    };
     const slow = faults.live.slow;
     if (
       slow &&

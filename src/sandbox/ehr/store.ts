@@ -9,6 +9,7 @@ export interface SandboxResource {
   resourceType: string;
   id?: string;
   meta?: { versionId?: string; lastUpdated?: string; [key: string]: unknown };
+  [element: string]: unknown;
 }
 
 /** One stored resource version. */
