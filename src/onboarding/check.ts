@@ -185,18 +185,18 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
     if (notGranted.length === 0 && uncovered.length === 0)
       return { status: 'ok', reason: `read and search granted for ${types.join(', ')}`, details };
     const problems: string[] = [];
-    if (notGranted.length > 0) problems.push(`asked but not granted: ${notGranted.join(' ')}`);
     if (uncovered.length > 0) problems.push(`no read+search scope for: ${uncovered.join(', ')}`);
+    // Asked-for scopes not granted, beyond the types already named above.
+    const otherNotGranted = notGranted.filter((s) => !uncovered.some((t) => s.includes(`/${t}.`)));
+    if (otherNotGranted.length > 0)
+      problems.push(`asked but not granted: ${otherNotGranted.join(' ')}`);
+    const toGrant = [...new Set([...uncovered.map((t) => `system/${t}.rs`), ...notGranted])];
     return {
       status: 'failed',
       reason: problems.join('; '),
       hint:
-        `Ask centre IT to grant client "${centre.auth.clientId}" ` +
-        uncovered
-          .map((t) => `system/${t}.rs (or system/${t}.read)`)
-          .concat(notGranted)
-          .join(', ') +
-        ', or adjust auth.scopes in the centre file.',
+        `Ask centre IT to grant client "${centre.auth.clientId}": ${toGrant.join(' ')} ` +
+        '(SMART v1 equivalents such as system/Observation.read work too), or adjust auth.scopes in the centre file.',
       details,
     };
   });

@@ -1,0 +1,288 @@
+// The onboarding check end to end: against the sandbox EHR over loopback (real SMART auth),
+// through the CLI as centre IT runs it, and with nock for answers the sandbox cannot give
+// (a non-R4 server, a 403 with an OperationOutcome).
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import nock from 'nock';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { SmartAuth } from '../../src/auth/smart-client.js';
+import { parseCentre, type CentreConfig } from '../../src/config/centre.js';
+import { formatCheckReport, runCheck, type CheckReport } from '../../src/onboarding/check.js';
+import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js';
+import {
+  provisionSandboxCentre,
+  type ProvisionSandboxCentreOptions,
+} from '../../src/sandbox/ehr/provision.js';
+
+const run = promisify(execFile);
+const OLD = { versionId: '1', lastUpdated: '2024-06-01T00:00:00Z' };
+
+function resources() {
+  const subject = { reference: 'Patient/p1' };
+  return [
+    {
+      resourceType: 'Patient',
+      id: 'p1',
+      meta: OLD,
+      identifier: [{ system: 'urn:mrn', value: '100' }],
+    },
+    { resourceType: 'Group', id: 'ibd', meta: OLD, member: [{ entity: subject }] },
+    { resourceType: 'Medication', id: 'm1', meta: OLD, code: { text: 'prednisolone' } },
+    { resourceType: 'Encounter', id: 'e1', meta: OLD, status: 'finished', subject },
+    { resourceType: 'Observation', id: 'o1', meta: OLD, status: 'final', subject },
+    { resourceType: 'Condition', id: 'c1', meta: OLD, subject },
+    {
+      resourceType: 'MedicationRequest',
+      id: 'mr1',
+      meta: OLD,
+      status: 'active',
+      intent: 'order',
+      subject,
+      medicationReference: { reference: 'Medication/m1' },
+    },
+    { resourceType: 'MedicationStatement', id: 'ms1', meta: OLD, status: 'active', subject },
+  ];
+}
+
+interface Fixture {
+  ehr: SandboxEhr;
+  centre: CentreConfig;
+  dir: string;
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+  nock.cleanAll();
+  nock.enableNetConnect();
+});
+
+async function startFixture(
+  options: Omit<ProvisionSandboxCentreOptions, 'keysDir'> = {},
+): Promise<Fixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'lhn-check-'));
+  const ehr = await startSandboxEhr({ resources: resources(), exportPollsBeforeDone: 1 });
+  cleanups.push(async () => {
+    await ehr.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const { centre } = await provisionSandboxCentre(ehr, {
+    keysDir: dir,
+    centreId: 'check-centre',
+    ...options,
+    centre: { cohort: { group: 'ibd' }, ...options.centre },
+  });
+  return { ehr, centre, dir };
+}
+
+const statusOf = (report: CheckReport) =>
+  Object.fromEntries(report.steps.map((s) => [s.id, s.status]));
+
+describe('onboarding check against the sandbox EHR', () => {
+  it('when everything is set up, then every step is ok and the text report says so', async () => {
+    const { centre } = await startFixture();
+    const report = await runCheck(centre);
+    expect(statusOf(report)).toEqual({
+      discovery: 'ok',
+      token: 'ok',
+      scopes: 'ok',
+      capabilities: 'ok',
+      cohort: 'ok',
+      'search:Patient': 'ok',
+      'search:Encounter': 'ok',
+      'search:Observation': 'ok',
+      'search:MedicationStatement': 'ok',
+      'search:MedicationRequest': 'ok',
+      'search:Condition': 'ok',
+      'read:Medication': 'ok',
+    });
+    expect(report.ok).toBe(true);
+    const text = formatCheckReport(report);
+    expect(text).toMatch(/\[ ok \] 1\. SMART discovery: token endpoint http:\/\/127\.0\.0\.1/);
+    expect(text).toMatch(/Group "ibd" lists 1 active patient/);
+    expect(text).toMatch(/Result: OK \(12 of 12 steps passed\)/);
+  });
+
+  it('when the centre pulls in bulk mode, then an export is kicked off and cancelled with DELETE', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    const report = await runCheck(centre);
+    expect(statusOf(report).export).toBe('ok');
+    expect(report.ok).toBe(true);
+    expect(ehr.requests.some((r) => r.kind === 'export' && r.status === 202)).toBe(true);
+    expect(ehr.requests.some((r) => r.method === 'DELETE' && r.kind === 'status')).toBe(true);
+  });
+
+  it('when the kid is not the registered one, then the token step fails with a hint naming the kid and later steps are skipped', async () => {
+    const { centre } = await startFixture();
+    const wrong = { ...centre, auth: { ...centre.auth, kid: 'not-the-registered-kid' } };
+    const report = await runCheck(wrong);
+    const token = report.steps.find((s) => s.id === 'token')!;
+    expect(token.status).toBe('failed');
+    expect(token.reason).toMatch(/invalid_client/);
+    expect(token.hint).toMatch(/not-the-registered-kid/);
+    expect(statusOf(report).scopes).toBe('skipped');
+    expect(statusOf(report)['search:Observation']).toBe('skipped');
+    expect(report.ok).toBe(false);
+    expect(formatCheckReport(report)).toMatch(
+      /\[FAIL\] 2\. Access token: invalid_client[\s\S]*hint: /,
+    );
+  });
+
+  it('when the EHR grants fewer scopes than the pull needs, then the scopes step lists what is missing', async () => {
+    const { centre } = await startFixture({
+      allowedScopes: ['system/Patient.rs', 'system/Group.rs', 'system/Encounter.rs'],
+      scopePolicy: 'downscope',
+    });
+    const report = await runCheck(centre);
+    const scopes = report.steps.find((s) => s.id === 'scopes')!;
+    expect(scopes.status).toBe('failed');
+    expect(scopes.reason).toMatch(/Observation/);
+    expect(scopes.hint).toMatch(/system\/Observation\.rs/);
+    expect(statusOf(report)['search:Observation']).toBe('failed');
+    expect(statusOf(report)['search:Encounter']).toBe('ok');
+    expect(report.ok).toBe(false);
+  });
+
+  it('when the cohort Group does not exist, then the cohort step fails with a hint and searches are skipped', async () => {
+    const { centre } = await startFixture({ centre: { cohort: { group: 'no-such-group' } } });
+    const report = await runCheck(centre);
+    const cohort = report.steps.find((s) => s.id === 'cohort')!;
+    expect(cohort.status).toBe('failed');
+    expect(cohort.hint).toMatch(/cohort\.group/);
+    expect(statusOf(report)['search:Encounter']).toBe('skipped');
+  });
+
+  it('when the cohort is a roster, then one line is resolved without printing the identifier', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lhn-roster-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const roster = join(dir, 'roster.txt');
+    await writeFile(roster, 'urn:mrn|100\nurn:mrn|999\n');
+    const { centre } = await startFixture({ centre: { cohort: { roster } } });
+    const report = await runCheck(centre);
+    expect(statusOf(report).cohort).toBe('ok');
+    expect(report.ok).toBe(true);
+    expect(formatCheckReport(report)).not.toMatch(/urn:mrn|\b100\b|999/);
+  });
+});
+
+describe('onboarding check from the command line', () => {
+  async function writeCentreFile(centre: CentreConfig, dir: string, kid = centre.auth.kid) {
+    const file = join(dir, `${centre.id}.json`);
+    await writeFile(
+      file,
+      JSON.stringify({
+        id: centre.id,
+        name: centre.name,
+        fhir: { baseUrl: centre.fhir.baseUrl },
+        auth: {
+          clientId: centre.auth.clientId,
+          privateKeyFile: centre.auth.privateKeyFile,
+          kid,
+          alg: centre.auth.alg,
+        },
+        cohort: centre.cohort,
+      }),
+    );
+    return file;
+  }
+
+  const cli = (args: string[]) =>
+    run(process.execPath, ['bin/lhn-bridge.js', 'check', ...args], {
+      cwd: process.cwd(),
+      timeout: 60_000,
+    }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({
+        code: e.code,
+        stdout: e.stdout,
+        stderr: e.stderr,
+      }),
+    );
+
+  it('when centre IT runs check on a good centre file, then it prints ok steps and exits 0', async () => {
+    const { centre, dir } = await startFixture();
+    const file = await writeCentreFile(centre, dir);
+    const result = await cli([file]);
+    expect(result.stdout).toMatch(/\[ ok \] 2\. Access token/);
+    expect(result.stdout).toMatch(/\[ ok \] .*Search Observation for one cohort patient/);
+    expect(result.stdout).toMatch(/Result: OK/);
+    expect(result.code).toBe(0);
+  });
+
+  it('when the centre file names a wrong kid, then check prints the failing step with its hint and exits 1', async () => {
+    const { centre, dir } = await startFixture();
+    await writeCentreFile(centre, dir, 'wrong-kid');
+    const result = await cli(['check-centre', '--centres-dir', dir]);
+    expect(result.stdout).toMatch(/\[FAIL\] 2\. Access token: invalid_client/);
+    expect(result.stdout).toMatch(/hint: .*kid "wrong-kid"/);
+    expect(result.stdout).toMatch(/\[skip\] .*Granted scopes: needs an access token/);
+    expect(result.stderr).toMatch(/check failed: 1 required step failed/);
+    expect(result.code).toBe(1);
+  });
+});
+
+describe('onboarding check verdicts on EHR answers (nock)', () => {
+  const base = 'https://ehr.example/fhir';
+  const centre = parseCentre(
+    {
+      id: 'nock-centre',
+      name: 'Nock centre',
+      fhir: { baseUrl: base },
+      auth: { clientId: 'bridge', privateKeyFile: 'k.json', kid: 'k1' },
+      cohort: { group: 'ibd' },
+      pull: { resourceTypes: ['Observation'] },
+    },
+    '/tmp/nock-centre.yaml',
+  );
+  const auth: SmartAuth = {
+    discover: async () => ({ token_endpoint: 'https://ehr.example/token' }),
+    getAccessToken: async () => ({
+      token: 't',
+      expiresAt: Date.now() + 300_000,
+      scopes: ['system/*.rs'],
+      missingScopes: [],
+      origin: 'https://ehr.example',
+    }),
+    invalidate: () => undefined,
+    tokenUrl: 'https://ehr.example/token',
+    clockSkewMs: 0,
+  };
+
+  it('when the server is not FHIR R4 and a search is forbidden, then both steps fail with hints', async () => {
+    nock.disableNetConnect();
+    nock('https://ehr.example')
+      .get('/fhir/metadata')
+      .reply(200, {
+        resourceType: 'CapabilityStatement',
+        fhirVersion: '3.0.2',
+        rest: [{ mode: 'server', resource: [{ type: 'Observation' }, { type: 'Group' }] }],
+      })
+      .get('/fhir/Group/ibd')
+      .reply(200, { resourceType: 'Group', member: [{ entity: { reference: 'Patient/p1' } }] })
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(403, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'forbidden',
+            details: { text: 'client not authorized for Observation' },
+          },
+        ],
+      });
+    const report = await runCheck(centre, { auth });
+    const capabilities = report.steps.find((s) => s.id === 'capabilities')!;
+    expect(capabilities.status).toBe('failed');
+    expect(capabilities.reason).toMatch(/3\.0\.2 is not R4/);
+    const search = report.steps.find((s) => s.id === 'search:Observation')!;
+    expect(search.status).toBe('failed');
+    expect(search.reason).toMatch(/HTTP 403/);
+    expect(search.details).toEqual(['error forbidden: client not authorized for Observation']);
+    expect(search.hint).toMatch(/scopes granted to client "bridge"/);
+    expect(report.ok).toBe(false);
+  });
+});
