@@ -366,12 +366,21 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     if (query.total) head.total = countMatches(store, query);
     head.link = links;
     res.writeHead(200, { 'content-type': FHIR_JSON });
-    res.write(`${JSON.stringify(head).slice(0, -1)},"entry":[`);
+    // A page can hold 1,000 resources: stream it in ~64 KB chunks rather than building one
+    // string or writing once per entry.
+    let buffered = `${JSON.stringify(head).slice(0, -1)},"entry":[`;
+    const emit = (text: string) => {
+      buffered += text;
+      if (buffered.length >= 65_536) {
+        res.write(buffered);
+        buffered = '';
+      }
+    };
     let first = true;
     const included = new Set<string>();
     const canIncludeMedication = scopesAllow(token.scopes, 'Medication', 'r');
     for (const entry of result.entries) {
-      res.write(
+      emit(
         `${first ? '' : ','}{"fullUrl":"${baseUrl}/${entry.type}/${entry.id}","resource":${entry.json},"search":{"mode":"match"}}`,
       );
       first = false;
@@ -381,15 +390,15 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     for (const id of included) {
       const med = store.get('Medication', id);
       if (med)
-        res.write(
+        emit(
           `,{"fullUrl":"${baseUrl}/Medication/${id}","resource":${med.json},"search":{"mode":"include"}}`,
         );
     }
     if (query.ignored.length > 0)
-      res.write(
+      emit(
         `${first ? '' : ','}{"resource":${outcome('not-supported', `ignored search parameters: ${query.ignored.join(', ')}`, 'warning')},"search":{"mode":"outcome"}}`,
       );
-    res.end(']}');
+    res.end(`${buffered}]}`);
   }
 
   async function handleSearch(
@@ -603,9 +612,12 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       return send(res, 404, outcome('not-found', 'no such export file'));
     res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
     let i = 0;
+    // Lines go out in ~64 KB chunks (one write per line is slow), honouring backpressure.
     const pump = () => {
       while (i < file.lines.length) {
-        const ok = res.write(`${file.lines[i++]}\n`);
+        let chunk = '';
+        while (i < file.lines.length && chunk.length < 65_536) chunk += `${file.lines[i++]}\n`;
+        const ok = res.write(chunk);
         if (!ok) {
           res.once('drain', pump);
           return;

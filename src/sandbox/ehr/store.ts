@@ -61,12 +61,16 @@ export function extractPatientId(resource: Record<string, unknown>): string | un
   return undefined;
 }
 
+const REFERENCE_PATTERNS = new Map<string, RegExp>();
+
 /** The id in a reference such as `Patient/1`, `http://x/fhir/Patient/1` or `Patient/1/_history/2`. */
 export function referenceId(reference: string, type: string): string | undefined {
-  const m = new RegExp(`(?:^|/)${type}/([A-Za-z0-9\\-.]{1,64})(?:/_history/[^/]+)?$`).exec(
-    reference,
-  );
-  return m?.[1];
+  let re = REFERENCE_PATTERNS.get(type);
+  if (!re) {
+    re = new RegExp(`(?:^|/)${type}/([A-Za-z0-9\\-.]{1,64})(?:/_history/[^/]+)?$`);
+    REFERENCE_PATTERNS.set(type, re);
+  }
+  return re.exec(reference)?.[1];
 }
 
 function extractMedicationId(resource: Record<string, unknown>): string | undefined {
