@@ -80,7 +80,7 @@ export interface FhirClient {
   readonly centreId: string;
   /** FHIR base URL without a trailing slash. */
   readonly baseUrl: string;
-  /** Foreign-origin decisions so far (for the run record). */
+  /** Recent foreign-origin decisions (see OriginGuard.events; use onOriginEvent to record all). */
   readonly originEvents: readonly OriginEvent[];
   /**
    * Sends a request and returns the 2xx (or 3xx-free) response with its body unread.

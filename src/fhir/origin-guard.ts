@@ -36,7 +36,10 @@ export interface OriginGuard {
     purpose: OriginPurpose,
     options?: { tokenRequired?: boolean },
   ): OriginDecision;
-  /** Every foreign-origin decision so far, oldest first. */
+  /**
+   * Foreign-origin decisions, oldest first; only the most recent `maxEvents` are kept (a
+   * client lives as long as its process). Use `onEvent` to record every one in a run.
+   */
   readonly events: readonly OriginEvent[];
 }
 
@@ -49,6 +52,8 @@ export interface OriginGuardOptions {
   /** Called for every foreign-origin decision (e.g. to add it to a run record). */
   onEvent?: (event: OriginEvent) => void;
   now?: () => number;
+  /** How many recent events `events` keeps (default 200). */
+  maxEvents?: number;
 }
 
 /** Creates the guard for one centre's FHIR base URL. */
@@ -60,6 +65,7 @@ export function createOriginGuard(options: OriginGuardOptions): OriginGuard {
   const record = (event: Omit<OriginEvent, 'at' | 'allowedOrigin'>) => {
     const full: OriginEvent = { at: new Date(now()).toISOString(), allowedOrigin, ...event };
     events.push(full);
+    if (events.length > (options.maxEvents ?? 200)) events.shift();
     options.logger?.warn(
       {
         centre: options.centreId,

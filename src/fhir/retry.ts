@@ -84,6 +84,8 @@ export function parseRetryAfter(
   if (/^\d+(\.\d+)?$/.test(text)) {
     requested = Number(text);
   } else {
+    // An HTTP-date always names a weekday or month; this keeps "-5" from parsing as year -5.
+    if (!/[A-Za-z]{3}/.test(text)) return undefined;
     const at = Date.parse(text);
     if (Number.isNaN(at)) return undefined;
     requested = Math.max(0, (at - options.now) / 1000);
