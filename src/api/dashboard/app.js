@@ -133,12 +133,16 @@ function shortId(id) {
   return id.length > 16 ? `${id.slice(0, 12)}…` : id;
 }
 
-function table(caption, headers, rows, empty) {
+/**
+ * A data table. `options.hiddenCaption` keeps the caption for screen readers only (when a
+ * heading above says the same); `options.narrow` sizes the table to its content.
+ */
+function table(caption, headers, rows, empty, options = {}) {
   if (rows.length === 0) return h('p', { class: 'empty' }, empty);
   return h(
     'table',
-    {},
-    h('caption', {}, caption),
+    { class: options.narrow ? 'narrow' : undefined },
+    h('caption', { class: options.hiddenCaption ? 'visually-hidden' : undefined }, caption),
     h(
       'thead',
       {},
@@ -358,7 +362,14 @@ function renderCentresTable(centres) {
           ? [
               runStatus(c.lastRun.status),
               ' ',
-              h('a', { href: `#/run/${c.lastRun.runId}` }, 'details'),
+              h('a', { href: `#/run/${encodeURIComponent(c.lastRun.runId)}` }, 'details'),
+              c.lastRun.lastError
+                ? h(
+                    'div',
+                    { class: 'small reason' },
+                    `${c.lastRun.lastError.step}: ${c.lastRun.lastError.message}`,
+                  )
+                : '',
             ]
           : '—',
       ),
@@ -414,6 +425,7 @@ function renderCentresTable(centres) {
     ],
     rows,
     'No centres are configured. Add centre files to the centres folder and restart.',
+    { hiddenCaption: true },
   );
 }
 
@@ -505,7 +517,7 @@ function renderFailed(failed, centreId) {
         ? h('button', { type: 'button', onclick: () => retryAll(centreId) }, 'Retry all')
         : '',
     ),
-    table('Failed submissions', headers, rows, 'No failed submissions.'),
+    table('Failed submissions', headers, rows, 'No failed submissions.', { hiddenCaption: true }),
     failed.total > failed.items.length
       ? h('p', { class: 'muted' }, `Showing ${failed.items.length} of ${failed.total}.`)
       : '',
@@ -612,8 +624,11 @@ function renderQuality(report) {
     table(
       'All findings by kind',
       ['Kind', 'Count'],
-      kinds.map(([kind, n]) => h('tr', {}, h('td', {}, kind), h('td', {}, String(n)))),
+      kinds.map(([kind, n]) =>
+        h('tr', {}, h('td', {}, kind), h('td', { class: 'num' }, String(n))),
+      ),
       'No findings.',
+      { narrow: true },
     ),
   ];
 }
@@ -757,6 +772,7 @@ async function renderCentre(id) {
       ['Started', 'Status', 'Mode', 'Counts', 'Last error'],
       runs,
       'No runs yet.',
+      { hiddenCaption: true },
     ),
     h('h3', {}, 'Data quality'),
     renderQuality(quality),
@@ -804,14 +820,16 @@ async function renderRun(id) {
     table(
       'Counts',
       ['Stage', 'Count'],
-      counts.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, String(v)))),
+      counts.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, String(v)))),
       '',
+      { narrow: true },
     ),
     table(
       'Quality findings in this run',
       ['Kind', 'Count'],
-      findings.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, String(v)))),
+      findings.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, String(v)))),
       'No quality findings in this run.',
+      { narrow: true },
     ),
     run.errors.length > 0
       ? [
