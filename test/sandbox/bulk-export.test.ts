@@ -195,6 +195,19 @@ describe('sandbox EHR Bulk Data export', () => {
     ]);
   });
 
+  it('when a Patient-level export has _since, then deletions of every patient are listed, Patients included', async () => {
+    const { ehr, runExport, download } = await setup();
+    const since = (await runExport('Patient/$export?_type=Patient')).manifest.transactionTime;
+    ehr.delete('Patient', 'p3');
+    ehr.delete('Encounter', 'e-p3');
+    const { manifest } = await runExport(
+      `Patient/$export?_type=Patient,Encounter&_since=${encodeURIComponent(since)}`,
+    );
+    expect(manifest.output).toEqual([]);
+    const deleted = (await download(manifest.deleted[0]!.url)).map((b) => b.entry![0]!.request.url);
+    expect(deleted).toEqual(['Patient/p3', 'Encounter/e-p3']);
+  });
+
   it('when the status URL gets DELETE, then the job is cancelled and the status URL answers 404', async () => {
     const { kickOff, auth } = await setup({ exportPollsBeforeDone: 5 });
     const status = (await kickOff('Group/ibd/$export')).headers.get('content-location')!;

@@ -260,6 +260,53 @@ describe('sandbox EHR search', () => {
   });
 });
 
+describe('sandbox EHR search at size', () => {
+  it('when 20,000 resources are paged type-wide with _count above the maximum, then pages are capped at 1,000 and every resource comes once', async () => {
+    const many = Array.from({ length: 20_000 }, (_, i) =>
+      observation(`o${i}`, `p${i % 500}`, day((i % 28) + 1)),
+    );
+    const { allPages } = await setup(many);
+    const pages = await allPages('Observation?_count=5000');
+    expect(pages).toHaveLength(20);
+    expect(pages.every((p) => p.length === 1000)).toBe(true);
+    const ids = pages.flat();
+    expect(new Set(ids).size).toBe(20_000);
+    expect(ids[0]).toBe('o0');
+    expect(ids[19_999]).toBe('o19999');
+  });
+
+  it('when a search is POSTed to _search, then it answers as the GET search does', async () => {
+    const { ehr, token } = await setup([
+      { resourceType: 'Patient', id: 'p1' },
+      observation('o1', 'p1', day(1)),
+      observation('o2', 'p2', day(1)),
+    ]);
+    const res = await fetch(`${ehr.baseUrl}/Observation/_search`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'patient=p1',
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as Bundle).entry!.map((e) => e.resource.id)).toEqual(['o1']);
+  });
+});
+
+describe('sandbox EHR client registration', () => {
+  it('when a JWKS with private key material is registered, then registration is refused', async () => {
+    const { ehr } = await setup([]);
+    expect(() =>
+      ehr.registerClient({
+        clientId: 'leaky',
+        jwks: { keys: [{ kty: 'EC', crv: 'P-384', x: 'x', y: 'y', d: 'secret' }] },
+      }),
+    ).toThrow(/private or symmetric/);
+    expect(() => ehr.registerClient({ clientId: 'nothing' })).toThrow(/jwks or jwksUrl/);
+  });
+});
+
 describe('sandbox EHR bearer token checks', () => {
   it('when no token is sent, then 401 with WWW-Authenticate and an OperationOutcome', async () => {
     const { ehr } = await setup([{ resourceType: 'Patient', id: 'p1' }]);

@@ -76,6 +76,10 @@ export class SandboxAuthServer {
 
   registerClient(registration: RegisterClientOptions): void {
     if (!registration.clientId) throw new Error('registerClient: clientId is required');
+    if (registration.jwks?.keys.some((k) => 'd' in k || k.kty === 'oct'))
+      throw new Error(
+        `registerClient ${registration.clientId}: the JWKS holds private or symmetric key material; register public keys only`,
+      );
     let getKey: JWTVerifyGetKey;
     if (registration.jwks) getKey = createLocalJWKSet(registration.jwks);
     else if (registration.jwksUrl)
