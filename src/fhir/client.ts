@@ -188,6 +188,9 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       if (held) await held.release();
     };
     const label = labelFor(url, init);
+    // Only failures while talking to the EHR count as network errors; a Redis or token
+    // failure while preparing the request propagates unchanged (its own error says why).
+    let phase: 'prepare' | 'exchange' = 'prepare';
     try {
       if (options.limiter) lease = await options.limiter.acquire(init.signal);
       const headers: Record<string, string> = {
@@ -223,6 +226,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         timer = undefined;
       };
       const started = performance.now();
+      phase = 'exchange';
       let response: Response;
       try {
         response = await doFetch(url, {
@@ -282,7 +286,12 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       }
 
       if (!response.ok) {
+        const bodyTimer = setTimeout(
+          () => controller.abort(new DOMException('error body stalled', 'TimeoutError')),
+          timeoutMs,
+        );
         const text = await readLimited(response, MAX_ERROR_BODY_BYTES).catch(() => '');
+        clearTimeout(bodyTimer);
         init.signal?.removeEventListener('abort', onCallerAbort);
         let issues: ReturnType<typeof parseOutcomeIssues> = [];
         try {
@@ -333,6 +342,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       return { kind: 'done', value };
     } catch (err) {
       if (init.signal?.aborted) throw init.signal.reason ?? err;
+      if (phase === 'prepare') throw err;
       if (
         err instanceof FhirHttpError ||
         err instanceof OriginRefusedError ||

@@ -226,6 +226,18 @@ describe('FHIR client authentication', () => {
     expect(nock.pendingMocks()).toEqual([]);
   });
 
+  it('when the token cannot be obtained, then the auth error propagates unchanged and nothing is sent', async () => {
+    const { client, auth, sleeps } = makeClient();
+    const authError = Object.assign(new Error('SMART token failed: invalid_client'), {
+      code: 'invalid_client',
+    });
+    auth.getAccessToken = () => Promise.reject(authError);
+    const scope = nock(EHR).get('/fhir/Patient/p1').reply(200, patient);
+    await expect(client.read('Patient', 'p1')).rejects.toBe(authError);
+    expect(sleeps).toEqual([]);
+    expect(scope.isDone()).toBe(false);
+  });
+
   it('when requests are logged at debug level, then neither the token nor query values appear', async () => {
     const { client, log } = makeClient({ tokens: ['secret-token-value'] });
     nock(EHR)
