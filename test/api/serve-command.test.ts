@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { hashApiKey } from '../../src/api/auth.js';
+import {
+  REDIS_URL,
+  SECRET,
+  centreData,
+  deletePrefix,
+  newApiKey,
+  testPrefix,
+  testRedis,
+} from './helpers.js';
+
+/** Resolves with the first stdout line matching `pattern`, or rejects when the process ends. */
+function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const timer = setTimeout(() => reject(new Error(`no line matching ${pattern}`)), timeoutMs);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      const match = buffer.split('\n').find((line) => pattern.test(line));
+      if (match) {
+        clearTimeout(timer);
+        resolve(match);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited early with ${code}`));
+    });
+  });
+}
+
+describe('lhn-bridge serve', () => {
+  let dir: string;
+  const prefix = testPrefix();
+  const key = newApiKey();
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lhn-serve-'));
+    await writeFile(join(dir, 'alpha.yaml'), stringify(centreData('alpha')));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+    const redis = testRedis();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+  });
+
+  it('when started from the CLI and sent SIGTERM, then it serves the API and then exits 0 after closing', async () => {
+    const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
+      cwd: process.cwd(),
+      env: {
+        PATH: process.env.PATH,
+        LHN_PSEUDONYM_SECRET: SECRET,
+        LHN_REDIS_URL: REDIS_URL,
+        LHN_QUEUE_PREFIX: prefix,
+        LHN_CENTRES_DIR: dir,
+        LHN_KEYS_DIR: dir,
+        LHN_LOG_LEVEL: 'warn',
+        LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      const line = await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:\d+/, 30_000);
+      const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
+      expect((await fetch(`${url}/ready`)).status).toBe(200);
+      const centres = await fetch(`${url}/api/centres`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(centres.status).toBe(200);
+      expect(((await centres.json()) as { centres: { id: string }[] }).centres[0]!.id).toBe(
+        'alpha',
+      );
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toBe('');
+      await expect(fetch(`${url}/health`)).rejects.toThrow();
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('when the configuration is invalid, then serve exits 2 naming the problem', async () => {
+    const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve'], {
+      cwd: process.cwd(),
+      env: { PATH: process.env.PATH, LHN_CENTRES_DIR: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr).toContain('pseudonymSecret');
+  });
+});
