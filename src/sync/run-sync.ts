@@ -110,6 +110,30 @@ function describeError(err: unknown): string {
   return message.length > 500 ? `${message.slice(0, 500)}...` : message;
 }
 
+/** Distinct errors of a run with how often each happened (a bad page can repeat 10,000 times). */
+function createErrorList(maxDistinct = 20) {
+  const seen = new Map<string, { step: string; message: string; count: number }>();
+  let dropped = 0;
+  return {
+    add(error: { step: string; message: string }): void {
+      const key = `${error.step}\u0000${error.message}`;
+      const entry = seen.get(key);
+      if (entry) entry.count += 1;
+      else if (seen.size < maxDistinct) seen.set(key, { ...error, count: 1 });
+      else dropped += 1;
+    },
+    size: () => seen.size + dropped,
+    list(): { step: string; message: string }[] {
+      const out = [...seen.values()].map((e) => ({
+        step: e.step,
+        message: e.count > 1 ? `${e.message} (${e.count} times)` : e.message,
+      }));
+      if (dropped > 0) out.push({ step: 'run', message: `${dropped} more errors not listed` });
+      return out;
+    },
+  };
+}
+
 /** The smallest watermark across the types, or undefined if any type has none. */
 export function incrementalSince(
   marks: Record<string, string>,
@@ -161,7 +185,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   const overlapMs = options.overlapMs ?? DEFAULT_OVERLAP_MS;
   const counts: RunCounts = emptyCounts();
   const findingsByKind: Record<string, number> = {};
-  const errors: { step: string; message: string }[] = [];
+  const errors = createErrorList();
   const state = openVisitState(deps.redis, deps.prefix, centre.id);
   let phase = 'start';
 
@@ -247,7 +271,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     } catch (err) {
       // One patient's data that cannot be mapped must not hide everyone else's: record it,
       // keep going, and fail the run at the end (watermarks stay, so it is retried).
-      errors.push({ step: 'map', message: describeError(err) });
+      errors.add({ step: 'map', message: describeError(err) });
       return;
     }
     counts.mapped += resources.length;
@@ -367,7 +391,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           } else if (item.kind === 'deleted') {
             if (item.resourceType === 'Encounter') deletedEncounters.push(item.id);
           } else {
-            errors.push({ step: 'pull', message: item.message });
+            errors.add({ step: 'pull', message: item.message });
           }
           if (counts.pulled % 5000 === 0) await progress();
         }
@@ -422,7 +446,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       }
     }
 
-    if (errors.length === 0) {
+    if (errors.size() === 0) {
       await setPhase('retract');
       await retractMissing(lookbackStart);
     }
@@ -430,7 +454,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     await enqueuer.flush();
     syncEnqueueCounts();
 
-    if (errors.length === 0) {
+    if (errors.size() === 0) {
       const mark = new Date(serverTime - overlapMs).toISOString();
       await state.setWatermarks(Object.fromEntries(types.map((t) => [t, mark])));
     }
@@ -442,7 +466,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       await enqueuer.flush();
       syncEnqueueCounts();
     } catch (flushErr) {
-      errors.push({ step: 'enqueue', message: describeError(flushErr) });
+      errors.add({ step: 'enqueue', message: describeError(flushErr) });
     }
     if (signal?.aborted) {
       await deps.runStore.update(runId, {
@@ -454,15 +478,15 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       log.info({ counts }, 'sync interrupted; it will run again from its watermarks');
       throw new SyncInterruptedError(runId);
     }
-    errors.push({ step: phase, message: describeError(err) });
+    errors.add({ step: phase, message: describeError(err) });
   }
 
-  const status = errors.length === 0 ? 'succeeded' : 'failed';
+  const status = errors.size() === 0 ? 'succeeded' : 'failed';
   const record = (await deps.runStore.finish(runId, {
     status,
     counts: { ...counts },
     findingsByKind,
-    errors,
+    errors: errors.list(),
   }))!;
   deps.metrics?.syncRuns.inc({ centre: centre.id, outcome: status });
   await options.onProgress?.({
@@ -471,7 +495,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     visits: counts.visits,
     enqueued: counts.enqueued,
   });
-  log.info({ status, mode, counts, errors: errors.length }, 'sync finished');
+  log.info({ status, mode, counts, errors: errors.size() }, 'sync finished');
   if (status === 'failed') throw new SyncFailedError(record);
   return record;
 }

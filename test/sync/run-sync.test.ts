@@ -1,0 +1,222 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ExpectedVisit } from '../../fixtures/generator/index.js';
+import type { VisitSubmission } from '../../src/registry/submission.js';
+import { startSyncFixture, type SyncFixture } from './fixture.js';
+
+/** Compares what the registry holds for a visit with the generator's truth. */
+function expectMatchesTruth(stored: VisitSubmission | undefined, truth: ExpectedVisit): void {
+  expect(stored, `visit ${truth.encounterId}`).toBeDefined();
+  expect({
+    date: stored!.visit.date,
+    type: stored!.visit.type,
+    pga: stored!.pga,
+    remission: stored!.remission,
+    steroidUse: stored!.steroidUse,
+    height: stored!.height?.value ?? null,
+    weight: stored!.weight?.value ?? null,
+    diagnosis: stored!.diagnosis,
+  }).toEqual({
+    date: truth.visitDate,
+    type: truth.visitType,
+    pga: truth.pga,
+    remission: truth.remission,
+    steroidUse: truth.steroidUse,
+    height: truth.heightCm,
+    weight: truth.weightKg,
+    diagnosis: truth.diagnosis,
+  });
+}
+
+describe('sync run against the sandbox EHR and registry', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 8, centreId: 'sync-run' });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('when a centre is synced in full and delivered, then the registry holds every expected visit once, as the generator intended', async () => {
+    const truth = f.gen.truth.filter((t) => !t.retracted);
+    const record = await f.runSync('full');
+    expect(record.status).toBe('succeeded');
+    expect(record.counts.enqueued).toBe(truth.length);
+    expect(record.counts.pulled).toBeGreaterThan(truth.length);
+    await f.deliverAll();
+    const visits = f.registry.visits();
+    expect(visits).toHaveLength(truth.length);
+    expect(f.registry.submissions()).toHaveLength(truth.length);
+    for (const t of truth) {
+      const stored = visits.find((v) => v.visitKey === f.visitKey(t.encounterId));
+      expectMatchesTruth(stored?.current, t);
+    }
+  });
+
+  it('when the data manager opens the quality report, then it counts visits without PGA and unmapped codes as the generator planted them', async () => {
+    const truth = f.gen.truth.filter((t) => !t.retracted);
+    const report = await f.runtime.runStore.getQualityReport(f.centre.id);
+    expect(report).toBeDefined();
+    expect(report!.visits).toBe(truth.length);
+    const missingPga = truth.filter((t) => t.expectedFindings.includes('missing-pga')).length;
+    expect(report!.visitsWithoutPga.count).toBe(missingPga);
+    const unmapped = truth.flatMap((t) => t.findings.filter((x) => x.kind === 'unmapped-code'));
+    expect(report!.unmappedCodes.reduce((n, u) => n + u.count, 0)).toBe(unmapped.length);
+    for (const u of report!.unmappedCodes) expect(u.exampleResource).toMatch(/^[A-Z][A-Za-z]+\//);
+  });
+
+  it('when the sync runs again with no EHR changes, then nothing is enqueued', async () => {
+    const before = await f.runtime.queues.submissions.getJobCountByTypes('completed', 'waiting');
+    const record = await f.runSync('full');
+    expect(record.counts.enqueued).toBe(0);
+    // Every visit is unchanged; entered-in-error encounters never sent get no retraction.
+    expect(record.counts.unchanged).toBe(f.gen.truth.filter((t) => !t.retracted).length);
+    expect(record.counts.retracted).toBe(0);
+    expect(await f.runtime.queues.submissions.getJobCountByTypes('completed', 'waiting')).toBe(
+      before,
+    );
+    const incremental = await f.runSync('incremental');
+    expect(incremental.mode).toBe('incremental');
+    expect(incremental.counts.enqueued).toBe(0);
+  });
+
+  it('when one PGA observation changes, then an incremental sync enqueues exactly that visit', async () => {
+    const questions = f.gen.centreOverrides.valueSets.pga.questions.map(
+      (q) => `${q.system}|${q.code}`,
+    );
+    const answers = f.gen.centreOverrides.valueSets.pga.answers.filter(
+      (
+        a,
+      ): a is {
+        system: string;
+        code: string;
+        category: 'quiescent' | 'mild' | 'moderate' | 'severe';
+      } => 'code' in a,
+    );
+    // A visit whose PGA comes from an observation that references its encounter.
+    let target: { obs: Record<string, unknown>; truth: ExpectedVisit } | undefined;
+    for (const t of f.gen.truth) {
+      if (t.retracted || t.pga === null) continue;
+      const obs = f.gen
+        .resourcesOfPatient(t.patientId)
+        .find(
+          (r) =>
+            r.resourceType === 'Observation' &&
+            (r.encounter as { reference?: string } | undefined)?.reference ===
+              `Encounter/${t.encounterId}` &&
+            ((r.code as { coding?: { system: string; code: string }[] }).coding ?? []).some((c) =>
+              questions.includes(`${c.system}|${c.code}`),
+            ) &&
+            r.valueCodeableConcept !== undefined,
+        );
+      if (obs) {
+        target = { obs, truth: t };
+        break;
+      }
+    }
+    expect(target, 'a visit with an encounter-linked coded PGA').toBeDefined();
+    const newAnswer = answers.find((a) => a.category !== target!.truth.pga)!;
+    f.ehr.upsert({
+      ...target!.obs,
+      valueCodeableConcept: { coding: [{ system: newAnswer.system, code: newAnswer.code }] },
+    } as never);
+    const record = await f.runSync('incremental');
+    expect(record.counts.enqueued).toBe(1);
+    await f.deliverAll();
+    const stored = f.registry
+      .visits()
+      .find((v) => v.visitKey === f.visitKey(target!.truth.encounterId));
+    expect(stored!.current!.pga).toBe(newAnswer.category);
+    expect(stored!.version).toBe(2);
+  });
+
+  it("when a sent visit's encounter becomes entered-in-error, then an incremental sync sends one retraction", async () => {
+    const t = f.gen.truth.find((x) => !x.retracted)!;
+    const encounter = f.ehr.get('Encounter', t.encounterId)!;
+    f.ehr.upsert({ ...encounter, status: 'entered-in-error' } as never);
+    const record = await f.runSync('incremental');
+    expect(record.counts).toMatchObject({ enqueued: 1, retracted: 1 });
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+    expect(stored).toMatchObject({ retracted: true, retractionReason: 'entered-in-error' });
+    const again = await f.runSync('full');
+    expect(again.counts.retracted).toBe(0);
+  });
+
+  it("when a sent visit's encounter is deleted from the EHR, then the next full sync retracts it as deleted", async () => {
+    const retractedKeys = new Set(
+      f.registry
+        .visits()
+        .filter((v) => v.retracted)
+        .map((v) => v.visitKey),
+    );
+    const t = f.gen.truth.find(
+      (x) => !x.retracted && !retractedKeys.has(f.visitKey(x.encounterId)),
+    )!;
+    expect(f.ehr.delete('Encounter', t.encounterId)).toBe(true);
+    const record = await f.runSync('full');
+    expect(record.counts.retracted).toBe(1);
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+    expect(stored).toMatchObject({ retracted: true, retractionReason: 'deleted' });
+  });
+
+  it('when the EHR fails mid-run, then the run is recorded failed with the step and the watermark does not move', async () => {
+    const marksBefore = await f.runtime.redis.hgetall(
+      `${f.runtime.prefix}:state:${f.centre.id}:watermarks`,
+    );
+    f.ehr.faults.set({
+      unavailable: { count: 1000, kinds: ['search'], resourceType: 'Observation' },
+    });
+    try {
+      const err = await f.runSync('full').catch((e: unknown) => e);
+      expect((err as Error).name).toBe('SyncFailedError');
+    } finally {
+      f.ehr.faults.reset();
+    }
+    const latest = await f.runtime.runStore.latest(f.centre.id);
+    expect(latest!.status).toBe('failed');
+    expect(latest!.errors[0]!.step).toBe('pull');
+    expect(
+      await f.runtime.redis.hgetall(`${f.runtime.prefix}:state:${f.centre.id}:watermarks`),
+    ).toEqual(marksBefore);
+  });
+});
+
+describe('sync run in bulk mode', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 6, seed: 23, centreId: 'sync-bulk', pullMode: 'bulk' });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('when a centre is synced in full by $export, then every expected visit is enqueued and delivered once', async () => {
+    const truth = f.gen.truth.filter((t) => !t.retracted);
+    const record = await f.runSync('full');
+    expect(record.status).toBe('succeeded');
+    expect(record.counts.enqueued).toBe(truth.length);
+    await f.deliverAll();
+    expect(f.registry.visits()).toHaveLength(truth.length);
+    for (const t of truth) {
+      const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+      expectMatchesTruth(stored?.current, t);
+    }
+  });
+
+  it("when an encounter is deleted, then the incremental export's deleted entry retracts its visit", async () => {
+    const t = f.gen.truth.find((x) => !x.retracted)!;
+    expect(f.ehr.delete('Encounter', t.encounterId)).toBe(true);
+    const record = await f.runSync('incremental');
+    expect(record.mode).toBe('incremental');
+    expect(record.counts).toMatchObject({ retracted: 1, enqueued: 1 });
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+    expect(stored).toMatchObject({ retracted: true, retractionReason: 'deleted' });
+  });
+
+  it('when nothing changed, then an incremental export enqueues nothing', async () => {
+    const record = await f.runSync('incremental');
+    expect(record.counts.enqueued).toBe(0);
+  });
+});
