@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requestSync } from '../../src/api/services/sync-trigger.js';
+import { startWorker, type RunningWorker } from '../../src/worker.js';
+import { getCentreLockHolder } from '../../src/sync/centre-lock.js';
+import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
+import { waitFor } from '../sync/helpers.js';
+
+describe('sync worker', () => {
+  let f: SyncFixture;
+  let worker: RunningWorker | undefined;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 8, centreId: 'sync-worker' });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await f?.close();
+  });
+
+  const trigger = () =>
+    requestSync(
+      {
+        redis: f.runtime.redis,
+        prefix: f.runtime.prefix,
+        syncQueue: f.runtime.queues.sync,
+        runStore: f.runtime.runStore,
+      },
+      f.centre.id,
+      'full',
+    );
+  const runStatus = async (runId: string) => (await f.runtime.runStore.get(runId))?.status;
+
+  it('when a manual sync is triggered while one runs, then it is reported with the running run id, and a scheduled tick is skipped', async () => {
+    f.ehr.faults.set({ slow: { delayMs: 100, kinds: ['search'] } });
+    worker = await startWorker(f.runtime, { syncConcurrency: 2, prepareCentre: f.prepareCentre });
+    const first = await trigger();
+    expect(first.status).toBe('queued');
+    const runId = first.runId!;
+    await waitFor(async () => (await runStatus(runId)) === 'running', 20_000, 'the run to start');
+
+    const second = await trigger();
+    expect(second).toMatchObject({ status: 'already-running', runId });
+
+    const tick = await f.runtime.queues.sync.add('sync', {
+      centreId: f.centre.id,
+      mode: 'incremental',
+      reason: 'schedule',
+    });
+    await waitFor(async () => (await tick.getState()) === 'completed', 20_000, 'the tick');
+    const done = await f.runtime.queues.sync.getJob(tick.id!);
+    expect(done!.returnvalue).toMatchObject({ status: 'skipped', runningRunId: runId });
+
+    f.ehr.faults.reset();
+    await waitFor(
+      async () => (await runStatus(runId)) === 'succeeded',
+      60_000,
+      'the run to finish',
+    );
+    const runs = await f.runtime.runStore.list({ centreId: f.centre.id });
+    expect(runs.map((r) => r.runId)).toEqual([runId]);
+    expect(
+      await getCentreLockHolder(f.runtime.redis, f.runtime.prefix, f.centre.id),
+    ).toBeUndefined();
+    await worker.close();
+    worker = undefined;
+  });
+
+  it('when the worker shuts down mid-sync, then the run is handed back and another worker finishes it under the same run id', async () => {
+    f.ehr.faults.set({ slow: { delayMs: 150, kinds: ['search'] } });
+    const first = await startWorker(f.runtime, { prepareCentre: f.prepareCentre });
+    const { runId } = await trigger();
+    await waitFor(
+      async () => ((await f.runtime.runStore.get(runId!))?.counts.pulled ?? 0) > 0,
+      20_000,
+      'the pull to start',
+    );
+    await first.close();
+    const interrupted = await f.runtime.runStore.get(runId!);
+    expect(interrupted).toMatchObject({ status: 'queued', phase: 'interrupted' });
+    const job = await f.runtime.queues.sync.getJob(interrupted!.jobId!);
+    expect(['delayed', 'waiting']).toContain(await job!.getState());
+    expect(
+      await getCentreLockHolder(f.runtime.redis, f.runtime.prefix, f.centre.id),
+    ).toBeUndefined();
+
+    f.ehr.faults.reset();
+    worker = await startWorker(f.runtime, { prepareCentre: f.prepareCentre });
+    await waitFor(
+      async () => (await runStatus(runId!)) === 'succeeded',
+      60_000,
+      'the run to finish',
+    );
+    expect((await f.runtime.runStore.get(runId!))!.reason).toBe('manual');
+  });
+});
