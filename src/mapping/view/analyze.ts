@@ -540,8 +540,9 @@ export class ExpressionAnalyzer {
     if (isChoice(type)) {
       const matching = type.types.filter((t) => isSubtypeOf(t, spec.name));
       const resultType = matching.length === 1 ? matching[0] : undefined;
-      if (spec.namespace !== 'FHIR') {
-        return slow(resultType, `ofType(${text}) may mean a FHIRPath system type`);
+      // `Quantity` names both FHIR.Quantity and System.Quantity, which fhirpath.js treats alike.
+      if (spec.namespace === 'System') {
+        return slow(resultType, `ofType(${text}) names a FHIRPath system type`);
       }
       if (!input.choiceInput) return slow(resultType, input.reason ?? 'slow input');
       if (matching.length === 0) return { type: undefined, fast: () => undefined };
@@ -552,7 +553,7 @@ export class ExpressionAnalyzer {
           : choiceStep(input.choiceInput, keys, primitives);
       return { type: resultType, fast: step };
     }
-    if (spec.namespace !== 'FHIR' || type.startsWith('System.')) {
+    if (spec.namespace === 'System' || type.startsWith('System.')) {
       return slow(undefined, `ofType(${text}) on ${type} is evaluated by fhirpath.js`);
     }
     if ((type === 'Resource' || type === 'DomainResource') && isResourceType(spec.name)) {

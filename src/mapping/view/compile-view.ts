@@ -189,7 +189,6 @@ class SelectRunner {
 class ViewRuntime {
   readonly state: EvaluationState = { resource: undefined };
   values: unknown[] = [];
-  names: string[] = [];
   out: Record<string, unknown>[] = [];
 
   constructor(
@@ -244,13 +243,33 @@ class ViewRuntime {
     );
   }
 
+  /** Builds a row object from the slot values; set once the columns are known. */
+  buildRow: (values: unknown[]) => Record<string, unknown> = () => ({});
+
   emitRow = (): void => {
-    const names = this.names;
-    const values = this.values;
-    const row: Record<string, unknown> = {};
-    for (let i = 0; i < names.length; i++) row[names[i] as string] = values[i];
-    this.out.push(row);
+    this.out.push(this.buildRow(this.values));
   };
+}
+
+const COLUMN_NAME_RE = /^[A-Za-z][A-Za-z0-9_]*$/;
+
+/**
+ * Compiles the row constructor of a view: an object literal with the columns in order, so
+ * every row has the same shape (hidden class) and is built without per-key dynamic stores.
+ */
+function compileRowBuilder(names: string[]): (values: unknown[]) => Record<string, unknown> {
+  if (!names.every((n) => COLUMN_NAME_RE.test(n))) {
+    return (values) => {
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < names.length; i++) row[names[i] as string] = values[i];
+      return row;
+    };
+  }
+  const body = `return { ${names.map((n, i) => `${n}: values[${i}]`).join(', ')} };`;
+  // Safe: every name matched COLUMN_NAME_RE (letters, digits, _), so the generated source is
+  // an object literal of plain identifiers and indexes, nothing else.
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return new Function('values', body) as (values: unknown[]) => Record<string, unknown>;
 }
 
 /** Builds runners for a validated model, compiling every expression once. */
@@ -509,7 +528,7 @@ export function compileView(definition: unknown, options: CompileViewOptions = {
     throw new ViewDefinitionError(compiler.issues, source, model.name);
   root.next = runtime.emitRow;
   root.link();
-  runtime.names = columns.map((c) => c.name);
+  runtime.buildRow = compileRowBuilder(columns.map((c) => c.name));
   runtime.values = new Array<unknown>(columns.length).fill(null);
 
   const rows = (resource: any): Record<string, unknown>[] => {

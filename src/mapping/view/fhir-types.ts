@@ -164,14 +164,20 @@ export function isDefinitelyNotBoolean(type: StaticType): boolean {
   return !isBooleanLike(type);
 }
 
-/** True when `name` is a FHIR resource type of the R4 model. */
+const RESOURCE_TYPES: ReadonlySet<string> = new Set(
+  [...availableTypes].filter((name) => {
+    let current: string | undefined = name;
+    for (let guard = 0; current && guard < 10; guard++) {
+      if (current === 'Resource') return true;
+      current = type2Parent[current];
+    }
+    return false;
+  }),
+);
+
+/** True when `name` is a FHIR resource type of the R4 model (including Resource itself). */
 export function isResourceType(name: string): boolean {
-  let current: string | undefined = name;
-  for (let guard = 0; current && guard < 10; guard++) {
-    if (current === 'Resource') return true;
-    current = type2Parent[current];
-  }
-  return false;
+  return RESOURCE_TYPES.has(name);
 }
 
 /** True when `type` is `ancestor` or derives from it (e.g. Age from Quantity, code from string). */

@@ -8,6 +8,19 @@ import { isResourceType } from './fhir-types.js';
 const REFERENCE_RE =
   /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 
+/** FHIR id syntax: 1-64 of A-Z a-z 0-9 - . */
+function isValidId(id: string): boolean {
+  const n = id.length;
+  if (n === 0 || n > 64) return false;
+  for (let i = 0; i < n; i++) {
+    const c = id.charCodeAt(i);
+    const ok =
+      (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 /** The key of a resource: its logical id, or undefined when it has none. */
 export function resourceKeyOf(resource: unknown): string | undefined {
   if (typeof resource !== 'object' || resource === null) return undefined;
@@ -18,6 +31,13 @@ export function resourceKeyOf(resource: unknown): string | undefined {
 /** Splits a literal reference into type and id, or undefined when it is not one. */
 export function parseLiteralReference(reference: string): { type: string; id: string } | undefined {
   if (reference.startsWith('#') || reference.startsWith('urn:')) return undefined;
+  // The common relative form `Type/id`, without a regular expression.
+  const slash = reference.indexOf('/');
+  if (slash > 0 && reference.indexOf('/', slash + 1) === -1) {
+    const type = reference.slice(0, slash);
+    const id = reference.slice(slash + 1);
+    return isResourceType(type) && isValidId(id) ? { type, id } : undefined;
+  }
   const match = REFERENCE_RE.exec(reference);
   if (!match) return undefined;
   const type = match[1] as string;
@@ -33,6 +53,18 @@ export function referenceKeyOf(reference: unknown, expectedType?: string): strin
   if (typeof reference !== 'object' || reference === null) return undefined;
   const literal = (reference as { reference?: unknown }).reference;
   if (typeof literal !== 'string') return undefined;
+  if (expectedType !== undefined) {
+    // Fast check of the common `Type/id` form against the expected type.
+    const n = expectedType.length;
+    if (
+      literal.charCodeAt(n) === 47 &&
+      literal.startsWith(expectedType) &&
+      literal.indexOf('/', n + 1) === -1
+    ) {
+      const id = literal.slice(n + 1);
+      return isValidId(id) ? id : undefined;
+    }
+  }
   const parsed = parseLiteralReference(literal);
   if (!parsed) return undefined;
   if (expectedType !== undefined && parsed.type !== expectedType) return undefined;
