@@ -32,7 +32,9 @@ export interface ExportJob {
   transactionMs: number;
   types: string[];
   since: number | undefined;
-  status: 'in-progress' | 'complete' | 'cancelled';
+  status: 'in-progress' | 'complete' | 'failed' | 'cancelled';
+  /** Why the job failed (status failed). */
+  failure?: string;
   /** Status polls answered while in progress (jobs finish after `pollsBeforeDone`). */
   polls: number;
   /** Fraction of the snapshot done, 0..1. */
@@ -95,8 +97,10 @@ export class ExportJobs {
       deleted: [],
     };
     this.jobs.set(job.id, job);
-    // Snapshot the patient lists synchronously so later writes cannot leak into it.
-    void this.build(job, params);
+    this.build(job, params).catch((err: unknown) => {
+      job.status = 'failed';
+      job.failure = (err as Error).message;
+    });
     return job;
   }
 

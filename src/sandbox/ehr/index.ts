@@ -577,6 +577,12 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     const pollError = faults.takeStatusPollError();
     if (pollError !== undefined)
       return send(res, pollError, outcome('transient', 'injected status poll error'));
+    if (job.status === 'failed')
+      return send(
+        res,
+        500,
+        outcome('exception', `the export failed: ${job.failure ?? 'unknown error'}`),
+      );
     const failure = faults.live.exportFailure;
     if (failure)
       return send(
