@@ -100,10 +100,10 @@ export function generateObservations(count: number, seed = 42): Record<string, u
 
 /**
  * Rows per second of `view` over `resources`, measured for about `seconds` after a warm-up.
- * `view` is a compiled view or a ViewDefinition (compiled here, outside the timing).
+ * `view` is a CompiledView or a ViewDefinition (compiled here, outside the timing).
  */
 export function measureViewRowsPerSecond(
-  view: CompiledView | unknown,
+  view: unknown,
   resources: readonly unknown[],
   seconds = 3,
 ): number {
