@@ -119,7 +119,10 @@ export function parseCentreOverrides(overrides: unknown, source: string): Centre
     throw new OverridesError(
       source,
       result.error.issues.map((issue) => ({
-        path: issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.'),
+        path: issue.path
+          .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+          .join('.')
+          .replace(/\.\[/g, '['),
         message: issue.message,
       })),
     );
@@ -196,4 +199,3 @@ export function applyCentreOverrides(pack: MappingPack, overrides: CentreOverrid
   };
   return { ...pack, valueSets, assembly };
 }
-

@@ -89,6 +89,7 @@ export const PgaAnswerSchema = z.union([
     .object({
       system: nonEmpty,
       code: nonEmpty,
+      display: z.string().optional(),
       category: pgaCategory,
       source: z.string().optional(),
     })

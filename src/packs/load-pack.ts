@@ -204,7 +204,7 @@ export async function loadMappingPack(
     }
   }
   try {
-    const expected = new Set(Object.values(VALUE_SET_FILES).map(([name]) => name));
+    const expected = new Set<string>(Object.values(VALUE_SET_FILES).map(([name]) => name));
     for (const f of await readdir(join(dir, 'valuesets'))) {
       if (f.endsWith('.json') && !expected.has(f)) {
         issues.push({

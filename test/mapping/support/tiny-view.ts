@@ -4,7 +4,7 @@
 type Json = any;
 
 function evalPath(resource: Json, node: Json, path: string): Json[] {
-  const steps = path.split('.');
+  const steps = path.replace(/ofType\(FHIR\./g, 'ofType(').split('.');
   let current: Json[] = [node];
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
@@ -30,7 +30,7 @@ function evalPath(resource: Json, node: Json, path: string): Json[] {
       continue;
     }
     const next = steps[i + 1];
-    const ofType = next ? /^ofType\((\w+)\)$/.exec(next) : null;
+    const ofType = next ? /^ofType\((?:FHIR\.)?(\w+)\)$/.exec(next) : null;
     const name = ofType ? step + ofType[1]![0]!.toUpperCase() + ofType[1]!.slice(1) : step;
     if (ofType) i++;
     current = current.flatMap((c) => {
