@@ -21,6 +21,14 @@ export const DEFAULT_SUITE_DIR = resolve(
   '../shared/conformance/sql-on-fhir-v2',
 );
 
+/** Reads every suite file (*.json except the schema) of a directory, sorted by name. */
+export function loadConformanceSuites(dir: string): { file: string; suite: unknown }[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json') && f !== 'tests.schema.json')
+    .sort()
+    .map((file) => ({ file, suite: JSON.parse(readFileSync(join(dir, file), 'utf8')) as unknown }));
+}
+
 function main(): number {
   const { values } = parseArgs({
     options: {
@@ -30,28 +38,21 @@ function main(): number {
     },
   });
   const dir = resolve(values.dir);
-  let files: string[];
+  let suites: { file: string; suite: unknown }[];
   try {
-    files = readdirSync(dir)
-      .filter((f) => f.endsWith('.json') && f !== 'tests.schema.json')
-      .sort();
-  } catch {
-    console.error(`conformance: cannot read the suite directory ${dir} (use --dir <path>)`);
+    suites = loadConformanceSuites(dir);
+  } catch (error) {
+    console.error(
+      `conformance: cannot read the suite in ${dir} (use --dir <path>): ${String(error)}`,
+    );
     return 2;
   }
-  if (files.length === 0) {
+  if (suites.length === 0) {
     console.error(`conformance: no suite files (*.json) in ${dir}`);
     return 2;
   }
   const results: ConformanceSuiteResult[] = [];
-  for (const file of files) {
-    let suite: unknown;
-    try {
-      suite = JSON.parse(readFileSync(join(dir, file), 'utf8'));
-    } catch (error) {
-      console.error(`conformance: ${file} is not valid JSON: ${String(error)}`);
-      return 2;
-    }
+  for (const { file, suite } of suites) {
     const result = runConformanceSuite(suite, { fastPath: !values['no-fast-path'] });
     results.push(result);
     const passed = result.tests.filter((t) => t.passed).length;
@@ -68,4 +69,4 @@ function main(): number {
   return summary.shareable.passed === summary.shareable.total ? 0 : 1;
 }
 
-process.exitCode = main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) process.exitCode = main();
