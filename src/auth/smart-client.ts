@@ -367,9 +367,22 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
 
   function getAccessToken(): Promise<AccessToken> {
     if (cached && now() < cached.refreshAt) return Promise.resolve(cached.value);
-    inflight ??= requestToken().finally(() => {
-      inflight = undefined;
-    });
+    // Within the refresh margin the old token still works: if the EHR is briefly
+    // unavailable (a retryable failure), keep using it rather than failing the pull.
+    const previous = cached?.value;
+    inflight ??= requestToken()
+      .catch((err: unknown) => {
+        const stillValid =
+          previous && cached?.value === previous && now() < previous.expiresAt - 5_000;
+        if (stillValid && err instanceof SmartAuthError && err.retryable) {
+          logger.warn({ code: err.code }, 'token refresh failed; the current token is still valid');
+          return previous;
+        }
+        throw err;
+      })
+      .finally(() => {
+        inflight = undefined;
+      });
     return inflight;
   }
 

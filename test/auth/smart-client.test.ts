@@ -224,6 +224,19 @@ describe('createSmartAuth: token flow against the sandbox EHR', () => {
     await expect(auth.getAccessToken()).resolves.toMatchObject({ origin: ehr.origin });
   });
 
+  it('when a refresh inside the margin fails with a retryable error, then the still-valid token is used; after expiry the error surfaces', async () => {
+    const clock = createClock();
+    const { ehr, centre } = await start({ ehr: { now: clock.now, tokenLifetimeSeconds: 300 } });
+    const auth = createSmartAuth({ centre, now: clock.now });
+    const first = await auth.getAccessToken();
+    clock.advance(250_000); // inside the 60 s margin, 50 s before expiry
+    ehr.faults.set({ tokenError: { count: 2, status: 503, error: 'temporarily_unavailable' } });
+    expect((await auth.getAccessToken()).token).toBe(first.token);
+    clock.advance(60_000); // now past expiry
+    await expect(auth.getAccessToken()).rejects.toMatchObject({ code: 'temporarily_unavailable' });
+    expect((await auth.getAccessToken()).token).not.toBe(first.token);
+  });
+
   it('when tokens are fetched with a debug logger, then neither the token nor the assertion is logged', async () => {
     const { centre } = await start();
     const log = createCapturingLogger();
