@@ -5,6 +5,7 @@
 
 const KEY_STORAGE = 'lhn-bridge.apiKey';
 const REFRESH_MS = 4000;
+const NOTICE_MS = 15_000;
 const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
 
 const state = {
@@ -13,6 +14,7 @@ const state = {
   timer: undefined,
   rendering: false,
   pending: undefined,
+  noticeTimer: undefined,
   /** Onboarding check results by centre id (kept across refreshes). */
   checks: new Map(),
 };
@@ -55,10 +57,13 @@ function $(id) {
   return document.getElementById(id);
 }
 
+/** Shows a message; success messages fade after a while, errors stay until the next one. */
 function showNotice(message, kind = 'info', extra) {
   const notice = $('notice');
   notice.className = `notice notice-${kind}`;
   notice.replaceChildren(h('span', {}, message), extra ?? '');
+  clearTimeout(state.noticeTimer);
+  if (kind === 'success') state.noticeTimer = setTimeout(clearNotice, NOTICE_MS);
 }
 
 function clearNotice() {
