@@ -20,7 +20,7 @@ export function spawnWorker(settings: Record<string, unknown>): ChildWorker {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const events: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     try {
       events.push(JSON.parse(line) as Record<string, unknown>);
     } catch {
@@ -28,7 +28,7 @@ export function spawnWorker(settings: Record<string, unknown>): ChildWorker {
     }
   });
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
+  child.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
     if (stderr.length > 20_000) stderr = stderr.slice(-20_000);
   });
