@@ -93,7 +93,13 @@ export class CompiledExpression {
     try {
       ast = fhirpath.parse(text) as AstNode;
     } catch (error) {
-      const detail = error instanceof Error ? error.message.replace(/\s*\n\s*/g, '; ') : '';
+      const detail =
+        error instanceof Error && error.message.includes('line:')
+          ? error.message
+              .replace(/\s*expecting \{[^}]*\}/g, '')
+              .replace(/\s*\n\s*/g, '; ')
+              .slice(0, 300)
+          : 'syntax error';
       issues.push({
         path: context.viewPath,
         message: `invalid FHIRPath '${expression}': ${detail}`,
