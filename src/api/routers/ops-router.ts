@@ -1,8 +1,10 @@
 // Probes and metrics. /health says the process is up (liveness: no dependencies, so a Redis
 // outage does not get the process restarted); /ready says it can serve (Redis answers PING).
-// /metrics refreshes the queue-depth gauges, then renders the prom-client registry.
+// /metrics refreshes the queue-depth gauges, then renders the prom-client registry merged
+// with the snapshots worker processes relay through Redis (see metrics-relay.ts).
 import { Router, type RequestHandler } from 'express';
 import type { ApiContext } from '../context.js';
+import { readRelayedMetrics, renderMergedMetrics } from '../metrics-relay.js';
 import { unavailableProblem } from '../problem.js';
 
 const READY_TIMEOUT_MS = 2_000;
@@ -56,7 +58,7 @@ export async function updateQueueDepths(ctx: ApiContext): Promise<void> {
   }
 }
 
-/** GET /metrics in the Prometheus text format (authenticated). */
+/** GET /metrics in the Prometheus text format (authenticated), workers' metrics included. */
 export function metricsHandler(ctx: ApiContext): RequestHandler {
   return async (_req, res) => {
     try {
@@ -65,6 +67,13 @@ export function metricsHandler(ctx: ApiContext): RequestHandler {
       // Still serve the other metrics; the gauges keep their last values.
       ctx.logger.warn({ err: (err as Error).message }, 'could not read queue depths for /metrics');
     }
-    res.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics());
+    let relayed: Awaited<ReturnType<typeof readRelayedMetrics>> = [];
+    try {
+      relayed = await readRelayedMetrics(ctx.redis, ctx.prefix);
+    } catch (err) {
+      ctx.logger.warn({ err: (err as Error).message }, 'could not read worker metrics');
+    }
+    const { contentType, text } = await renderMergedMetrics(ctx.metrics.registry, relayed);
+    res.type(contentType).send(text);
   };
 }
