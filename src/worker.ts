@@ -22,6 +22,7 @@ import { createRegistryClient, type RegistryClient } from './registry/delivery.j
 import { createCentreServices, type PrepareCentre } from './sync/centre-services.js';
 import { syncCentreSchedules, type ScheduleChanges } from './sync/schedules.js';
 import type { SyncProcessorDeps } from '../queues/sync.js';
+import { startMetricsPublisher } from './api/metrics-relay.js';
 
 export interface StartWorkerOptions {
   /** Centre syncs run at once by this process (default 1). */
@@ -151,6 +152,14 @@ export async function startWorker(
     }
   }
 
+  // The API's /metrics shows this process's counters through Redis (src/api/metrics-relay.ts).
+  const metricsPublisher = startMetricsPublisher({
+    redis: runtime.redis,
+    prefix: runtime.prefix,
+    registry: runtime.metrics.registry,
+    logger,
+  });
+
   let closing: Promise<void> | undefined;
   return {
     ...(sync ? { sync } : {}),
@@ -161,6 +170,7 @@ export async function startWorker(
         logger.info('worker closing: no new jobs; releasing running syncs');
         sync?.cancelAllJobs('worker shutting down');
         await Promise.all([sync?.close(), submissions?.close()]);
+        await metricsPublisher.stop();
         logger.info('worker closed');
       })();
       return closing;
