@@ -9,6 +9,7 @@ import {
 import { createRegistryClient } from '../../src/registry/delivery.js';
 import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
 import { openVisitState } from '../../src/sync/visit-state.js';
+import { schedulerId, syncCentreSchedules } from '../../src/sync/schedules.js';
 import { emptyCounts, type QualityReport } from '../../src/sync/run-store.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
 import { parseServiceConfig } from '../../src/config/service.js';
@@ -48,12 +49,8 @@ describe('admin API routes over real Redis', () => {
       }),
       { connection: workerRedis, prefix: api.prefix, concurrency: 2 },
     );
-    // The centre's job scheduler, as the worker's scheduler sync creates it.
-    await runtime.queues.sync.upsertJobScheduler(
-      'centre:alpha',
-      { pattern: '0 2 * * *', tz: 'Europe/London' },
-      { name: 'sync', data: { centreId: 'alpha', mode: 'incremental', reason: 'schedule' } },
-    );
+    // The centres' job schedulers, as a worker creates them at start.
+    await syncCentreSchedules(runtime.queues.sync, runtime.centres.values());
     // History: a success, then a failure.
     const ok = await runtime.runStore.start({ centreId: 'alpha', mode: 'full', reason: 'manual' });
     await runtime.runStore.finish(ok.runId, {
@@ -139,7 +136,7 @@ describe('admin API routes over real Redis', () => {
       qualityFindings: 6,
       unmappedCodes: 1,
     });
-    const scheduler = await api.server.runtime.queues.sync.getJobScheduler('centre:alpha');
+    const scheduler = await api.server.runtime.queues.sync.getJobScheduler(schedulerId('alpha'));
     expect(alpha.nextRunAt).toBe(new Date(scheduler!.next!).toISOString());
     expect(beta).toMatchObject({ id: 'beta', health: 'never', failedRunsInARow: 0 });
     expect(beta.nextRunAt).toBeUndefined();
