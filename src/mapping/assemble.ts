@@ -35,6 +35,7 @@ import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
 import {
   buildPackIndex,
   codingKey,
+  lookupCoding,
   lookupDiagnosis,
   normaliseText,
   type Coding,
@@ -326,7 +327,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     const rows = views.observation.rows(resource);
     let field: ObservationField | undefined;
     for (const row of rows) {
-      field = index.observationField.get(codingKey(str(row.code_system), str(row.code)));
+      field = lookupCoding(index.observationField, row.code_system, row.code);
       if (field) break;
     }
     const first = rows[0];
@@ -337,12 +338,15 @@ function createAssemblerFor(ctx: Context): Assembler {
     if (!status || !ctx.observationStatuses.has(status) || !patient || !id) return;
     const when =
       str(first.effective_datetime) ?? str(first.effective_instant) ?? str(first.effective_start);
+    const instant = calendar.instantOf(when);
     const rec: ObservationRecord = {
-      ...versioned(first),
+      id,
+      versionId: str(first.version_id),
+      lastUpdated: str(first.last_updated),
       field,
       encounter: str(first.encounter),
-      date: calendar.dateOf(when),
-      instant: calendar.instantOf(when),
+      date: calendar.dateOf(when, instant),
+      instant,
       value: null,
       problem: null,
       unit: null,
@@ -824,8 +828,14 @@ function assembleVisit(
   // Vitals
   const vitals = {} as Pick<VisitSubmission, VitalField>;
   for (const field of ['height', 'weight', 'bmi'] as const) {
-    vitals[field] = <never>(
-      chooseVital(field, spec.fields[field], byField[field], visit, visitIds, findings, use)
+    vitals[field] = chooseVital(
+      field,
+      spec.fields[field],
+      byField[field],
+      visit,
+      visitIds,
+      findings,
+      use,
     );
   }
 

@@ -15,8 +15,11 @@ export interface Coding {
   display?: string | null;
 }
 
+/** A lookup by system then code (no key strings built per row). */
+export type CodingMap<T> = Map<string, Map<string, T>>;
+
 export interface PackIndex {
-  observationField: Map<string, ObservationField>;
+  observationField: CodingMap<ObservationField>;
   pgaAnswerByCode: Map<string, PgaCategory>;
   pgaAnswerByText: Map<string, PgaCategory>;
   steroidByCode: Map<string, SteroidConcept>;
@@ -34,6 +37,21 @@ export function codingKey(
   code: string | null | undefined,
 ): string {
   return `${system ?? ''}|${code ?? ''}`;
+}
+
+function setCoding<T>(map: CodingMap<T>, system: string, code: string, value: T): void {
+  let codes = map.get(system);
+  if (!codes) {
+    codes = new Map();
+    map.set(system, codes);
+  }
+  codes.set(code, value);
+}
+
+/** Looks a row's system and code up (either may be missing or not a string). */
+export function lookupCoding<T>(map: CodingMap<T>, system: unknown, code: unknown): T | undefined {
+  if (typeof code !== 'string') return undefined;
+  return map.get(typeof system === 'string' ? system : '')?.get(code);
 }
 
 /** Lower-cases and collapses spaces, so ` In  Remission ` matches `in remission`. */
@@ -60,9 +78,9 @@ export function normaliseIcdCode(code: string): string {
 /** Builds every lookup table of a pack (after centre overrides are applied). */
 export function buildPackIndex(pack: MappingPack): PackIndex {
   const { pga, vitals, steroids, nonSystemic, diagnoses } = pack.valueSets;
-  const observationField = new Map<string, ObservationField>();
-  for (const c of vitals.concepts) observationField.set(codingKey(c.system, c.code), c.field);
-  for (const q of pga.questions) observationField.set(codingKey(q.system, q.code), 'pga');
+  const observationField: CodingMap<ObservationField> = new Map();
+  for (const c of vitals.concepts) setCoding(observationField, c.system, c.code, c.field);
+  for (const q of pga.questions) setCoding(observationField, q.system, q.code, 'pga');
 
   const pgaAnswerByCode = new Map<string, PgaCategory>();
   const pgaAnswerByText = new Map<string, PgaCategory>();

@@ -18,7 +18,7 @@ import {
   type PackValueSets,
   type ViewRole,
 } from '../mapping/pack-schema.js';
-import type { CompiledView } from '../mapping/view/index.js';
+import { compileView as defaultCompileView, type CompiledView } from '../mapping/view/index.js';
 
 export {
   applyCentreOverrides,
@@ -172,11 +172,6 @@ async function loadAssembly(dir: string, issues: PackIssue[]): Promise<AssemblyS
   return validate(AssemblySpecSchema, data, file, issues);
 }
 
-async function defaultCompiler(): Promise<NonNullable<LoadPackOptions['compileView']>> {
-  const engine = await import('../mapping/view/index.js');
-  return engine.compileView;
-}
-
 /**
  * Reads and validates the mapping pack in `dir`: `assembly.yaml`, `valuesets/*.json` and the
  * `views/*.json` the assembly names (each compiled once). Throws MappingPackError listing
@@ -187,7 +182,7 @@ export async function loadMappingPack(
   options: LoadPackOptions = {},
 ): Promise<MappingPack> {
   const issues: PackIssue[] = [];
-  const compile = options.compileView ?? (await defaultCompiler());
+  const compile = options.compileView ?? defaultCompileView;
   const assembly = await loadAssembly(dir, issues);
 
   const valueSets: Partial<PackValueSets> = {};

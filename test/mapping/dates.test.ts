@@ -1,0 +1,122 @@
+// The centre-zone calendar must agree with Intl (the slow, trusted reference) for every
+// instant, including DST changes and half-hour zones, and parse FHIR timestamps like Date.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  createZoneCalendar,
+  daysBetween,
+  parseFhirInstant,
+  wholeMonthsBetween,
+} from '../../src/mapping/dates.js';
+
+function referenceDate(ms: number, timeZone: string): string {
+  return new Intl.DateTimeFormat('en-CA', {
+    timeZone,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+  }).format(new Date(ms));
+}
+
+const ZONES = [
+  'UTC',
+  'America/Chicago',
+  'America/New_York',
+  'Europe/London',
+  'Asia/Kolkata',
+  'Australia/Adelaide',
+  'Pacific/Chatham',
+];
+
+describe('zone calendar', () => {
+  it('when any instant from 1990 to 2040 is dated in a zone, then the date equals the Intl date', () => {
+    const calendars = new Map(ZONES.map((z) => [z, createZoneCalendar(z)]));
+    fc.assert(
+      fc.property(
+        fc.integer({ min: Date.UTC(1990, 0, 1), max: Date.UTC(2040, 0, 1) }),
+        fc.constantFrom(...ZONES),
+        (ms, zone) => {
+          const iso = new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+          expect(calendars.get(zone)!.dateOf(iso)).toBe(referenceDate(Date.parse(iso), zone));
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('when instants straddle the 2024 US DST changes, then Chicago dates match Intl minute by minute', () => {
+    const calendar = createZoneCalendar('America/Chicago');
+    for (const start of [Date.UTC(2024, 2, 10, 0), Date.UTC(2024, 10, 3, 0)]) {
+      for (let ms = start; ms < start + 24 * 3_600_000; ms += 7 * 60_000) {
+        const iso = new Date(ms).toISOString();
+        expect(calendar.dateOf(iso), iso).toBe(referenceDate(ms, 'America/Chicago'));
+      }
+    }
+  });
+
+  it('when a late-evening Chicago visit is given in UTC, then its date is the Chicago day', () => {
+    const calendar = createZoneCalendar('America/Chicago');
+    expect(calendar.dateOf('2024-03-06T03:30:00Z')).toBe('2024-03-05');
+    expect(calendar.dateOf('2024-03-05T21:30:00-06:00')).toBe('2024-03-05');
+    expect(createZoneCalendar('UTC').dateOf('2024-03-06T03:30:00Z')).toBe('2024-03-06');
+  });
+
+  it('when a value is a date, a local dateTime without offset, partial or malformed, then it is handled without guessing', () => {
+    const calendar = createZoneCalendar('Asia/Kolkata');
+    expect(calendar.dateOf('2024-03-05')).toBe('2024-03-05');
+    expect(calendar.dateOf('2024-03-05T23:30:00')).toBe('2024-03-05');
+    expect(calendar.dateOf('2024-03')).toBeNull();
+    expect(calendar.dateOf('2024')).toBeNull();
+    expect(calendar.dateOf('yesterday')).toBeNull();
+    expect(calendar.dateOf('2024-13-05T10:00:00Z')).toBeNull();
+    expect(calendar.dateOf(null)).toBeNull();
+  });
+
+  it('when an unknown time zone is given, then creating the calendar throws', () => {
+    expect(() => createZoneCalendar('Mars/Olympus')).toThrow(RangeError);
+  });
+});
+
+describe('parseFhirInstant', () => {
+  it('when a FHIR dateTime with any offset and fraction is parsed, then it equals Date.parse', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: Date.UTC(1950, 0, 1), max: Date.UTC(2060, 0, 1) }),
+        fc.integer({ min: -12 * 4, max: 14 * 4 }),
+        fc.constantFrom('', '.5', '.123', '.123456'),
+        (ms, quarterHours, fraction) => {
+          const offsetMin = quarterHours * 15;
+          const local = new Date(ms + offsetMin * 60_000).toISOString().slice(0, 19);
+          const sign = offsetMin < 0 ? '-' : '+';
+          const abs = Math.abs(offsetMin);
+          const zone =
+            offsetMin === 0 && quarterHours % 2 === 0
+              ? 'Z'
+              : `${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
+          const value = `${local}${fraction}${zone}`;
+          expect(parseFhirInstant(value)).toBe(Date.parse(value));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('when a date or malformed text is parsed, then dates are UTC midnight and garbage is null', () => {
+    expect(parseFhirInstant('2024-03-05')).toBe(Date.UTC(2024, 2, 5));
+    expect(parseFhirInstant('2024-03-05T10:00Z')).toBe(Date.UTC(2024, 2, 5, 10));
+    expect(parseFhirInstant('2024-03-05 10:00:00Z')).toBeNull();
+    expect(parseFhirInstant('2024-03-05T10:00:00+0100')).toBeNull();
+    expect(parseFhirInstant('not a date')).toBeNull();
+  });
+});
+
+describe('date arithmetic', () => {
+  it('when days and months are counted, then they follow the calendar', () => {
+    expect(daysBetween('2024-02-28', '2024-03-01')).toBe(2);
+    expect(daysBetween('2024-03-05', '2024-02-24')).toBe(-10);
+    expect(wholeMonthsBetween('2012-05-20', '2024-03-05')).toBe(141);
+    expect(wholeMonthsBetween('2012-05-20', '2024-05-20')).toBe(144);
+    expect(wholeMonthsBetween('2012-05', '2024-05-01')).toBe(144);
+    expect(wholeMonthsBetween('2025-01-01', '2024-05-01')).toBeNull();
+  });
+});
