@@ -11,11 +11,12 @@ import type { RunStore } from '../sync/run-store.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import type { AlertMonitor } from '../alerts/alert-monitor.js';
+import type { CheckReport } from '../onboarding/check.js';
 import type { FailedSubmissionStore } from './services/failed-submissions.js';
 import { notFoundProblem } from './problem.js';
 
-/** Runs the onboarding check of one centre and returns its report (D's runCheck). */
-export type CheckCentre = (centre: CentreConfig) => Promise<unknown>;
+/** Runs the onboarding check of one centre and returns its report (the onboarding module's runCheck). */
+export type CheckCentre = (centre: CentreConfig) => Promise<CheckReport>;
 
 /** Services available to every router. */
 export interface ApiContext {

@@ -54,7 +54,17 @@ export function createCentresRouter(ctx: ApiContext): Router {
     const { params } = parseRequest(req, { params: centreParams });
     const centre = requireCentre(ctx, params.id);
     if (!ctx.checkCentre) throw unavailableProblem('the onboarding check is not available here');
-    res.json(await ctx.checkCentre(centre));
+    const report = await ctx.checkCentre(centre);
+    (getRequestLogger(res) ?? ctx.logger).info(
+      {
+        centreId: centre.id,
+        ok: report.ok,
+        failedSteps: report.steps.filter((s) => s.status === 'failed').map((s) => s.id),
+        by: getCaller(res).name,
+      },
+      'onboarding check run',
+    );
+    res.json(report);
   });
 
   router.post('/:id/sync', requireRole('operator'), async (req, res) => {
