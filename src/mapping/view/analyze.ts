@@ -205,31 +205,30 @@ function memberStep(input: FastFn, name: string, primitive: boolean): FastFn {
   return (focus, rowIndex, resource) => flatMapItems(input(focus, rowIndex, resource), each);
 }
 
-/** Reads whichever of several choice properties is present; two present at once fall back. */
-function choiceStep(input: FastFn, keys: string[], primitives: boolean[]): FastFn {
+/**
+ * Reads a choice element the way fhirpath.js does: the first type, in model order, whose
+ * property (or `_property`) is present is the element's value; `selected` says which types
+ * the expression wants (all of them for a bare `value`, the matching ones for ofType()).
+ */
+function choiceStep(input: FastFn, keys: string[], selected: boolean[]): FastFn {
+  const metas = keys.map((k) => `_${k}`);
   const each = (item: unknown) => {
-    let found: unknown = undefined;
+    if (typeof item !== 'object' || item === null) return undefined;
+    const record = item as Record<string, unknown>;
     for (let i = 0; i < keys.length; i++) {
-      const key = keys[i] as string;
-      const value = primitives[i] ? primitiveOfItem(item, key, `_${key}`) : memberOfItem(item, key);
-      if (value === undefined) continue;
-      if (found !== undefined) throw FALLBACK;
-      found = value;
+      if (record[metas[i] as string] !== undefined) throw FALLBACK;
+      if (record[keys[i] as string] === undefined) continue;
+      return selected[i] ? memberOfItem(record, keys[i] as string) : undefined;
     }
-    return found;
+    return undefined;
   };
+  if (input === IDENTITY) return (focus) => flatMapItems(focus, each);
   return (focus, rowIndex, resource) => flatMapItems(input(focus, rowIndex, resource), each);
 }
 
-function choiceKeys(
-  choice: ChoiceType,
-  types: string[],
-): { keys: string[]; primitives: boolean[] } {
+function choiceKeys(choice: ChoiceType): string[] {
   const base = choice.path.slice(choice.path.lastIndexOf('.') + 1);
-  return {
-    keys: types.map((t) => base + choiceSuffix(t)),
-    primitives: types.map((t) => isPrimitiveType(t)),
-  };
+  return choice.types.map((t) => base + choiceSuffix(t));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,10 +404,14 @@ export class ExpressionAnalyzer {
         return slow(undefined, `elements of ${type} are only known at run time`);
       case 'choice': {
         if (!input.fast) return { type: found.type, reason: input.reason ?? 'slow input' };
-        const { keys, primitives } = choiceKeys(found.type, found.type.types);
+        const keys = choiceKeys(found.type);
         return {
           type: found.type,
-          fast: choiceStep(input.fast, keys, primitives),
+          fast: choiceStep(
+            input.fast,
+            keys,
+            keys.map(() => true),
+          ),
           choiceInput: input.fast,
         };
       }
@@ -545,12 +548,12 @@ export class ExpressionAnalyzer {
         return slow(resultType, `ofType(${text}) names a FHIRPath system type`);
       }
       if (!input.choiceInput) return slow(resultType, input.reason ?? 'slow input');
-      if (matching.length === 0) return { type: undefined, fast: () => undefined };
-      const { keys, primitives } = choiceKeys(type, matching);
-      const step =
-        keys.length === 1
-          ? memberStep(input.choiceInput, keys[0] as string, primitives[0] as boolean)
-          : choiceStep(input.choiceInput, keys, primitives);
+      const keys = choiceKeys(type);
+      const step = choiceStep(
+        input.choiceInput,
+        keys,
+        type.types.map((t) => matching.includes(t)),
+      );
       return { type: resultType, fast: step };
     }
     if (spec.namespace === 'System' || type.startsWith('System.')) {
