@@ -17,7 +17,6 @@ import {
   isBooleanLike,
   isChoice,
   isIntegerLike,
-  isPrimitiveType,
   isResourceType,
   isStringLike,
   isSubtypeOf,
