@@ -264,13 +264,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     const visits = registry.visits();
     const registryFigures = summariseRegistry(visits);
     const expectedVisits = generated.truth.filter((t) => !t.retracted).length;
-    const matching = countMatchingTruth(visits, generated.truth, config.pseudonymSecret, centre.id);
+    const comparison = compareWithTruth(visits, generated.truth, config.pseudonymSecret, centre.id);
     const summary: DemoSummary = {
       patients: generated.patientIds.length,
       ...registryFigures,
       delivered: registry.counts().accepted,
       findingsByKind: run.findingsByKind,
-      matchingTruth: matching,
+      matchingTruth: comparison.matching,
       dashboardUrl: `${apiUrl}/`,
       apiKey,
     };
@@ -278,8 +278,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     say('lhn-bridge demo: summary');
     say(`  patients                 ${summary.patients}`);
     say(
-      `  visits in the registry   ${summary.visits} (generator intended ${expectedVisits}; ${matching} match it field by field)`,
+      `  visits in the registry   ${summary.visits} (generator intended ${expectedVisits}; ${comparison.matching} match it field by field)`,
     );
+    const mismatches = Object.entries(comparison.mismatchesByField);
+    if (comparison.missing > 0 || mismatches.length > 0)
+      say(
+        `  differences from intent  ${comparison.missing} missing; ${mismatches.map(([f, n]) => `${f} ${n}`).join(', ') || 'no field differences'}`,
+      );
     say(`  retractions              ${summary.retractions}`);
     say(`  submissions delivered    ${summary.delivered}`);
     say(
@@ -371,36 +376,51 @@ async function waitForDelivery(
   }
 }
 
-/** Counts truth visits the registry holds with every registry field as the generator intended. */
-export function countMatchingTruth(
+/** How the registry's visits compare with what the generator intended. */
+export interface TruthComparison {
+  /** Truth visits held with every registry field as intended. */
+  matching: number;
+  /** Truth visits the registry does not hold (or holds retracted). */
+  missing: number;
+  /** Visits whose field differs from the truth, by field. */
+  mismatchesByField: Record<string, number>;
+}
+
+/** Compares the registry's visits with the generator's truth, field by field. */
+export function compareWithTruth(
   visits: StoredVisit[],
   truth: Iterable<ExpectedVisit>,
   secret: string,
   centreId: string,
-): number {
+): TruthComparison {
   // Registry visits are keyed by HMAC, so compute each truth visit's key the same way.
   const byKey = new Map(visits.map((v) => [v.visitKey, v]));
   const near = (a: number | null | undefined, b: number | null) =>
-    a === b || (a != null && b !== null && Math.abs(a - b) <= 0.11);
-  let matching = 0;
+    (a ?? null) === b || (a != null && b !== null && Math.abs(a - b) <= 0.11);
+  const result: TruthComparison = { matching: 0, missing: 0, mismatchesByField: {} };
   for (const t of truth) {
     if (t.retracted) continue;
     const stored = byKey.get(pseudonymKey(secret, centreId, 'Encounter', t.encounterId));
     const v = stored?.current;
-    if (
-      v &&
-      !stored.retracted &&
-      v.visit.date === t.visitDate &&
-      v.pga === t.pga &&
-      v.remission === t.remission &&
-      v.steroidUse === t.steroidUse &&
-      v.diagnosis === t.diagnosis &&
-      v.patient.sex === t.sex &&
-      near(v.height?.value, t.heightCm) &&
-      near(v.weight?.value, t.weightKg) &&
-      near(v.bmi?.value, t.bmi)
-    )
-      matching += 1;
+    if (!v || stored.retracted) {
+      result.missing += 1;
+      continue;
+    }
+    const checks: [string, boolean][] = [
+      ['visit.date', v.visit.date === t.visitDate],
+      ['pga', v.pga === t.pga],
+      ['remission', v.remission === t.remission],
+      ['steroidUse', v.steroidUse === t.steroidUse],
+      ['diagnosis', v.diagnosis === t.diagnosis],
+      ['patient.sex', v.patient.sex === t.sex],
+      ['height', near(v.height?.value, t.heightCm)],
+      ['weight', near(v.weight?.value, t.weightKg)],
+      ['bmi', near(v.bmi?.value, t.bmi)],
+    ];
+    const wrong = checks.filter(([, ok]) => !ok).map(([field]) => field);
+    for (const field of wrong)
+      result.mismatchesByField[field] = (result.mismatchesByField[field] ?? 0) + 1;
+    if (wrong.length === 0) result.matching += 1;
   }
-  return matching;
+  return result;
 }

@@ -159,18 +159,28 @@ export async function resolveCohort(
 }
 
 /**
+ * Resource types that record events (a visit, a measurement). A lookback window bounds only
+ * these: the patient, their diagnoses and their medication lists are needed whatever their
+ * age (a steroid course prescribed three years ago can still be active at today's visit).
+ */
+export const EVENT_RESOURCE_TYPES: ReadonlySet<string> = new Set(['Encounter', 'Observation']);
+
+/**
  * The search parameters for one patient and resource type: `_id` for Patient, `patient`
- * otherwise; `_count`; `_lastUpdated=ge<since>` when incremental.
+ * otherwise; `_count`; `_lastUpdated=ge<since>` when incremental (every type), else
+ * `_lastUpdated=ge<lookback>` for event types only.
  */
 export function patientSearchParams(
   resourceType: string,
   patientId: string,
-  options: { pageSize: number; since?: string | undefined },
+  options: { pageSize: number; since?: string | undefined; lookback?: string | undefined },
 ): SearchParams {
+  const lowerBound =
+    options.since ?? (EVENT_RESOURCE_TYPES.has(resourceType) ? options.lookback : undefined);
   return {
     ...(resourceType === 'Patient' ? { _id: patientId } : { patient: patientId }),
     _count: options.pageSize,
-    ...(options.since ? { _lastUpdated: `ge${options.since}` } : {}),
+    ...(lowerBound ? { _lastUpdated: `ge${lowerBound}` } : {}),
   };
 }
 
@@ -178,8 +188,13 @@ export function patientSearchParams(
 export interface PullSearchOptions {
   client: FhirClient;
   centre: Pick<CentreConfig, 'id' | 'cohort' | 'pull'>;
-  /** Incremental pull: only resources updated at or after this instant. */
+  /** Incremental pull: only resources (of every type) updated at or after this instant. */
   since?: string | Date;
+  /**
+   * Full pull window: event types (Encounter, Observation) updated at or after this instant;
+   * the other types in full. Ignored when `since` is given.
+   */
+  lookback?: string | Date;
   /** Defaults to centre.pull.resourceTypes. `Medication` means "read referenced Medications". */
   resourceTypes?: readonly PullResourceType[];
   /** Patient ids to pull; resolved from the centre's cohort when absent. */
@@ -214,6 +229,8 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
       : options.since instanceof Date
         ? options.since.toISOString()
         : options.since;
+  const lookback =
+    options.lookback instanceof Date ? options.lookback.toISOString() : options.lookback;
   const types = options.resourceTypes ?? centre.pull.resourceTypes;
   const searchTypes = types.filter((t) => t !== 'Medication');
   const readMedications = types.includes('Medication');
@@ -241,7 +258,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
     for (const type of searchTypes) {
       for await (const resource of client.searchResources(
         type,
-        patientSearchParams(type, patientId, { pageSize, since }),
+        patientSearchParams(type, patientId, { pageSize, since, lookback }),
         { signal },
       )) {
         resources.push(resource);

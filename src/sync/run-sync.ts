@@ -1,7 +1,8 @@
 // One sync run of one centre: cohort -> pull -> map -> enqueue, streamed patient by patient
 // so memory stays bounded whatever the centre's size.
 //
-// Full sync: every cohort patient's resources updated within the lookback window. Afterwards,
+// Full sync: every cohort patient's Encounters and Observations updated within the lookback
+// window, and their Patient, Conditions and medications whatever their age. Afterwards,
 // a visit sent earlier whose Encounter (last seen inside the window) no longer produced a
 // visit for a patient that was synced is retracted as `deleted`.
 // Incremental sync: resources changed since the watermark tell which patients are affected;
@@ -18,7 +19,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { FhirClient } from '../fhir/client.js';
-import { pullSearch, parseReference } from '../fhir/pull-search.js';
+import { EVENT_RESOURCE_TYPES, pullSearch, parseReference } from '../fhir/pull-search.js';
 import { pullBulk } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
 import type { Mapper } from '../mapping/assemble.js';
@@ -349,7 +350,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         for await (const batch of pullSearch({
           client,
           centre,
-          since: lookbackIso,
+          lookback: lookbackIso,
           concurrency,
           logger: log,
           ...(patientIds ? { patientIds } : {}),
@@ -369,7 +370,15 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         for await (const item of pullBulk({
           client,
           centre,
-          since: mode === 'incremental' ? sinceWithOverlap! : lookbackIso,
+          // A full export has no _since (patients, diagnoses and medication lists are needed
+          // whatever their age); _typeFilter bounds the event types to the lookback window.
+          ...(mode === 'incremental'
+            ? { since: sinceWithOverlap! }
+            : {
+                typeFilter: [...EVENT_RESOURCE_TYPES].map(
+                  (type) => `${type}?_lastUpdated=ge${lookbackIso}`,
+                ),
+              }),
           logger: log,
           ...(signal ? { signal } : {}),
           onManifest: (m) => {
@@ -410,7 +419,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             for await (const batch of pullSearch({
               client,
               centre,
-              since: lookbackIso,
+              lookback: lookbackIso,
               patientIds: affected,
               concurrency: options.patientConcurrency ?? 4,
               logger: log,
