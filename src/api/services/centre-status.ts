@@ -42,7 +42,7 @@ export interface CentreStatus {
   lastSuccess?: RunSummary;
   /** ISO time of the next scheduled run, from the centre's job scheduler. */
   nextRunAt?: string;
-  /** Failed runs since the last success (most recent first, up to 50 looked at). */
+  /** Failed runs since the last success (most recent first, the last 20 runs looked at, so 20 means "20 or more"). */
   failedRunsInARow: number;
   failedSubmissions: number;
   /** Findings in the centre's current quality report, all kinds together. */
@@ -51,6 +51,9 @@ export interface CentreStatus {
   unmappedCodes: number;
   alerts: Alert[];
 }
+
+/** Runs read per centre for a status (the dashboard polls every few seconds). */
+const RECENT_RUNS = 20;
 
 /** Summarises a run record for the status views. */
 export function summariseRun(run: RunRecord): RunSummary {
@@ -102,7 +105,7 @@ export async function describeCentres(
   return Promise.all(
     centres.map(async (centre) => {
       const [recent, lastSuccess, quality] = await Promise.all([
-        deps.runStore.list({ centreId: centre.id, limit: 50 }),
+        deps.runStore.list({ centreId: centre.id, limit: RECENT_RUNS }),
         deps.runStore.latestSuccess(centre.id),
         deps.runStore.getQualityReport(centre.id),
       ]);
