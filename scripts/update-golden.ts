@@ -3,7 +3,7 @@
 // the golden test also checks each case against its hand-written clinical expectation.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { format } from 'prettier';
+import { format, resolveConfig } from 'prettier';
 import { listGoldenCases, runGoldenCase, toNdjson } from '../fixtures/golden/run-golden.js';
 import { loadMappingPack } from '../src/packs/load-pack.js';
 import {
@@ -15,8 +15,9 @@ const args = process.argv.slice(2);
 const root = new URL('..', import.meta.url).pathname;
 
 if (args.includes('--schema')) {
-  const text = await format(renderSubmissionJsonSchema(), { parser: 'json' });
-  writeFileSync(join(root, SUBMISSION_JSON_SCHEMA_PATH), text);
+  const file = join(root, SUBMISSION_JSON_SCHEMA_PATH);
+  const config = (await resolveConfig(file)) ?? {};
+  writeFileSync(file, await format(renderSubmissionJsonSchema(), { ...config, parser: 'json' }));
   process.stdout.write(`wrote ${SUBMISSION_JSON_SCHEMA_PATH}\n`);
 }
 const only = args.includes('--case') ? args[args.indexOf('--case') + 1] : undefined;

@@ -40,26 +40,34 @@ export type FindingKind = (typeof FINDING_KINDS)[number];
 export const SourceRefSchema = z
   .object({
     resourceType: z.string().regex(/^[A-Z][A-Za-z]+$/),
-    id: z.string().min(1).max(64),
-    versionId: z.string().max(64).optional(),
-    lastUpdated: z.string().optional(),
+    id: z.string().min(1).max(64).describe('The resource id at the centre EHR.'),
+    versionId: z.string().max(64).optional().describe('meta.versionId of the version used.'),
+    lastUpdated: z.string().optional().describe('meta.lastUpdated of the version used.'),
   })
-  .strict();
+  .strict()
+  .describe('A source FHIR resource (and version) a submission was built from.');
 export type SourceRef = z.infer<typeof SourceRefSchema>;
 
 export const FindingSchema = z
   .object({
     kind: z.enum(FINDING_KINDS),
     /** The registry field concerned, e.g. `pga`, `height`, `steroidUse`. */
-    field: z.string().min(1),
+    field: z
+      .string()
+      .min(1)
+      .describe('The registry field concerned, e.g. pga, height, steroidUse.'),
     /** Human-readable detail; never holds resource text or identifiers. */
-    message: z.string().min(1),
+    message: z
+      .string()
+      .min(1)
+      .describe('Human-readable detail; never holds resource text or identifiers.'),
     /** For unmapped codes: `system|code`. */
-    code: z.string().optional(),
+    code: z.string().optional().describe('For unmapped codes: system|code.'),
     /** The resource concerned, as `Type/id`. */
-    resource: z.string().optional(),
+    resource: z.string().optional().describe('The source resource concerned, as Type/id.'),
   })
-  .strict();
+  .strict()
+  .describe('A data-quality finding: a missing, unmappable, implausible or conflicting value.');
 export type Finding = z.infer<typeof FindingSchema>;
 
 const measurement = (unit: string) =>
@@ -77,19 +85,29 @@ export const SteroidEvidenceSchema = z
   })
   .strict();
 
+/** One visit: an upsert keyed by `visitKey`. */
 export const VisitSubmissionSchema = z
   .object({
     schema: z.literal('lhn-bridge/registry-submission/v1'),
     kind: z.literal('visit'),
     /** Deterministic: visit key + content hash. Same content, same id. */
-    submissionId: z.string().regex(/^[0-9a-f]{32}-[0-9a-f]{16}$/),
+    submissionId: z
+      .string()
+      .regex(/^[0-9a-f]{32}-[0-9a-f]{16}$/)
+      .describe('visitKey (first 32 hex) + contentHash (first 16 hex): same content, same id.'),
     centreId: z.string().min(1),
     /** HMAC-SHA256 of the centre and source Patient id with the deployment secret. */
-    patientKey: hex64,
+    patientKey: hex64.describe(
+      'HMAC-SHA256 of centreId|Patient/id with the deployment secret: links a patient across visits, never reversible.',
+    ),
     /** HMAC-SHA256 of the centre and source Encounter id with the deployment secret. */
-    visitKey: hex64,
+    visitKey: hex64.describe(
+      'HMAC-SHA256 of centreId|Encounter/id with the deployment secret: the upsert key of a visit.',
+    ),
     /** SHA-256 of the canonical JSON of everything below (the clinical content). */
-    contentHash: hex64,
+    contentHash: hex64.describe(
+      'SHA-256 of the canonical JSON (keys sorted) of the submission without submissionId and contentHash.',
+    ),
     visit: z
       .object({
         date: isoDate,
@@ -108,20 +126,36 @@ export const VisitSubmissionSchema = z
         ageAtVisitMonths: z.number().min(0).nullable(),
       })
       .strict(),
-    diagnosis: z.enum(DIAGNOSES).nullable(),
-    pga: z.enum(PGA_CATEGORIES).nullable(),
+    diagnosis: z.enum(DIAGNOSES).nullable().describe('The latest recorded IBD diagnosis.'),
+    pga: z
+      .enum(PGA_CATEGORIES)
+      .nullable()
+      .describe('Physician Global Assessment at the visit; null when missing or unmappable.'),
     /** PGA quiescent at the visit (ICN "inactive disease"); null when PGA is unknown. */
-    remission: z.boolean().nullable(),
+    remission: z
+      .boolean()
+      .nullable()
+      .describe('PGA quiescent at the visit (ICN "inactive disease"); null when PGA is unknown.'),
     /** A systemic corticosteroid active on the visit date. */
-    steroidUse: z.boolean(),
-    steroids: z.array(SteroidEvidenceSchema),
-    height: measurement('cm'),
-    weight: measurement('kg'),
-    bmi: measurement('kg/m2'),
+    steroidUse: z.boolean().describe('A systemic corticosteroid was active on the visit date.'),
+    steroids: z
+      .array(SteroidEvidenceSchema)
+      .describe('The medication statements/requests that made steroidUse true.'),
+    height: measurement('cm').describe(
+      'Body height, cm, 1 decimal; null when missing or unusable.',
+    ),
+    weight: measurement('kg').describe(
+      'Body weight, kg, 1 decimal; null when missing or unusable.',
+    ),
+    bmi: measurement('kg/m2').describe('BMI, kg/m2, 1 decimal; null when missing or unusable.'),
     findings: z.array(FindingSchema),
-    provenance: z.array(SourceRefSchema).min(1),
+    provenance: z
+      .array(SourceRefSchema)
+      .min(1)
+      .describe('Every source resource (and version) the values came from, sorted.'),
   })
-  .strict();
+  .strict()
+  .describe('A visit: upsert the registry record keyed by visitKey.');
 export type VisitSubmission = z.infer<typeof VisitSubmissionSchema>;
 
 export const RetractionSchema = z
@@ -136,7 +170,10 @@ export const RetractionSchema = z
     reason: z.enum(['deleted', 'entered-in-error']),
     provenance: z.array(SourceRefSchema),
   })
-  .strict();
+  .strict()
+  .describe(
+    'A retraction: withdraw the visit with this visitKey (deleted or entered in error at the source).',
+  );
 export type Retraction = z.infer<typeof RetractionSchema>;
 
 export const RegistrySubmissionSchema = z.discriminatedUnion('kind', [
