@@ -189,6 +189,7 @@ async function runMap(options: MapCommandOptions): Promise<void> {
       timeZone: options.timeZone ?? centre?.timeZone ?? 'UTC',
       overrides: centre?.mapping.overrides,
       overridesSource: options.centre,
+      validate: true,
     });
   } catch (err) {
     if (err instanceof OverridesError) throw new CliError(err.message);
