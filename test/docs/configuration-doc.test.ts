@@ -12,13 +12,14 @@ interface JsonSchemaNode {
   oneOf?: JsonSchemaNode[];
 }
 
-/** Every dotted setting path a schema accepts (objects and their fields, union members too). */
+/** Every dotted path of a leaf setting a schema accepts (union members' fields too). */
 function settingPaths(schema: z.ZodType): string[] {
   const root = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchemaNode;
   const paths = new Set<string>();
   const visit = (node: JsonSchemaNode, prefix: string[]) => {
     for (const [key, child] of Object.entries(node.properties ?? {})) {
-      paths.add([...prefix, key].join('.'));
+      const isGroup = child.properties !== undefined;
+      if (!isGroup) paths.add([...prefix, key].join('.'));
       visit(child, [...prefix, key]);
     }
     for (const alt of [...(node.anyOf ?? []), ...(node.oneOf ?? [])]) visit(alt, prefix);
