@@ -18,7 +18,8 @@ function settingPaths(schema: z.ZodType): string[] {
   const paths = new Set<string>();
   const visit = (node: JsonSchemaNode, prefix: string[]) => {
     for (const [key, child] of Object.entries(node.properties ?? {})) {
-      const isGroup = child.properties !== undefined;
+      const isGroup =
+        child.properties !== undefined || child.anyOf !== undefined || child.oneOf !== undefined;
       if (!isGroup) paths.add([...prefix, key].join('.'));
       visit(child, [...prefix, key]);
     }
