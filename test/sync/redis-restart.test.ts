@@ -36,6 +36,10 @@ describe('redis restart mid-run', () => {
     worker = await startWorker(f.runtime, {
       prepareCentre: f.prepareCentre,
       tuning: { enqueueBatchSize: 10, patientConcurrency: 2 },
+      // If a job lock lapses while Redis is down, recover the job in seconds, not minutes.
+      lockDurationMs: 5000,
+      stalledIntervalMs: 1000,
+      lockLeaseMs: 5000,
     });
     f.ehr.faults.set({ slow: { delayMs: 80, kinds: ['search'] } });
     const { runId } = await requestSync(

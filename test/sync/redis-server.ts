@@ -31,6 +31,7 @@ async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
     });
+    client.on('error', () => undefined);
     try {
       await client.connect();
       await client.ping();
