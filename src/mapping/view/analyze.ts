@@ -192,16 +192,50 @@ function compact(items: unknown[]): unknown {
 // ---------------------------------------------------------------------------------------------
 // Fast closure builders.
 
+/** One member navigation of a fused path. */
+interface PathStep {
+  name: string;
+  /** `_name` for primitive elements (whose extensions live there), else undefined. */
+  meta: string | undefined;
+  each: (item: unknown) => unknown;
+}
+
+/** Fused member chains: a closure built by memberStep, with the steps it walks. */
+const memberChains = new WeakMap<FastFn, { input: FastFn; steps: PathStep[] }>();
+
+/**
+ * Navigates to element `name`. Consecutive members (`subject.reference`, `code.coding.code`)
+ * are fused into one closure that walks all steps in a loop, so a path costs one call.
+ */
 function memberStep(input: FastFn, name: string, primitive: boolean): FastFn {
-  if (primitive) {
-    const meta = `_${name}`;
-    const each = (item: unknown) => primitiveOfItem(item, name, meta);
-    if (input === IDENTITY) return (focus) => flatMapItems(focus, each);
-    return (focus, rowIndex, resource) => flatMapItems(input(focus, rowIndex, resource), each);
-  }
-  const each = (item: unknown) => memberOfItem(item, name);
-  if (input === IDENTITY) return (focus) => flatMapItems(focus, each);
-  return (focus, rowIndex, resource) => flatMapItems(input(focus, rowIndex, resource), each);
+  const meta = primitive ? `_${name}` : undefined;
+  const step: PathStep = {
+    name,
+    meta,
+    each:
+      meta === undefined
+        ? (item: unknown) => memberOfItem(item, name)
+        : (item: unknown) => primitiveOfItem(item, name, meta),
+  };
+  const prior = memberChains.get(input);
+  const base = prior ? prior.input : input;
+  const steps = prior ? [...prior.steps, step] : [step];
+  const walk = (start: unknown): unknown => {
+    let c = start;
+    for (let i = 0; i < steps.length; i++) {
+      if (c === undefined) return undefined;
+      const s = steps[i] as PathStep;
+      if (isArray(c)) c = flatMapItems(c, s.each);
+      else c = s.meta === undefined ? memberOfItem(c, s.name) : primitiveOfItem(c, s.name, s.meta);
+    }
+    return c;
+  };
+  const fused: FastFn =
+    base === IDENTITY
+      ? (focus) => walk(focus)
+      : (focus, rowIndex, resource) => walk(base(focus, rowIndex, resource));
+  memberChains.set(fused, { input: base, steps });
+  return fused;
 }
 
 /**

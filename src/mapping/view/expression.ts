@@ -52,6 +52,7 @@ export class CompiledExpression {
   /** True when the expression reads %rowIndex. */
   readonly usesRowIndex: boolean;
   private readonly usesResource: boolean;
+  private readonly atRoot: boolean;
   private plain: Evaluator | undefined;
   private based: Evaluator | undefined;
 
@@ -69,6 +70,7 @@ export class CompiledExpression {
     this.reason = analysis.fast ? undefined : (analysis.reason ?? 'not a simple path');
     this.usesRowIndex = flags.rowIndex;
     this.usesResource = flags.resource;
+    this.atRoot = context.scope.atRoot;
     // Compile the fhirpath.js form the root uses now, so library errors surface at compile time.
     if (context.scope.atRoot) this.plain = this.compileEngine(undefined);
   }
@@ -177,7 +179,8 @@ export class CompiledExpression {
     const fast = this.fast;
     if (fast !== undefined) {
       let raw = focus;
-      if (isEngineNode(focus)) {
+      // At the root the focus is always the resource itself, never a fhirpath.js node.
+      if (!this.atRoot && isEngineNode(focus)) {
         raw = fhirpath.util.valData(focus);
         if (raw === null || raw === undefined) {
           return this.evaluateWithEngine(focus, rowIndex, resource);
