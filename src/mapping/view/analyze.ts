@@ -85,7 +85,16 @@ const KNOWN_FUNCTIONS = new Set(
   ).split(/\s+/),
 );
 /** Functions whose argument is evaluated once per input item (with `$this` = the item). */
-const ITERATING_FUNCTIONS = new Set(['where', 'exists', 'all', 'select', 'repeat', 'sort']);
+const ITERATING_FUNCTIONS = new Set([
+  'where',
+  'exists',
+  'all',
+  'select',
+  'repeat',
+  'sort',
+  'aggregate',
+  'defineVariable',
+]);
 const BOOLEAN_FUNCTIONS = new Set(
   (
     'empty not exists all allTrue anyTrue allFalse anyFalse subsetOf supersetOf isDistinct is ' +
@@ -423,7 +432,9 @@ export class ExpressionAnalyzer {
       }
     }
     const type = input.type;
-    if (type === undefined) return slow(undefined, `type of the input of '${name}' is unknown`);
+    if (type === undefined) {
+      return slow(undefined, input.reason ?? `type of the input of '${name}' is unknown`);
+    }
     if (isChoice(type)) {
       return slow(undefined, `'${name}' after ${describeType(type)} needs ofType()`);
     }

@@ -6,7 +6,6 @@
 // partial-row lists, and a row object is built only when a complete row is emitted.
 import type { Scope } from './analyze.js';
 import {
-  collectColumns,
   parseViewDefinition,
   type ColumnDef,
   type OutputColumn,
@@ -589,5 +588,3 @@ function passesWhere(
   }
   return value;
 }
-
-export { collectColumns };

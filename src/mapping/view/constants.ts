@@ -240,6 +240,10 @@ export function substituteConstants(
 ): { text: string; unknown: string[] } {
   let out = '';
   const unknown: string[] = [];
+  // Variables the expression defines itself with defineVariable('name', ...).
+  const defined = new Set(
+    [...expression.matchAll(/defineVariable\(\s*'([^'\\]+)'/g)].map((m) => m[1] as string),
+  );
   let i = 0;
   const n = expression.length;
   while (i < n) {
@@ -281,7 +285,7 @@ export function substituteConstants(
       if (constant) {
         out += constant.literal;
       } else {
-        if (!isFhirPathVariable(name)) unknown.push(name);
+        if (!isFhirPathVariable(name) && !defined.has(name)) unknown.push(name);
         out += expression.slice(i, end);
       }
       i = end;
