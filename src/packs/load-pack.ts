@@ -193,10 +193,15 @@ export async function loadMappingPack(
     const data = parseJson(text, file, issues);
     if (data === undefined) continue;
     const parsed = validate(schema as z.ZodType, data, file, issues);
-    if (parsed) {
-      checkSources(parsed as never, file, issues);
-      (valueSets as Record<string, unknown>)[key] = parsed;
+    // Checked on the raw data too, so a bad citation shows up alongside schema problems.
+    if (
+      typeof data === 'object' &&
+      data !== null &&
+      typeof (data as { sources?: unknown }).sources === 'object'
+    ) {
+      checkSources(data as never, file, issues);
     }
+    if (parsed) (valueSets as Record<string, unknown>)[key] = parsed;
   }
   try {
     const expected = new Set<string>(Object.values(VALUE_SET_FILES).map(([name]) => name));
