@@ -1,0 +1,59 @@
+// No Docker engine runs on the build machines, so the Dockerfile is checked here instead:
+// the properties the image must have, and that every path it copies exists in the repo.
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+
+const root = new URL('../../', import.meta.url);
+const text = readFileSync(new URL('Dockerfile', root), 'utf8');
+// Join continuation lines so each instruction is one line.
+const instructions = text
+  .replace(/\\\n/g, ' ')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'));
+const stages = instructions.reduce<string[][]>((acc, line) => {
+  if (/^FROM\s/i.test(line)) acc.push([]);
+  acc[acc.length - 1]?.push(line);
+  return acc;
+}, []);
+const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as {
+  scripts: Record<string, string>;
+  engines: { node: string };
+};
+
+describe('Dockerfile', () => {
+  it('when built, then a build stage installs and compiles with the commands CI uses', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    const build = stages[0]!.join('\n');
+    expect(build).toMatch(/RUN npm ci\b/);
+    expect(build).toMatch(/npm run build/);
+    expect(pkg.scripts.build).toBeDefined();
+    expect(readFileSync(new URL('.ci/run', root), 'utf8')).toMatch(/npm ci\b/);
+  });
+
+  it('when run, then the image runs as a non-root user with a healthcheck on /health', () => {
+    const runtime = stages[stages.length - 1]!;
+    const users = runtime.filter((l) => /^USER\s/i.test(l));
+    expect(users.length).toBeGreaterThan(0);
+    expect(users[users.length - 1]).not.toMatch(/^USER\s+(root|0)\b/i);
+    const health = runtime.find((l) => /^HEALTHCHECK\s/i.test(l));
+    expect(health).toMatch(/\/health/);
+    expect(runtime.find((l) => /^ENTRYPOINT\s/i.test(l))).toMatch(/bin\/lhn-bridge\.js/);
+  });
+
+  it('when it copies from the build context, then every source path exists', () => {
+    const sources = instructions
+      .filter((l) => /^COPY\s/i.test(l) && !/--from=/i.test(l))
+      .flatMap((l) => l.split(/\s+/).slice(1, -1))
+      .filter((p) => !p.startsWith('--'));
+    expect(sources.length).toBeGreaterThan(3);
+    const missing = sources.filter((p) => !existsSync(new URL(p, root)));
+    expect(missing).toEqual([]);
+  });
+
+  it('when the base image is chosen, then its Node major satisfies package.json engines', () => {
+    const majors = stages.map((s) => Number(/node:(\d+)/.exec(s[0]!)?.[1]));
+    const minMajor = Number(/>=\s*(\d+)/.exec(pkg.engines.node)?.[1]);
+    for (const major of majors) expect(major).toBeGreaterThanOrEqual(minMajor);
+  });
+});
