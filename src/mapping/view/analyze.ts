@@ -25,7 +25,12 @@ import {
   type ChoiceType,
   type StaticType,
 } from './fhir-types.js';
-import { referenceKeyOf, resourceKeysOf, unquoteTypeArgument } from './resource-keys.js';
+import {
+  referenceKeyOf,
+  resourceKeyOf,
+  resourceKeysOf,
+  unquoteTypeArgument,
+} from './resource-keys.js';
 
 /** A fast-path closure: focus (raw JSON), %rowIndex and the resource being viewed. */
 export type FastFn = (focus: unknown, rowIndex: number, resource: unknown) => unknown;
@@ -805,6 +810,8 @@ function simpleFunction(name: string, input: FastFn): FastFn {
       return (focus, rowIndex, resource) => {
         const c = input(focus, rowIndex, resource);
         if (c === undefined) return undefined;
+        // The usual case: called on the resource itself.
+        if (c === resource) return resourceKeyOf(resource);
         return compact(resourceKeysOf(isArray(c) ? c : [c], resource));
       };
     default:
