@@ -1,0 +1,226 @@
+// `npm run bench:sync [-- --resources N --mode search|bulk]`: a full sync of a generated
+// centre (default 1,000,000 resources) from the sandbox EHR over loopback into Redis (a
+// unique prefix, deleted afterwards). The sandbox runs in a child process (this same file
+// with --serve-ehr) so its memory is not counted. The addBulk ceiling is measured in the
+// same run: bare BullMQ addBulk of jobs the size of the sync's, in the same batch size.
+//
+// Prints:
+//   bench sync: R resources/s; S submissions/s enqueued; peak RSS M MB; addBulk ceiling C jobs/s
+// where R is end to end (pull + map + enqueue), S is the enqueue stage's rate (submissions
+// per second of time spent enqueueing: state lookups, addBulk, state writes) so it compares
+// with C, and a detail line with the end-to-end enqueue rate and the stage timings.
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Queue } from 'bullmq';
+import { generateCentre, patientsForResources } from '../fixtures/generator/index.js';
+import { loadCentreFile } from '../src/config/centre.js';
+import { parseServiceConfig } from '../src/config/service.js';
+import { createRuntime } from '../src/runtime.js';
+import { createCentreServices } from '../src/sync/centre-services.js';
+import { syncCentre, type SyncTimings } from '../src/sync/run-sync.js';
+import { createMetrics } from '../src/util/metrics.js';
+import { silentLogger } from '../src/util/logger.js';
+import type { SubmissionJobData } from '../queues/submissions.js';
+
+const BATCH = 500;
+const { values: args } = parseArgs({
+  options: {
+    resources: { type: 'string', default: '1000000' },
+    mode: { type: 'string', default: 'bulk' },
+    seed: { type: 'string', default: '42' },
+    'serve-ehr': { type: 'boolean', default: false },
+  },
+});
+
+interface EhrSettings {
+  resources: number;
+  seed: number;
+  keysDir: string;
+  mode: 'search' | 'bulk';
+}
+
+/** Child: generate the centre, serve it, register our client, write the centre file. */
+async function serveEhr(): Promise<void> {
+  const { startSandboxEhr } = await import('../src/sandbox/ehr/index.js');
+  const { provisionSandboxCentre } = await import('../src/sandbox/ehr/provision.js');
+  const s = JSON.parse(process.env.LHN_BENCH_EHR ?? '{}') as EhrSettings;
+  const centreId = 'bench-centre';
+  const patients = patientsForResources(s.resources, { seed: s.seed, centreId });
+  const gen = generateCentre({ seed: s.seed, patients, centreId });
+  const ehr = await startSandboxEhr({
+    resources: gen.resources() as never,
+    exportPollsBeforeDone: 1,
+    exportRetryAfterSeconds: 0,
+  });
+  const { centre } = await provisionSandboxCentre(ehr, {
+    keysDir: s.keysDir,
+    centreId,
+    centre: {
+      timeZone: gen.timeZone,
+      cohort: { group: gen.groupId },
+      pull: { mode: s.mode, pageSize: 1000, firstSyncLookbackDays: 36500 },
+      limits: { maxConcurrentRequests: 64, requestsPerSecond: 1000 },
+      mapping: { pack: 'ibd', overrides: gen.centreOverrides },
+    },
+  });
+  const { sourceFile: _source, ...file } = centre;
+  const centreFile = join(s.keysDir, `${centreId}.json`);
+  await writeFile(centreFile, JSON.stringify(file));
+  const counts = gen.countResources();
+  process.stdout.write(
+    `${JSON.stringify({ ready: true, centreFile, total: counts.total, visits: counts.visits, patients })}\n`,
+  );
+  process.on('SIGTERM', () => void ehr.close().then(() => process.exit(0)));
+}
+
+/** Starts the child sandbox and waits for its ready line. */
+async function startEhrChild(settings: EhrSettings) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-ehr'],
+    {
+      env: { ...process.env, LHN_BENCH_EHR: JSON.stringify(settings) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const ready = await new Promise<{
+    centreFile: string;
+    total: number;
+    visits: number;
+    patients: number;
+  }>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`sandbox EHR exited (${code})`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const msg = JSON.parse(line) as { ready?: boolean };
+        if (msg.ready) resolve(msg as never);
+      } catch {
+        // not ours
+      }
+    });
+  });
+  return { child, ...ready };
+}
+
+/** Bare addBulk of `count` jobs shaped like `samples`, in batches of BATCH: jobs/s. */
+async function measureCeiling(
+  queue: Queue<SubmissionJobData>,
+  samples: SubmissionJobData[],
+  count: number,
+): Promise<number> {
+  const started = performance.now();
+  for (let done = 0; done < count; done += BATCH) {
+    const jobs = [];
+    for (let i = done; i < Math.min(done + BATCH, count); i++) {
+      const data = samples[i % samples.length]!;
+      const id = `${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}`;
+      jobs.push({ name: data.submission.kind, data, opts: { jobId: id } });
+    }
+    await queue.addBulk(jobs);
+  }
+  return count / ((performance.now() - started) / 1000);
+}
+
+async function main(): Promise<void> {
+  const resources = Number(args.resources);
+  const mode = args.mode === 'search' ? 'search' : 'bulk';
+  if (!Number.isInteger(resources) || resources < 100)
+    throw new Error('--resources must be >= 100');
+  const keysDir = await mkdtemp(join(tmpdir(), 'lhn-bench-'));
+  const ehr = await startEhrChild({ resources, seed: Number(args.seed), keysDir, mode });
+  const prefix = `lhn-bench-${randomUUID()}`;
+  const config = parseServiceConfig({
+    pseudonymSecret: randomBytes(24).toString('hex'),
+    mappingsDir: join(process.cwd(), 'mappings'),
+    redis: { prefix },
+    log: { level: 'silent' },
+  });
+  const centre = await loadCentreFile(ehr.centreFile);
+  const runtime = await createRuntime(config, {
+    centres: [centre],
+    role: 'worker',
+    logger: silentLogger,
+    metrics: createMetrics(),
+  });
+  let ceilingQueue: Queue<SubmissionJobData> | undefined;
+  try {
+    const prepare = createCentreServices({
+      config,
+      redis: runtime.redis,
+      prefix,
+      logger: silentLogger,
+    });
+    const services = await prepare(centre);
+    const timings: SyncTimings = { mapMs: 0, enqueueMs: 0 };
+    const started = performance.now();
+    const record = await syncCentre(
+      {
+        redis: runtime.redis,
+        prefix,
+        submissionsQueue: runtime.queues.submissions,
+        runStore: runtime.runStore,
+        pseudonymSecret: config.pseudonymSecret,
+        ...services,
+      },
+      {
+        centre,
+        mode: 'full',
+        reason: 'manual',
+        enqueueBatchSize: BATCH,
+        patientConcurrency: 8,
+        timings,
+      },
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const peakRssMb = process.resourceUsage().maxRSS / 1024;
+    const { pulled, enqueued } = record.counts;
+    if (enqueued !== ehr.visits)
+      process.stderr.write(
+        `warning: enqueued ${enqueued} submissions, the generator planned ${ehr.visits} visits\n`,
+      );
+
+    const samples = (await runtime.queues.submissions.getJobs(['waiting'], 0, 999)).map(
+      (j) => j.data as SubmissionJobData,
+    );
+    ceilingQueue = new Queue<SubmissionJobData>('bench-ceiling', {
+      connection: runtime.redis,
+      prefix,
+    });
+    const ceiling = await measureCeiling(ceilingQueue, samples, enqueued);
+    const stageRate = enqueued / (timings.enqueueMs / 1000);
+
+    const round = (n: number) => Math.round(n).toLocaleString('en-US');
+    process.stdout.write(
+      `bench sync: ${round(pulled / seconds)} resources/s; ${round(stageRate)} submissions/s enqueued; peak RSS ${Math.round(peakRssMb)} MB; addBulk ceiling ${round(ceiling)} jobs/s\n`,
+    );
+    process.stdout.write(
+      `  ${mode} mode, ${round(pulled)} resources (${round(ehr.patients)} patients) in ${seconds.toFixed(1)} s; ` +
+        `${round(enqueued)} submissions; end to end ${round(enqueued / seconds)} submissions/s; ` +
+        `map ${(timings.mapMs / 1000).toFixed(1)} s, enqueue ${(timings.enqueueMs / 1000).toFixed(1)} s; ` +
+        `enqueue stage at ${Math.round((100 * stageRate) / ceiling)}% of the ceiling\n`,
+    );
+  } finally {
+    await ceilingQueue?.obliterate({ force: true }).catch(() => undefined);
+    await ceilingQueue?.close();
+    await runtime.queues.submissions.obliterate({ force: true }).catch(() => undefined);
+    await runtime.queues.sync.obliterate({ force: true }).catch(() => undefined);
+    let cursor = '0';
+    do {
+      const [next, keys] = await runtime.redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await runtime.redis.del(...keys);
+    } while (cursor !== '0');
+    await runtime.close();
+    ehr.child.kill('SIGTERM');
+    await rm(keysDir, { recursive: true, force: true });
+  }
+}
+
+if (args['serve-ehr']) await serveEhr();
+else await main();
