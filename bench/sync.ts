@@ -96,7 +96,7 @@ async function startEhrChild(settings: EhrSettings) {
     patients: number;
   }>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`sandbox EHR exited (${code})`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
       try {
         const msg = JSON.parse(line) as { ready?: boolean };
         if (msg.ready) resolve(msg as never);
@@ -186,7 +186,7 @@ async function main(): Promise<void> {
       );
 
     const samples = (await runtime.queues.submissions.getJobs(['waiting'], 0, 999)).map(
-      (j) => j.data as SubmissionJobData,
+      (j) => j.data,
     );
     ceilingQueue = new Queue<SubmissionJobData>('bench-ceiling', {
       connection: runtime.redis,
