@@ -181,10 +181,13 @@ export class CompiledExpression {
       let raw = focus;
       // At the root the focus is always the resource itself, never a fhirpath.js node.
       if (!this.atRoot && isEngineNode(focus)) {
-        raw = fhirpath.util.valData(focus);
-        if (raw === null || raw === undefined) {
+        // A node with primitive metadata (`_name`: extensions, id) or without a value keeps
+        // fhirpath.js semantics; otherwise its plain JSON goes down the fast path.
+        const node = focus as { data?: unknown; _data?: unknown };
+        if (node.data === null || node.data === undefined || node._data != null) {
           return this.evaluateWithEngine(focus, rowIndex, resource);
         }
+        raw = node.data;
       }
       try {
         return fast(raw, rowIndex, resource);

@@ -555,4 +555,37 @@ describe('fast path selection', () => {
     expect(fast).toEqual(slow);
     expect(fast).toEqual([{ first: 'Ana', second: null, all: ['Ana', 'Maria'], some: true }]);
   });
+
+  it('when a fast forEach defers to fhirpath.js, then its columns still match fhirpath.js', () => {
+    const withExtension = {
+      ...patient,
+      name: [
+        {
+          given: ['Ana', 'Maria'],
+          _given: [{ extension: [{ url: 'x', valueString: 'y' }] }, null],
+        },
+      ],
+    };
+    const definition = {
+      resource: 'Patient',
+      select: [
+        {
+          forEach: 'name.given',
+          column: [
+            { name: 'given', path: '$this' },
+            { name: 'i', path: '%rowIndex' },
+            { name: 'ext', path: "extension('x').value.ofType(string)" },
+          ],
+        },
+      ],
+    };
+    const fast = compileView(definition);
+    expect(fast.expressions.every((e) => e.fastPath)).toBe(true);
+    const rows = fast.rows(withExtension);
+    expect(rows).toEqual(compileView(definition, { fastPath: false }).rows(withExtension));
+    expect(rows).toEqual([
+      { given: 'Ana', i: 0, ext: 'y' },
+      { given: 'Maria', i: 1, ext: null },
+    ]);
+  });
 });

@@ -380,6 +380,23 @@ const patientView = {
   ],
 };
 
+/** A forEach over primitives, which carry extensions in `_given`. */
+const patientGivenView = {
+  resource: 'Patient',
+  select: [
+    { column: [{ name: 'id', path: 'id' }] },
+    {
+      forEachOrNull: 'name.given',
+      column: [
+        { name: 'given', path: '$this' },
+        { name: 'ext', path: "extension('http://example.org/ext').value.ofType(string)" },
+        { name: 'has_ext', path: 'extension.exists()' },
+        { name: 'row', path: '%rowIndex' },
+      ],
+    },
+  ],
+};
+
 /** A forEach fhirpath.js evaluates, whose children take the fast path on its nodes. */
 const patientSlowForEachView = {
   resource: 'Patient',
@@ -492,6 +509,10 @@ describe('fast path equals fhirpath.js', () => {
 
   it('when random Patients (with primitive extensions) run through a view, then rows are identical', () => {
     checkEquivalence(patientView, patient);
+  });
+
+  it('when a forEach iterates primitives that may carry extensions, then rows are identical', () => {
+    checkEquivalence(patientGivenView, patient);
   });
 
   it('when a forEach runs in fhirpath.js and its columns on the fast path, then rows are identical', () => {
