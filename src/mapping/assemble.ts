@@ -753,7 +753,9 @@ function assembleVisit(
 
   // Patient
   const p = bucket.patient;
-  if (p) use('Patient', p);
+  // The Patient's own id is a patient identifier at the source: provenance names it by its
+  // pseudonymous key instead (its version still tells the registry what changed).
+  if (p) use('Patient', { id: patientKey, versionId: p.versionId, lastUpdated: p.lastUpdated });
   const fullBirthDate = p?.birthDate ?? null;
   if (!fullBirthDate) {
     findings.push(
@@ -761,7 +763,6 @@ function assembleVisit(
         'missing-birth-date',
         'birthDate',
         p ? 'the patient has no birth date' : 'no Patient resource for this visit',
-        p ? `Patient/${p.id}` : undefined,
       ),
     );
   }

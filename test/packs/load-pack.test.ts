@@ -58,11 +58,11 @@ describe('loadMappingPack', () => {
     const { valueSets } = await loadIbdPack();
     for (const vs of Object.values(valueSets)) {
       const entries: { source?: string }[] = [
-        ...((vs as any).concepts ?? []),
-        ...((vs as any).prefixes ?? []),
-        ...((vs as any).routes ?? []),
-        ...((vs as any).words ?? []),
-        ...((vs as any).names ?? []),
+        ...(vs.concepts ?? []),
+        ...(vs.prefixes ?? []),
+        ...(vs.routes ?? []),
+        ...(vs.words ?? []),
+        ...(vs.names ?? []),
       ];
       for (const entry of entries) {
         expect(entry.source, JSON.stringify(entry)).toBeTruthy();

@@ -1,0 +1,176 @@
+// Properties of the assembler that no single golden case shows: streaming equals batch,
+// input order does not matter, newer versions replace older ones, output is deterministic
+// and pseudonymous, and misuse fails loudly.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { generateCentre, type GeneratedCentre } from '../../fixtures/generator/index.js';
+import { createMapper, OverridesError, type FhirResource } from '../../src/mapping/index.js';
+import type { MappingPack } from '../../src/mapping/pack-schema.js';
+import { contentHash } from '../../src/registry/keys.js';
+import { RegistrySubmissionSchema } from '../../src/registry/submission.js';
+import { loadIbdPack } from './support/pack.js';
+
+const SECRET = 'assemble-test-secret-0123456789abcdefgh';
+let pack: MappingPack;
+let centre: GeneratedCentre;
+let resources: FhirResource[];
+
+beforeAll(async () => {
+  pack = await loadIbdPack();
+  centre = generateCentre({ seed: 4242, patients: 40 });
+  resources = [...centre.resources()] as FhirResource[];
+});
+
+function mapperFor(options: Partial<Parameters<typeof createMapper>[1]> = {}) {
+  return createMapper(pack, {
+    centreId: centre.centreId,
+    pseudonymSecret: SECRET,
+    timeZone: centre.timeZone,
+    overrides: centre.centreOverrides,
+    ...options,
+  });
+}
+
+/** A deterministic shuffle (xorshift), so a failure can be replayed. */
+function shuffled<T>(items: T[], seed: number): T[] {
+  const out = [...items];
+  let x = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const j = Math.abs(x) % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+describe('assembler', () => {
+  it('when resources are streamed one by one or mapped as a batch, then the results are identical', () => {
+    const batch = mapperFor().mapResources(resources);
+    const assembler = mapperFor().createAssembler();
+    for (const r of resources) assembler.add(r);
+    expect(assembler.finish()).toEqual(batch);
+    expect(batch.stats.resources).toBe(resources.length);
+    expect(batch.stats.visits).toBeGreaterThan(100);
+  });
+
+  it('when the input order is shuffled, then the output is byte-identical', () => {
+    const expected = JSON.stringify(mapperFor().mapResources(resources).submissions);
+    for (const seed of [1, 7, 99]) {
+      expect(JSON.stringify(mapperFor().mapResources(shuffled(resources, seed)).submissions)).toBe(
+        expected,
+      );
+    }
+  });
+
+  it('when a Bundle is added, then its entries are mapped as if added one by one', () => {
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: resources.map((resource) => ({ resource })),
+    };
+    expect(mapperFor().mapResources([bundle])).toEqual(mapperFor().mapResources(resources));
+  });
+
+  it('when every submission is checked, then it is schema-valid and its hash is the canonical content hash', () => {
+    const result = mapperFor({ validate: true }).mapResources(resources);
+    expect(result.stats.retractions).toBeGreaterThan(0);
+    for (const s of result.submissions) {
+      expect(RegistrySubmissionSchema.safeParse(s).success).toBe(true);
+      const { submissionId: _id, contentHash: hash, ...content } = s;
+      expect(contentHash(content)).toBe(hash);
+    }
+  });
+
+  it('when the output is searched for patient identifiers, then no name, MRN, phone or address appears', () => {
+    const text = JSON.stringify(mapperFor().mapResources(resources));
+    for (const patientId of centre.patientIds) {
+      const phi = centre.phiOfPatient(patientId);
+      for (const value of [phi.given, phi.family, phi.mrn, phi.phone, phi.addressLine]) {
+        expect(text).not.toContain(value);
+      }
+      expect(text).not.toContain(`"${patientId}"`);
+    }
+  });
+
+  it('when the secret or the centre differs, then every key differs', () => {
+    const a = mapperFor().mapResources(resources).submissions;
+    const b = mapperFor({ pseudonymSecret: `${SECRET}-other` }).mapResources(resources).submissions;
+    const c = mapperFor({ centreId: 'another-centre' }).mapResources(resources).submissions;
+    const keys = (list: typeof a) => new Set(list.flatMap((s) => [s.patientKey, s.visitKey]));
+    for (const key of keys(b)) expect(keys(a).has(key)).toBe(false);
+    for (const key of keys(c)) expect(keys(a).has(key)).toBe(false);
+  });
+
+  it('when a newer version of an observation arrives, then it replaces the older one and the hash changes', () => {
+    const pga = resources.find(
+      (r) =>
+        r.resourceType === 'Observation' &&
+        (r as any).encounter &&
+        (r as any).valueCodeableConcept &&
+        (r as any).status === 'final',
+    ) as any;
+    const before = mapperFor().mapResources(resources).submissions;
+    const answers = centre.centreOverrides.valueSets.pga.answers.filter((a) => 'code' in a) as {
+      system: string;
+      code: string;
+      category: string;
+    }[];
+    const current = answers.find((a) => a.code === pga.valueCodeableConcept.coding[0].code)!;
+    const other = answers.find((a) => a.category !== current.category)!;
+    const newer = {
+      ...pga,
+      meta: { ...pga.meta, versionId: `${Number(pga.meta.versionId) + 1}` },
+      valueCodeableConcept: { coding: [{ system: other.system, code: other.code }] },
+    };
+    const after = mapperFor().mapResources([...resources, newer]).submissions;
+    const changed = after.filter((s, i) => s.submissionId !== before[i]!.submissionId);
+    expect(changed).toHaveLength(1);
+    expect(changed[0]!.visitKey).toBe(before[after.indexOf(changed[0]!)]!.visitKey);
+    expect(changed[0]!.kind === 'visit' && changed[0]!.provenance).toContainEqual(
+      expect.objectContaining({
+        resourceType: 'Observation',
+        id: pga.id,
+        versionId: newer.meta.versionId,
+      }),
+    );
+  });
+
+  it('when resource types the pack does not use arrive, then they are counted and ignored', () => {
+    const extra = [
+      { resourceType: 'Practitioner', id: 'dr' },
+      { resourceType: 'Procedure', id: 'x', status: 'completed' },
+    ];
+    const result = mapperFor().mapResources([...resources, ...extra]);
+    expect(result.stats.byResourceType.Practitioner).toBe(1);
+    expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
+  });
+
+  it('when finish is called twice or add after finish, then it throws instead of losing data', () => {
+    const assembler = mapperFor().createAssembler();
+    assembler.finish();
+    expect(() => assembler.finish()).toThrow(/already/);
+    expect(() => assembler.add(resources[0]!)).toThrow(/finished/);
+  });
+
+  it('when the overrides are invalid, then creating the mapper fails with their path', () => {
+    expect(() =>
+      mapperFor({
+        overrides: { settings: { birthDatePrecision: 'year' } },
+        overridesSource: 'east.yaml',
+      }),
+    ).toThrow(OverridesError);
+    expect(() => mapperFor({ overrides: { settings: { birthDatePrecision: 'year' } } })).toThrow(
+      /settings\.birthDatePrecision/,
+    );
+  });
+
+  it('when findings are counted, then stats.byKind matches the flattened findings', () => {
+    const result = mapperFor().mapResources(resources);
+    const counted: Record<string, number> = {};
+    for (const f of result.findings) counted[f.kind] = (counted[f.kind] ?? 0) + 1;
+    expect(result.stats.byKind).toEqual(counted);
+    const carried = result.submissions.flatMap((s) => (s.kind === 'visit' ? s.findings : []));
+    expect(result.findings.slice(0, carried.length)).toEqual(carried);
+  });
+});
