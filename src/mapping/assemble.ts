@@ -14,7 +14,7 @@ import {
   type SourceRef,
   type VisitSubmission,
 } from '../registry/submission.js';
-import { createZoneCalendar, daysBetween, wholeMonthsBetween, type ZoneCalendar } from './dates.js';
+import { createZoneCalendar, dayNumberOf, wholeMonthsBetween, type ZoneCalendar } from './dates.js';
 import { applyCentreOverrides, parseCentreOverrides } from './overrides.js';
 import {
   UCUM,
@@ -121,6 +121,8 @@ interface ObservationRecord extends Versioned {
   field: ObservationField;
   encounter: string | null;
   date: string | null;
+  /** `date` as a day number (days since 1970-01-01), for cheap day arithmetic. */
+  day: number | null;
   instant: number | null;
   /** Vitals: converted value (unrounded) or why not. */
   value: number | null;
@@ -148,6 +150,7 @@ interface PatientBucket {
 interface Visit {
   encounter: EncounterRecord;
   date: string;
+  day: number;
   instant: number;
   type: string;
 }
@@ -345,7 +348,8 @@ function createAssemblerFor(ctx: Context): Assembler {
       lastUpdated: str(first.last_updated),
       field,
       encounter: str(first.encounter),
-      date: calendar.dateOf(when, instant),
+      date: null,
+      day: null,
       instant,
       value: null,
       problem: null,
@@ -354,6 +358,8 @@ function createAssemblerFor(ctx: Context): Assembler {
       unmappedCode: null,
       unmappedText: false,
     };
+    rec.date = calendar.dateOf(when, instant);
+    rec.day = dayNumberOf(rec.date);
     if (field === 'pga') {
       classifyPga(rec, rows, first);
     } else {
@@ -617,7 +623,13 @@ function assemblePatient(
       );
       continue;
     }
-    visits.push({ encounter: enc, date, instant: calendar.instantOf(enc.periodStart) ?? 0, type });
+    visits.push({
+      encounter: enc,
+      date,
+      day: dayNumberOf(date)!,
+      instant: calendar.instantOf(enc.periodStart) ?? 0,
+      type,
+    });
     visitIds.add(enc.id);
   }
   visits.sort((a, b) =>
@@ -704,8 +716,8 @@ function linkCandidates(
       // An observation documented at another visit belongs to that visit only.
       if (visitIds.has(obs.encounter)) continue;
     }
-    if (!obs.date) continue;
-    const days = daysBetween(visit.date, obs.date);
+    if (obs.day === null) continue;
+    const days = obs.day - visit.day;
     if (days === 0 && rule.sameDay) out.push({ obs, strength: 2, distance: 0 });
     else if (rule.windowDays > 0 && Math.abs(days) <= rule.windowDays) {
       out.push({ obs, strength: 1, distance: Math.abs((obs.instant ?? 0) - visit.instant) });
@@ -747,8 +759,11 @@ function assembleVisit(
 ): VisitSubmission {
   const spec = ctx.pack.assembly;
   const findings: Finding[] = [];
-  const provenance = new Map<string, SourceRef>();
-  const use = (type: string, rec: Versioned) => provenance.set(`${type}/${rec.id}`, ref(type, rec));
+  // Keyed by the record itself: each source resource has exactly one record.
+  const provenance = new Map<Versioned, SourceRef>();
+  const use = (type: string, rec: Versioned) => {
+    if (!provenance.has(rec)) provenance.set(rec, ref(type, rec));
+  };
   use('Encounter', visit.encounter);
 
   // Patient

@@ -185,6 +185,13 @@ export function createZoneCalendar(timeZone: string): ZoneCalendar {
   };
 }
 
+/** The day number (days since 1970-01-01) of a YYYY-MM-DD date, or null. */
+export function dayNumberOf(date: string | null): number | null {
+  if (date === null) return null;
+  const ms = parseFhirInstant(date);
+  return ms === null ? null : Math.floor(ms / DAY_MS);
+}
+
 /** Days from date `a` to date `b` (both YYYY-MM-DD); positive when b is later. */
 export function daysBetween(a: string, b: string): number {
   if (a === b) return 0;
