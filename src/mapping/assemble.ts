@@ -272,6 +272,7 @@ function createAssemblerFor(ctx: Context): Assembler {
   const views = pack.views;
   const buckets = new Map<string, PatientBucket>();
   const medications = new Map<string, MedicationInfo>();
+  const unattributed = new Map<string, EncounterRecord>();
   const byResourceType: Record<string, number> = {};
   let resources = 0;
   let finished = false;
@@ -496,15 +497,16 @@ function createAssemblerFor(ctx: Context): Assembler {
         return;
       case 'Encounter': {
         const first = views.encounter.rows(resource)[0];
-        const patient = first ? str(first.patient) : null;
-        if (!first || !patient || !str(first.id)) return;
+        if (!first || !str(first.id)) return;
         const rec: EncounterRecord = {
           ...versioned(first),
           status: str(first.status),
           classKey: codingKey(str(first.class_system), str(first.class_code)),
           periodStart: str(first.period_start),
         };
-        bucketOf(patient).encounters.set(rec.id, rec);
+        const patient = str(first.patient);
+        if (patient) bucketOf(patient).encounters.set(rec.id, rec);
+        else unattributed.set(rec.id, rec);
         return;
       }
       case 'Patient': {
@@ -540,6 +542,19 @@ function createAssemblerFor(ctx: Context): Assembler {
     finished = true;
     const submissions: RegistrySubmission[] = [];
     const orphanFindings: Finding[] = [];
+    // A visit without a patient cannot be keyed; say so rather than drop it silently.
+    for (const enc of [...unattributed.values()].sort((a, b) => (a.id < b.id ? -1 : 1))) {
+      if (!ctx.visitClasses.has(enc.classKey) || !enc.status) continue;
+      if (!ctx.visitStatuses.has(enc.status) && !ctx.retractStatuses.has(enc.status)) continue;
+      orphanFindings.push(
+        finding(
+          'missing-value',
+          'visit.patient',
+          'visit encounter has no patient (subject) reference, so it was not submitted',
+          `Encounter/${enc.id}`,
+        ),
+      );
+    }
     const patientIds = [...buckets.keys()].sort();
     for (const patientId of patientIds) {
       assemblePatient(

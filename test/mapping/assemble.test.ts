@@ -174,3 +174,42 @@ describe('assembler', () => {
     expect(result.findings.slice(0, carried.length)).toEqual(carried);
   });
 });
+
+describe('assembler, visits that cannot be submitted', () => {
+  it('when a visit encounter has no patient or no start, then an unattached finding says so and nothing is submitted', async () => {
+    const mapper = createMapper(await loadIbdPack(), {
+      centreId: 'c1',
+      pseudonymSecret: SECRET,
+      timeZone: 'UTC',
+    });
+    const ambulatory = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' };
+    const result = mapper.mapResources([
+      {
+        resourceType: 'Encounter',
+        id: 'no-subject',
+        status: 'finished',
+        class: ambulatory,
+        period: { start: '2024-03-05T10:00:00Z' },
+      },
+      {
+        resourceType: 'Encounter',
+        id: 'no-start',
+        status: 'finished',
+        class: ambulatory,
+        subject: { reference: 'Patient/p1' },
+      },
+      {
+        resourceType: 'Encounter',
+        id: 'inpatient',
+        status: 'finished',
+        class: { ...ambulatory, code: 'IMP' },
+      },
+    ]);
+    expect(result.submissions).toEqual([]);
+    expect(result.findings.map((f) => `${f.kind} ${f.field} ${f.resource}`)).toEqual([
+      'missing-value visit.patient Encounter/no-subject',
+      'missing-value visit.date Encounter/no-start',
+    ]);
+    expect(result.stats.byKind).toEqual({ 'missing-value': 2 });
+  });
+});
