@@ -661,6 +661,8 @@ function assemblePatient(
   };
   for (const o of bucket.observations.values()) byField[o.field].push(o);
   const judgements = new Map<string, SteroidJudgement | null>();
+  // Sorted once per patient: the order of steroid evidence must not depend on input order.
+  const meds = [...bucket.medications.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const diagnosis = chooseDiagnosis(bucket);
 
   for (const visit of visits) {
@@ -674,6 +676,7 @@ function assemblePatient(
         byField,
         medications,
         judgements,
+        meds,
         diagnosis,
       ),
     );
@@ -770,6 +773,7 @@ function assembleVisit(
   byField: Record<ObservationField, ObservationRecord[]>,
   medications: Map<string, MedicationInfo>,
   judgements: Map<string, SteroidJudgement | null>,
+  meds: [string, MedicationUse][],
   diagnosis: DiagnosisChoice,
 ): VisitSubmission {
   const spec = ctx.pack.assembly;
@@ -874,7 +878,6 @@ function assembleVisit(
   const steroids: VisitSubmission['steroids'] = [];
   const steroidSpec = spec.fields.steroidUse;
   const dateOf = (v: string | null) => ctx.calendar.dateOf(v);
-  const meds = [...bucket.medications.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
   for (const [key, m] of meds) {
     let openEnded: boolean;
     if (m.resourceType === 'MedicationStatement') {
