@@ -31,7 +31,7 @@ export interface PatientSpool {
 }
 
 export interface PatientSpoolOptions {
-  /** Partitions (files); default 64. */
+  /** Partitions (files); default 256. */
   partitions?: number;
   /** Parent directory; default the OS temporary directory. */
   dir?: string;
@@ -39,7 +39,7 @@ export interface PatientSpoolOptions {
 
 /** Creates a spool in a new private temporary directory. */
 export async function createPatientSpool(options: PatientSpoolOptions = {}): Promise<PatientSpool> {
-  const partitions = options.partitions ?? 64;
+  const partitions = options.partitions ?? 256;
   const dir = await mkdtemp(join(options.dir ?? tmpdir(), 'lhn-spool-'));
   const streams = new Map<number, WriteStream>();
   const shared = new Map<string, FhirResource>();

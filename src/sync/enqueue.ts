@@ -39,37 +39,50 @@ export interface SubmissionEnqueuerOptions {
   onBatch?: (batch: { enqueuedVisits: number; enqueuedRetractions: number }) => void;
 }
 
-/** Adds submissions in batches; call `flush()` at the end of a run. */
+/** The source ids behind a submission, remembered to build its retraction later. */
+export interface SubmissionSource {
+  patientId?: string;
+  encounterId?: string;
+  encounterLastUpdated?: string;
+}
+
+/** Adds submissions in batches; `flush()` at the end of a run waits until all is written. */
 export interface SubmissionEnqueuer {
-  add(submission: RegistrySubmission): Promise<void>;
+  /** `source` defaults to what the provenance tells (raw Patient/Encounter ids). */
+  add(submission: RegistrySubmission, source?: SubmissionSource): Promise<void>;
   flush(): Promise<void>;
   readonly counts: Readonly<EnqueueCounts>;
 }
 
-/** Finds the source ids behind a submission's keys in its provenance. */
+/**
+ * Finds the source ids behind a submission's keys in its provenance. A visit's provenance
+ * normally holds one Encounter (the visit) and one Patient, taken as they are; when there
+ * are several, the one whose pseudonymous key matches is chosen (an HMAC per candidate).
+ */
 function sourceIds(
   submission: RegistrySubmission,
   secret: string,
   centreId: string,
-): { patientId?: string; encounterId?: string; encounterLastUpdated?: string } {
-  const out: { patientId?: string; encounterId?: string; encounterLastUpdated?: string } = {};
-  for (const ref of submission.provenance) {
-    if (
-      ref.resourceType === 'Encounter' &&
-      !out.encounterId &&
-      pseudonymKey(secret, centreId, 'Encounter', ref.id) === submission.visitKey
-    ) {
-      out.encounterId = ref.id;
-      if (ref.lastUpdated) out.encounterLastUpdated = ref.lastUpdated;
-    } else if (
-      ref.resourceType === 'Patient' &&
-      !out.patientId &&
-      pseudonymKey(secret, centreId, 'Patient', ref.id) === submission.patientKey
-    ) {
-      out.patientId = ref.id;
-    }
-  }
-  return out;
+): SubmissionSource {
+  const encounters = submission.provenance.filter((r) => r.resourceType === 'Encounter');
+  const patients = submission.provenance.filter((r) => r.resourceType === 'Patient');
+  const encounter =
+    encounters.length === 1
+      ? encounters[0]
+      : encounters.find(
+          (r) => pseudonymKey(secret, centreId, 'Encounter', r.id) === submission.visitKey,
+        );
+  const patient =
+    patients.length === 1
+      ? patients[0]
+      : patients.find(
+          (r) => pseudonymKey(secret, centreId, 'Patient', r.id) === submission.patientKey,
+        );
+  return {
+    ...(patient ? { patientId: patient.id } : {}),
+    ...(encounter ? { encounterId: encounter.id } : {}),
+    ...(encounter?.lastUpdated ? { encounterLastUpdated: encounter.lastUpdated } : {}),
+  };
 }
 
 /** Creates a batching, idempotent enqueuer for one centre's run. */
@@ -84,8 +97,21 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     reverted: 0,
   };
   let buffer: RegistrySubmission[] = [];
+  let sources = new Map<string, SubmissionSource>();
+  // State writes still in flight. They need not finish before the next batch: its lookups go
+  // over the same connection after them, and Redis runs one connection's commands in order.
+  // At most two are in flight; flush() waits for all.
+  const pendingWrites: Promise<void>[] = [];
 
-  async function enqueueBatch(batch: RegistrySubmission[]): Promise<void> {
+  async function settleWrites(keep: number): Promise<void> {
+    while (pendingWrites.length > keep) await pendingWrites.shift();
+  }
+
+  async function enqueueBatch(
+    batch: RegistrySubmission[],
+    given: Map<string, SubmissionSource>,
+  ): Promise<void> {
+    await settleWrites(1);
     // The same visit twice in one batch: the last one wins.
     const byVisit = new Map<string, RegistrySubmission>();
     for (const s of batch) byVisit.set(s.visitKey, s);
@@ -142,7 +168,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     const stateEntries: [string, VisitStateEntry][] = [];
     const qualityEntries: [string, string | null][] = [];
     toAdd.forEach((s, i) => {
-      const ids = sourceIds(s, pseudonymSecret, centreId);
+      const ids = given.get(s.visitKey) ?? sourceIds(s, pseudonymSecret, centreId);
       const prev = previous[i];
       const entry: VisitStateEntry = { h: s.contentHash, t: now };
       if (s.kind === 'retraction') entry.r = 1;
@@ -155,7 +181,11 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       stateEntries.push([s.visitKey, entry]);
       qualityEntries.push([s.visitKey, summariseQuality(s, encounterId)]);
     });
-    await Promise.all([state.setMany(stateEntries), state.setQuality(qualityEntries)]);
+    // Written after addBulk succeeded (a crash before this only re-adds existing job ids on
+    // the next run, which BullMQ ignores); not awaited here, so it overlaps with what follows.
+    const write = state.setMany(stateEntries, qualityEntries);
+    write.catch(() => undefined);
+    pendingWrites.push(write);
     const retractions = toAdd.filter((s) => s.kind === 'retraction').length;
     counts.enqueued += toAdd.length;
     counts.retracted += retractions;
@@ -166,18 +196,24 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
   }
 
   return {
-    async add(submission) {
+    async add(submission, source) {
       buffer.push(submission);
+      if (source) sources.set(submission.visitKey, source);
       if (buffer.length >= batchSize) {
         const batch = buffer;
+        const given = sources;
         buffer = [];
-        await enqueueBatch(batch);
+        sources = new Map();
+        await enqueueBatch(batch, given);
       }
     },
     async flush() {
       const batch = buffer;
+      const given = sources;
       buffer = [];
-      if (batch.length > 0) await enqueueBatch(batch);
+      sources = new Map();
+      if (batch.length > 0) await enqueueBatch(batch, given);
+      await settleWrites(0);
     },
     counts,
   };

@@ -272,7 +272,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   };
 
   /** Maps one patient's resources and enqueues the result. */
-  const mapPatient = async (resources: readonly FhirResource[]): Promise<void> => {
+  const mapPatient = async (
+    patientId: string,
+    resources: readonly FhirResource[],
+  ): Promise<void> => {
     let submissions: RegistrySubmission[];
     const started = performance.now();
     try {
@@ -290,10 +293,24 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     counts.mapped += resources.length;
     const mapped = performance.now();
     if (timings) timings.mapMs += mapped - started;
+    // The source ids behind each visit key, for a later retraction (never sent anywhere).
+    const encounters = new Map<string, { id: string; lastUpdated?: string }>();
+    if (submissions.length > 0)
+      for (const r of resources)
+        if (r.resourceType === 'Encounter' && r.id)
+          encounters.set(pseudonymKey(deps.pseudonymSecret, centre.id, 'Encounter', r.id), {
+            id: r.id,
+            ...(r.meta?.lastUpdated ? { lastUpdated: r.meta.lastUpdated } : {}),
+          });
     for (const s of submissions) {
       counts.visits += 1;
       seen.add(s.visitKey);
-      await enqueuer.add(s);
+      const encounter = encounters.get(s.visitKey);
+      await enqueuer.add(s, {
+        patientId,
+        ...(encounter ? { encounterId: encounter.id } : {}),
+        ...(encounter?.lastUpdated ? { encounterLastUpdated: encounter.lastUpdated } : {}),
+      });
     }
     if (timings) timings.enqueueMs += performance.now() - mapped;
     syncEnqueueCounts();
@@ -314,6 +331,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             reason: 'deleted',
             provenance: [{ resourceType: 'Encounter', id: e.e }],
           }),
+          { patientId: e.p, encounterId: e.e, encounterLastUpdated: e.u },
         );
       }
     }
@@ -373,7 +391,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           onPatient: (p) => synced.add(p.patientId),
         })) {
           countPulled(batch.resources);
-          await mapPatient(batch.resources);
+          await mapPatient(batch.patientId, batch.resources);
         }
       }
     } else {
@@ -423,7 +441,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         if (mode === 'full') {
           for await (const patient of spool.patients()) {
             synced.add(patient.patientId);
-            await mapPatient(patient.resources);
+            await mapPatient(patient.patientId, patient.resources);
           }
         } else {
           // Incremental bulk: the export says which patients changed; pull each of them
@@ -442,7 +460,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               onPatient: (p) => synced.add(p.patientId),
             })) {
               countPulled(batch.resources);
-              await mapPatient(batch.resources);
+              await mapPatient(batch.patientId, batch.resources);
             }
         }
       } finally {

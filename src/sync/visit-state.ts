@@ -3,7 +3,7 @@
 // unchanged is not enqueued again; a changed one is; a retraction is sent only for a visit
 // that was sent before. Watermarks move only after everything up to them is enqueued.
 // Everything lives in Redis hashes under `${prefix}:state:${centreId}:`.
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -26,7 +26,11 @@ export interface VisitState {
   readonly centreId: string;
   /** Entries for these visit keys (undefined where none). */
   getMany(visitKeys: string[]): Promise<(VisitStateEntry | undefined)[]>;
-  setMany(entries: [visitKey: string, entry: VisitStateEntry][]): Promise<void>;
+  /** Writes entries (and, when given, their quality summaries; null deletes) in one go. */
+  setMany(
+    entries: [visitKey: string, entry: VisitStateEntry][],
+    quality?: [visitKey: string, summary: string | null][],
+  ): Promise<void>;
   /** Iterates all entries in chunks (HSCAN), for deletion detection. */
   scan(chunk?: number): AsyncIterable<[string, VisitStateEntry][]>;
   /** Number of visits with state. */
@@ -74,6 +78,17 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
   const marksKey = `${prefix}:state:${centreId}:watermarks`;
   const qualityKey = `${prefix}:state:${centreId}:quality`;
 
+  function addQuality(tx: ChainableCommander, entries: [string, string | null][]): void {
+    const set: string[] = [];
+    const del: string[] = [];
+    for (const [k, v] of entries) {
+      if (v === null) del.push(k);
+      else set.push(k, v);
+    }
+    if (set.length > 0) tx.hset(qualityKey, ...set);
+    if (del.length > 0) tx.hdel(qualityKey, ...del);
+  }
+
   async function* scanHash(key: string, chunk: number): AsyncIterable<[string, string][]> {
     let cursor = '0';
     do {
@@ -92,11 +107,15 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       const texts = await redis.hmget(visitsKey, ...visitKeys);
       return texts.map(parseEntry);
     },
-    async setMany(entries) {
-      if (entries.length === 0) return;
-      const flat: string[] = [];
-      for (const [k, v] of entries) flat.push(k, JSON.stringify(v));
-      await redis.hset(visitsKey, ...flat);
+    async setMany(entries, quality = []) {
+      const tx = redis.multi();
+      if (entries.length > 0) {
+        const flat: string[] = [];
+        for (const [k, v] of entries) flat.push(k, JSON.stringify(v));
+        tx.hset(visitsKey, ...flat);
+      }
+      addQuality(tx, quality);
+      await tx.exec();
     },
     async *scan(chunk = 1000) {
       for await (const pairs of scanHash(visitsKey, chunk)) {
@@ -117,15 +136,8 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       if (flat.length > 0) await redis.hset(marksKey, ...flat);
     },
     async setQuality(entries) {
-      const set: string[] = [];
-      const del: string[] = [];
-      for (const [k, v] of entries) {
-        if (v === null) del.push(k);
-        else set.push(k, v);
-      }
       const tx = redis.multi();
-      if (set.length > 0) tx.hset(qualityKey, ...set);
-      if (del.length > 0) tx.hdel(qualityKey, ...del);
+      addQuality(tx, entries);
       await tx.exec();
     },
     scanQuality: (chunk = 1000) => scanHash(qualityKey, chunk),

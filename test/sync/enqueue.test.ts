@@ -106,6 +106,20 @@ describe('idempotent enqueue', () => {
     expect(entry!.u).toBe('2024-05-01T10:00:00Z');
   });
 
+  it('when the sync passes the source ids, then the state keeps those rather than the provenance', async () => {
+    const c = 'c-given';
+    const e = enqueuer(c);
+    const v = makeVisit({ centreId: c, patientId: 'pat-1', encounterId: 'enc-1' });
+    await e.add(v, {
+      patientId: 'source-patient',
+      encounterId: 'enc-1',
+      encounterLastUpdated: '2025-01-01T00:00:00Z',
+    });
+    await e.flush();
+    const [entry] = await openVisitState(redis, prefix, c).getMany([v.visitKey]);
+    expect(entry).toMatchObject({ p: 'source-patient', e: 'enc-1', u: '2025-01-01T00:00:00Z' });
+  });
+
   it('when content reverts to an earlier version whose job completed, then that job is queued again', async () => {
     const c = 'c-revert';
     const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
