@@ -121,7 +121,7 @@ async function* readSubmissions(
   for (let start = 0; start < limit; start += page) {
     const jobs = await queue.getJobs(['waiting'], start, Math.min(start + page, limit) - 1, true);
     if (jobs.length === 0) return;
-    yield jobs.map((j) => (j.data as SubmissionJobData).submission);
+    yield jobs.map((j) => (j.data).submission);
   }
 }
 
