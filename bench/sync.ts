@@ -4,7 +4,8 @@
 // with --serve-ehr) so its memory is not counted. The addBulk ceiling is measured in the
 // same run: bare BullMQ addBulk of jobs the size of the sync's, in the same batch size.
 //
-// Prints:
+// The sync runs with a bounded heap (default --max-old-space-size=192, `--heap-mb`), as a
+// production worker should. Prints:
 //   bench sync: R resources/s; S submissions/s enqueued; peak RSS M MB; addBulk ceiling C jobs/s
 // where R is end to end (pull + map + enqueue), S is the enqueue stage's rate (submissions
 // per second of time spent enqueueing: state lookups, addBulk, state writes) so it compares
@@ -39,6 +40,7 @@ const { values: args } = parseArgs({
     mode: { type: 'string', default: 'bulk' },
     seed: { type: 'string', default: '42' },
     'serve-ehr': { type: 'boolean', default: false },
+    'heap-mb': { type: 'string', default: '192' },
   },
 });
 
@@ -121,7 +123,7 @@ async function* readSubmissions(
   for (let start = 0; start < limit; start += page) {
     const jobs = await queue.getJobs(['waiting'], start, Math.min(start + page, limit) - 1, true);
     if (jobs.length === 0) return;
-    yield jobs.map((j) => (j.data).submission);
+    yield jobs.map((j) => j.data.submission);
   }
 }
 
@@ -264,7 +266,7 @@ async function main(): Promise<void> {
       `bench sync: ${round(pulled / seconds)} resources/s; ${round(replayRate)} submissions/s enqueued; peak RSS ${Math.round(peakRssMb)} MB; addBulk ceiling ${round(ceiling)} jobs/s\n`,
     );
     process.stdout.write(
-      `  ${mode} mode, ${round(pulled)} resources (${round(ehr.patients)} patients) in ${seconds.toFixed(1)} s; ` +
+      `  ${mode} mode, heap bound ${heapBound() ? `${heapBound()} MB` : 'none'}, ${round(pulled)} resources (${round(ehr.patients)} patients) in ${seconds.toFixed(1)} s; ` +
         `${round(enqueued)} submissions; end to end ${round(enqueued / seconds)} submissions/s; ` +
         `map ${(timings.mapMs / 1000).toFixed(1)} s, enqueue ${(timings.enqueueMs / 1000).toFixed(1)} s; ` +
         `enqueue ${Math.round((100 * replayRate) / ceiling)}% of the ceiling (${round(limit)} submissions; ceiling ${round(before)} then ${round(after)}); ` +
@@ -289,5 +291,33 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * The sync runs in a process with a bounded V8 heap, as a production worker should
+ * (`NODE_OPTIONS=--max-old-space-size=...`): without a bound V8 lets garbage pile up to
+ * several times the live set before collecting, which says nothing about what a sync needs.
+ * `--heap-mb 0` runs without a bound.
+ */
+function heapBound(): string | undefined {
+  const fromFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].find(
+    (a) => a.startsWith('--max-old-space-size='),
+  );
+  return fromFlags?.split('=')[1];
+}
+
 if (args['serve-ehr']) await serveEhr();
-else await main();
+else if (heapBound() === undefined && args['heap-mb'] !== '0') {
+  const child = spawn(
+    process.execPath,
+    [
+      `--max-old-space-size=${Number(args['heap-mb'])}`,
+      '--import',
+      'tsx',
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+    ],
+    { stdio: 'inherit' },
+  );
+  process.exitCode = await new Promise<number>((resolve) =>
+    child.on('exit', (code) => resolve(code ?? 1)),
+  );
+} else await main();
