@@ -10,7 +10,7 @@ import type { SubmissionJobData } from '../../queues/submissions.js';
 import type { RegistrySubmission } from '../registry/submission.js';
 import { pseudonymKey } from '../registry/keys.js';
 import type { VisitState, VisitStateEntry } from './visit-state.js';
-import { summariseQuality } from './quality.js';
+import { compactFindings } from './quality.js';
 
 export interface EnqueueCounts {
   /** Jobs added (visits and retractions). */
@@ -166,7 +166,6 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
 
     const now = Date.now();
     const stateEntries: [string, VisitStateEntry][] = [];
-    const qualityEntries: [string, string | null][] = [];
     toAdd.forEach((s, i) => {
       const ids = given.get(s.visitKey) ?? sourceIds(s, pseudonymSecret, centreId);
       const prev = previous[i];
@@ -178,12 +177,13 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       if (patientId) entry.p = patientId;
       if (encounterId) entry.e = encounterId;
       if (lastUpdated) entry.u = lastUpdated;
+      const findings = compactFindings(s);
+      if (findings) entry.q = findings;
       stateEntries.push([s.visitKey, entry]);
-      qualityEntries.push([s.visitKey, summariseQuality(s, encounterId)]);
     });
     // Written after addBulk succeeded (a crash before this only re-adds existing job ids on
     // the next run, which BullMQ ignores); not awaited here, so it overlaps with what follows.
-    const write = state.setMany(stateEntries, qualityEntries);
+    const write = state.setMany(stateEntries);
     write.catch(() => undefined);
     pendingWrites.push(write);
     const retractions = toAdd.filter((s) => s.kind === 'retraction').length;

@@ -1,33 +1,19 @@
 // The per-centre data-quality report: what a data manager needs to fix a centre's mapping
 // (unmapped local codes with counts and an example resource, visits without a PGA,
 // implausible values). It covers everything currently submitted, not one run: each visit's
-// findings are kept per visit key (replaced when the visit changes, dropped when it is
+// findings are kept in its state entry (replaced when the visit changes, dropped when it is
 // retracted), and the report is recomputed from them at the end of every run.
 import type { Finding, RegistrySubmission } from '../registry/submission.js';
 import type { QualityReport, UnmappedCode, FindingSummary } from './run-store.js';
-import type { VisitState } from './visit-state.js';
+import type { VisitState, VisitStateEntry } from './visit-state.js';
 
 /** Examples kept for visits without PGA. */
 const MAX_EXAMPLES = 10;
 
-/** A visit's findings, compact: [kind, field, code, resource] per finding, plus the visit. */
-interface VisitQuality {
-  /** `Encounter/<id>` of the visit (example resource for visits without PGA). */
-  v?: string;
-  f: [kind: string, field: string, code: string, resource: string][];
-}
-
-/** The compact quality entry of a submission (null for a retraction: drop the entry). */
-export function summariseQuality(
-  submission: RegistrySubmission,
-  encounterId?: string,
-): string | null {
-  if (submission.kind === 'retraction') return null;
-  const entry: VisitQuality = {
-    f: submission.findings.map((f: Finding) => [f.kind, f.field, f.code ?? '', f.resource ?? '']),
-  };
-  if (encounterId) entry.v = `Encounter/${encounterId}`;
-  return JSON.stringify(entry);
+/** A visit's findings in the compact form kept in its state entry (undefined: none). */
+export function compactFindings(submission: RegistrySubmission): VisitStateEntry['q'] {
+  if (submission.kind === 'retraction' || submission.findings.length === 0) return undefined;
+  return submission.findings.map((f: Finding) => [f.kind, f.field, f.code ?? '', f.resource ?? '']);
 }
 
 /** Recomputes a centre's report from the per-visit entries. */
@@ -38,17 +24,12 @@ export async function buildQualityReport(state: VisitState, runId: string): Prom
   const withoutPga = { count: 0, exampleResources: [] as string[] };
   let visits = 0;
 
-  for await (const pairs of state.scanQuality()) {
-    for (const [, text] of pairs) {
-      let entry: VisitQuality;
-      try {
-        entry = JSON.parse(text) as VisitQuality;
-      } catch {
-        continue;
-      }
+  for await (const pairs of state.scan()) {
+    for (const [, entry] of pairs) {
+      if (entry.r) continue;
       visits += 1;
       let missingPga = false;
-      for (const [kind, field, code, resource] of entry.f) {
+      for (const [kind, field, code, resource] of entry.q ?? []) {
         byKind[kind] = (byKind[kind] ?? 0) + 1;
         if (kind === 'missing-pga') missingPga = true;
         if (kind === 'unmapped-code') {
@@ -66,8 +47,8 @@ export async function buildQualityReport(state: VisitState, runId: string): Prom
       }
       if (missingPga) {
         withoutPga.count += 1;
-        if (entry.v && withoutPga.exampleResources.length < MAX_EXAMPLES)
-          withoutPga.exampleResources.push(entry.v);
+        if (entry.e && withoutPga.exampleResources.length < MAX_EXAMPLES)
+          withoutPga.exampleResources.push(`Encounter/${entry.e}`);
       }
     }
   }

@@ -3,7 +3,7 @@
 // unchanged is not enqueued again; a changed one is; a retraction is sent only for a visit
 // that was sent before. Watermarks move only after everything up to them is enqueued.
 // Everything lives in Redis hashes under `${prefix}:state:${centreId}:`.
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -19,18 +19,16 @@ export interface VisitStateEntry {
   e?: string;
   /** The Encounter's meta.lastUpdated when enqueued (deletion detection in full syncs). */
   u?: string;
+  /** The visit's quality findings, compact: [kind, field, code, resource] (none: absent). */
+  q?: [kind: string, field: string, code: string, resource: string][];
 }
 
-/** Per-centre sync state: visit versions, watermarks, per-visit quality findings. */
+/** Per-centre sync state: visit versions (with their quality findings) and watermarks. */
 export interface VisitState {
   readonly centreId: string;
   /** Entries for these visit keys (undefined where none). */
   getMany(visitKeys: string[]): Promise<(VisitStateEntry | undefined)[]>;
-  /** Writes entries (and, when given, their quality summaries; null deletes) in one go. */
-  setMany(
-    entries: [visitKey: string, entry: VisitStateEntry][],
-    quality?: [visitKey: string, summary: string | null][],
-  ): Promise<void>;
+  setMany(entries: [visitKey: string, entry: VisitStateEntry][]): Promise<void>;
   /** Iterates all entries in chunks (HSCAN), for deletion detection. */
   scan(chunk?: number): AsyncIterable<[string, VisitStateEntry][]>;
   /** Number of visits with state. */
@@ -38,9 +36,6 @@ export interface VisitState {
   getWatermarks(): Promise<Record<string, string>>;
   /** Sets watermarks (resource type -> ISO instant); call only after the enqueue is done. */
   setWatermarks(marks: Record<string, string>): Promise<void>;
-  /** Per-visit quality summaries (compact JSON), replaced per visit. */
-  setQuality(entries: [visitKey: string, summary: string | null][]): Promise<void>;
-  scanQuality(chunk?: number): AsyncIterable<[string, string][]>;
   /** Deletes all state of the centre (tests, or a deliberate full resend). */
   clear(): Promise<void>;
 }
@@ -76,18 +71,6 @@ function parseEntry(text: string | null | undefined): VisitStateEntry | undefine
 export function openVisitState(redis: Redis, prefix: string, centreId: string): VisitState {
   const visitsKey = visitStateKey(prefix, centreId);
   const marksKey = `${prefix}:state:${centreId}:watermarks`;
-  const qualityKey = `${prefix}:state:${centreId}:quality`;
-
-  function addQuality(tx: ChainableCommander, entries: [string, string | null][]): void {
-    const set: string[] = [];
-    const del: string[] = [];
-    for (const [k, v] of entries) {
-      if (v === null) del.push(k);
-      else set.push(k, v);
-    }
-    if (set.length > 0) tx.hset(qualityKey, ...set);
-    if (del.length > 0) tx.hdel(qualityKey, ...del);
-  }
 
   async function* scanHash(key: string, chunk: number): AsyncIterable<[string, string][]> {
     let cursor = '0';
@@ -107,15 +90,11 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       const texts = await redis.hmget(visitsKey, ...visitKeys);
       return texts.map(parseEntry);
     },
-    async setMany(entries, quality = []) {
-      const tx = redis.multi();
-      if (entries.length > 0) {
-        const flat: string[] = [];
-        for (const [k, v] of entries) flat.push(k, JSON.stringify(v));
-        tx.hset(visitsKey, ...flat);
-      }
-      addQuality(tx, quality);
-      await tx.exec();
+    async setMany(entries) {
+      if (entries.length === 0) return;
+      const flat: string[] = [];
+      for (const [k, v] of entries) flat.push(k, JSON.stringify(v));
+      await redis.hset(visitsKey, ...flat);
     },
     async *scan(chunk = 1000) {
       for await (const pairs of scanHash(visitsKey, chunk)) {
@@ -135,14 +114,8 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       const flat = Object.entries(marks).flat();
       if (flat.length > 0) await redis.hset(marksKey, ...flat);
     },
-    async setQuality(entries) {
-      const tx = redis.multi();
-      addQuality(tx, entries);
-      await tx.exec();
-    },
-    scanQuality: (chunk = 1000) => scanHash(qualityKey, chunk),
     async clear() {
-      await redis.del(visitsKey, marksKey, qualityKey);
+      await redis.del(visitsKey, marksKey);
     },
   };
 }
