@@ -52,6 +52,29 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
+/** Marks the run of a failed sync job failed, if it was left queued or running. */
+async function closeOrphanRun(
+  runtime: Runtime,
+  jobId: string,
+  centreId: string,
+  reason: string,
+): Promise<void> {
+  try {
+    const runs = await runtime.runStore.list({ centreId, limit: 20 });
+    for (const run of runs)
+      if (run.jobId === jobId && (run.status === 'running' || run.status === 'queued'))
+        await runtime.runStore.finish(run.runId, {
+          status: 'failed',
+          errors: [...run.errors, { step: 'worker', message: reason }],
+        });
+  } catch (err) {
+    runtime.logger.warn(
+      { jobId, error: (err as Error).name },
+      'could not close the run of a failed sync job',
+    );
+  }
+}
+
 /** Starts the processors on the runtime and syncs the job schedulers. */
 export async function startWorker(
   runtime: Runtime,
@@ -111,12 +134,16 @@ export async function startWorker(
         ...workerTiming,
       },
     );
-    sync.on('failed', (job, err) =>
+    // The reason is in the run record and the job; the log carries ids only.
+    sync.on('failed', (job, err) => {
       logger.warn(
-        { jobId: job?.id, centreId: job?.data.centreId, err: err.message },
+        { jobId: job?.id, centreId: job?.data.centreId, error: err.name },
         'sync job failed',
-      ),
-    );
+      );
+      // A run whose job failed outside the run (stalled too often, killed) must not stay
+      // "running" on the dashboard.
+      if (job) void closeOrphanRun(runtime, String(job.id), job.data.centreId, err.message);
+    });
     sync.on('error', (err) => logger.error({ err: err.message }, 'sync worker error'));
   }
 
