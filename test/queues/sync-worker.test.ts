@@ -65,11 +65,12 @@ describe('sync worker', () => {
   });
 
   it('when the worker shuts down mid-sync, then the run is handed back and another worker finishes it under the same run id', async () => {
-    f.ehr.faults.set({ slow: { delayMs: 150, kinds: ['search'] } });
+    // Slow enough that the pull is still going when the worker closes.
+    f.ehr.faults.set({ slow: { delayMs: 400, kinds: ['search'] } });
     const first = await startWorker(f.runtime, { prepareCentre: f.prepareCentre });
     const { runId } = await trigger();
     await waitFor(
-      async () => ((await f.runtime.runStore.get(runId!))?.counts.pulled ?? 0) > 0,
+      async () => (await f.runtime.runStore.get(runId!))?.phase === 'pull',
       20_000,
       'the pull to start',
     );
