@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
 import { UnrecoverableError } from 'bullmq';
 import {
   createRegistryClient,
@@ -199,5 +200,38 @@ describe('registry delivery with auth', () => {
     expect(err).toBeInstanceOf(RegistryUnavailableError);
     expect((err as Error).message).toMatch(/token request failed \(HTTP 401\).*invalid_client/);
     expect((err as Error).message).not.toContain('not-the-secret');
+  });
+});
+
+describe('registry delivery and redirects', () => {
+  it('when the registry answers with a redirect, then it is not followed and the token goes nowhere else', async () => {
+    const seenElsewhere: IncomingHttpHeaders[] = [];
+    const elsewhere = createHttpServer((req, res) => {
+      seenElsewhere.push(req.headers);
+      res.writeHead(201).end('{}');
+    });
+    await new Promise<void>((r) => elsewhere.listen(0, '127.0.0.1', r));
+    const otherPort = (elsewhere.address() as { port: number }).port;
+    const redirecting = createHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(307, { location: `http://127.0.0.1:${otherPort}/submissions` }).end();
+    });
+    await new Promise<void>((r) => redirecting.listen(0, '127.0.0.1', r));
+    const port = (redirecting.address() as { port: number }).port;
+    try {
+      const client = createRegistryClient({
+        config: config(`http://127.0.0.1:${port}`, {
+          auth: { type: 'bearer', token: 'secret-token' },
+        }),
+      });
+      const err = await client
+        .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RegistryUnavailableError);
+      expect(seenElsewhere).toHaveLength(0);
+    } finally {
+      redirecting.close();
+      elsewhere.close();
+    }
   });
 });
