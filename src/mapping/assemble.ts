@@ -2,7 +2,7 @@
 // Resources are reduced to small records as they arrive (streaming, memory bounded by what
 // the rules need, not by input size); visits are assembled at the end because an
 // observation may arrive before its encounter. Pure: no I/O, deterministic output order.
-import { pseudonymKey, sha256Hex, submissionId } from '../registry/keys.js';
+import { jsonString, pseudonymKey, sha256Hex, submissionId } from '../registry/keys.js';
 import { buildRetraction } from '../registry/retraction.js';
 import {
   VisitSubmissionSchema,
@@ -39,6 +39,7 @@ import {
   lookupDiagnosis,
   normaliseText,
   type Coding,
+  type CodingMap,
   type ObservationField,
   type PackIndex,
 } from './value-sets.js';
@@ -113,7 +114,8 @@ interface PatientRecord extends Versioned {
 
 interface EncounterRecord extends Versioned {
   status: string | null;
-  classKey: string;
+  /** The visit type of its class (pack `visits.classes`), null when not a visit class. */
+  visitType: string | null;
   periodStart: string | null;
 }
 
@@ -163,6 +165,8 @@ interface Candidate {
 
 type Row = Record<string, unknown>;
 
+const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
+
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
@@ -182,6 +186,42 @@ function compareRefs(a: SourceRef, b: SourceRef): number {
   if (a.resourceType !== b.resourceType) return a.resourceType < b.resourceType ? -1 : 1;
   if (a.id !== b.id) return a.id < b.id ? -1 : 1;
   return 0;
+}
+
+/** The canonical JSON of a SourceRef made by `ref` (same keys, same order). */
+function refJson(r: SourceRef): string {
+  return (
+    `{"id":${jsonString(r.id)}` +
+    (r.lastUpdated !== undefined ? `,"lastUpdated":${jsonString(r.lastUpdated)}` : '') +
+    `,"resourceType":${jsonString(r.resourceType)}` +
+    (r.versionId !== undefined ? `,"versionId":${jsonString(r.versionId)}}` : '}')
+  );
+}
+
+/** `{"unit":..,"value":..}` or `null`: keys already in canonical order. */
+function vitalJson(v: { unit: string; value: number } | null): string {
+  if (v === null) return 'null';
+  return `{"unit":${jsonString(v.unit)},"value":${numberJson(v.value)}}`;
+}
+
+/** A number as JSON.stringify writes it (non-finite numbers become null). */
+function numberJson(v: number | null): string {
+  return v !== null && Number.isFinite(v) ? String(v) : 'null';
+}
+
+/** The canonical JSON of a list of findings (keys in the order `finding` sets them). */
+function findingsJson(items: readonly Finding[]): string {
+  if (items.length === 0) return '[]';
+  let out = '[';
+  for (let i = 0; i < items.length; i++) {
+    const f = items[i]!;
+    if (i > 0) out += ',';
+    out +=
+      (f.code !== undefined ? `{"code":${jsonString(f.code)},"field":` : '{"field":') +
+      `${jsonString(f.field)},"kind":${jsonString(f.kind)},"message":${jsonString(f.message)}` +
+      (f.resource !== undefined ? `,"resource":${jsonString(f.resource)}}` : '}');
+  }
+  return `${out}]`;
 }
 
 function pushCoding(
@@ -237,11 +277,12 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
     converters,
     centreId: options.centreId,
     secret: options.pseudonymSecret,
-    visitClasses: new Map(spec.visits.classes.map((c) => [codingKey(c.system, c.code), c.type])),
+    visitClasses: visitClassMap(spec.visits.classes),
     visitStatuses: new Set(spec.visits.statuses),
     retractStatuses: new Set(spec.visits.retractStatuses),
     observationStatuses: new Set(spec.observations.statuses),
     validate: options.validate ?? false,
+    centreIdJson: jsonString(options.centreId),
   };
   return {
     createAssembler: () => createAssemblerFor(context),
@@ -253,6 +294,21 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
   };
 }
 
+function visitClassMap(
+  classes: { system: string; code: string; type: string }[],
+): CodingMap<string> {
+  const map: CodingMap<string> = new Map();
+  for (const c of classes) {
+    let codes = map.get(c.system);
+    if (!codes) {
+      codes = new Map();
+      map.set(c.system, codes);
+    }
+    codes.set(c.code, c.type);
+  }
+  return map;
+}
+
 interface Context {
   pack: MappingPack;
   index: PackIndex;
@@ -260,11 +316,14 @@ interface Context {
   converters: Record<VitalField, UnitConverter>;
   centreId: string;
   secret: string;
-  visitClasses: Map<string, string>;
+  /** system -> code -> visit type. */
+  visitClasses: CodingMap<string>;
   visitStatuses: Set<string>;
   retractStatuses: Set<string>;
   observationStatuses: Set<string>;
   validate: boolean;
+  /** JSON.stringify(centreId), once. */
+  centreIdJson: string;
 }
 
 function createAssemblerFor(ctx: Context): Assembler {
@@ -501,7 +560,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         const rec: EncounterRecord = {
           ...versioned(first),
           status: str(first.status),
-          classKey: codingKey(str(first.class_system), str(first.class_code)),
+          visitType: lookupCoding(ctx.visitClasses, first.class_system, first.class_code) ?? null,
           periodStart: str(first.period_start),
         };
         const patient = str(first.patient);
@@ -544,7 +603,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     const orphanFindings: Finding[] = [];
     // A visit without a patient cannot be keyed; say so rather than drop it silently.
     for (const enc of [...unattributed.values()].sort((a, b) => (a.id < b.id ? -1 : 1))) {
-      if (!ctx.visitClasses.has(enc.classKey) || !enc.status) continue;
+      if (enc.visitType === null || !enc.status) continue;
       if (!ctx.visitStatuses.has(enc.status) && !ctx.retractStatuses.has(enc.status)) continue;
       orphanFindings.push(
         finding(
@@ -624,7 +683,7 @@ function assemblePatient(
       retracted.push(enc);
       continue;
     }
-    const type = ctx.visitClasses.get(enc.classKey);
+    const type = enc.visitType;
     if (!type || !enc.status || !ctx.visitStatuses.has(enc.status)) continue;
     const date = calendar.dateOf(enc.periodStart);
     if (!date) {
@@ -653,6 +712,7 @@ function assemblePatient(
   if (visits.length === 0 && retracted.length === 0) return;
 
   const patientKey = pseudonymKey(ctx.secret, ctx.centreId, 'Patient', patientId);
+  const patient = describePatient(ctx, patientKey, bucket.patient);
   const byField: Record<ObservationField, ObservationRecord[]> = {
     pga: [],
     height: [],
@@ -669,8 +729,7 @@ function assemblePatient(
     out.push(
       assembleVisit(
         ctx,
-        patientKey,
-        bucket,
+        patient,
         visit,
         visitIds,
         byField,
@@ -764,10 +823,50 @@ function rankCandidates(
   return group;
 }
 
+/** What every visit of one patient shares: computed once per patient. */
+interface PatientInfo {
+  patientKey: string;
+  /** Provenance of the Patient, named by its pseudonymous key (not the source id). */
+  ref: SourceRef | null;
+  fullBirthDate: string | null;
+  missingBirthDate: string | null;
+  /** `,"birthDate":..,"sex":..}`: the canonical JSON of `patient` after its age. */
+  jsonTail: string;
+  birthDate: string | null;
+  sex: VisitSubmission['patient']['sex'];
+}
+
+function describePatient(ctx: Context, patientKey: string, p: PatientRecord | null): PatientInfo {
+  const spec = ctx.pack.assembly;
+  const fullBirthDate = p?.birthDate ?? null;
+  const birthDate =
+    fullBirthDate && spec.settings.birthDatePrecision === 'month'
+      ? fullBirthDate.slice(0, 7)
+      : fullBirthDate;
+  const sex = SEX[p?.gender ?? 'unknown'] ?? 'unknown';
+  // The Patient's own id is a patient identifier at the source: provenance names it by its
+  // pseudonymous key instead (its version still tells the registry what changed).
+  const patientRef = p
+    ? ref('Patient', { id: patientKey, versionId: p.versionId, lastUpdated: p.lastUpdated })
+    : null;
+  return {
+    patientKey,
+    ref: patientRef,
+    fullBirthDate,
+    missingBirthDate: fullBirthDate
+      ? null
+      : p
+        ? 'the patient has no birth date'
+        : 'no Patient resource for this visit',
+    jsonTail: `,"birthDate":${birthDate === null ? 'null' : jsonString(birthDate)},"sex":${jsonString(sex)}}`,
+    birthDate,
+    sex,
+  };
+}
+
 function assembleVisit(
   ctx: Context,
-  patientKey: string,
-  bucket: PatientBucket,
+  info: PatientInfo,
   visit: Visit,
   visitIds: Set<string>,
   byField: Record<ObservationField, ObservationRecord[]>,
@@ -778,36 +877,27 @@ function assembleVisit(
 ): VisitSubmission {
   const spec = ctx.pack.assembly;
   const findings: Finding[] = [];
-  // Keyed by the record itself: each source resource has exactly one record.
-  const provenance = new Map<Versioned, SourceRef>();
+  const patientKey = info.patientKey;
+  // One entry per record: each source resource has exactly one record.
+  const used: Versioned[] = [];
+  const provenance: SourceRef[] = [];
   const use = (type: string, rec: Versioned) => {
-    if (!provenance.has(rec)) provenance.set(rec, ref(type, rec));
+    if (used.includes(rec)) return;
+    used.push(rec);
+    provenance.push(ref(type, rec));
   };
   use('Encounter', visit.encounter);
 
   // Patient
-  const p = bucket.patient;
-  // The Patient's own id is a patient identifier at the source: provenance names it by its
-  // pseudonymous key instead (its version still tells the registry what changed).
-  if (p) use('Patient', { id: patientKey, versionId: p.versionId, lastUpdated: p.lastUpdated });
-  const fullBirthDate = p?.birthDate ?? null;
-  if (!fullBirthDate) {
-    findings.push(
-      finding(
-        'missing-birth-date',
-        'birthDate',
-        p ? 'the patient has no birth date' : 'no Patient resource for this visit',
-      ),
-    );
+  if (info.ref) provenance.push(info.ref);
+  if (info.missingBirthDate) {
+    findings.push(finding('missing-birth-date', 'birthDate', info.missingBirthDate));
   }
-  const birthDate =
-    fullBirthDate && spec.settings.birthDatePrecision === 'month'
-      ? fullBirthDate.slice(0, 7)
-      : fullBirthDate;
+  const fullBirthDate = info.fullBirthDate;
   const patient: VisitSubmission['patient'] = {
     ageAtVisitMonths: fullBirthDate ? wholeMonthsBetween(fullBirthDate, visit.date) : null,
-    birthDate,
-    sex: SEX[p?.gender ?? 'unknown'] ?? 'unknown',
+    birthDate: info.birthDate,
+    sex: info.sex,
   };
 
   // PGA and remission
@@ -876,6 +966,7 @@ function assembleVisit(
 
   // Steroid use
   const steroids: VisitSubmission['steroids'] = [];
+  let steroidsJson = '';
   const steroidSpec = spec.fields.steroidUse;
   const dateOf = (v: string | null) => ctx.calendar.dateOf(v);
   for (const [key, m] of meds) {
@@ -915,11 +1006,13 @@ function assembleVisit(
     }
     if (!judgement.systemic) continue;
     if (judgement.ingredient === 'budesonide' && !spec.settings.budesonideCountsAsSteroid) continue;
+    const source = ref(m.resourceType, m);
     steroids.push({
       ingredient: judgement.ingredient,
       matchedBy: judgement.matchedBy,
-      source: ref(m.resourceType, m),
+      source,
     });
+    steroidsJson += `${steroidsJson === '' ? '' : ','}{"ingredient":${jsonString(judgement.ingredient)},"matchedBy":${jsonString(judgement.matchedBy)},"source":${refJson(source)}}`;
     use(m.resourceType, m);
     if (medication && m.medicationReference && !m.medicationReference.startsWith('#'))
       use('Medication', medication);
@@ -957,47 +1050,46 @@ function assembleVisit(
   }
 
   const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
-  // Keys in sorted order (see `ref`): JSON.stringify(content) is its canonical JSON.
-  const content = {
-    bmi: vitals.bmi,
-    centreId: ctx.centreId,
-    diagnosis: diagnosis.value,
-    findings,
-    height: vitals.height,
-    kind: 'visit' as const,
-    patient,
-    patientKey,
-    pga,
-    provenance: [...provenance.values()].sort(compareRefs),
-    remission,
-    schema: 'lhn-bridge/registry-submission/v1' as const,
-    steroidUse: steroids.length > 0,
-    steroids,
-    visit: { date: visit.date, type: visit.type },
-    visitKey,
-    weight: vitals.weight,
-  };
-  const hash = sha256Hex(JSON.stringify(content));
+  provenance.sort(compareRefs);
+  let provenanceJson = '';
+  for (const r of provenance) {
+    provenanceJson += provenanceJson === '' ? refJson(r) : `,${refJson(r)}`;
+  }
+  const visitJson = `{"date":${jsonString(visit.date)},"type":${jsonString(visit.type)}}`;
+  const steroidUse = steroids.length > 0;
+  // The canonical JSON (keys sorted at every level, as keys.ts canonicalJson writes it) of
+  // the clinical content, written directly: sorting keys of a generic object costs several
+  // times more, and this runs once per visit. test/mapping checks it against canonicalJson.
+  const json =
+    `{"bmi":${vitalJson(vitals.bmi)},"centreId":${ctx.centreIdJson}` +
+    `,"diagnosis":${diagnosis.value === null ? 'null' : jsonString(diagnosis.value)}` +
+    `,"findings":${findingsJson(findings)},"height":${vitalJson(vitals.height)},"kind":"visit"` +
+    `,"patient":{"ageAtVisitMonths":${numberJson(patient.ageAtVisitMonths)}${info.jsonTail}` +
+    `,"patientKey":${jsonString(patientKey)},"pga":${pga === null ? 'null' : jsonString(pga)}` +
+    `,"provenance":[${provenanceJson}],"remission":${remission === null ? 'null' : String(remission)}` +
+    `,"schema":"${SUBMISSION_SCHEMA}","steroidUse":${String(steroidUse)},"steroids":[${steroidsJson}]` +
+    `,"visit":${visitJson},"visitKey":${jsonString(visitKey)},"weight":${vitalJson(vitals.weight)}}`;
+  const hash = sha256Hex(json);
   const submission: VisitSubmission = {
-    schema: content.schema,
-    kind: content.kind,
+    schema: SUBMISSION_SCHEMA,
+    kind: 'visit',
     submissionId: submissionId(visitKey, hash),
-    centreId: content.centreId,
+    centreId: ctx.centreId,
     patientKey,
     visitKey,
     contentHash: hash,
-    visit: content.visit,
+    visit: { date: visit.date, type: visit.type },
     patient,
-    diagnosis: content.diagnosis,
+    diagnosis: diagnosis.value,
     pga,
     remission,
-    steroidUse: content.steroidUse,
+    steroidUse,
     steroids,
-    height: content.height,
-    weight: content.weight,
-    bmi: content.bmi,
+    height: vitals.height,
+    weight: vitals.weight,
+    bmi: vitals.bmi,
     findings,
-    provenance: content.provenance,
+    provenance,
   };
   const checked = ctx.validate ? VisitSubmissionSchema.safeParse(submission) : null;
   if (checked && !checked.success) {

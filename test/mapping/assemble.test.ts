@@ -82,6 +82,35 @@ describe('assembler', () => {
     }
   });
 
+  it('when a large centre is mapped without the validate option, then every submission is schema-valid and hashed over its canonical JSON', () => {
+    // The assembler writes the canonical JSON of each visit by hand (no key sorting, no zod on
+    // the hot path); this holds it to keys.ts canonicalJson and the registry schema over many
+    // varied visits (findings, steroids, retractions, missing values).
+    const large = generateCentre({ seed: 777, patients: 600 });
+    const result = createMapper(pack, {
+      centreId: large.centreId,
+      pseudonymSecret: SECRET,
+      timeZone: large.timeZone,
+      overrides: large.centreOverrides,
+    }).mapResources(large.resources() as Iterable<FhirResource>);
+    expect(result.stats.visits).toBeGreaterThan(3000);
+    expect(result.stats.retractions).toBeGreaterThan(0);
+    const kinds = new Set<string>();
+    let withSteroids = 0;
+    for (const s of result.submissions) {
+      const checked = RegistrySubmissionSchema.safeParse(s);
+      expect(checked.success ? '' : JSON.stringify(checked.error.issues)).toBe('');
+      const { submissionId: _id, contentHash: hash, ...content } = s;
+      expect(contentHash(content)).toBe(hash);
+      if (s.kind === 'visit') {
+        for (const f of s.findings) kinds.add(f.kind);
+        if (s.steroids.length > 0) withSteroids += 1;
+      }
+    }
+    expect(withSteroids).toBeGreaterThan(0);
+    expect(kinds.size).toBeGreaterThanOrEqual(6);
+  });
+
   it('when the output is searched for patient identifiers, then no name, MRN, phone or address appears', () => {
     const text = JSON.stringify(mapperFor().mapResources(resources));
     for (const patientId of centre.patientIds) {
