@@ -6,13 +6,18 @@ import {
   Queue,
   UnrecoverableError,
   type ConnectionOptions,
+  type BackoffStrategy,
   type JobsOptions,
   type Processor,
 } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { RegistrySubmissionSchema } from '../src/registry/submission.js';
-import { RegistryRejectedError, type RegistryClient } from '../src/registry/delivery.js';
+import {
+  RegistryRejectedError,
+  RegistryUnavailableError,
+  type RegistryClient,
+} from '../src/registry/delivery.js';
 import { isSuperseded, openVisitState } from '../src/sync/visit-state.js';
 import type { ServiceConfig } from '../src/config/service.js';
 import type { Metrics } from '../src/util/metrics.js';
@@ -39,12 +44,28 @@ export type SubmissionJobData = z.infer<typeof SubmissionJobDataSchema>;
 export function submissionJobOptions(config: ServiceConfig['submissions']): JobsOptions {
   return {
     attempts: config.attempts,
-    backoff: { type: 'exponential', delay: config.backoffMs },
+    backoff: { type: REGISTRY_BACKOFF, delay: config.backoffMs },
     removeOnComplete: {
       age: Math.round(config.keepCompletedHours * 3600),
       count: config.keepCompletedCount,
     },
     removeOnFail: false,
+  };
+}
+
+/** Name of the backoff type of submission jobs (workers register submissionBackoff for it). */
+export const REGISTRY_BACKOFF = 'registry';
+
+/**
+ * The backoff of submission jobs: exponential (delay x 2^(attempt-1)), but never shorter than
+ * the registry's Retry-After when it sent one (capped at an hour). Pass it to every submissions
+ * worker as `settings.backoffStrategy`.
+ */
+export function createSubmissionBackoff(config: ServiceConfig['submissions']): BackoffStrategy {
+  return (attemptsMade, _type, err) => {
+    const exponential = config.backoffMs * 2 ** Math.max(attemptsMade - 1, 0);
+    const retryAfter = err instanceof RegistryUnavailableError ? err.retryAfterMs : undefined;
+    return Math.max(exponential, retryAfter ?? 0);
   };
 }
 

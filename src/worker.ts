@@ -14,6 +14,7 @@ import {
 } from '../queues/sync.js';
 import {
   SUBMISSIONS_QUEUE,
+  createSubmissionBackoff,
   createSubmissionProcessor,
   type SubmissionJobData,
   type SubmissionJobResult,
@@ -170,6 +171,7 @@ export async function startWorker(
           connection: runtime.redis,
           prefix: runtime.prefix,
           concurrency: options.submissionConcurrency ?? 8,
+          settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
           ...workerTiming,
         },
       );

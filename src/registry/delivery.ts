@@ -40,10 +40,29 @@ export class RegistryUnavailableError extends Error {
     message: string,
     /** HTTP status, when the registry answered at all. */
     readonly httpStatus?: number,
+    /** The registry's Retry-After, in ms (capped at MAX_RETRY_AFTER_MS), when it sent one. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'RegistryUnavailableError';
   }
+}
+
+/** Longest Retry-After honoured (an absurd value must not park a submission for days). */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/** Retry-After as seconds or an HTTP date, in ms from `now`, capped; undefined if absent/bad. */
+export function parseRetryAfterMs(value: string | null, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const trimmed = value.trim();
+  let ms: number;
+  if (/^\d+$/.test(trimmed)) ms = Number(trimmed) * 1000;
+  else {
+    const at = Date.parse(trimmed);
+    if (!Number.isFinite(at)) return undefined;
+    ms = at - now;
+  }
+  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }
 
 /** Posts submissions to the registry ingest endpoint. */
@@ -217,6 +236,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       throw new RegistryUnavailableError(
         `registry answered HTTP ${res.status}: ${reason}`,
         res.status,
+        parseRetryAfterMs(res.headers.get('retry-after'), now()),
       );
     },
   };

@@ -3,12 +3,17 @@ import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   SUBMISSIONS_QUEUE,
+  createSubmissionBackoff,
   createSubmissionProcessor,
   retrySpanMs,
   submissionJobOptions,
   type SubmissionJobData,
 } from '../../queues/submissions.js';
-import { createRegistryClient } from '../../src/registry/delivery.js';
+import {
+  RegistryUnavailableError,
+  createRegistryClient,
+  parseRetryAfterMs,
+} from '../../src/registry/delivery.js';
 import {
   listFailedSubmissions,
   listResolvedSubmissions,
@@ -35,8 +40,33 @@ describe('submission options', () => {
     expect(retrySpanMs(config.submissions)).toBeGreaterThan(3600_000);
     const opts = submissionJobOptions(config.submissions);
     expect(opts.removeOnFail).toBe(false);
-    expect(opts.backoff).toEqual({ type: 'exponential', delay: 5000 });
+    expect(opts.backoff).toEqual({ type: 'registry', delay: 5000 });
     expect(opts.removeOnComplete).toEqual({ age: 7 * 24 * 3600, count: 100_000 });
+  });
+});
+
+describe('submission backoff', () => {
+  const backoff = createSubmissionBackoff({
+    attempts: 12,
+    backoffMs: 5000,
+    keepCompletedHours: 1,
+    keepCompletedCount: 1,
+  });
+  it('when the registry sent no Retry-After, then the delay doubles per attempt', () => {
+    expect([1, 2, 3, 4].map((n) => backoff(n, 'registry', new Error('x')))).toEqual([
+      5000, 10000, 20000, 40000,
+    ]);
+  });
+  it('when the registry sent a longer Retry-After, then it is honoured; a shorter one is not a shortcut', () => {
+    const later = new RegistryUnavailableError('503', 503, 120_000);
+    expect(backoff(1, 'registry', later)).toBe(120_000);
+    const sooner = new RegistryUnavailableError('503', 503, 1000);
+    expect(backoff(3, 'registry', sooner)).toBe(20_000);
+  });
+  it('when Retry-After is absurd or a date, then it is capped at an hour or converted', () => {
+    expect(parseRetryAfterMs('99999999')).toBe(3_600_000);
+    expect(parseRetryAfterMs(new Date(Date.now() + 30_000).toUTCString())).toBeGreaterThan(25_000);
+    expect(parseRetryAfterMs('soon')).toBeUndefined();
   });
 });
 
@@ -69,7 +99,12 @@ describe('submissions queue with the delivery worker', () => {
         redis,
         prefix,
       }),
-      { connection: redis, prefix, concurrency: 4 },
+      {
+        connection: redis,
+        prefix,
+        concurrency: 4,
+        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
+      },
     );
   });
   afterAll(async () => {
