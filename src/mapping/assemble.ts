@@ -808,7 +808,7 @@ function rankCandidates(
   candidates: Candidate[],
   winner: 'strongest-closest-latest' | 'strongest-latest',
 ): Candidate[] {
-  if (candidates.length === 0) return candidates;
+  if (candidates.length <= 1) return candidates;
   let best = 0;
   for (const c of candidates) if (c.strength > best) best = c.strength;
   const group = candidates.filter((c) => c.strength === best);
