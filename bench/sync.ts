@@ -164,6 +164,8 @@ async function measureEnqueuePath(
     queue: target,
     redis,
     state: openVisitState(redis, prefix, 'bench-replay'),
+    // As in the sync it replays: the centre's first sync, no visit state yet.
+    stateEmpty: true,
     centreId: 'bench-replay',
     pseudonymSecret: 'unused-for-single-provenance-entries',
     runId: 'bench',

@@ -35,6 +35,11 @@ export interface SubmissionEnqueuerOptions {
   runId: string;
   /** Submissions per addBulk; default 500. */
   batchSize?: number;
+  /**
+   * The centre has no visit state yet (its first sync, checked under the centre lock): every
+   * visit is new, so the per-batch state lookup is skipped. Retractions are never sent then.
+   */
+  stateEmpty?: boolean;
   /** Called after each batch is enqueued (for metrics and progress). */
   onBatch?: (batch: { enqueuedVisits: number; enqueuedRetractions: number }) => void;
 }
@@ -116,7 +121,9 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     const byVisit = new Map<string, RegistrySubmission>();
     for (const s of batch) byVisit.set(s.visitKey, s);
     const subs = [...byVisit.values()];
-    const entries = await state.getMany(subs.map((s) => s.visitKey));
+    const entries = options.stateEmpty
+      ? subs.map(() => undefined)
+      : await state.getMany(subs.map((s) => s.visitKey));
     const toAdd: RegistrySubmission[] = [];
     const previous: (VisitStateEntry | undefined)[] = [];
     subs.forEach((s, i) => {

@@ -235,7 +235,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     await progress(true);
   };
 
+  // A centre's first sync has no visit state: skip the per-batch lookups.
+  const stateEmpty = (await state.size()) === 0;
   const enqueuer = createSubmissionEnqueuer({
+    stateEmpty,
     queue: deps.submissionsQueue,
     redis: deps.redis,
     state,

@@ -120,6 +120,24 @@ describe('idempotent enqueue', () => {
     expect(entry).toMatchObject({ p: 'source-patient', e: 'enc-1', u: '2025-01-01T00:00:00Z' });
   });
 
+  it('when the centre has no state yet, then visits are enqueued without lookups and retractions are not sent', async () => {
+    const c = 'c-first';
+    const e = createSubmissionEnqueuer({
+      queue,
+      redis,
+      state: openVisitState(redis, prefix, c),
+      centreId: c,
+      pseudonymSecret: SECRET,
+      runId: 'run-first',
+      stateEmpty: true,
+    });
+    await e.add(makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1' }));
+    await e.add(makeRetraction({ centreId: c, patientId: 'p1', encounterId: 'e2' }));
+    await e.flush();
+    expect(e.counts).toMatchObject({ enqueued: 1, retractionsSkipped: 1 });
+    expect(await openVisitState(redis, prefix, c).size()).toBe(1);
+  });
+
   it('when content reverts to an earlier version whose job completed, then that job is queued again', async () => {
     const c = 'c-revert';
     const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
