@@ -351,18 +351,14 @@ function createAssemblerFor(ctx: Context): Assembler {
     return b;
   };
 
-  const versioned = (row: Row): Versioned => ({
-    id: str(row.id) ?? '',
-    versionId: str(row.version_id),
-    lastUpdated: str(row.last_updated),
-  });
-
   const readMedication = (resource: unknown): MedicationInfo | null => {
     const rows = views.medication.rows(resource);
     const first = rows[0];
     if (!first || !str(first.id)) return null;
     const info: MedicationInfo = {
-      ...versioned(first),
+      id: str(first.id) ?? '',
+      versionId: str(first.version_id),
+      lastUpdated: str(first.last_updated),
       codings: [],
       ingredientCodings: [],
       formCodings: [],
@@ -470,7 +466,9 @@ function createAssemblerFor(ctx: Context): Assembler {
     if (!first || !patient || !id) return;
     const use: MedicationUse = {
       resourceType: type,
-      ...versioned(first),
+      id: str(first.id) ?? '',
+      versionId: str(first.version_id),
+      lastUpdated: str(first.last_updated),
       status: str(first.status),
       intent: str(first.intent),
       codings: [],
@@ -533,7 +531,9 @@ function createAssemblerFor(ctx: Context): Assembler {
     }
     if (!diagnosis) return;
     const rec: ConditionRecord = {
-      ...versioned(first),
+      id: str(first.id) ?? '',
+      versionId: str(first.version_id),
+      lastUpdated: str(first.last_updated),
       diagnosis,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
     };
@@ -558,7 +558,9 @@ function createAssemblerFor(ctx: Context): Assembler {
         const first = views.encounter.rows(resource)[0];
         if (!first || !str(first.id)) return;
         const rec: EncounterRecord = {
-          ...versioned(first),
+          id: str(first.id) ?? '',
+          versionId: str(first.version_id),
+          lastUpdated: str(first.last_updated),
           status: str(first.status),
           visitType: lookupCoding(ctx.visitClasses, first.class_system, first.class_code) ?? null,
           periodStart: str(first.period_start),
@@ -573,7 +575,9 @@ function createAssemblerFor(ctx: Context): Assembler {
         const id = first ? str(first.id) : null;
         if (!first || !id) return;
         bucketOf(id).patient = {
-          ...versioned(first),
+          id: str(first.id) ?? '',
+          versionId: str(first.version_id),
+          lastUpdated: str(first.last_updated),
           birthDate: str(first.birth_date),
           gender: str(first.gender),
         };
