@@ -717,32 +717,24 @@ function assemblePatient(
 
   const patientKey = pseudonymKey(ctx.secret, ctx.centreId, 'Patient', patientId);
   const patient = describePatient(ctx, patientKey, bucket.patient);
-  const byField: Record<ObservationField, ObservationRecord[]> = {
-    pga: [],
-    height: [],
-    weight: [],
-    bmi: [],
+  const byField: Record<ObservationField, FieldObservations> = {
+    pga: { list: [], atVisit: [] },
+    height: { list: [], atVisit: [] },
+    weight: { list: [], atVisit: [] },
+    bmi: { list: [], atVisit: [] },
   };
-  for (const o of bucket.observations.values()) byField[o.field].push(o);
+  for (const o of bucket.observations.values()) {
+    const f = byField[o.field];
+    f.list.push(o);
+    f.atVisit.push(o.encounter !== null && visitIds.has(o.encounter));
+  }
   const judgements = new Map<string, SteroidJudgement | null>();
   // Sorted once per patient: the order of steroid evidence must not depend on input order.
   const meds = [...bucket.medications.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const diagnosis = chooseDiagnosis(bucket);
 
   for (const visit of visits) {
-    out.push(
-      assembleVisit(
-        ctx,
-        patient,
-        visit,
-        visitIds,
-        byField,
-        medications,
-        judgements,
-        meds,
-        diagnosis,
-      ),
-    );
+    out.push(assembleVisit(ctx, patient, visit, byField, medications, judgements, meds, diagnosis));
   }
   retracted.sort((a, b) => (a.id < b.id ? -1 : 1));
   for (const enc of retracted) {
@@ -780,22 +772,25 @@ function chooseDiagnosis(bucket: PatientBucket): DiagnosisChoice {
   return { value: winner?.diagnosis ?? null, winner, conflicting: seen.size > 1 };
 }
 
+/** A patient's observations of one field, and which reference one of its visits. */
+interface FieldObservations {
+  list: ObservationRecord[];
+  /** atVisit[i]: list[i].encounter names a visit of this patient (known once per patient). */
+  atVisit: boolean[];
+}
+
 /** Observations of one field that link to the visit, with their link strength. */
-function linkCandidates(
-  list: ObservationRecord[],
-  visit: Visit,
-  visitIds: Set<string>,
-  rule: LinkRule,
-): Candidate[] {
+function linkCandidates(field: FieldObservations, visit: Visit, rule: LinkRule): Candidate[] {
   const out: Candidate[] = [];
-  for (const obs of list) {
-    if (obs.encounter) {
+  const { list, atVisit } = field;
+  for (let i = 0; i < list.length; i++) {
+    const obs = list[i]!;
+    if (atVisit[i]) {
+      // An observation documented at a visit belongs to that visit only.
       if (obs.encounter === visit.encounter.id && rule.encounterReference) {
         out.push({ obs, strength: 3, distance: 0 });
-        continue;
       }
-      // An observation documented at another visit belongs to that visit only.
-      if (visitIds.has(obs.encounter)) continue;
+      continue;
     }
     if (obs.day === null) continue;
     const days = obs.day - visit.day;
@@ -872,8 +867,7 @@ function assembleVisit(
   ctx: Context,
   info: PatientInfo,
   visit: Visit,
-  visitIds: Set<string>,
-  byField: Record<ObservationField, ObservationRecord[]>,
+  byField: Record<ObservationField, FieldObservations>,
   medications: Map<string, MedicationInfo>,
   judgements: Map<string, SteroidJudgement | null>,
   meds: [string, MedicationUse][],
@@ -906,7 +900,7 @@ function assembleVisit(
 
   // PGA and remission
   const pgaRanked = rankCandidates(
-    linkCandidates(byField.pga, visit, visitIds, spec.fields.pga.link),
+    linkCandidates(byField.pga, visit, spec.fields.pga.link),
     spec.fields.pga.winner,
   );
   let pga: PgaCategory | null = null;
@@ -957,15 +951,7 @@ function assembleVisit(
   // Vitals
   const vitals = {} as Pick<VisitSubmission, VitalField>;
   for (const field of ['height', 'weight', 'bmi'] as const) {
-    vitals[field] = chooseVital(
-      field,
-      spec.fields[field],
-      byField[field],
-      visit,
-      visitIds,
-      findings,
-      use,
-    );
+    vitals[field] = chooseVital(field, spec.fields[field], byField[field], visit, findings, use);
   }
 
   // Steroid use
@@ -1123,13 +1109,12 @@ function resolveMedication(
 function chooseVital(
   field: VitalField,
   spec: VitalFieldSpec,
-  list: ObservationRecord[],
+  observations: FieldObservations,
   visit: Visit,
-  visitIds: Set<string>,
   findings: Finding[],
   use: (type: string, rec: Versioned) => void,
 ): { value: number; unit: string } | null {
-  const ranked = rankCandidates(linkCandidates(list, visit, visitIds, spec.link), spec.winner);
+  const ranked = rankCandidates(linkCandidates(observations, visit, spec.link), spec.winner);
   if (ranked.length === 0) {
     if (spec.reportMissing)
       findings.push(finding('missing-value', field, `no ${field} observation links to this visit`));
