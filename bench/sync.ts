@@ -4,7 +4,7 @@
 // with --serve-ehr) so its memory is not counted. The addBulk ceiling is measured in the
 // same run: bare BullMQ addBulk of jobs the size of the sync's, in the same batch size.
 //
-// The sync runs with a bounded heap (default --max-old-space-size=192, `--heap-mb`), as a
+// The sync runs with a bounded heap (default --max-old-space-size=256, `--heap-mb`), as a
 // production worker should. Prints:
 //   bench sync: R resources/s; S submissions/s enqueued; peak RSS M MB; addBulk ceiling C jobs/s
 // where R is end to end (pull + map + enqueue over loopback), S is the sync's enqueue path
@@ -42,7 +42,7 @@ const { values: args } = parseArgs({
     mode: { type: 'string', default: 'bulk' },
     seed: { type: 'string', default: '42' },
     'serve-ehr': { type: 'boolean', default: false },
-    'heap-mb': { type: 'string', default: '192' },
+    'heap-mb': { type: 'string', default: '256' },
   },
 });
 
