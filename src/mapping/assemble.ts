@@ -2,7 +2,7 @@
 // Resources are reduced to small records as they arrive (streaming, memory bounded by what
 // the rules need, not by input size); visits are assembled at the end because an
 // observation may arrive before its encounter. Pure: no I/O, deterministic output order.
-import { jsonString, pseudonymKey, sha256Hex, submissionId } from '../registry/keys.js';
+import { HashWriter, pseudonymKey, submissionId } from '../registry/keys.js';
 import { buildRetraction } from '../registry/retraction.js';
 import {
   VisitSubmissionSchema,
@@ -188,40 +188,68 @@ function compareRefs(a: SourceRef, b: SourceRef): number {
   return 0;
 }
 
-/** The canonical JSON of a SourceRef made by `ref` (same keys, same order). */
-function refJson(r: SourceRef): string {
-  return (
-    `{"id":${jsonString(r.id)}` +
-    (r.lastUpdated !== undefined ? `,"lastUpdated":${jsonString(r.lastUpdated)}` : '') +
-    `,"resourceType":${jsonString(r.resourceType)}` +
-    (r.versionId !== undefined ? `,"versionId":${jsonString(r.versionId)}}` : '}')
-  );
+// The canonical JSON (keys sorted at every level, as keys.ts canonicalJson writes it) of a
+// visit's clinical content is written straight into a HashWriter: the keys below are in
+// sorted order. test/mapping checks the hash against canonicalJson over many visits.
+
+/** A SourceRef made by `ref` (same keys, same order). */
+function writeRef(w: HashWriter, r: SourceRef): void {
+  w.text('{"id":');
+  w.str(r.id);
+  if (r.lastUpdated !== undefined) {
+    w.text(',"lastUpdated":');
+    w.str(r.lastUpdated);
+  }
+  w.text(',"resourceType":');
+  w.str(r.resourceType);
+  if (r.versionId !== undefined) {
+    w.text(',"versionId":');
+    w.str(r.versionId);
+  }
+  w.text('}');
 }
 
-/** `{"unit":..,"value":..}` or `null`: keys already in canonical order. */
-function vitalJson(v: { unit: string; value: number } | null): string {
-  if (v === null) return 'null';
-  return `{"unit":${jsonString(v.unit)},"value":${numberJson(v.value)}}`;
+/** `{"unit":..,"value":..}` or `null`. */
+function writeVital(w: HashWriter, v: { unit: string; value: number } | null): void {
+  if (v === null) {
+    w.text('null');
+    return;
+  }
+  w.text('{"unit":');
+  w.str(v.unit);
+  w.text(',"value":');
+  w.num(v.value);
+  w.text('}');
 }
 
-/** A number as JSON.stringify writes it (non-finite numbers become null). */
-function numberJson(v: number | null): string {
-  return v !== null && Number.isFinite(v) ? String(v) : 'null';
+function writeNullableString(w: HashWriter, v: string | null): void {
+  if (v === null) w.text('null');
+  else w.str(v);
 }
 
-/** The canonical JSON of a list of findings (keys in the order `finding` sets them). */
-function findingsJson(items: readonly Finding[]): string {
-  if (items.length === 0) return '[]';
-  let out = '[';
+/** A list of findings (keys in the order `finding` sets them). */
+function writeFindings(w: HashWriter, items: readonly Finding[]): void {
+  w.text('[');
   for (let i = 0; i < items.length; i++) {
     const f = items[i]!;
-    if (i > 0) out += ',';
-    out +=
-      (f.code !== undefined ? `{"code":${jsonString(f.code)},"field":` : '{"field":') +
-      `${jsonString(f.field)},"kind":${jsonString(f.kind)},"message":${jsonString(f.message)}` +
-      (f.resource !== undefined ? `,"resource":${jsonString(f.resource)}}` : '}');
+    if (i > 0) w.text(',');
+    if (f.code !== undefined) {
+      w.text('{"code":');
+      w.str(f.code);
+      w.text(',"field":');
+    } else w.text('{"field":');
+    w.str(f.field);
+    w.text(',"kind":');
+    w.str(f.kind);
+    w.text(',"message":');
+    w.str(f.message);
+    if (f.resource !== undefined) {
+      w.text(',"resource":');
+      w.str(f.resource);
+    }
+    w.text('}');
   }
-  return `${out}]`;
+  w.text(']');
 }
 
 function pushCoding(
@@ -282,7 +310,7 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
     retractStatuses: new Set(spec.visits.retractStatuses),
     observationStatuses: new Set(spec.observations.statuses),
     validate: options.validate ?? false,
-    centreIdJson: jsonString(options.centreId),
+    writer: new HashWriter(),
   };
   return {
     createAssembler: () => createAssemblerFor(context),
@@ -322,8 +350,8 @@ interface Context {
   retractStatuses: Set<string>;
   observationStatuses: Set<string>;
   validate: boolean;
-  /** JSON.stringify(centreId), once. */
-  centreIdJson: string;
+  /** Writes and hashes each visit's canonical JSON (one per mapper; mapping is synchronous). */
+  writer: HashWriter;
 }
 
 function createAssemblerFor(ctx: Context): Assembler {
@@ -829,8 +857,6 @@ interface PatientInfo {
   ref: SourceRef | null;
   fullBirthDate: string | null;
   missingBirthDate: string | null;
-  /** `,"birthDate":..,"sex":..}`: the canonical JSON of `patient` after its age. */
-  jsonTail: string;
   birthDate: string | null;
   sex: VisitSubmission['patient']['sex'];
 }
@@ -857,7 +883,6 @@ function describePatient(ctx: Context, patientKey: string, p: PatientRecord | nu
       : p
         ? 'the patient has no birth date'
         : 'no Patient resource for this visit',
-    jsonTail: `,"birthDate":${birthDate === null ? 'null' : jsonString(birthDate)},"sex":${jsonString(sex)}}`,
     birthDate,
     sex,
   };
@@ -956,7 +981,6 @@ function assembleVisit(
 
   // Steroid use
   const steroids: VisitSubmission['steroids'] = [];
-  let steroidsJson = '';
   const steroidSpec = spec.fields.steroidUse;
   const dateOf = (v: string | null) => ctx.calendar.dateOf(v);
   for (const [key, m] of meds) {
@@ -1002,7 +1026,6 @@ function assembleVisit(
       matchedBy: judgement.matchedBy,
       source,
     });
-    steroidsJson += `${steroidsJson === '' ? '' : ','}{"ingredient":${jsonString(judgement.ingredient)},"matchedBy":${jsonString(judgement.matchedBy)},"source":${refJson(source)}}`;
     use(m.resourceType, m);
     if (medication && m.medicationReference && !m.medicationReference.startsWith('#'))
       use('Medication', medication);
@@ -1041,25 +1064,58 @@ function assembleVisit(
 
   const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
   provenance.sort(compareRefs);
-  let provenanceJson = '';
-  for (const r of provenance) {
-    provenanceJson += provenanceJson === '' ? refJson(r) : `,${refJson(r)}`;
-  }
-  const visitJson = `{"date":${jsonString(visit.date)},"type":${jsonString(visit.type)}}`;
   const steroidUse = steroids.length > 0;
-  // The canonical JSON (keys sorted at every level, as keys.ts canonicalJson writes it) of
-  // the clinical content, written directly: sorting keys of a generic object costs several
-  // times more, and this runs once per visit. test/mapping checks it against canonicalJson.
-  const json =
-    `{"bmi":${vitalJson(vitals.bmi)},"centreId":${ctx.centreIdJson}` +
-    `,"diagnosis":${diagnosis.value === null ? 'null' : jsonString(diagnosis.value)}` +
-    `,"findings":${findingsJson(findings)},"height":${vitalJson(vitals.height)},"kind":"visit"` +
-    `,"patient":{"ageAtVisitMonths":${numberJson(patient.ageAtVisitMonths)}${info.jsonTail}` +
-    `,"patientKey":${jsonString(patientKey)},"pga":${pga === null ? 'null' : jsonString(pga)}` +
-    `,"provenance":[${provenanceJson}],"remission":${remission === null ? 'null' : String(remission)}` +
-    `,"schema":"${SUBMISSION_SCHEMA}","steroidUse":${String(steroidUse)},"steroids":[${steroidsJson}]` +
-    `,"visit":${visitJson},"visitKey":${jsonString(visitKey)},"weight":${vitalJson(vitals.weight)}}`;
-  const hash = sha256Hex(json);
+  const w = ctx.writer;
+  w.text('{"bmi":');
+  writeVital(w, vitals.bmi);
+  w.text(',"centreId":');
+  w.str(ctx.centreId);
+  w.text(',"diagnosis":');
+  writeNullableString(w, diagnosis.value);
+  w.text(',"findings":');
+  writeFindings(w, findings);
+  w.text(',"height":');
+  writeVital(w, vitals.height);
+  w.text(',"kind":"visit","patient":{"ageAtVisitMonths":');
+  w.num(patient.ageAtVisitMonths);
+  w.text(',"birthDate":');
+  writeNullableString(w, patient.birthDate);
+  w.text(',"sex":');
+  w.str(patient.sex);
+  w.text('},"patientKey":');
+  w.str(patientKey);
+  w.text(',"pga":');
+  writeNullableString(w, pga);
+  w.text(',"provenance":[');
+  for (let i = 0; i < provenance.length; i++) {
+    if (i > 0) w.text(',');
+    writeRef(w, provenance[i]!);
+  }
+  w.text('],"remission":');
+  w.text(remission === null ? 'null' : String(remission));
+  w.text(',"schema":');
+  w.str(SUBMISSION_SCHEMA);
+  w.text(steroidUse ? ',"steroidUse":true,"steroids":[' : ',"steroidUse":false,"steroids":[');
+  for (let i = 0; i < steroids.length; i++) {
+    const e = steroids[i]!;
+    w.text(i > 0 ? ',{"ingredient":' : '{"ingredient":');
+    w.str(e.ingredient);
+    w.text(',"matchedBy":');
+    w.str(e.matchedBy);
+    w.text(',"source":');
+    writeRef(w, e.source);
+    w.text('}');
+  }
+  w.text('],"visit":{"date":');
+  w.str(visit.date);
+  w.text(',"type":');
+  w.str(visit.type);
+  w.text('},"visitKey":');
+  w.str(visitKey);
+  w.text(',"weight":');
+  writeVital(w, vitals.weight);
+  w.text('}');
+  const hash = w.sha256Hex();
   const submission: VisitSubmission = {
     schema: SUBMISSION_SCHEMA,
     kind: 'visit',
