@@ -33,7 +33,7 @@ export async function syncCentreSchedules(
   const all = await queue.getJobSchedulers(0, -1);
   for (const s of all) {
     if (!s.key.startsWith(SCHEDULER_PREFIX)) continue;
-    const mode = (s.template?.data)?.mode;
+    const mode = s.template?.data?.mode;
     existing.set(s.key, {
       pattern: s.pattern ?? null,
       tz: s.tz ?? null,
