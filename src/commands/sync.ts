@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import { createRuntime, type Runtime } from '../runtime.js';
-import { requestSync } from '../api/services/sync-trigger.js';
+import { requestSync } from '../sync/request-sync.js';
 import type { RunRecord } from '../sync/run-store.js';
 import { CliError } from './cli-error.js';
 

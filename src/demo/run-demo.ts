@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { generateCentre } from '../../fixtures/generator/index.js';
 import { hashApiKey } from '../api/auth.js';
-import { requestSync } from '../api/services/sync-trigger.js';
+import { requestSync } from '../sync/request-sync.js';
 import { parseServiceConfig } from '../config/service.js';
 import { formatCheckReport, runCheck } from '../onboarding/check.js';
 import { createRuntime } from '../runtime.js';

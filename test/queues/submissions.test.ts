@@ -20,7 +20,7 @@ import {
   resolveFailedSubmission,
   retryAllFailedSubmissions,
   retryFailedSubmission,
-} from '../../src/registry/delivery-admin.js';
+} from '../../src/sync/submission-admin.js';
 import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
 import { openVisitState } from '../../src/sync/visit-state.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';

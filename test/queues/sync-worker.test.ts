@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requestSync } from '../../src/api/services/sync-trigger.js';
+import { requestSync } from '../../src/sync/request-sync.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
 import { getCentreLockHolder } from '../../src/sync/centre-lock.js';
 import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';

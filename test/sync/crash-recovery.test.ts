@@ -6,7 +6,7 @@ import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requestSync } from '../../src/api/services/sync-trigger.js';
+import { requestSync } from '../../src/sync/request-sync.js';
 import { startSyncFixture, type SyncFixture } from './fixture.js';
 import { SECRET, waitFor } from './helpers.js';
 import { spawnWorker, type ChildWorker } from './process-helpers.js';

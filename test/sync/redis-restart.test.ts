@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requestSync } from '../../src/api/services/sync-trigger.js';
+import { requestSync } from '../../src/sync/request-sync.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
 import { startSyncFixture, type SyncFixture } from './fixture.js';
 import { waitFor } from './helpers.js';

@@ -6,7 +6,7 @@ import { getCaller, requireRole } from '../auth.js';
 import { centreIdSchema, requireCentre, type ApiContext } from '../context.js';
 import { conflictProblem, notFoundProblem, unavailableProblem } from '../problem.js';
 import { describeCentres, summariseRun } from '../services/centre-status.js';
-import { requestSync } from '../services/sync-trigger.js';
+import { requestSync } from '../../sync/request-sync.js';
 import { getRequestLogger } from '../request-log.js';
 import { parseRequest } from '../validate.js';
 

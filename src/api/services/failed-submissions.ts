@@ -1,5 +1,5 @@
 // Failed submissions as the API serves them: a thin layer over the delivery admin helpers
-// (src/registry/delivery-admin.ts) that tells "no such job" (404) from "not failed" (409),
+// (src/sync/submission-admin.ts) that tells "no such job" (404) from "not failed" (409),
 // counts failures per centre in one pass, and never returns a submission's clinical content
 // (resolved records keep it in Redis; the API shows ids, reasons and who resolved what).
 import type { Job, Queue } from 'bullmq';
@@ -13,7 +13,7 @@ import {
   retryFailedSubmission,
   type FailedSubmission,
   type ResolvedSubmission,
-} from '../../registry/delivery-admin.js';
+} from '../../sync/submission-admin.js';
 
 export type { FailedSubmission };
 

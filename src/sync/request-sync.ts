@@ -1,12 +1,12 @@
-// "Sync now" from the API. A manual trigger records a queued run first (so the caller gets
+// "Sync now" from the API, the CLI and the demo. A manual trigger records a queued run first (so the caller gets
 // the run id at once) and adds a sync job that carries it. At most one sync runs per centre:
 // a trigger while one is queued or running is reported with that run's id instead of adding
 // a second job. A short Redis lock makes the check-then-add safe across API processes.
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { SyncJobData } from '../../../queues/sync.js';
-import type { RunRecord, RunStore, SyncMode } from '../../sync/run-store.js';
+import type { SyncJobData } from '../../queues/sync.js';
+import type { RunRecord, RunStore, SyncMode } from './run-store.js';
 
 /** The outcome of a trigger. */
 export type SyncTriggerResult =
