@@ -4,6 +4,7 @@
 // time...) and is substituted into the expression text once, at compile time. The fast path
 // then sees plain literals, and an undefined `%name` is a compile error, not a runtime one.
 import type { ViewIssue } from './errors.js';
+import { FHIR_STRING_TYPES } from './fhir-types.js';
 
 /** A constant, validated, with the FHIRPath literal that replaces `%name`. */
 export interface ViewConstant {
@@ -28,18 +29,7 @@ export const RESERVED_VARIABLES: ReadonlySet<string> = new Set([
   'terminologies',
 ]);
 
-const STRING_TYPES = new Set([
-  'string',
-  'code',
-  'id',
-  'uri',
-  'url',
-  'canonical',
-  'oid',
-  'uuid',
-  'markdown',
-  'base64Binary',
-]);
+const STRING_TYPES = new Set(FHIR_STRING_TYPES);
 const INTEGER_TYPES = new Set(['integer', 'positiveInt', 'unsignedInt', 'integer64']);
 
 const DATE_RE = /^\d{4}(-\d{2}(-\d{2})?)?$/;

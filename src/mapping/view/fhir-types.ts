@@ -28,7 +28,8 @@ const type2Parent = r4.type2Parent as Record<string, string | undefined>;
 const availableTypes = (r4 as unknown as { availableTypes: Set<string> }).availableTypes;
 
 const PRIMITIVES = new Set([...availableTypes].filter((t) => /^[a-z]/.test(t)));
-const STRING_LIKE = new Set([
+/** FHIR primitive types whose values are strings in JSON. */
+export const FHIR_STRING_TYPES: readonly string[] = [
   'string',
   'code',
   'id',
@@ -39,8 +40,8 @@ const STRING_LIKE = new Set([
   'uuid',
   'markdown',
   'base64Binary',
-  'System.String',
-]);
+];
+const STRING_LIKE = new Set([...FHIR_STRING_TYPES, 'System.String']);
 const INTEGER_LIKE = new Set(['integer', 'positiveInt', 'unsignedInt', 'System.Integer']);
 const BOOLEAN_LIKE = new Set(['boolean', 'System.Boolean']);
 /** Types whose members cannot be known statically (contained resources, bundle entries). */
