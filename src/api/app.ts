@@ -99,6 +99,8 @@ export function createApp(deps: AppDeps): Express {
 
   const app = express();
   app.disable('x-powered-by');
+  // Client addresses (auth-failure limiting, logs) from X-Forwarded-For only when configured.
+  app.set('trust proxy', deps.config.api.trustProxy);
   app.use(setSecurityHeaders);
   app.use(logRequests(deps.logger));
 

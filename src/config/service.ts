@@ -67,6 +67,14 @@ export const ServiceConfigSchema = z
         /** Public base URL of this service (the JWKS URL centres register is built from it). */
         publicUrl: z.url().optional(),
         keys: z.array(apiKey).default([]),
+        /**
+         * Express `trust proxy`: false (default) uses the socket address; behind a reverse
+         * proxy set the number of proxy hops (1), `loopback`, or a list of proxy addresses,
+         * so client addresses (auth-failure rate limiting, logs) come from X-Forwarded-For.
+         */
+        trustProxy: z
+          .union([z.boolean(), z.number().int().min(0), z.string().min(1)])
+          .default(false),
       })
       .strict()
       .prefault({}),
@@ -114,7 +122,10 @@ export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
 export type ServiceConfigInput = z.input<typeof ServiceConfigSchema>;
 
 /** Environment variables and the config path each sets. */
-export const ENV_VARS: Record<string, { path: string[]; type: 'string' | 'number' | 'json' }> = {
+export const ENV_VARS: Record<
+  string,
+  { path: string[]; type: 'string' | 'number' | 'json' | 'json-or-string' }
+> = {
   LHN_REDIS_URL: { path: ['redis', 'url'], type: 'string' },
   REDIS_URL: { path: ['redis', 'url'], type: 'string' },
   LHN_QUEUE_PREFIX: { path: ['redis', 'prefix'], type: 'string' },
@@ -128,6 +139,7 @@ export const ENV_VARS: Record<string, { path: string[]; type: 'string' | 'number
   LHN_API_PORT: { path: ['api', 'port'], type: 'number' },
   LHN_PUBLIC_URL: { path: ['api', 'publicUrl'], type: 'string' },
   LHN_API_KEYS: { path: ['api', 'keys'], type: 'json' },
+  LHN_TRUST_PROXY: { path: ['api', 'trustProxy'], type: 'json-or-string' },
   LHN_ALERT_WEBHOOK_URL: { path: ['alerts', 'webhookUrl'], type: 'string' },
   LHN_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
 };
@@ -180,6 +192,15 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
       } catch {
         issues.push({ path: name, message: 'expected JSON' });
       }
+    } else if (spec.type === 'json-or-string') {
+      // `true`, `1` parse as JSON; `loopback` or `10.0.0.1, 10.0.0.2` stay text.
+      let parsed: unknown = value;
+      try {
+        parsed = JSON.parse(value);
+      } catch {
+        // not JSON: keep the text
+      }
+      setPath(raw, spec.path, parsed);
     } else setPath(raw, spec.path, value);
   }
   const result = ServiceConfigSchema.safeParse(raw);

@@ -194,3 +194,46 @@ describe('failed-attempt rate limit', () => {
     expect((await call(`${api.url}/health`)).status).toBe(200);
   });
 });
+
+describe('client addresses behind a reverse proxy', () => {
+  const wrongKeys = async (url: string, forwardedFor: string, n: number) => {
+    const statuses: number[] = [];
+    for (let i = 0; i < n; i++)
+      statuses.push(
+        (
+          await call(`${url}/api/centres`, {
+            key: newApiKey(),
+            headers: { 'x-forwarded-for': forwardedFor },
+          })
+        ).status,
+      );
+    return statuses;
+  };
+
+  it('when the proxy is trusted, then each forwarded client is limited on its own', async () => {
+    const api = await startTestApi({
+      authLimit: { burst: 2, refillSeconds: 30 },
+      config: { api: { trustProxy: 1 } },
+    });
+    try {
+      expect(await wrongKeys(api.url, '203.0.113.7', 3)).toEqual([401, 401, 429]);
+      const other = await call(`${api.url}/api/centres`, {
+        key: api.keys.viewer,
+        headers: { 'x-forwarded-for': '203.0.113.8' },
+      });
+      expect(other.status).toBe(200);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('when no proxy is trusted, then a forged X-Forwarded-For does not escape the limit', async () => {
+    const api = await startTestApi({ authLimit: { burst: 2, refillSeconds: 30 } });
+    try {
+      expect(await wrongKeys(api.url, '198.51.100.1', 2)).toEqual([401, 401]);
+      expect(await wrongKeys(api.url, '198.51.100.2', 1)).toEqual([429]);
+    } finally {
+      await api.close();
+    }
+  });
+});
