@@ -34,7 +34,6 @@ import {
 import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
 import {
   buildPackIndex,
-  codingKey,
   lookupCoding,
   lookupDiagnosis,
   normaliseText,
@@ -122,8 +121,7 @@ interface EncounterRecord extends Versioned {
 interface ObservationRecord extends Versioned {
   field: ObservationField;
   encounter: string | null;
-  date: string | null;
-  /** `date` as a day number (days since 1970-01-01), for cheap day arithmetic. */
+  /** The calendar day in the centre's zone (days since 1970-01-01), for day arithmetic. */
   day: number | null;
   instant: number | null;
   /** Vitals: converted value (unrounded) or why not. */
@@ -432,8 +430,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       lastUpdated: str(first.last_updated),
       field,
       encounter: str(first.encounter),
-      date: null,
-      day: null,
+      day: calendar.dayOf(when, instant),
       instant,
       value: null,
       problem: null,
@@ -442,8 +439,6 @@ function createAssemblerFor(ctx: Context): Assembler {
       unmappedCode: null,
       unmappedText: false,
     };
-    rec.date = calendar.dateOf(when, instant);
-    rec.day = dayNumberOf(rec.date);
     if (field === 'pga') {
       classifyPga(rec, rows, first);
     } else {
@@ -465,7 +460,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       const system = str(row.answer_system);
       const code = str(row.answer_code);
       if (!code) continue;
-      const category = index.pgaAnswerByCode.get(codingKey(system, code));
+      const category = index.pgaAnswerByCode.get(system ?? '')?.get(code);
       if (category) {
         rec.category = category;
         return;

@@ -2,7 +2,8 @@
 // Chicago even though it is the next day in UTC, so every "same day" comparison goes
 // through here. This runs for every observation, so it avoids Date.parse and Intl in the
 // common case: FHIR timestamps are parsed by hand, and the zone's UTC offset is looked up
-// once per UTC day (Intl is asked again only on the days a DST change happens).
+// once per UTC day and zone, for all calendars of that zone (Intl is asked again only on the
+// days a DST change happens).
 
 const DAY_MS = 86_400_000;
 const SLOT_MS = 15 * 60 * 1000;
@@ -17,6 +18,11 @@ export interface ZoneCalendar {
   dateOf(value: string | null | undefined, instant?: number | null): string | null;
   /** Milliseconds since the epoch, for ordering; a date-only value counts as UTC midnight. */
   instantOf(value: string | null | undefined): number | null;
+  /**
+   * The calendar date in the zone as a day number (days since 1970-01-01): the day of
+   * `dateOf`, without making its text. Null exactly when `dateOf` is null.
+   */
+  dayOf(value: string | null | undefined, instant?: number | null): number | null;
 }
 
 const c0 = 48; // '0'
@@ -107,17 +113,48 @@ function civilDate(days: number): string {
   return `${String(y).padStart(4, '0')}-${m < 10 ? '0' : ''}${m}-${d < 10 ? '0' : ''}${d}`;
 }
 
+/** What a zone's calendars learn from Intl: kept per zone, so each mapper need not ask again. */
+interface ZoneCache {
+  format: Intl.DateTimeFormat;
+  /**
+   * Per UTC day: the offset when it is the same at both ends of the day, else NaN (a DST
+   * change inside that day; then each 15-minute slot is asked separately).
+   */
+  dayOffset: Map<number, number>;
+  slotOffset: Map<number, number>;
+  /** Day number -> YYYY-MM-DD. */
+  dates: Map<number, string>;
+}
+
+// A service maps many centres but few zones; the caches are bounded (cleared past 200k).
+const zoneCaches = new Map<string, ZoneCache>();
+
+function zoneCache(timeZone: string): ZoneCache {
+  let cache = zoneCaches.get(timeZone);
+  if (!cache) {
+    cache = {
+      format: new Intl.DateTimeFormat('en-US', {
+        timeZone,
+        hourCycle: 'h23',
+        year: 'numeric',
+        month: 'numeric',
+        day: 'numeric',
+        hour: 'numeric',
+        minute: 'numeric',
+      }),
+      dayOffset: new Map(),
+      slotOffset: new Map(),
+      dates: new Map(),
+    };
+    if (zoneCaches.size > 1_000) zoneCaches.clear();
+    zoneCaches.set(timeZone, cache);
+  }
+  return cache;
+}
+
 /** Builds a calendar for `timeZone`; throws RangeError for an unknown zone. */
 export function createZoneCalendar(timeZone: string): ZoneCalendar {
-  const format = new Intl.DateTimeFormat('en-US', {
-    timeZone,
-    hourCycle: 'h23',
-    year: 'numeric',
-    month: 'numeric',
-    day: 'numeric',
-    hour: 'numeric',
-    minute: 'numeric',
-  });
+  const { format, dayOffset, slotOffset, dates } = zoneCache(timeZone);
   /** The zone's offset from UTC in minutes at an instant (Intl; slow, so cached by callers). */
   const offsetAt = (ms: number): number => {
     const at = Math.floor(ms / 60_000) * 60_000;
@@ -135,12 +172,8 @@ export function createZoneCalendar(timeZone: string): ZoneCalendar {
     }
     return Math.round((Date.UTC(y, mo - 1, d, h, mi) - at) / 60_000);
   };
-  // Per UTC day: the offset when it is the same at both ends of the day, else NaN (a DST
-  // change inside that day; then each 15-minute slot is asked separately).
-  const dayOffset = new Map<number, number>();
-  const slotOffset = new Map<number, number>();
-  const dates = new Map<number, string>();
-  const dateOfInstant = (ms: number): string => {
+  /** The local day number of an instant. */
+  const localDayOf = (ms: number): number => {
     const utcDay = Math.floor(ms / DAY_MS);
     let offset = dayOffset.get(utcDay);
     if (offset === undefined) {
@@ -159,7 +192,10 @@ export function createZoneCalendar(timeZone: string): ZoneCalendar {
       }
       offset = o;
     }
-    const localDay = Math.floor((ms + offset * 60_000) / DAY_MS);
+    return Math.floor((ms + offset * 60_000) / DAY_MS);
+  };
+  const dateOfInstant = (ms: number): string => {
+    const localDay = localDayOf(ms);
     let date = dates.get(localDay);
     if (date === undefined) {
       date = civilDate(localDay);
@@ -181,6 +217,15 @@ export function createZoneCalendar(timeZone: string): ZoneCalendar {
     },
     instantOf(value) {
       return value ? parseFhirInstant(value) : null;
+    },
+    dayOf(value, instant) {
+      if (!value || value.length < 10) return null;
+      const ms = instant === undefined || instant === null ? parseFhirInstant(value) : instant;
+      if (ms === null) return null;
+      // As in dateOf: a date, or a dateTime without an offset, is already local (and was
+      // read as UTC, so its UTC day is its local day).
+      if (value.length === 10 || !hasZone(value)) return Math.floor(ms / DAY_MS);
+      return localDayOf(ms);
     },
   };
 }

@@ -20,7 +20,8 @@ export type CodingMap<T> = Map<string, Map<string, T>>;
 
 export interface PackIndex {
   observationField: CodingMap<ObservationField>;
-  pgaAnswerByCode: Map<string, PgaCategory>;
+  /** system -> code -> PGA category. */
+  pgaAnswerByCode: CodingMap<PgaCategory>;
   pgaAnswerByText: Map<string, PgaCategory>;
   steroidByCode: Map<string, SteroidConcept>;
   /** Ingredient and brand names, longest first, as whole-word matchers. */
@@ -82,14 +83,14 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
   for (const c of vitals.concepts) setCoding(observationField, c.system, c.code, c.field);
   for (const q of pga.questions) setCoding(observationField, q.system, q.code, 'pga');
 
-  const pgaAnswerByCode = new Map<string, PgaCategory>();
+  const pgaAnswerByCode: CodingMap<PgaCategory> = new Map();
   const pgaAnswerByText = new Map<string, PgaCategory>();
   for (const [category, words] of Object.entries(pga.synonyms) as [PgaCategory, string[]][]) {
     for (const w of words) pgaAnswerByText.set(normaliseText(w), category);
   }
   for (const a of pga.answers) {
     if ('text' in a) pgaAnswerByText.set(normaliseText(a.text), a.category);
-    else pgaAnswerByCode.set(codingKey(a.system, a.code), a.category);
+    else setCoding(pgaAnswerByCode, a.system, a.code, a.category);
   }
 
   const steroidByCode = new Map<string, SteroidConcept>();

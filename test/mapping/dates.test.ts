@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   createZoneCalendar,
+  dayNumberOf,
   daysBetween,
   parseFhirInstant,
   wholeMonthsBetween,
@@ -70,6 +71,35 @@ describe('zone calendar', () => {
     expect(calendar.dateOf('yesterday')).toBeNull();
     expect(calendar.dateOf('2024-13-05T10:00:00Z')).toBeNull();
     expect(calendar.dateOf(null)).toBeNull();
+  });
+
+  it('when any value is given, then dayOf is the day number of dateOf (null alike)', () => {
+    const calendars = ZONES.map((z) => createZoneCalendar(z));
+    const value = fc.oneof(
+      fc
+        .integer({ min: Date.UTC(1990, 0, 1), max: Date.UTC(2040, 0, 1) })
+        .chain((ms) =>
+          fc.constantFrom(
+            new Date(ms).toISOString(),
+            new Date(ms).toISOString().slice(0, 19),
+            new Date(ms).toISOString().slice(0, 10),
+            new Date(ms).toISOString().slice(0, 7),
+            `${new Date(ms).toISOString().slice(0, 19)}+05:30`,
+            `${new Date(ms).toISOString().slice(0, 19)}-11:00`,
+          ),
+        ),
+      fc.string({ maxLength: 30 }),
+    );
+    fc.assert(
+      fc.property(value, fc.nat(ZONES.length - 1), (v, z) => {
+        const calendar = calendars[z]!;
+        expect(calendar.dayOf(v)).toBe(dayNumberOf(calendar.dateOf(v)));
+        const instant = calendar.instantOf(v);
+        expect(calendar.dayOf(v, instant)).toBe(dayNumberOf(calendar.dateOf(v, instant)));
+      }),
+      { numRuns: 3000 },
+    );
+    expect(calendars[0]!.dayOf(null)).toBeNull();
   });
 
   it('when an unknown time zone is given, then creating the calendar throws', () => {
