@@ -250,20 +250,14 @@ function writeFindings(w: HashWriter, items: readonly Finding[]): void {
   w.text(']');
 }
 
-function pushCoding(
-  list: Coding[],
-  seen: Set<string>,
-  system: unknown,
-  code: unknown,
-  display?: unknown,
-): void {
+/** Adds a coding unless it is empty or already listed (lists are short: a scan beats a Set). */
+function pushCoding(list: Coding[], system: unknown, code: unknown, display?: unknown): void {
   const s = str(system);
   const c = str(code);
-  if (!c && !str(display)) return;
-  const key = `${s ?? ''}|${c ?? ''}|${str(display) ?? ''}`;
-  if (seen.has(key)) return;
-  seen.add(key);
-  list.push({ system: s, code: c, display: str(display) });
+  const d = str(display);
+  if (!c && !d) return;
+  for (const x of list) if (x.system === s && x.code === c && x.display === d) return;
+  list.push({ system: s, code: c, display: d });
 }
 
 const SEX: Record<string, VisitSubmission['patient']['sex']> = {
@@ -391,19 +385,15 @@ function createAssemblerFor(ctx: Context): Assembler {
       text: str(first.code_text),
       formText: str(first.form_text),
     };
-    const seen = new Set<string>();
-    const seenIng = new Set<string>();
-    const seenForm = new Set<string>();
     for (const row of rows) {
-      pushCoding(info.codings, seen, row.code_system, row.code, row.code_display);
+      pushCoding(info.codings, row.code_system, row.code, row.code_display);
       pushCoding(
         info.ingredientCodings,
-        seenIng,
         row.ingredient_system,
         row.ingredient_code,
         row.ingredient_display,
       );
-      pushCoding(info.formCodings, seenForm, row.form_system, row.form_code, row.form_display);
+      pushCoding(info.formCodings, row.form_system, row.form_code, row.form_display);
     }
     return info;
   };
@@ -504,22 +494,15 @@ function createAssemblerFor(ctx: Context): Assembler {
       singleDate:
         type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
     };
-    const seen = new Set<string>();
-    const seenRoute = new Set<string>();
-    const seenPeriod = new Set<string>();
     for (const row of rows) {
-      pushCoding(use.codings, seen, row.med_system, row.med_code, row.med_display);
-      pushCoding(use.routeCodings, seenRoute, row.route_system, row.route_code, row.route_display);
+      pushCoding(use.codings, row.med_system, row.med_code, row.med_display);
+      pushCoding(use.routeCodings, row.route_system, row.route_code, row.route_display);
       const routeText = str(row.route_text);
       if (routeText && !use.routeTexts.includes(routeText)) use.routeTexts.push(routeText);
       const start = str(row.effective_start) ?? str(row.bounds_start);
       const end = str(row.effective_end) ?? str(row.bounds_end);
-      if (start || end) {
-        const key = `${start ?? ''}/${end ?? ''}`;
-        if (!seenPeriod.has(key)) {
-          seenPeriod.add(key);
-          use.periods.push({ start, end });
-        }
+      if ((start || end) && !use.periods.some((p) => p.start === start && p.end === end)) {
+        use.periods.push({ start, end });
       }
     }
     const vStart = str(first.validity_start);
