@@ -27,6 +27,7 @@ export interface ZoneCalendar {
 
 const c0 = 48; // '0'
 
+/** The number written by `count` digits at `start`, or -1 when any is not a digit. */
 function digits(s: string, start: number, count: number): number {
   let n = 0;
   for (let i = start; i < start + count; i++) {
@@ -37,6 +38,26 @@ function digits(s: string, start: number, count: number): number {
   return n;
 }
 
+/** Two digits at `i`, or -1 (the common case of `digits`, unrolled). */
+function digits2(s: string, i: number): number {
+  const a = s.charCodeAt(i) - c0;
+  const b = s.charCodeAt(i + 1) - c0;
+  return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : -1;
+}
+
+/**
+ * Days since 1970-01-01 of a proleptic Gregorian date (days-from-civil arithmetic; `d` past
+ * the month's end rolls over as in Date.UTC). Plain arithmetic: cheaper than a Date.UTC call.
+ */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const yy = m <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146_097 + doe - 719_468;
+}
+
 /**
  * Parses FHIR `YYYY-MM-DD` and `YYYY-MM-DDThh:mm[:ss[.fff]](Z|±hh:mm)` to epoch ms; a
  * dateTime without offset is read as UTC (only used for ordering). Null when malformed.
@@ -45,19 +66,20 @@ export function parseFhirInstant(s: string): number | null {
   const len = s.length;
   if (len < 10 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45) return null;
   const y = digits(s, 0, 4);
-  const mo = digits(s, 5, 2);
-  const d = digits(s, 8, 2);
+  const mo = digits2(s, 5);
+  const d = digits2(s, 8);
   if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31) return null;
-  if (len === 10) return Date.UTC(y, mo - 1, d);
+  const day = daysFromCivil(y, mo, d);
+  if (len === 10) return day * DAY_MS;
   if (s.charCodeAt(10) !== 84 || len < 16 || s.charCodeAt(13) !== 58) return null; // 'T', ':'
-  const h = digits(s, 11, 2);
-  const mi = digits(s, 14, 2);
+  const h = digits2(s, 11);
+  const mi = digits2(s, 14);
   if (h < 0 || h > 23 || mi < 0 || mi > 59) return null;
   let i = 16;
   let sec = 0;
   let ms = 0;
   if (s.charCodeAt(i) === 58) {
-    sec = digits(s, i + 1, 2);
+    sec = digits2(s, i + 1);
     if (sec < 0 || sec > 60) return null;
     i += 3;
     if (s.charCodeAt(i) === 46) {
@@ -79,13 +101,13 @@ export function parseFhirInstant(s: string): number | null {
     if (sign === 90 && i + 1 === len)
       offsetMin = 0; // 'Z'
     else if ((sign === 43 || sign === 45) && len === i + 6 && s.charCodeAt(i + 3) === 58) {
-      const oh = digits(s, i + 1, 2);
-      const om = digits(s, i + 4, 2);
+      const oh = digits2(s, i + 1);
+      const om = digits2(s, i + 4);
       if (oh < 0 || om < 0) return null;
       offsetMin = (sign === 45 ? -1 : 1) * (oh * 60 + om);
     } else return null;
   }
-  return Date.UTC(y, mo - 1, d, h, mi, sec, ms) - offsetMin * 60_000;
+  return day * DAY_MS + (h * 60 + mi - offsetMin) * 60_000 + sec * 1000 + ms;
 }
 
 /** True when a dateTime ends in `Z` or `±hh:mm`. */

@@ -131,6 +131,24 @@ describe('parseFhirInstant', () => {
     );
   });
 
+  it('when any date from year 100 to 9999 is parsed, then it is Date.UTC midnight (days past the month end roll over alike)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 100, max: 9999 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 1, max: 31 }),
+        (y, m, d) => {
+          const value = `${String(y).padStart(4, '0')}-${String(m).padStart(2, '0')}-${String(d).padStart(2, '0')}`;
+          expect(parseFhirInstant(value), value).toBe(Date.UTC(y, m - 1, d));
+          expect(parseFhirInstant(`${value}T23:59:59.999Z`), value).toBe(
+            Date.UTC(y, m - 1, d, 23, 59, 59, 999),
+          );
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
   it('when a date or malformed text is parsed, then dates are UTC midnight and garbage is null', () => {
     expect(parseFhirInstant('2024-03-05')).toBe(Date.UTC(2024, 2, 5));
     expect(parseFhirInstant('2024-03-05T10:00Z')).toBe(Date.UTC(2024, 2, 5, 10));
