@@ -8,8 +8,8 @@
 // Fast closures work on raw FHIR JSON and return a "collection" in a compact form:
 // undefined (empty), a single item, or an array of two or more items (arrays coming straight
 // from the resource are never mutated). When data has a shape where fhirpath.js semantics are
-// subtle (primitive extensions in `_name`, nulls inside arrays, several choice properties at
-// once, multi-valued booleans) the closure throws FALLBACK and the caller re-evaluates that
+// subtle (primitive extensions in `_name`, nulls or arrays inside arrays, several choice
+// properties at once, multi-valued booleans) the closure throws FALLBACK and the caller re-evaluates that
 // expression with fhirpath.js, so results stay identical.
 import {
   choiceSuffix,
@@ -142,7 +142,8 @@ function memberOfItem(item: unknown, name: string): unknown {
     const n = value.length;
     if (n === 0) return undefined;
     for (let i = 0; i < n; i++) {
-      if (value[i] === null || value[i] === undefined) throw FALLBACK;
+      const item: unknown = value[i];
+      if (item === null || item === undefined || isArray(item)) throw FALLBACK;
     }
     return n === 1 ? value[0] : value;
   }

@@ -181,10 +181,15 @@ export class CompiledExpression {
       let raw = focus;
       // At the root the focus is always the resource itself, never a fhirpath.js node.
       if (!this.atRoot && isEngineNode(focus)) {
-        // A node with primitive metadata (`_name`: extensions, id) or without a value keeps
-        // fhirpath.js semantics; otherwise its plain JSON goes down the fast path.
+        // A node with primitive metadata (`_name`: extensions, id), without a value or holding
+        // an array keeps fhirpath.js semantics; otherwise its plain JSON goes down the fast path.
         const node = focus as { data?: unknown; _data?: unknown };
-        if (node.data === null || node.data === undefined || node._data != null) {
+        if (
+          node.data === null ||
+          node.data === undefined ||
+          node._data != null ||
+          Array.isArray(node.data)
+        ) {
           return this.evaluateWithEngine(focus, rowIndex, resource);
         }
         raw = node.data;
