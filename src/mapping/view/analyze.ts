@@ -8,8 +8,8 @@
 // Fast closures work on raw FHIR JSON and return a "collection" in a compact form:
 // undefined (empty), a single item, or an array of two or more items (arrays coming straight
 // from the resource are never mutated). When data has a shape where fhirpath.js semantics are
-// subtle (primitive extensions in `_name`, nulls inside arrays, several choice properties at
-// once, multi-valued booleans) the closure throws FALLBACK and the caller re-evaluates that
+// subtle (primitive extensions in `_name`, nulls or arrays inside arrays, several choice
+// properties at once, multi-valued booleans) the closure throws FALLBACK and the caller re-evaluates that
 // expression with fhirpath.js, so results stay identical.
 import {
   choiceSuffix,
@@ -45,10 +45,44 @@ export interface AstNode {
   children?: AstNode[];
 }
 
+/**
+ * One step of an inline plan (see InlinePlan): navigate to a member (`_name` holds a
+ * primitive's extensions), pick from a choice element the types `selected` marks (keys in
+ * model order), or take the first / last item.
+ */
+export type PlanOp =
+  | { op: 'member'; name: string; primitive: boolean }
+  | { op: 'choice'; keys: string[]; selected: boolean[] }
+  | { op: 'first' }
+  | { op: 'last' };
+
+/** What a path plan does with the collection its steps reach. */
+export type PlanEnd =
+  | { fn: 'count' }
+  | { fn: 'exists' }
+  | { fn: 'empty' }
+  | { fn: 'referenceKey'; type: string | undefined }
+  | { fn: 'resourceKey' };
+
+/**
+ * A description of a fast expression that the view code generator (`codegen.ts`) can turn
+ * into straight-line JS: steps from the focus plus an optional final function, a literal, or
+ * %rowIndex. It computes exactly what the `fast` closure computes, for the data shapes the
+ * generated code accepts; on any other shape the generated code calls the expression.
+ */
+export type InlinePlan =
+  | { kind: 'path'; ops: PlanOp[]; end?: PlanEnd }
+  | { kind: 'literal'; value: string | number | boolean }
+  | { kind: 'rowIndex' };
+
 /** What the analyser knows about an expression or sub-expression. */
 export interface Analysis {
   type: StaticType;
   fast?: FastFn;
+  /** Set alongside `fast` when the expression has an inline form. */
+  plan?: InlinePlan;
+  /** For an untyped choice element: the plan of its input, so ofType() can pick the type. */
+  choicePlan?: InlinePlan;
   /** Why there is no fast closure (first reason found). */
   reason?: string;
   /** For an untyped choice element: the closure of its input, so ofType() can pick the property. */
@@ -130,6 +164,25 @@ const isArray = Array.isArray;
 
 const IDENTITY: FastFn = (focus) => focus;
 
+const FOCUS_PLAN: InlinePlan = { kind: 'path', ops: [] };
+
+/** `plan` followed by `op`, when `plan` is a path without a final function. */
+function extendPlan(plan: InlinePlan | undefined, op: PlanOp): InlinePlan | undefined {
+  if (plan?.kind !== 'path' || plan.end !== undefined) return undefined;
+  return { kind: 'path', ops: [...plan.ops, op] };
+}
+
+/** `plan` ending with `end`, when `plan` is a path without a final function. */
+function endPlan(plan: InlinePlan | undefined, end: PlanEnd): InlinePlan | undefined {
+  if (plan?.kind !== 'path' || plan.end !== undefined) return undefined;
+  return { kind: 'path', ops: plan.ops, end };
+}
+
+/** Spreads `{ plan }` only when there is one (exactOptionalPropertyTypes). */
+function withPlan(plan: InlinePlan | undefined): { plan?: InlinePlan } {
+  return plan ? { plan } : {};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runtime helpers of the fast path.
 
@@ -142,7 +195,8 @@ function memberOfItem(item: unknown, name: string): unknown {
     const n = value.length;
     if (n === 0) return undefined;
     for (let i = 0; i < n; i++) {
-      if (value[i] === null || value[i] === undefined) throw FALLBACK;
+      const item: unknown = value[i];
+      if (item === null || item === undefined || isArray(item)) throw FALLBACK;
     }
     return n === 1 ? value[0] : value;
   }
@@ -381,7 +435,7 @@ export class ExpressionAnalyzer {
       case 'InvocationTerm':
         return this.invoke(
           children[0] as AstNode,
-          { type: scope.focusType, fast: IDENTITY },
+          { type: scope.focusType, fast: IDENTITY, plan: FOCUS_PLAN },
           scope,
           true,
         );
@@ -395,7 +449,11 @@ export class ExpressionAnalyzer {
             : identifierText(constant);
         if (name === 'rowIndex') {
           this.usesRowIndex = true;
-          return { type: 'System.Integer', fast: (_focus, rowIndex) => rowIndex };
+          return {
+            type: 'System.Integer',
+            fast: (_focus, rowIndex) => rowIndex,
+            plan: { kind: 'rowIndex' },
+          };
         }
         if (name === 'resource' || name === 'rootResource') this.usesResourceVariable = true;
         return slow(undefined, `%${name} is evaluated by fhirpath.js`);
@@ -420,7 +478,7 @@ export class ExpressionAnalyzer {
         return this.call(name, params, input, scope);
       }
       case 'ThisInvocation':
-        return { type: scope.focusType, fast: IDENTITY };
+        return { type: scope.focusType, fast: IDENTITY, plan: FOCUS_PLAN };
       default:
         return slow(undefined, `${describeNode(invocation)} is evaluated by fhirpath.js`);
     }
@@ -430,7 +488,10 @@ export class ExpressionAnalyzer {
     if (first && /^[A-Z]/.test(name)) {
       // `Observation.code`: a leading type name filters the focus by type.
       if (scope.atRoot && name === scope.resourceType) {
-        return { type: scope.resourceType, ...(input.fast ? { fast: input.fast } : {}) };
+        return {
+          type: scope.resourceType,
+          ...(input.fast ? { fast: input.fast, ...withPlan(input.plan) } : {}),
+        };
       }
       if (isResourceType(name) || name === 'Resource' || name === 'DomainResource') {
         return slow(name, `type name ${name} at the start of a path`);
@@ -461,12 +522,24 @@ export class ExpressionAnalyzer {
             keys,
             keys.map(() => true),
           ),
+          ...withPlan(
+            extendPlan(input.plan, {
+              op: 'choice',
+              keys,
+              selected: keys.map(() => true),
+            }),
+          ),
           choiceInput: input.fast,
+          ...(input.plan ? { choicePlan: input.plan } : {}),
         };
       }
       case 'element':
         if (!input.fast) return { type: found.type, reason: input.reason ?? 'slow input' };
-        return { type: found.type, fast: memberStep(input.fast, name, found.primitive) };
+        return {
+          type: found.type,
+          fast: memberStep(input.fast, name, found.primitive),
+          ...withPlan(extendPlan(input.plan, { op: 'member', name, primitive: found.primitive })),
+        };
     }
   }
 
@@ -522,10 +595,18 @@ export class ExpressionAnalyzer {
       case 'count':
       case 'getResourceKey':
         if (args.length > 0) return notFast(`${name}() takes no argument`);
-        return { type: resultType(), fast: simpleFunction(name, fast) };
+        return {
+          type: resultType(),
+          fast: simpleFunction(name, fast),
+          ...withPlan(simplePlan(name, input.plan)),
+        };
       case 'exists': {
         if (args.length === 0)
-          return { type: 'System.Boolean', fast: simpleFunction('exists', fast) };
+          return {
+            type: 'System.Boolean',
+            fast: simpleFunction('exists', fast),
+            ...withPlan(endPlan(input.plan, { fn: 'exists' })),
+          };
         const criteria = args[0] as Analysis;
         if (!criteria.fast || !isBooleanLike(criteria.type)) {
           return notFast(criteria.reason ?? 'exists() criteria is not a simple boolean');
@@ -598,12 +679,13 @@ export class ExpressionAnalyzer {
       }
       if (!input.choiceInput) return slow(resultType, input.reason ?? 'slow input');
       const keys = choiceKeys(type);
-      const step = choiceStep(
-        input.choiceInput,
-        keys,
-        type.types.map((t) => matching.includes(t)),
-      );
-      return { type: resultType, fast: step };
+      const selected = type.types.map((t) => matching.includes(t));
+      const step = choiceStep(input.choiceInput, keys, selected);
+      return {
+        type: resultType,
+        fast: step,
+        ...withPlan(extendPlan(input.choicePlan, { op: 'choice', keys, selected })),
+      };
     }
     if (spec.namespace === 'System' || type.startsWith('System.')) {
       return slow(undefined, `ofType(${text}) on ${type} is evaluated by fhirpath.js`);
@@ -624,7 +706,9 @@ export class ExpressionAnalyzer {
       };
     }
     if (isSubtypeOf(type, spec.name)) {
-      return input.fast ? { type, fast: input.fast } : slow(type, input.reason ?? 'slow input');
+      return input.fast
+        ? { type, fast: input.fast, ...withPlan(input.plan) }
+        : slow(type, input.reason ?? 'slow input');
     }
     return slow(undefined, `ofType(${text}) on ${type} is evaluated by fhirpath.js`);
   }
@@ -652,6 +736,7 @@ export class ExpressionAnalyzer {
     return {
       type: 'System.String',
       fast: (focus, rowIndex, resource) => flatMapItems(fast(focus, rowIndex, resource), each),
+      ...withPlan(endPlan(input.plan, { fn: 'referenceKey', type: expected })),
     };
   }
 
@@ -757,7 +842,13 @@ function literal(node: AstNode): Analysis {
   switch (node.type) {
     case 'StringLiteral': {
       const value = unescapeString(text);
-      return { type: 'System.String', fast: () => value, literal: value, literalKind: 'string' };
+      return {
+        type: 'System.String',
+        fast: () => value,
+        plan: { kind: 'literal', value },
+        literal: value,
+        literalKind: 'string',
+      };
     }
     case 'NumberLiteral': {
       const value = Number(text);
@@ -765,13 +856,20 @@ function literal(node: AstNode): Analysis {
       return {
         type: integer ? 'System.Integer' : 'System.Decimal',
         fast: () => value,
+        plan: { kind: 'literal', value },
         literal: value,
         literalKind: integer ? 'integer' : 'decimal',
       };
     }
     case 'BooleanLiteral': {
       const value = text === 'true';
-      return { type: 'System.Boolean', fast: () => value, literal: value, literalKind: 'boolean' };
+      return {
+        type: 'System.Boolean',
+        fast: () => value,
+        plan: { kind: 'literal', value },
+        literal: value,
+        literalKind: 'boolean',
+      };
     }
     case 'NullLiteral':
       return { type: undefined, fast: () => undefined };
@@ -785,6 +883,22 @@ function literal(node: AstNode): Analysis {
       return slow('System.Quantity', 'quantity literal');
     default:
       return slow(undefined, `${describeNode(node)} literal`);
+  }
+}
+
+/** The inline plan of first(), last(), empty(), count() or getResourceKey() on `input`. */
+function simplePlan(name: string, input: InlinePlan | undefined): InlinePlan | undefined {
+  switch (name) {
+    case 'first':
+    case 'last':
+      return extendPlan(input, { op: name });
+    case 'empty':
+    case 'count':
+      return endPlan(input, { fn: name });
+    case 'getResourceKey':
+      return endPlan(input, { fn: 'resourceKey' });
+    default:
+      return undefined;
   }
 }
 

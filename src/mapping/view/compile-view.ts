@@ -5,6 +5,7 @@
 // the parent's continuation), so the cartesian product of selects needs no intermediate
 // partial-row lists, and a row object is built only when a complete row is emitted.
 import type { Scope } from './analyze.js';
+import { generateRows } from './codegen.js';
 import {
   parseViewDefinition,
   type ColumnDef,
@@ -35,6 +36,11 @@ export interface CompileViewOptions {
    * evaluated by fhirpath.js; results are the same, only slower.
    */
   fastPath?: boolean;
+  /**
+   * Generate one JS function for the whole view (default: same as fastPath). With false the
+   * select runners evaluate it; results are the same. Meant for tests and benchmarks.
+   */
+  codegen?: boolean;
 }
 
 /** A column of a compiled view, in output order. */
@@ -72,6 +78,8 @@ export interface CompiledView {
   rows(resource: any): Record<string, unknown>[];
   /** Every FHIRPath expression of the view and whether it uses the fast path. */
   expressions: ExpressionPlan[];
+  /** True when rows() runs as one generated function (see README), false for the runners. */
+  generated: boolean;
 }
 
 interface ColumnRunner {
@@ -527,8 +535,13 @@ export function compileView(definition: unknown, options: CompileViewOptions = {
     throw new ViewDefinitionError(compiler.issues, source, model.name);
   root.next = runtime.emitRow;
   root.link();
-  runtime.buildRow = compileRowBuilder(columns.map((c) => c.name));
+  const names = columns.map((c) => c.name);
+  runtime.buildRow = compileRowBuilder(names);
   runtime.values = new Array<unknown>(columns.length).fill(null);
+  const generated =
+    (options.codegen ?? options.fastPath !== false)
+      ? generateRows(root, names, runtime)
+      : undefined;
 
   const rows = (resource: any): Record<string, unknown>[] => {
     if (
@@ -543,8 +556,12 @@ export function compileView(definition: unknown, options: CompileViewOptions = {
       if (!passesWhere(expression, resource, runtime)) return [];
     }
     const out: Record<string, unknown>[] = [];
-    runtime.out = out;
-    root.run(resource, 0);
+    if (generated !== undefined) {
+      generated(resource, out);
+    } else {
+      runtime.out = out;
+      root.run(resource, 0);
+    }
     return out;
   };
 
@@ -554,6 +571,7 @@ export function compileView(definition: unknown, options: CompileViewOptions = {
     columns: columns.map(toViewColumn),
     rows,
     expressions: compiler.plans,
+    generated: generated !== undefined,
   };
 }
 

@@ -5,7 +5,14 @@
 // matching fhirpath.js function, so both paths see the same typed data.
 import fhirpath, { type UserInvocationTable } from 'fhirpath';
 import r4 from 'fhirpath/fhir-context/r4';
-import { ExpressionAnalyzer, FALLBACK, type AstNode, type FastFn, type Scope } from './analyze.js';
+import {
+  ExpressionAnalyzer,
+  FALLBACK,
+  type AstNode,
+  type FastFn,
+  type InlinePlan,
+  type Scope,
+} from './analyze.js';
 import { substituteConstants, type ViewConstant } from './constants.js';
 import { redactEngineMessage, ViewEvaluationError, type ViewIssue } from './errors.js';
 import { isChoice, typeNameOf, type StaticType } from './fhir-types.js';
@@ -47,12 +54,15 @@ export class CompiledExpression {
   readonly text: string;
   readonly type: StaticType;
   readonly fast: FastFn | undefined;
+  /** The inline form of `fast` for generated view code, when it has one. */
+  readonly plan: InlinePlan | undefined;
+  /** True when the focus is always the resource being viewed. */
+  readonly atRoot: boolean;
   /** Why the fast path is not used, when it is not. */
   readonly reason: string | undefined;
   /** True when the expression reads %rowIndex. */
   readonly usesRowIndex: boolean;
   private readonly usesResource: boolean;
-  private readonly atRoot: boolean;
   private plain: Evaluator | undefined;
   private based: Evaluator | undefined;
 
@@ -60,13 +70,14 @@ export class CompiledExpression {
     readonly viewPath: string,
     readonly original: string,
     text: string,
-    analysis: { type: StaticType; fast?: FastFn; reason?: string },
+    analysis: { type: StaticType; fast?: FastFn; plan?: InlinePlan; reason?: string },
     flags: { rowIndex: boolean; resource: boolean },
     private readonly context: ExpressionContext,
   ) {
     this.text = text;
     this.type = analysis.type;
     this.fast = analysis.fast;
+    this.plan = analysis.fast ? analysis.plan : undefined;
     this.reason = analysis.fast ? undefined : (analysis.reason ?? 'not a simple path');
     this.usesRowIndex = flags.rowIndex;
     this.usesResource = flags.resource;
@@ -181,10 +192,15 @@ export class CompiledExpression {
       let raw = focus;
       // At the root the focus is always the resource itself, never a fhirpath.js node.
       if (!this.atRoot && isEngineNode(focus)) {
-        // A node with primitive metadata (`_name`: extensions, id) or without a value keeps
-        // fhirpath.js semantics; otherwise its plain JSON goes down the fast path.
+        // A node with primitive metadata (`_name`: extensions, id), without a value or holding
+        // an array keeps fhirpath.js semantics; otherwise its plain JSON goes down the fast path.
         const node = focus as { data?: unknown; _data?: unknown };
-        if (node.data === null || node.data === undefined || node._data != null) {
+        if (
+          node.data === null ||
+          node.data === undefined ||
+          node._data != null ||
+          Array.isArray(node.data)
+        ) {
           return this.evaluateWithEngine(focus, rowIndex, resource);
         }
         raw = node.data;

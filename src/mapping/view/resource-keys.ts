@@ -8,15 +8,19 @@ import { isResourceType } from './fhir-types.js';
 const REFERENCE_RE =
   /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 
+/** A character of FHIR id syntax: A-Z a-z 0-9 - . */
+function isIdCharCode(c: number): boolean {
+  return (
+    (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46
+  );
+}
+
 /** FHIR id syntax: 1-64 of A-Z a-z 0-9 - . */
 function isValidId(id: string): boolean {
   const n = id.length;
   if (n === 0 || n > 64) return false;
   for (let i = 0; i < n; i++) {
-    const c = id.charCodeAt(i);
-    const ok =
-      (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46;
-    if (!ok) return false;
+    if (!isIdCharCode(id.charCodeAt(i))) return false;
   }
   return true;
 }
@@ -53,22 +57,43 @@ export function referenceKeyOf(reference: unknown, expectedType?: string): strin
   if (typeof reference !== 'object' || reference === null) return undefined;
   const literal = (reference as { reference?: unknown }).reference;
   if (typeof literal !== 'string') return undefined;
+  return referenceKeyOfLiteral(literal, expectedType);
+}
+
+/** referenceKeyOf for the `reference` string of a Reference. */
+export function referenceKeyOfLiteral(literal: string, expectedType?: string): string | undefined {
   if (expectedType !== undefined) {
-    // Fast check of the common `Type/id` form against the expected type.
+    // The common `Type/id` form of the expected type, in one pass over the characters (a
+    // valid id has no '/'); anything else takes the general route below.
+    const id = idAfterType(literal, expectedType);
+    if (id !== undefined) return id;
     const n = expectedType.length;
     if (
       literal.charCodeAt(n) === 47 &&
       literal.startsWith(expectedType) &&
       literal.indexOf('/', n + 1) === -1
     ) {
-      const id = literal.slice(n + 1);
-      return isValidId(id) ? id : undefined;
+      return undefined; // `Type/` followed by something that is not an id
     }
   }
   const parsed = parseLiteralReference(literal);
   if (!parsed) return undefined;
   if (expectedType !== undefined && parsed.type !== expectedType) return undefined;
   return parsed.id;
+}
+
+/** The id of `type/id` when `literal` is exactly that with a valid id, else undefined. */
+function idAfterType(literal: string, type: string): string | undefined {
+  const n = type.length;
+  const length = literal.length;
+  if (length <= n + 1 || length > n + 65 || literal.charCodeAt(n) !== 47) return undefined;
+  for (let i = 0; i < n; i++) {
+    if (literal.charCodeAt(i) !== type.charCodeAt(i)) return undefined;
+  }
+  for (let i = n + 1; i < length; i++) {
+    if (!isIdCharCode(literal.charCodeAt(i))) return undefined;
+  }
+  return literal.slice(n + 1);
 }
 
 /**

@@ -556,6 +556,29 @@ describe('fast path selection', () => {
     expect(fast).toEqual([{ first: 'Ana', second: null, all: ['Ana', 'Maria'], some: true }]);
   });
 
+  it('when arrays are nested in arrays (not FHIR JSON), then the fast path agrees with fhirpath.js', () => {
+    const nested = {
+      ...patient,
+      birthDate: [['2012-03-06']],
+      name: [[{ family: 'Ng', given: ['Ana'] }], [{ family: 'Li' }]],
+    };
+    const definition = {
+      resource: 'Patient',
+      select: [
+        {
+          column: [
+            { name: 'birth', path: 'birthDate', collection: true },
+            { name: 'family', path: 'name.family', collection: true },
+          ],
+        },
+        { forEachOrNull: 'name', column: [{ name: 'given', path: 'given.first()' }] },
+      ],
+    };
+    const fast = compileView(definition);
+    expect(fast.expressions.every((e) => e.fastPath)).toBe(true);
+    expect(fast.rows(nested)).toEqual(compileView(definition, { fastPath: false }).rows(nested));
+  });
+
   it('when a fast forEach defers to fhirpath.js, then its columns still match fhirpath.js', () => {
     const withExtension = {
       ...patient,

@@ -1,9 +1,14 @@
 // Property: for random Observation, Patient and MedicationRequest resources (including odd
 // shapes: primitive extensions, nulls in arrays, two choice values at once, unusual
 // references, contained resources), every view gives exactly the same rows, or the same
-// error, with the fast path as with fhirpath.js alone.
+// error, with the fast path (generated view code, and the select runners with fast
+// closures) as with fhirpath.js alone. The IBD pack's views get the same check on generator
+// resources with random changes of shape (arrays for singles, nulls, nested arrays, strings
+// for objects, primitive extensions, extra choice values).
+import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { generateCentre } from '../../../fixtures/generator/index.js';
 import { compileView, type CompiledView } from '../../../src/mapping/view/index.js';
 
 const text = fc.constantFrom('a', 'b', 'official', 'final', 'Ana', 'x y', '', 'ÄÖ');
@@ -477,9 +482,14 @@ function checkEquivalence(
   definition: unknown,
   resources: fc.Arbitrary<Record<string, unknown>>,
   slowExpressions: string[] = [],
+  againstEngine = true,
 ) {
   const fast = compileView(definition);
+  const runners = compileView(definition, { codegen: false });
   const slow = compileView(definition, { fastPath: false });
+  expect(fast.generated).toBe(true);
+  expect(runners.generated).toBe(false);
+  expect(slow.generated).toBe(false);
   // The views are written so that every expression but the listed ones takes the fast path.
   expect(fast.expressions.filter((e) => !e.fastPath).map((e) => e.expression)).toEqual(
     slowExpressions,
@@ -487,15 +497,208 @@ function checkEquivalence(
   let rowsSeen = 0;
   fc.assert(
     fc.property(resources, (resource) => {
-      const viaFastPath = outcome(fast, resource);
       const viaEngine = outcome(slow, resource);
-      expect(viaFastPath).toEqual(viaEngine);
+      const viaFastPath = outcome(fast, resource);
+      const viaRunners = outcome(runners, resource);
+      expect(viaFastPath, 'generated code vs select runners').toEqual(viaRunners);
+      if (againstEngine) expect(viaRunners, 'fast closures vs fhirpath.js').toEqual(viaEngine);
       if ('rows' in viaFastPath) rowsSeen += viaFastPath.rows.length;
     }),
     { numRuns: 300 },
   );
   // Guard against a generator that only produces filtered-out resources.
   expect(rowsSeen).toBeGreaterThan(100);
+}
+
+/** Views that reach the generated code's rarer branches: first()/last()/count() on lists, repeat. */
+const listFunctionsView = {
+  resource: 'Observation',
+  select: [
+    {
+      column: [
+        { name: 'first_code', path: 'code.coding.first().code' },
+        { name: 'last_system', path: 'code.coding.last().system' },
+        { name: 'first_display', path: 'code.coding.display.first()' },
+        { name: 'n', path: 'code.coding.count()' },
+        { name: 'any', path: 'category.coding.exists()' },
+        { name: 'none', path: 'interpretation.coding.empty()' },
+        { name: 'codes', path: 'code.coding.code', collection: true },
+        { name: 'texts', path: 'category.text', collection: true },
+        { name: 'value', path: 'value', collection: true },
+        { name: 'value_kinds', path: 'value.ofType(Quantity).value.count()' },
+        { name: 'self_count', path: '$this.count()' },
+        { name: 'one', path: '1', collection: true },
+        { name: 'row', path: '%rowIndex' },
+      ],
+    },
+    {
+      forEach: 'component',
+      column: [
+        { name: 'c_row', path: '%rowIndex' },
+        { name: 'c_first', path: 'code.coding.code.first()' },
+        { name: 'c_key', path: 'getResourceKey()' },
+      ],
+      select: [
+        {
+          forEachOrNull: 'code.coding',
+          column: [
+            { name: 'cc_code', path: 'code' },
+            { name: 'cc_row', path: '%rowIndex' },
+          ],
+        },
+      ],
+    },
+  ],
+};
+
+const questionnaireResponseView = {
+  resource: 'QuestionnaireResponse',
+  select: [
+    { column: [{ name: 'id', path: 'getResourceKey()' }] },
+    {
+      repeat: ['item'],
+      column: [
+        { name: 'link_id', path: 'linkId' },
+        { name: 'answer', path: 'answer.value.ofType(string).first()' },
+        { name: 'row', path: '%rowIndex' },
+      ],
+    },
+  ],
+};
+
+const questionnaireItem: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+  item: fc.record(
+    {
+      linkId: fc.constantFrom('1', '1.1', '2'),
+      answer: fc.array(fc.record({ valueString: text }), { maxLength: 2 }),
+      item: fc.array(tie('item'), { maxLength: 2 }),
+    },
+    { requiredKeys: ['linkId'] },
+  ),
+})).item;
+
+const questionnaireResponse = fc.record({
+  resourceType: fc.constant('QuestionnaireResponse'),
+  id: fc.constantFrom('q1', 'q2'),
+  item: fc.array(questionnaireItem, { maxLength: 3 }),
+});
+
+// Generator resources to start from, by type, and the pack's views.
+const centreResources = new Map<string, Record<string, unknown>[]>();
+for (const resource of generateCentre({ seed: 11, patients: 12 }).resources()) {
+  const list = centreResources.get(resource.resourceType) ?? [];
+  list.push(resource);
+  centreResources.set(resource.resourceType, list);
+}
+const packViewsDir = new URL('../../../mappings/ibd/views/', import.meta.url);
+const packViews = readdirSync(packViewsDir)
+  .filter((file) => file.endsWith('.json'))
+  .map((file) => ({
+    file,
+    definition: JSON.parse(readFileSync(new URL(file, packViewsDir), 'utf8')) as {
+      resource: string;
+    },
+  }));
+
+/** Changes of shape the generated code must hand over (or handle) exactly. */
+const SHAPE_CHANGES = [
+  (v: unknown) => [v],
+  () => null,
+  (v: unknown) => [v, v],
+  (v: unknown) => [[v]],
+  (v: unknown) => (Array.isArray(v) ? [...v, null] : [v, null]),
+  () => [],
+  () => undefined,
+  () => ({}),
+  (v: unknown) => (Array.isArray(v) ? [null, ...v] : [null]),
+  // A primitive where the model has an object: fhirpath.js reads some of these (a number as
+  // a Quantity) where the fast closures find nothing, so only generated code and runners are
+  // compared once these are used.
+  () => 'x',
+  () => 5,
+] as const;
+const PRIMITIVE_CHANGES = 2;
+/** Keys added next to others: primitive extensions and extra choice values. */
+const EXTRA_KEYS = [
+  '_status',
+  '_code',
+  '_system',
+  '_text',
+  '_versionId',
+  '_valueString',
+  '_valueQuantity',
+  '_effectiveDateTime',
+  'valueString',
+  'valueCodeableConcept',
+  'valueQuantity',
+  'effectivePeriod',
+  'effectiveInstant',
+  'medicationCodeableConcept',
+  'medicationReference',
+  'onsetDateTime',
+  'reference',
+] as const;
+const EXTRA_VALUES = [
+  { extension: [{ url: 'http://example.org/ext', valueString: 'e' }] },
+  'x',
+  { coding: [{ system: 'http://loinc.org', code: '8302-2' }], text: 't' },
+  { value: 3, unit: 'kg', code: 'kg' },
+  { start: '2024-01-02', end: '2024-02-03' },
+  { reference: 'Medication/m1' },
+  null,
+  ['a', 'b'],
+];
+
+/** Every (holder, key) of a JSON tree below the root's resourceType. */
+function slotsOf(value: unknown, out: [Record<string, unknown> | unknown[], string | number][]) {
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => {
+      out.push([value, i]);
+      slotsOf(item, out);
+    });
+  } else if (typeof value === 'object' && value !== null) {
+    for (const [key, item] of Object.entries(value)) {
+      if (key === 'resourceType') continue;
+      out.push([value as Record<string, unknown>, key]);
+      slotsOf(item, out);
+    }
+  }
+  return out;
+}
+
+/** A generator resource of `type` with up to three random changes of shape. */
+function changedResources(
+  type: string,
+  withPrimitives: boolean,
+): fc.Arbitrary<Record<string, unknown>> {
+  const base = centreResources.get(type) ?? [];
+  const change = fc.tuple(
+    fc.nat(),
+    fc.boolean(),
+    fc.nat({ max: SHAPE_CHANGES.length - 1 - (withPrimitives ? 0 : PRIMITIVE_CHANGES) }),
+    fc.nat({ max: EXTRA_KEYS.length - 1 }),
+    fc.nat({ max: EXTRA_VALUES.length - 1 }),
+  );
+  return fc
+    .tuple(fc.constantFrom(...base), fc.array(change, { maxLength: 3 }))
+    .map(([resource, changes]) => {
+      const copy = structuredClone(resource);
+      for (const [where, addKey, shape, extraKey, extraValue] of changes) {
+        const slots = slotsOf(copy, []);
+        const [holder, key] = slots[where % slots.length] as (typeof slots)[number];
+        if (addKey && !Array.isArray(holder)) {
+          const name = EXTRA_KEYS[extraKey] as string;
+          // `_x` holds a primitive's id and extensions, as in FHIR JSON.
+          holder[name] = structuredClone(EXTRA_VALUES[name.startsWith('_') ? 0 : extraValue]);
+          continue;
+        }
+        const changed = (SHAPE_CHANGES[shape] as (v: unknown) => unknown)(
+          (holder as Record<string | number, unknown>)[key],
+        );
+        (holder as Record<string | number, unknown>)[key] = changed;
+      }
+      return copy;
+    });
 }
 
 describe('fast path equals fhirpath.js', () => {
@@ -524,4 +727,22 @@ describe('fast path equals fhirpath.js', () => {
   it('when random MedicationRequests with contained Medications run through a view, then rows are identical', () => {
     checkEquivalence(medicationRequestView, medicationRequest);
   });
+
+  it('when list functions and nested forEachOrNull run on random Observations, then rows are identical', () => {
+    checkEquivalence(listFunctionsView, observation);
+  });
+
+  it('when a repeat runs on random QuestionnaireResponses, then rows are identical', () => {
+    checkEquivalence(questionnaireResponseView, questionnaireResponse, ['item']);
+  });
+
+  for (const { file, definition } of packViews) {
+    it(`when generator resources with random shape changes run through the pack view ${file}, then rows are identical`, () => {
+      checkEquivalence(definition, changedResources(definition.resource, false));
+    });
+
+    it(`when pack view ${file} meets primitives where objects belong, then generated code gives what the runners give`, () => {
+      checkEquivalence(definition, changedResources(definition.resource, true), [], false);
+    });
+  }
 });
