@@ -356,8 +356,14 @@ function createAssemblerFor(ctx: Context): Assembler {
   let resources = 0;
   let finished = false;
 
+  // Resources mostly arrive grouped by patient (searches are per patient; export files are
+  // usually in patient order), so the last bucket is checked before the map.
+  let lastPatientId: string | null = null;
+  let lastBucket: PatientBucket | null = null;
   const bucketOf = (patientId: string): PatientBucket => {
+    if (patientId === lastPatientId && lastBucket !== null) return lastBucket;
     let b = buckets.get(patientId);
+    lastPatientId = patientId;
     if (!b) {
       b = {
         patient: null,
@@ -368,6 +374,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       };
       buckets.set(patientId, b);
     }
+    lastBucket = b;
     return b;
   };
 
