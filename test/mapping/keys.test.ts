@@ -90,6 +90,56 @@ describe('createHmacHex and pseudonymKey', () => {
     }
   });
 
+  it('when keyed with random secrets and given many random messages (ASCII, non-ASCII, lone surrogates, long), then it equals createHmac', () => {
+    // Deterministic pseudo-random generator, so a failure reproduces.
+    let state = 0x2545f491;
+    const next = (n: number): number => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) % n;
+    };
+    const alphabet = [
+      'a',
+      'Z',
+      '0',
+      '|',
+      '/',
+      '-',
+      ' ',
+      '"',
+      '\\',
+      '\n',
+      'é',
+      'ß',
+      '€',
+      '中',
+      '😀',
+      '\ud800',
+      '\udfff',
+      '\u0000',
+      '\u007f',
+      '\u0080',
+      '\uffff',
+    ];
+    const randomText = (max: number): string => {
+      const length = next(max + 1);
+      let s = '';
+      for (let i = 0; i < length; i++) s += alphabet[next(alphabet.length)]!;
+      return s;
+    };
+    for (let k = 0; k < 40; k++) {
+      const secret = randomText(k % 4 === 0 ? 200 : 40);
+      const hmac = createHmacHex(secret);
+      for (let m = 0; m < 60; m++) {
+        const message = randomText(m % 10 === 0 ? 1500 : 80);
+        expect(hmac(message)).toBe(
+          createHmac('sha256', secret).update(message, 'utf8').digest('hex'),
+        );
+      }
+    }
+  });
+
   it('when the secret changes between calls, then pseudonymKey uses the new secret', () => {
     for (const secret of [...secrets, secrets[2]!]) {
       expect(pseudonymKey(secret, 'c1', 'Patient', 'p-1')).toBe(
