@@ -267,13 +267,20 @@ export function daysBetween(a: string, b: string): number {
 
 /** Whole months from a birth date (YYYY-MM-DD or YYYY-MM) to a date; null when not computable. */
 export function wholeMonthsBetween(birthDate: string, date: string): number | null {
-  const b = /^(\d{4})-(\d{2})(?:-(\d{2}))?$/.exec(birthDate);
-  const d = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
-  if (!b || !d) return null;
-  const by = Number(b[1]);
-  const bm = Number(b[2]);
-  const bd = b[3] ? Number(b[3]) : 1;
-  let months = (Number(d[1]) - by) * 12 + (Number(d[2]) - bm);
-  if (Number(d[3]) < bd) months -= 1;
+  // Read by character codes (this runs once per visit): the shapes are exactly
+  // /^\d{4}-\d{2}(-\d{2})?$/ for the birth date and /^\d{4}-\d{2}-\d{2}$/ for the date.
+  const bl = birthDate.length;
+  if ((bl !== 7 && bl !== 10) || date.length !== 10) return null;
+  if (birthDate.charCodeAt(4) !== 45 || (bl === 10 && birthDate.charCodeAt(7) !== 45)) return null;
+  if (date.charCodeAt(4) !== 45 || date.charCodeAt(7) !== 45) return null;
+  const by = digits(birthDate, 0, 4);
+  const bm = digits(birthDate, 5, 2);
+  const bd = bl === 10 ? digits(birthDate, 8, 2) : 1;
+  const dy = digits(date, 0, 4);
+  const dm = digits(date, 5, 2);
+  const dd = digits(date, 8, 2);
+  if (by < 0 || bm < 0 || bd < 0 || dy < 0 || dm < 0 || dd < 0) return null;
+  let months = (dy - by) * 12 + (dm - bm);
+  if (dd < bd) months -= 1;
   return months < 0 ? null : months;
 }

@@ -146,6 +146,44 @@ export function judgeSteroid(
   };
 }
 
+/** A use's dates in the centre zone, worked out once for all the visits it is checked at. */
+export interface UseDates {
+  /** The periods that have a start or an end, as centre-zone dates. */
+  periods: { start: string | null; end: string | null }[];
+  /** The lone date (MS.effectiveDateTime or MR.authoredOn), used when there is no period. */
+  single: string | null;
+  /** endDateOf: the latest end of its periods, null when open or unknown. */
+  end: string | null;
+}
+
+export function useDatesOf(
+  use: MedicationUse,
+  dateOf: (value: string | null) => string | null,
+): UseDates {
+  const periods: UseDates['periods'] = [];
+  for (const p of use.periods) {
+    const start = dateOf(p.start);
+    const end = dateOf(p.end);
+    if (start || end) periods.push({ start, end });
+  }
+  return { periods, single: dateOf(use.singleDate), end: endDateOf(use, dateOf) };
+}
+
+/** isActiveOn over dates from useDatesOf. */
+export function isActiveOnDates(dates: UseDates, visitDate: string, openEnded: boolean): boolean {
+  const periods = dates.periods;
+  if (periods.length > 0) {
+    for (let i = 0; i < periods.length; i++) {
+      const p = periods[i]!;
+      if ((!p.start || p.start <= visitDate) && (!p.end || p.end >= visitDate)) return true;
+    }
+    return false;
+  }
+  const single = dates.single;
+  if (!single) return false;
+  return openEnded ? single <= visitDate : single === visitDate;
+}
+
 /**
  * True when the use is active on `visitDate` (YYYY-MM-DD). `dateOf` turns FHIR dateTimes
  * into centre-zone dates. A period counts when start <= date and (no end or end >= date);
@@ -157,18 +195,7 @@ export function isActiveOn(
   dateOf: (value: string | null) => string | null,
   openEnded: boolean,
 ): boolean {
-  let sawPeriod = false;
-  for (const p of use.periods) {
-    const start = dateOf(p.start);
-    const end = dateOf(p.end);
-    if (!start && !end) continue;
-    sawPeriod = true;
-    if ((!start || start <= visitDate) && (!end || end >= visitDate)) return true;
-  }
-  if (sawPeriod) return false;
-  const single = dateOf(use.singleDate);
-  if (!single) return false;
-  return openEnded ? single <= visitDate : single === visitDate;
+  return isActiveOnDates(useDatesOf(use, dateOf), visitDate, openEnded);
 }
 
 /** The latest end date of the use's periods (centre zone), or null when open or unknown. */

@@ -167,4 +167,44 @@ describe('date arithmetic', () => {
     expect(wholeMonthsBetween('2012-05', '2024-05-01')).toBe(144);
     expect(wholeMonthsBetween('2025-01-01', '2024-05-01')).toBeNull();
   });
+
+  it('when whole months are counted for well-formed and malformed dates, then they match the regular-expression definition', () => {
+    // The definition wholeMonthsBetween had before it read character codes.
+    const reference = (birthDate: string, date: string): number | null => {
+      const b = /^(\d{4})-(\d{2})(?:-(\d{2}))?$/.exec(birthDate);
+      const d = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
+      if (!b || !d) return null;
+      const bd = b[3] ? Number(b[3]) : 1;
+      let months = (Number(d[1]) - Number(b[1])) * 12 + (Number(d[2]) - Number(b[2]));
+      if (Number(d[3]) < bd) months -= 1;
+      return months < 0 ? null : months;
+    };
+    let state = 0x1234567;
+    const next = (n: number): number => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) % n;
+    };
+    const chars = '0123456789-0123456789-/T x\u0660';
+    const pick = (): string => {
+      const kind = next(4);
+      const y = String(1990 + next(40));
+      const m = String(next(14)).padStart(2, '0');
+      const d = String(next(33)).padStart(2, '0');
+      if (kind === 0) return `${y}-${m}-${d}`;
+      if (kind === 1) return `${y}-${m}`;
+      let s = `${y}-${m}-${d}`;
+      const i = next(s.length);
+      s = s.slice(0, i) + chars[next(chars.length)]! + s.slice(i + (kind === 2 ? 1 : 0));
+      return s;
+    };
+    const wrong: string[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const b = pick();
+      const d = pick();
+      if (wholeMonthsBetween(b, d) !== reference(b, d)) wrong.push(`${b} ${d}`);
+    }
+    expect(wrong).toEqual([]);
+  });
 });

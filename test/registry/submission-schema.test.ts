@@ -10,7 +10,11 @@ import {
   SUBMISSION_JSON_SCHEMA_PATH,
 } from '../../src/registry/json-schema.js';
 import { contentHash, pseudonymKey } from '../../src/registry/keys.js';
-import { RegistrySubmissionSchema } from '../../src/registry/submission.js';
+import {
+  RegistrySubmissionSchema,
+  RetractionSchema,
+  type SourceRef,
+} from '../../src/registry/submission.js';
 
 const root = new URL('../../', import.meta.url);
 const SECRET = 'submission-schema-test-secret-0123456789';
@@ -65,5 +69,65 @@ describe('buildRetraction', () => {
       provenance: [{ resourceType: 'Encounter', id: 'e1', versionId: '4' }],
     });
     expect(new Set([a.submissionId, b.submissionId, c.submissionId]).size).toBe(3);
+  });
+
+  it('when built from valid and invalid provenance, then it is exactly what the schema parse returns, or the parse error', () => {
+    const refs: unknown[] = [
+      { resourceType: 'Encounter', id: 'e1' },
+      { id: 'e1', lastUpdated: '2024-03-05T10:00:00Z', resourceType: 'Encounter', versionId: '7' },
+      { versionId: '2', id: 'e-é😀', resourceType: 'Encounter' },
+      { lastUpdated: '', resourceType: 'Encounter', id: 'x'.repeat(64) },
+      { resourceType: 'Encounter', id: 'x'.repeat(65) },
+      { resourceType: 'Encounter', id: '' },
+      { resourceType: 'encounter', id: 'e1' },
+      { resourceType: 'Encounter', id: 'e1', versionId: 'v'.repeat(65) },
+      { resourceType: 'Encounter', id: 'e1', versionId: undefined },
+      { resourceType: 'Encounter', id: 'e1', lastUpdated: 5 },
+      { resourceType: 'Encounter', id: 'e1', extra: 'no' },
+    ];
+    const cases = [
+      ...refs.map((r) => ({ ...options, provenance: [r as SourceRef] })),
+      { ...options, provenance: [] },
+      { ...options, provenance: [refs[1], refs[0], refs[2]] as SourceRef[] },
+      { ...options, centreId: '' },
+      { ...options, reason: 'withdrawn' as 'deleted' },
+    ];
+    const byTypeIdVersion = (a: SourceRef, b: SourceRef): number => {
+      if (a.resourceType !== b.resourceType) return a.resourceType < b.resourceType ? -1 : 1;
+      if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+      return (a.versionId ?? '') < (b.versionId ?? '') ? -1 : 1;
+    };
+    for (const c of cases) {
+      // What buildRetraction made before it skipped the schema parse for valid input.
+      let expected: string;
+      try {
+        const content = {
+          schema: 'lhn-bridge/registry-submission/v1' as const,
+          kind: 'retraction' as const,
+          centreId: c.centreId,
+          patientKey: pseudonymKey(SECRET, c.centreId, 'Patient', c.patientId),
+          visitKey: pseudonymKey(SECRET, c.centreId, 'Encounter', c.encounterId),
+          reason: c.reason,
+          provenance: [...c.provenance].sort(byTypeIdVersion),
+        };
+        const hash = contentHash(content);
+        expected = JSON.stringify(
+          RetractionSchema.parse({
+            ...content,
+            submissionId: `${content.visitKey.slice(0, 32)}-${hash.slice(0, 16)}`,
+            contentHash: hash,
+          }),
+        );
+      } catch (error) {
+        expected = `error ${String(error)}`;
+      }
+      let actual: string;
+      try {
+        actual = JSON.stringify(buildRetraction(c));
+      } catch (error) {
+        actual = `error ${String(error)}`;
+      }
+      expect(actual).toBe(expected);
+    }
   });
 });
