@@ -54,6 +54,17 @@ describe('loadMappingPack', () => {
     expect(pack.assembly.fields.height.link.windowDays).toBe(7);
   });
 
+  it('when the IBD pack is loaded, then every view runs as generated code with every expression on the fast path', async () => {
+    const pack = await loadIbdPack();
+    for (const [name, view] of Object.entries(pack.views)) {
+      expect(view.generated, name).toBe(true);
+      expect(
+        view.expressions.filter((e) => !e.fastPath).map((e) => `${e.viewPath}: ${e.reason}`),
+        name,
+      ).toEqual([]);
+    }
+  });
+
   it('when the IBD pack is loaded, then every code cites a source that exists, with a citation', async () => {
     const { valueSets } = await loadIbdPack();
     for (const vs of Object.values(valueSets)) {
