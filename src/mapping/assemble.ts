@@ -168,11 +168,66 @@ function ref(type: string, rec: Versioned): SourceRef {
   return r;
 }
 
+// The fixed finding texts, as `finding` is called with them.
+const MISSING_PGA = 'no PGA observation links to this visit';
+const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
+const NO_BIRTH_DATE = 'the patient has no birth date';
+const NO_PATIENT = 'no Patient resource for this visit';
+const MISSING_VITAL: Record<VitalField, string> = {
+  height: 'no height observation links to this visit',
+  weight: 'no weight observation links to this visit',
+  bmi: 'no bmi observation links to this visit',
+};
+const PGA_UNMAPPED_CODE =
+  'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers';
+const PGA_UNMAPPED_TEXT =
+  'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }';
+const PGA_NO_ANSWER = 'PGA observation has no answer';
+
+/**
+ * The canonical JSON of the findings that carry only a fixed message (no resource, no code)
+ * by message, with the kind and field it is made with; and the JSON of the other fixed
+ * messages. Most findings of a visit are of the first sort, and their text is the same for
+ * every visit: made once here instead of escaping-tested per visit.
+ */
+const FIXED_FINDING_JSON = new Map<string, { kind: FindingKind; field: string; json: string }>();
+const FIXED_MESSAGE_JSON = new Map<string, string>();
+{
+  const fixed: [FindingKind, string, string][] = [
+    ['missing-pga', 'pga', MISSING_PGA],
+    ['missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS],
+    ['missing-birth-date', 'birthDate', NO_BIRTH_DATE],
+    ['missing-birth-date', 'birthDate', NO_PATIENT],
+    ['missing-value', 'height', MISSING_VITAL.height],
+    ['missing-value', 'weight', MISSING_VITAL.weight],
+    ['missing-value', 'bmi', MISSING_VITAL.bmi],
+  ];
+  for (const [kind, field, message] of fixed) {
+    FIXED_FINDING_JSON.set(message, {
+      kind,
+      field,
+      json: `{"field":${jsonString(field)},"kind":${jsonString(kind)},"message":${jsonString(message)}}`,
+    });
+  }
+  for (const message of [PGA_UNMAPPED_CODE, PGA_UNMAPPED_TEXT, PGA_NO_ANSWER]) {
+    FIXED_MESSAGE_JSON.set(message, jsonString(message));
+  }
+}
+
 /** The canonical JSON of a finding (keys in the order `finding` sets them: sorted). */
 function findingJson(f: Finding): string {
-  let json = f.code !== undefined ? `{"code":${jsonString(f.code)},"field":` : '{"field":';
-  json += `${jsonString(f.field)},"kind":${jsonString(f.kind)},"message":${jsonString(f.message)}`;
-  if (f.resource !== undefined) json += `,"resource":${jsonString(f.resource)}`;
+  const code = f.code;
+  const resource = f.resource;
+  const message = f.message;
+  if (code === undefined && resource === undefined) {
+    const fixed = FIXED_FINDING_JSON.get(message);
+    if (fixed !== undefined && fixed.kind === f.kind && fixed.field === f.field) return fixed.json;
+  }
+  // Kinds are FINDING_KINDS names (plain text).
+  let json = code !== undefined ? `{"code":${jsonString(code)},"field":` : '{"field":';
+  json += `${jsonString(f.field)},"kind":"${f.kind}","message":`;
+  json += FIXED_MESSAGE_JSON.get(message) ?? jsonString(message);
+  if (resource !== undefined) json += `,"resource":${jsonString(resource)}`;
   return `${json}}`;
 }
 
@@ -693,6 +748,8 @@ interface Visit {
   day: number;
   instant: number;
   type: string;
+  /** jsonString(type). */
+  typeJson: string;
 }
 
 /** State of one finish(): settings read once and scratch lists reused by every visit. */
@@ -711,6 +768,8 @@ interface Run {
   missingVital: Record<VitalField, string>;
   closest: Record<ObservationField, boolean>;
   centreJson: string;
+  /** jsonString of each visit type (a handful, from the pack). */
+  typeJson: Map<string, string>;
   /** The centre-zone date of a FHIR date/dateTime. */
   dateOf: (value: string | null) => string | null;
 }
@@ -729,13 +788,10 @@ function createRun(ctx: Context): Run {
     distances: [],
     strength: 0,
     provenance: [],
-    missingVital: {
-      height: 'no height observation links to this visit',
-      weight: 'no weight observation links to this visit',
-      bmi: 'no bmi observation links to this visit',
-    },
+    missingVital: MISSING_VITAL,
     closest,
     centreJson: jsonString(ctx.centreId),
+    typeJson: new Map(),
     dateOf: (value) => ctx.calendar.dateOf(value),
   };
 }
@@ -773,7 +829,19 @@ function assemblePatient(
       );
       continue;
     }
-    visits.push({ encounter: enc, date, day: dayNumberOf(date)!, instant: instant ?? 0, type });
+    let typeJson = run.typeJson.get(type);
+    if (typeJson === undefined) {
+      typeJson = jsonString(type);
+      run.typeJson.set(type, typeJson);
+    }
+    visits.push({
+      encounter: enc,
+      date,
+      day: dayNumberOf(date)!,
+      instant: instant ?? 0,
+      type,
+      typeJson,
+    });
     visitIds.add(enc.id);
   }
   if (visits.length === 0 && retracted.length === 0) return;
@@ -1024,11 +1092,7 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
     patientKey,
     source,
     fullBirthDate,
-    missingBirthDate: fullBirthDate
-      ? null
-      : p
-        ? 'the patient has no birth date'
-        : 'no Patient resource for this visit',
+    missingBirthDate: fullBirthDate ? null : p ? NO_BIRTH_DATE : NO_PATIENT,
     birthDate,
     sex,
     afterAge: `,"birthDate":${birthDate === null ? 'null' : jsonString(birthDate)},"sex":${jsonString(sex)}},"patientKey":${jsonString(patientKey)},"pga":`,
@@ -1144,13 +1208,7 @@ function assembleVisit(
   // Diagnosis
   if (diagnosis.source) addSource(run, diagnosis.source);
   if (!diagnosis.value) {
-    findings.push(
-      finding(
-        'missing-diagnosis',
-        'diagnosis',
-        'no IBD diagnosis (Condition) recognised for this patient',
-      ),
-    );
+    findings.push(finding('missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS));
   } else if (diagnosis.conflicting) {
     findings.push(
       finding(
@@ -1190,7 +1248,8 @@ function assembleVisit(
   const age = patient.ageAtVisitMonths;
   json += age !== null && Number.isFinite(age) ? String(age) : 'null';
   json += info.afterAge;
-  json += pga === null ? 'null' : jsonString(pga);
+  // PGA categories (PGA_CATEGORIES) and keys (hex) are plain text.
+  json += pga === null ? 'null' : `"${pga}"`;
   json += ',"provenance":[';
   for (let i = 0; i < provenance.length; i++) {
     if (i > 0) json += ',';
@@ -1203,7 +1262,7 @@ function assembleVisit(
         ? '],"remission":true,"schema":"lhn-bridge/registry-submission/v1"'
         : '],"remission":false,"schema":"lhn-bridge/registry-submission/v1"';
   json += steroidUse ? ',"steroidUse":true,"steroids":[' : ',"steroidUse":false,"steroids":[';
-  json += `${steroidJson}],"visit":{"date":${jsonString(visit.date)},"type":${jsonString(visit.type)}},"visitKey":${jsonString(visitKey)},"weight":${weight ? weight.vitalJson! : 'null'}}`;
+  json += `${steroidJson}],"visit":{"date":${jsonString(visit.date)},"type":${visit.typeJson}},"visitKey":"${visitKey}","weight":${weight ? weight.vitalJson! : 'null'}}`;
   const hash = sha256Hex(json);
   const submission: VisitSubmission = {
     schema: SUBMISSION_SCHEMA,
@@ -1246,7 +1305,7 @@ function choosePga(
 ): PgaCategory | null {
   const n = linkCandidates(run, list, visit, run.spec.fields.pga.link, run.closest.pga);
   if (n === 0) {
-    findings.push(finding('missing-pga', 'pga', 'no PGA observation links to this visit'));
+    findings.push(finding('missing-pga', 'pga', MISSING_PGA));
     return null;
   }
   const candidates = run.candidates;
@@ -1267,16 +1326,14 @@ function choosePga(
         ? finding(
             'unmapped-code',
             'pga',
-            'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers',
+            PGA_UNMAPPED_CODE,
             `Observation/${c.obs.id}`,
             c.obs.unmappedCode,
           )
         : finding(
             'unmapped-code',
             'pga',
-            c.obs.unmappedText
-              ? 'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }'
-              : 'PGA observation has no answer',
+            c.obs.unmappedText ? PGA_UNMAPPED_TEXT : PGA_NO_ANSWER,
             `Observation/${c.obs.id}`,
           ),
     );
