@@ -721,6 +721,8 @@ interface LinkedObs {
   source: Source | null;
   /** Vitals: `{"unit":..,"value":..}` of the rounded value, made when first used. */
   vitalJson: string | null;
+  /** Vitals: the submission's `{ unit, value }`, made with vitalJson (and shared by visits). */
+  vital: { unit: string; value: number } | null;
 }
 
 /** A MedicationStatement/Request as the visits of one patient see it. */
@@ -763,7 +765,9 @@ interface Run {
   distances: number[];
   /** The link strength of the candidates (3 encounter, 2 same day, 1 window). */
   strength: number;
+  /** The sources of the visit being assembled: the first provenanceCount entries. */
   provenance: Source[];
+  provenanceCount: number;
   /** `"missing-value"` messages of each vital field. */
   missingVital: Record<VitalField, string>;
   closest: Record<ObservationField, boolean>;
@@ -788,6 +792,7 @@ function createRun(ctx: Context): Run {
     distances: [],
     strength: 0,
     provenance: [],
+    provenanceCount: 0,
     missingVital: MISSING_VITAL,
     closest,
     centreJson: jsonString(ctx.centreId),
@@ -909,6 +914,7 @@ function linkObservations(
       rounded,
       source: null,
       vitalJson: null,
+      vital: null,
     });
   }
   return byField;
@@ -1102,7 +1108,7 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
 function addSource(run: Run, source: Source): void {
   if (source.stamp === run.stamp) return;
   source.stamp = run.stamp;
-  run.provenance.push(source);
+  run.provenance[run.provenanceCount++] = source;
 }
 
 function obsSource(c: LinkedObs): Source {
@@ -1123,7 +1129,7 @@ function assembleVisit(
   const patientKey = info.patientKey;
   run.stamp += 1;
   const provenance = run.provenance;
-  provenance.length = 0;
+  run.provenanceCount = 0;
   addSource(run, sourceOf('Encounter', visit.encounter));
 
   // Patient
@@ -1222,7 +1228,8 @@ function assembleVisit(
 
   const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
   // Sorted by insertion (a handful of entries; stable, like Array.prototype.sort).
-  for (let i = 1; i < provenance.length; i++) {
+  const sources = run.provenanceCount;
+  for (let i = 1; i < sources; i++) {
     const s = provenance[i]!;
     let j = i;
     while (j > 0 && sourceBefore(s, provenance[j - 1]!)) {
@@ -1231,8 +1238,8 @@ function assembleVisit(
     }
     provenance[j] = s;
   }
-  const refs: SourceRef[] = new Array<SourceRef>(provenance.length);
-  for (let i = 0; i < provenance.length; i++) refs[i] = provenance[i]!.ref;
+  const refs: SourceRef[] = new Array<SourceRef>(sources);
+  for (let i = 0; i < sources; i++) refs[i] = provenance[i]!.ref;
   const steroidUse = steroids.length > 0;
 
   // The canonical JSON (keys sorted at every level, as keys.ts canonicalJson writes it) of
@@ -1251,7 +1258,7 @@ function assembleVisit(
   // PGA categories (PGA_CATEGORIES) and keys (hex) are plain text.
   json += pga === null ? 'null' : `"${pga}"`;
   json += ',"provenance":[';
-  for (let i = 0; i < provenance.length; i++) {
+  for (let i = 0; i < sources; i++) {
     if (i > 0) json += ',';
     json += provenance[i]!.json;
   }
@@ -1279,9 +1286,9 @@ function assembleVisit(
     remission,
     steroidUse,
     steroids,
-    height: height ? { unit: spec.fields.height.unit, value: height.rounded } : null,
-    weight: weight ? { unit: spec.fields.weight.unit, value: weight.rounded } : null,
-    bmi: bmi ? { unit: spec.fields.bmi.unit, value: bmi.rounded } : null,
+    height: height ? height.vital : null,
+    weight: weight ? weight.vital : null,
+    bmi: bmi ? bmi.vital : null,
     findings,
     provenance: refs,
   };
@@ -1427,7 +1434,10 @@ function chooseVital(
   }
   if (!winner) return null;
   addSource(run, obsSource(winner));
-  winner.vitalJson ??= `{"unit":${jsonString(spec.unit)},"value":${jsonDecimal(winner.rounded, spec.decimals)}}`;
+  if (winner.vitalJson === null) {
+    winner.vitalJson = `{"unit":${jsonString(spec.unit)},"value":${jsonDecimal(winner.rounded, spec.decimals)}}`;
+    winner.vital = { unit: spec.unit, value: winner.rounded };
+  }
   if (valid > 1 && min > 0 && ((max - min) / min) * 100 > spec.conflictTolerancePercent) {
     findings.push(
       finding(
