@@ -161,11 +161,15 @@ const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFi
 // several times the cost). test/mapping checks the two always agree.
 
 function ref(type: string, rec: Versioned): SourceRef {
-  const r = { id: rec.id } as SourceRef;
-  if (rec.lastUpdated) r.lastUpdated = rec.lastUpdated;
-  r.resourceType = type;
-  if (rec.versionId) r.versionId = rec.versionId;
-  return r;
+  // Whole literals (one shape each, properties in the object) rather than properties added
+  // one by one.
+  const { id, lastUpdated, versionId } = rec;
+  if (lastUpdated) {
+    return versionId
+      ? { id, lastUpdated, resourceType: type, versionId }
+      : { id, lastUpdated, resourceType: type };
+  }
+  return versionId ? { id, resourceType: type, versionId } : { id, resourceType: type };
 }
 
 // The fixed finding texts, as `finding` is called with them.
@@ -654,12 +658,11 @@ function finding(
   resource?: string,
   code?: string,
 ): Finding {
-  const f = (code ? { code } : {}) as Finding;
-  f.field = field;
-  f.kind = kind;
-  f.message = message;
-  if (resource) f.resource = resource;
-  return f;
+  // Keys in sorted order (findingJson relies on it), each shape made as one literal.
+  if (code) {
+    return resource ? { code, field, kind, message, resource } : { code, field, kind, message };
+  }
+  return resource ? { field, kind, message, resource } : { field, kind, message };
 }
 
 /**
@@ -709,8 +712,11 @@ function sourceBefore(a: Source, b: Source): boolean {
 /** An observation as the visits of one patient see it, with what each visit would redo. */
 interface LinkedObs {
   obs: ObservationRecord;
-  /** obs.encounter names a visit of this patient: it belongs to that visit only. */
-  atVisit: boolean;
+  /**
+   * obs.encounter names a visit of this patient: the visit's index (Visit.index); it belongs
+   * to that visit only. -1 otherwise.
+   */
+  visit: number;
   /** For ordering: obs.instant, -Infinity when unknown. */
   order: number;
   /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (after rounding). */
@@ -752,6 +758,20 @@ interface Visit {
   type: string;
   /** jsonString(type). */
   typeJson: string;
+  /** Its place in the patient's visits once sorted. */
+  index: number;
+}
+
+function visitBefore(a: Visit, b: Visit): boolean {
+  if (a.date !== b.date) return a.date < b.date;
+  return a.encounter.id < b.encounter.id;
+}
+
+/** The index of the visit whose encounter is `id`, -1 when none (visits are few: a scan). */
+function visitIndexOf(visits: readonly Visit[], byId: Map<string, number> | null, id: string) {
+  if (byId !== null) return byId.get(id) ?? -1;
+  for (let i = 0; i < visits.length; i++) if (visits[i]!.encounter.id === id) return i;
+  return -1;
 }
 
 /** State of one finish(): settings read once and scratch lists reused by every visit. */
@@ -813,7 +833,6 @@ function assemblePatient(
   const { calendar } = ctx;
   const visits: Visit[] = [];
   const retracted: EncounterRecord[] = [];
-  const visitIds = new Set<string>();
   for (const enc of bucket.encounters.values()) {
     if (enc.status && ctx.retractStatuses.has(enc.status)) {
       retracted.push(enc);
@@ -846,20 +865,26 @@ function assemblePatient(
       instant: instant ?? 0,
       type,
       typeJson,
+      index: 0,
     });
-    visitIds.add(enc.id);
   }
   if (visits.length === 0 && retracted.length === 0) return;
-  if (visits.length > 1) {
-    visits.sort((a, b) =>
-      a.date !== b.date ? (a.date < b.date ? -1 : 1) : a.encounter.id < b.encounter.id ? -1 : 1,
-    );
+  // By date, then encounter id: insertion into the (short) list, no comparator closure.
+  for (let i = 1; i < visits.length; i++) {
+    const v = visits[i]!;
+    let j = i;
+    while (j > 0 && visitBefore(v, visits[j - 1]!)) {
+      visits[j] = visits[j - 1]!;
+      j--;
+    }
+    visits[j] = v;
   }
+  for (let i = 0; i < visits.length; i++) visits[i]!.index = i;
 
   if (visits.length > 0) {
     const patientKey = pseudonymKey(ctx.secret, ctx.centreId, 'Patient', patientId);
     const patient = describePatient(run, patientKey, bucket.patient);
-    const byField = linkObservations(run, bucket, visitIds);
+    const byField = linkObservations(run, bucket, visits);
     const meds = linkMedications(run, bucket, medications);
     const diagnosis = chooseDiagnosis(run, bucket);
     for (const visit of visits) {
@@ -885,7 +910,7 @@ function assemblePatient(
 function linkObservations(
   run: Run,
   bucket: PatientBucket,
-  visitIds: Set<string>,
+  visits: readonly Visit[],
 ): Record<ObservationField, LinkedObs[]> {
   const fields = run.spec.fields;
   const byField: Record<ObservationField, LinkedObs[]> = {
@@ -894,6 +919,12 @@ function linkObservations(
     weight: [],
     bmi: [],
   };
+  // Many visits: a map from encounter id rather than a scan per observation.
+  let byId: Map<string, number> | null = null;
+  if (visits.length > 16) {
+    byId = new Map();
+    for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
+  }
   for (const o of bucket.observations.values()) {
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
@@ -908,7 +939,7 @@ function linkObservations(
     }
     byField[field].push({
       obs: o,
-      atVisit: o.encounter !== null && visitIds.has(o.encounter),
+      visit: o.encounter === null ? -1 : visitIndexOf(visits, byId, o.encounter),
       order: o.instant ?? -Infinity,
       problem,
       rounded,
@@ -1021,15 +1052,15 @@ function linkCandidates(
 ): number {
   const candidates = run.candidates;
   const distances = run.distances;
-  const encounterId = visit.encounter.id;
+  const visitIndex = visit.index;
   let n = 0;
   let best = 0;
   for (let i = 0; i < list.length; i++) {
     const c = list[i]!;
     let strength: number;
     let distance = 0;
-    if (c.atVisit) {
-      if (!rule.encounterReference || c.obs.encounter !== encounterId) continue;
+    if (c.visit >= 0) {
+      if (!rule.encounterReference || c.visit !== visitIndex) continue;
       strength = 3;
     } else {
       const day = c.obs.day;
