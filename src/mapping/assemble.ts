@@ -161,18 +161,77 @@ const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFi
 // several times the cost). test/mapping checks the two always agree.
 
 function ref(type: string, rec: Versioned): SourceRef {
-  const r = { id: rec.id } as SourceRef;
-  if (rec.lastUpdated) r.lastUpdated = rec.lastUpdated;
-  r.resourceType = type;
-  if (rec.versionId) r.versionId = rec.versionId;
-  return r;
+  // Whole literals (one shape each, properties in the object) rather than properties added
+  // one by one.
+  const { id, lastUpdated, versionId } = rec;
+  if (lastUpdated) {
+    return versionId
+      ? { id, lastUpdated, resourceType: type, versionId }
+      : { id, lastUpdated, resourceType: type };
+  }
+  return versionId ? { id, resourceType: type, versionId } : { id, resourceType: type };
+}
+
+// The fixed finding texts, as `finding` is called with them.
+const MISSING_PGA = 'no PGA observation links to this visit';
+const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
+const NO_BIRTH_DATE = 'the patient has no birth date';
+const NO_PATIENT = 'no Patient resource for this visit';
+const MISSING_VITAL: Record<VitalField, string> = {
+  height: 'no height observation links to this visit',
+  weight: 'no weight observation links to this visit',
+  bmi: 'no bmi observation links to this visit',
+};
+const PGA_UNMAPPED_CODE =
+  'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers';
+const PGA_UNMAPPED_TEXT =
+  'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }';
+const PGA_NO_ANSWER = 'PGA observation has no answer';
+
+/**
+ * The canonical JSON of the findings that carry only a fixed message (no resource, no code)
+ * by message, with the kind and field it is made with; and the JSON of the other fixed
+ * messages. Most findings of a visit are of the first sort, and their text is the same for
+ * every visit: made once here instead of escaping-tested per visit.
+ */
+const FIXED_FINDING_JSON = new Map<string, { kind: FindingKind; field: string; json: string }>();
+const FIXED_MESSAGE_JSON = new Map<string, string>();
+{
+  const fixed: [FindingKind, string, string][] = [
+    ['missing-pga', 'pga', MISSING_PGA],
+    ['missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS],
+    ['missing-birth-date', 'birthDate', NO_BIRTH_DATE],
+    ['missing-birth-date', 'birthDate', NO_PATIENT],
+    ['missing-value', 'height', MISSING_VITAL.height],
+    ['missing-value', 'weight', MISSING_VITAL.weight],
+    ['missing-value', 'bmi', MISSING_VITAL.bmi],
+  ];
+  for (const [kind, field, message] of fixed) {
+    FIXED_FINDING_JSON.set(message, {
+      kind,
+      field,
+      json: `{"field":${jsonString(field)},"kind":${jsonString(kind)},"message":${jsonString(message)}}`,
+    });
+  }
+  for (const message of [PGA_UNMAPPED_CODE, PGA_UNMAPPED_TEXT, PGA_NO_ANSWER]) {
+    FIXED_MESSAGE_JSON.set(message, jsonString(message));
+  }
 }
 
 /** The canonical JSON of a finding (keys in the order `finding` sets them: sorted). */
 function findingJson(f: Finding): string {
-  let json = f.code !== undefined ? `{"code":${jsonString(f.code)},"field":` : '{"field":';
-  json += `${jsonString(f.field)},"kind":${jsonString(f.kind)},"message":${jsonString(f.message)}`;
-  if (f.resource !== undefined) json += `,"resource":${jsonString(f.resource)}`;
+  const code = f.code;
+  const resource = f.resource;
+  const message = f.message;
+  if (code === undefined && resource === undefined) {
+    const fixed = FIXED_FINDING_JSON.get(message);
+    if (fixed !== undefined && fixed.kind === f.kind && fixed.field === f.field) return fixed.json;
+  }
+  // Kinds are FINDING_KINDS names (plain text).
+  let json = code !== undefined ? `{"code":${jsonString(code)},"field":` : '{"field":';
+  json += `${jsonString(f.field)},"kind":"${f.kind}","message":`;
+  json += FIXED_MESSAGE_JSON.get(message) ?? jsonString(message);
+  if (resource !== undefined) json += `,"resource":${jsonString(resource)}`;
   return `${json}}`;
 }
 
@@ -599,12 +658,11 @@ function finding(
   resource?: string,
   code?: string,
 ): Finding {
-  const f = (code ? { code } : {}) as Finding;
-  f.field = field;
-  f.kind = kind;
-  f.message = message;
-  if (resource) f.resource = resource;
-  return f;
+  // Keys in sorted order (findingJson relies on it), each shape made as one literal.
+  if (code) {
+    return resource ? { code, field, kind, message, resource } : { code, field, kind, message };
+  }
+  return resource ? { field, kind, message, resource } : { field, kind, message };
 }
 
 /**
@@ -654,8 +712,11 @@ function sourceBefore(a: Source, b: Source): boolean {
 /** An observation as the visits of one patient see it, with what each visit would redo. */
 interface LinkedObs {
   obs: ObservationRecord;
-  /** obs.encounter names a visit of this patient: it belongs to that visit only. */
-  atVisit: boolean;
+  /**
+   * obs.encounter names a visit of this patient: the visit's index (Visit.index); it belongs
+   * to that visit only. -1 otherwise.
+   */
+  visit: number;
   /** For ordering: obs.instant, -Infinity when unknown. */
   order: number;
   /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (after rounding). */
@@ -666,6 +727,8 @@ interface LinkedObs {
   source: Source | null;
   /** Vitals: `{"unit":..,"value":..}` of the rounded value, made when first used. */
   vitalJson: string | null;
+  /** Vitals: the submission's `{ unit, value }`, made with vitalJson (and shared by visits). */
+  vital: { unit: string; value: number } | null;
 }
 
 /** A MedicationStatement/Request as the visits of one patient see it. */
@@ -693,6 +756,22 @@ interface Visit {
   day: number;
   instant: number;
   type: string;
+  /** jsonString(type). */
+  typeJson: string;
+  /** Its place in the patient's visits once sorted. */
+  index: number;
+}
+
+function visitBefore(a: Visit, b: Visit): boolean {
+  if (a.date !== b.date) return a.date < b.date;
+  return a.encounter.id < b.encounter.id;
+}
+
+/** The index of the visit whose encounter is `id`, -1 when none (visits are few: a scan). */
+function visitIndexOf(visits: readonly Visit[], byId: Map<string, number> | null, id: string) {
+  if (byId !== null) return byId.get(id) ?? -1;
+  for (let i = 0; i < visits.length; i++) if (visits[i]!.encounter.id === id) return i;
+  return -1;
 }
 
 /** State of one finish(): settings read once and scratch lists reused by every visit. */
@@ -706,11 +785,15 @@ interface Run {
   distances: number[];
   /** The link strength of the candidates (3 encounter, 2 same day, 1 window). */
   strength: number;
+  /** The sources of the visit being assembled: the first provenanceCount entries. */
   provenance: Source[];
+  provenanceCount: number;
   /** `"missing-value"` messages of each vital field. */
   missingVital: Record<VitalField, string>;
   closest: Record<ObservationField, boolean>;
   centreJson: string;
+  /** jsonString of each visit type (a handful, from the pack). */
+  typeJson: Map<string, string>;
   /** The centre-zone date of a FHIR date/dateTime. */
   dateOf: (value: string | null) => string | null;
 }
@@ -729,13 +812,11 @@ function createRun(ctx: Context): Run {
     distances: [],
     strength: 0,
     provenance: [],
-    missingVital: {
-      height: 'no height observation links to this visit',
-      weight: 'no weight observation links to this visit',
-      bmi: 'no bmi observation links to this visit',
-    },
+    provenanceCount: 0,
+    missingVital: MISSING_VITAL,
     closest,
     centreJson: jsonString(ctx.centreId),
+    typeJson: new Map(),
     dateOf: (value) => ctx.calendar.dateOf(value),
   };
 }
@@ -752,7 +833,6 @@ function assemblePatient(
   const { calendar } = ctx;
   const visits: Visit[] = [];
   const retracted: EncounterRecord[] = [];
-  const visitIds = new Set<string>();
   for (const enc of bucket.encounters.values()) {
     if (enc.status && ctx.retractStatuses.has(enc.status)) {
       retracted.push(enc);
@@ -773,20 +853,38 @@ function assemblePatient(
       );
       continue;
     }
-    visits.push({ encounter: enc, date, day: dayNumberOf(date)!, instant: instant ?? 0, type });
-    visitIds.add(enc.id);
+    let typeJson = run.typeJson.get(type);
+    if (typeJson === undefined) {
+      typeJson = jsonString(type);
+      run.typeJson.set(type, typeJson);
+    }
+    visits.push({
+      encounter: enc,
+      date,
+      day: dayNumberOf(date)!,
+      instant: instant ?? 0,
+      type,
+      typeJson,
+      index: 0,
+    });
   }
   if (visits.length === 0 && retracted.length === 0) return;
-  if (visits.length > 1) {
-    visits.sort((a, b) =>
-      a.date !== b.date ? (a.date < b.date ? -1 : 1) : a.encounter.id < b.encounter.id ? -1 : 1,
-    );
+  // By date, then encounter id: insertion into the (short) list, no comparator closure.
+  for (let i = 1; i < visits.length; i++) {
+    const v = visits[i]!;
+    let j = i;
+    while (j > 0 && visitBefore(v, visits[j - 1]!)) {
+      visits[j] = visits[j - 1]!;
+      j--;
+    }
+    visits[j] = v;
   }
+  for (let i = 0; i < visits.length; i++) visits[i]!.index = i;
 
   if (visits.length > 0) {
     const patientKey = pseudonymKey(ctx.secret, ctx.centreId, 'Patient', patientId);
     const patient = describePatient(run, patientKey, bucket.patient);
-    const byField = linkObservations(run, bucket, visitIds);
+    const byField = linkObservations(run, bucket, visits);
     const meds = linkMedications(run, bucket, medications);
     const diagnosis = chooseDiagnosis(run, bucket);
     for (const visit of visits) {
@@ -812,7 +910,7 @@ function assemblePatient(
 function linkObservations(
   run: Run,
   bucket: PatientBucket,
-  visitIds: Set<string>,
+  visits: readonly Visit[],
 ): Record<ObservationField, LinkedObs[]> {
   const fields = run.spec.fields;
   const byField: Record<ObservationField, LinkedObs[]> = {
@@ -821,6 +919,12 @@ function linkObservations(
     weight: [],
     bmi: [],
   };
+  // Many visits: a map from encounter id rather than a scan per observation.
+  let byId: Map<string, number> | null = null;
+  if (visits.length > 16) {
+    byId = new Map();
+    for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
+  }
   for (const o of bucket.observations.values()) {
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
@@ -835,12 +939,13 @@ function linkObservations(
     }
     byField[field].push({
       obs: o,
-      atVisit: o.encounter !== null && visitIds.has(o.encounter),
+      visit: o.encounter === null ? -1 : visitIndexOf(visits, byId, o.encounter),
       order: o.instant ?? -Infinity,
       problem,
       rounded,
       source: null,
       vitalJson: null,
+      vital: null,
     });
   }
   return byField;
@@ -947,15 +1052,15 @@ function linkCandidates(
 ): number {
   const candidates = run.candidates;
   const distances = run.distances;
-  const encounterId = visit.encounter.id;
+  const visitIndex = visit.index;
   let n = 0;
   let best = 0;
   for (let i = 0; i < list.length; i++) {
     const c = list[i]!;
     let strength: number;
     let distance = 0;
-    if (c.atVisit) {
-      if (!rule.encounterReference || c.obs.encounter !== encounterId) continue;
+    if (c.visit >= 0) {
+      if (!rule.encounterReference || c.visit !== visitIndex) continue;
       strength = 3;
     } else {
       const day = c.obs.day;
@@ -1024,11 +1129,7 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
     patientKey,
     source,
     fullBirthDate,
-    missingBirthDate: fullBirthDate
-      ? null
-      : p
-        ? 'the patient has no birth date'
-        : 'no Patient resource for this visit',
+    missingBirthDate: fullBirthDate ? null : p ? NO_BIRTH_DATE : NO_PATIENT,
     birthDate,
     sex,
     afterAge: `,"birthDate":${birthDate === null ? 'null' : jsonString(birthDate)},"sex":${jsonString(sex)}},"patientKey":${jsonString(patientKey)},"pga":`,
@@ -1038,7 +1139,7 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
 function addSource(run: Run, source: Source): void {
   if (source.stamp === run.stamp) return;
   source.stamp = run.stamp;
-  run.provenance.push(source);
+  run.provenance[run.provenanceCount++] = source;
 }
 
 function obsSource(c: LinkedObs): Source {
@@ -1059,7 +1160,7 @@ function assembleVisit(
   const patientKey = info.patientKey;
   run.stamp += 1;
   const provenance = run.provenance;
-  provenance.length = 0;
+  run.provenanceCount = 0;
   addSource(run, sourceOf('Encounter', visit.encounter));
 
   // Patient
@@ -1144,13 +1245,7 @@ function assembleVisit(
   // Diagnosis
   if (diagnosis.source) addSource(run, diagnosis.source);
   if (!diagnosis.value) {
-    findings.push(
-      finding(
-        'missing-diagnosis',
-        'diagnosis',
-        'no IBD diagnosis (Condition) recognised for this patient',
-      ),
-    );
+    findings.push(finding('missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS));
   } else if (diagnosis.conflicting) {
     findings.push(
       finding(
@@ -1164,7 +1259,8 @@ function assembleVisit(
 
   const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
   // Sorted by insertion (a handful of entries; stable, like Array.prototype.sort).
-  for (let i = 1; i < provenance.length; i++) {
+  const sources = run.provenanceCount;
+  for (let i = 1; i < sources; i++) {
     const s = provenance[i]!;
     let j = i;
     while (j > 0 && sourceBefore(s, provenance[j - 1]!)) {
@@ -1173,8 +1269,8 @@ function assembleVisit(
     }
     provenance[j] = s;
   }
-  const refs: SourceRef[] = new Array<SourceRef>(provenance.length);
-  for (let i = 0; i < provenance.length; i++) refs[i] = provenance[i]!.ref;
+  const refs: SourceRef[] = new Array<SourceRef>(sources);
+  for (let i = 0; i < sources; i++) refs[i] = provenance[i]!.ref;
   const steroidUse = steroids.length > 0;
 
   // The canonical JSON (keys sorted at every level, as keys.ts canonicalJson writes it) of
@@ -1190,9 +1286,10 @@ function assembleVisit(
   const age = patient.ageAtVisitMonths;
   json += age !== null && Number.isFinite(age) ? String(age) : 'null';
   json += info.afterAge;
-  json += pga === null ? 'null' : jsonString(pga);
+  // PGA categories (PGA_CATEGORIES) and keys (hex) are plain text.
+  json += pga === null ? 'null' : `"${pga}"`;
   json += ',"provenance":[';
-  for (let i = 0; i < provenance.length; i++) {
+  for (let i = 0; i < sources; i++) {
     if (i > 0) json += ',';
     json += provenance[i]!.json;
   }
@@ -1203,7 +1300,7 @@ function assembleVisit(
         ? '],"remission":true,"schema":"lhn-bridge/registry-submission/v1"'
         : '],"remission":false,"schema":"lhn-bridge/registry-submission/v1"';
   json += steroidUse ? ',"steroidUse":true,"steroids":[' : ',"steroidUse":false,"steroids":[';
-  json += `${steroidJson}],"visit":{"date":${jsonString(visit.date)},"type":${jsonString(visit.type)}},"visitKey":${jsonString(visitKey)},"weight":${weight ? weight.vitalJson! : 'null'}}`;
+  json += `${steroidJson}],"visit":{"date":${jsonString(visit.date)},"type":${visit.typeJson}},"visitKey":"${visitKey}","weight":${weight ? weight.vitalJson! : 'null'}}`;
   const hash = sha256Hex(json);
   const submission: VisitSubmission = {
     schema: SUBMISSION_SCHEMA,
@@ -1220,9 +1317,9 @@ function assembleVisit(
     remission,
     steroidUse,
     steroids,
-    height: height ? { unit: spec.fields.height.unit, value: height.rounded } : null,
-    weight: weight ? { unit: spec.fields.weight.unit, value: weight.rounded } : null,
-    bmi: bmi ? { unit: spec.fields.bmi.unit, value: bmi.rounded } : null,
+    height: height ? height.vital : null,
+    weight: weight ? weight.vital : null,
+    bmi: bmi ? bmi.vital : null,
     findings,
     provenance: refs,
   };
@@ -1246,7 +1343,7 @@ function choosePga(
 ): PgaCategory | null {
   const n = linkCandidates(run, list, visit, run.spec.fields.pga.link, run.closest.pga);
   if (n === 0) {
-    findings.push(finding('missing-pga', 'pga', 'no PGA observation links to this visit'));
+    findings.push(finding('missing-pga', 'pga', MISSING_PGA));
     return null;
   }
   const candidates = run.candidates;
@@ -1267,16 +1364,14 @@ function choosePga(
         ? finding(
             'unmapped-code',
             'pga',
-            'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers',
+            PGA_UNMAPPED_CODE,
             `Observation/${c.obs.id}`,
             c.obs.unmappedCode,
           )
         : finding(
             'unmapped-code',
             'pga',
-            c.obs.unmappedText
-              ? 'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }'
-              : 'PGA observation has no answer',
+            c.obs.unmappedText ? PGA_UNMAPPED_TEXT : PGA_NO_ANSWER,
             `Observation/${c.obs.id}`,
           ),
     );
@@ -1370,7 +1465,10 @@ function chooseVital(
   }
   if (!winner) return null;
   addSource(run, obsSource(winner));
-  winner.vitalJson ??= `{"unit":${jsonString(spec.unit)},"value":${jsonDecimal(winner.rounded, spec.decimals)}}`;
+  if (winner.vitalJson === null) {
+    winner.vitalJson = `{"unit":${jsonString(spec.unit)},"value":${jsonDecimal(winner.rounded, spec.decimals)}}`;
+    winner.vital = { unit: spec.unit, value: winner.rounded };
+  }
   if (valid > 1 && min > 0 && ((max - min) / min) * 100 > spec.conflictTolerancePercent) {
     findings.push(
       finding(

@@ -48,20 +48,102 @@ export interface SteroidJudgement {
   systemic: boolean;
 }
 
-function anyText(index: PackIndex, texts: (string | null | undefined)[]): boolean {
-  for (const t of texts) if (t && index.nonSystemicText.test(t)) return true;
+const NO_CODINGS: readonly Coding[] = [];
+
+/** True when a text says the form acts locally (topical, inhaled, ...). */
+function localText(index: PackIndex, t: string | null | undefined): boolean {
+  return !!t && index.nonSystemicText.test(t);
+}
+
+function anyLocalDisplay(index: PackIndex, codings: readonly Coding[]): boolean {
+  for (let i = 0; i < codings.length; i++) if (localText(index, codings[i]!.display)) return true;
   return false;
+}
+
+/**
+ * The texts that may name the medicine, in order: the use's text, the displays of the use's
+ * codings and then of the Medication's, the Medication's text, its ingredient displays.
+ * anyText tests them for local-form words, nameInText for a corticosteroid name (the first
+ * text that names one decides). Walked in place: no list of them is made.
+ */
+function anyText(index: PackIndex, use: MedicationUse, medication: MedicationInfo | undefined) {
+  if (localText(index, use.text) || anyLocalDisplay(index, use.codings)) return true;
+  if (!medication) return false;
+  return (
+    anyLocalDisplay(index, medication.codings) ||
+    localText(index, medication.text) ||
+    anyLocalDisplay(index, medication.ingredientCodings)
+  );
+}
+
+function nameOf(index: PackIndex, t: string | null | undefined): SteroidIngredient | null {
+  if (!t) return null;
+  for (const n of index.steroidNames) if (n.pattern.test(t)) return n.ingredient;
+  return null;
+}
+
+function nameInDisplays(index: PackIndex, codings: readonly Coding[]): SteroidIngredient | null {
+  for (let i = 0; i < codings.length; i++) {
+    const named = nameOf(index, codings[i]!.display);
+    if (named) return named;
+  }
+  return null;
 }
 
 function nameInText(
   index: PackIndex,
-  texts: (string | null | undefined)[],
+  use: MedicationUse,
+  medication: MedicationInfo | undefined,
 ): SteroidIngredient | null {
-  for (const t of texts) {
-    if (!t) continue;
-    for (const n of index.steroidNames) if (n.pattern.test(t)) return n.ingredient;
+  const named = nameOf(index, use.text) ?? nameInDisplays(index, use.codings);
+  if (named || !medication) return named;
+  return (
+    nameInDisplays(index, medication.codings) ??
+    nameOf(index, medication.text) ??
+    nameInDisplays(index, medication.ingredientCodings)
+  );
+}
+
+/** The form texts: the use's route texts and displays, the Medication's form text and displays. */
+function anyFormText(
+  index: PackIndex,
+  use: MedicationUse,
+  medication: MedicationInfo | undefined,
+): boolean {
+  const routeTexts = use.routeTexts;
+  for (let i = 0; i < routeTexts.length; i++) if (localText(index, routeTexts[i])) return true;
+  if (anyLocalDisplay(index, use.routeCodings)) return true;
+  if (!medication) return false;
+  return localText(index, medication.formText) || anyLocalDisplay(index, medication.formCodings);
+}
+
+interface CodeEvidence {
+  ingredient: SteroidIngredient | null;
+  matchedBy: MatchedBy | null;
+  productSaysLocal: boolean;
+  productSaysSystemic: boolean;
+}
+
+function codeEvidence(index: PackIndex, codings: readonly Coding[], e: CodeEvidence): void {
+  for (let i = 0; i < codings.length; i++) {
+    const c = codings[i]!;
+    const concept = index.steroidByCode.get(codingKey(c.system, c.code));
+    if (!concept) continue;
+    if (concept.tty === 'IN') {
+      if (!e.ingredient) {
+        e.ingredient = concept.ingredient;
+        e.matchedBy = 'ingredient-code';
+      }
+      continue;
+    }
+    // A product code is the strongest evidence: it fixes ingredient and dose form.
+    if (e.matchedBy !== 'product-code') {
+      e.ingredient = concept.ingredient;
+      e.matchedBy = 'product-code';
+    }
+    if (concept.systemic) e.productSaysSystemic = true;
+    else e.productSaysLocal = true;
   }
-  return null;
 }
 
 /**
@@ -74,75 +156,51 @@ export function judgeSteroid(
   use: MedicationUse,
   medication: MedicationInfo | undefined,
 ): SteroidJudgement | null {
-  const codings = medication ? [...use.codings, ...medication.codings] : use.codings;
-  let ingredient: SteroidIngredient | null = null;
-  let matchedBy: MatchedBy | null = null;
-  let productSaysLocal = false;
-  let productSaysSystemic = false;
-
-  for (const c of codings) {
-    const concept = index.steroidByCode.get(codingKey(c.system, c.code));
-    if (!concept) continue;
-    if (concept.tty === 'IN') {
-      if (!ingredient) {
-        ingredient = concept.ingredient;
-        matchedBy = 'ingredient-code';
-      }
-      continue;
-    }
-    // A product code is the strongest evidence: it fixes ingredient and dose form.
-    if (matchedBy !== 'product-code') {
-      ingredient = concept.ingredient;
-      matchedBy = 'product-code';
-    }
-    if (concept.systemic) productSaysSystemic = true;
-    else productSaysLocal = true;
-  }
-  if (!ingredient && medication) {
+  // The use's codings, then the Medication's.
+  const e: CodeEvidence = {
+    ingredient: null,
+    matchedBy: null,
+    productSaysLocal: false,
+    productSaysSystemic: false,
+  };
+  codeEvidence(index, use.codings, e);
+  codeEvidence(index, medication ? medication.codings : NO_CODINGS, e);
+  if (!e.ingredient && medication) {
     for (const c of medication.ingredientCodings) {
       const concept = index.steroidByCode.get(codingKey(c.system, c.code));
       if (!concept) continue;
-      ingredient = concept.ingredient;
-      matchedBy = 'medication-ingredient';
+      e.ingredient = concept.ingredient;
+      e.matchedBy = 'medication-ingredient';
       if (concept.tty !== 'IN') {
-        if (concept.systemic) productSaysSystemic = true;
-        else productSaysLocal = true;
+        if (concept.systemic) e.productSaysSystemic = true;
+        else e.productSaysLocal = true;
       }
       break;
     }
   }
 
-  const texts: (string | null | undefined)[] = [use.text, ...codings.map((c) => c.display)];
-  if (medication)
-    texts.push(medication.text, ...medication.ingredientCodings.map((c) => c.display));
-  const formTexts: (string | null | undefined)[] = [
-    ...use.routeTexts,
-    ...use.routeCodings.map((c) => c.display),
-  ];
-  if (medication)
-    formTexts.push(medication.formText, ...medication.formCodings.map((c) => c.display));
-
   let routeSaysLocal = false;
   for (const r of use.routeCodings) {
     if (index.routeSystemic.get(codingKey(r.system, r.code)) === false) routeSaysLocal = true;
   }
-  const formSaysLocal = routeSaysLocal || anyText(index, formTexts);
+  const formSaysLocal = routeSaysLocal || anyFormText(index, use, medication);
 
+  const ingredient = e.ingredient;
   if (!ingredient) {
-    const named = nameInText(index, texts);
+    const named = nameInText(index, use, medication);
     if (!named) return null;
     return {
       ingredient: named,
       matchedBy: 'text',
-      systemic: !formSaysLocal && !anyText(index, texts),
+      systemic: !formSaysLocal && !anyText(index, use, medication),
     };
   }
   // Text words only overrule when no product code vouches for a systemic form.
-  const textSaysLocal = !productSaysSystemic && anyText(index, texts);
+  const textSaysLocal = !e.productSaysSystemic && anyText(index, use, medication);
   return {
     ingredient,
-    matchedBy: matchedBy!,
-    systemic: !productSaysLocal && !formSaysLocal && !textSaysLocal,
+    matchedBy: e.matchedBy!,
+    systemic: !e.productSaysLocal && !formSaysLocal && !textSaysLocal,
   };
 }
 
