@@ -334,7 +334,16 @@ function createAssemblerFor(ctx: Context): Assembler {
   const buckets = new Map<string, PatientBucket>();
   const medications = new Map<string, MedicationInfo>();
   const unattributed = new Map<string, EncounterRecord>();
-  const byResourceType: Record<string, number> = {};
+  // Resources by type, in first-seen order: the types the views read are counted in the
+  // switch below (no keyed store per resource), others in a map.
+  const typeOrder: string[] = [];
+  const knownCounts = [0, 0, 0, 0, 0, 0, 0];
+  const otherCounts = new Map<string, number>();
+  const count = (index: number, type: string): void => {
+    const n = knownCounts[index]!;
+    if (n === 0) typeOrder.push(type);
+    knownCounts[index] = n + 1;
+  };
   let resources = 0;
   let finished = false;
 
@@ -544,12 +553,13 @@ function createAssemblerFor(ctx: Context): Assembler {
       return;
     }
     resources += 1;
-    byResourceType[type] = (byResourceType[type] ?? 0) + 1;
     switch (type) {
       case 'Observation':
+        count(0, type);
         addObservation(resource);
         return;
       case 'Encounter': {
+        count(1, type);
         const first = views.encounter.rows(resource)[0];
         if (!first || !str(first.id)) return;
         const rec: EncounterRecord = {
@@ -566,6 +576,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         return;
       }
       case 'Patient': {
+        count(2, type);
         const first = views.patient.rows(resource)[0];
         const id = first ? str(first.id) : null;
         if (!first || !id) return;
@@ -580,19 +591,44 @@ function createAssemblerFor(ctx: Context): Assembler {
       }
       case 'MedicationStatement':
       case 'MedicationRequest':
+        count(type === 'MedicationStatement' ? 3 : 4, type);
         addMedicationUse(resource, type);
         return;
       case 'Medication': {
+        count(5, type);
         const info = readMedication(resource);
         if (info) medications.set(info.id, info);
         return;
       }
       case 'Condition':
+        count(6, type);
         addCondition(resource);
         return;
-      default:
+      default: {
+        const n = otherCounts.get(type) ?? 0;
+        if (n === 0) typeOrder.push(type);
+        otherCounts.set(type, n + 1);
         return;
+      }
     }
+  };
+
+  const KNOWN_TYPES = [
+    'Observation',
+    'Encounter',
+    'Patient',
+    'MedicationStatement',
+    'MedicationRequest',
+    'Medication',
+    'Condition',
+  ];
+  const countsByType = (): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const type of typeOrder) {
+      const known = KNOWN_TYPES.indexOf(type);
+      out[type] = known >= 0 ? knownCounts[known]! : (otherCounts.get(type) ?? 0);
+    }
+    return out;
   };
 
   const finish = (): MapResult => {
@@ -640,7 +676,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         visits,
         retractions: submissions.length - visits,
         byKind,
-        byResourceType,
+        byResourceType: countsByType(),
       },
     };
   };

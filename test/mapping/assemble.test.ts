@@ -175,6 +175,21 @@ describe('assembler', () => {
     expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
   });
 
+  it('when resources of every type arrive, then each type is counted, in first-seen order', () => {
+    const input = [
+      { resourceType: 'Practitioner', id: 'dr' },
+      ...resources,
+      { resourceType: 'Medication', id: 'med-x' },
+      { resourceType: 'MedicationRequest', id: 'mr-x', status: 'active', intent: 'order' },
+      { resourceType: 'Practitioner', id: 'dr2' },
+    ];
+    const expected: Record<string, number> = {};
+    for (const r of input) expected[r.resourceType] = (expected[r.resourceType] ?? 0) + 1;
+    const { stats } = mapperFor().mapResources(input);
+    expect(Object.entries(stats.byResourceType)).toEqual(Object.entries(expected));
+    expect(stats.resources).toBe(input.length);
+  });
+
   it('when finish is called twice or add after finish, then it throws instead of losing data', () => {
     const assembler = mapperFor().createAssembler();
     assembler.finish();
