@@ -2,6 +2,7 @@
 // instant, including DST changes and half-hour zones, and parse FHIR timestamps like Date.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { xorshift } from '../support/xorshift.js';
 import {
   createZoneCalendar,
   dayNumberOf,
@@ -179,13 +180,7 @@ describe('date arithmetic', () => {
       if (Number(d[3]) < bd) months -= 1;
       return months < 0 ? null : months;
     };
-    let state = 0x1234567;
-    const next = (n: number): number => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) % n;
-    };
+    const next = xorshift(0x1234567).int;
     const chars = '0123456789-0123456789-/T x\u0660';
     const pick = (): string => {
       const kind = next(4);

@@ -3,6 +3,7 @@
 // createHash, createHmac) byte for byte, including strings that need escaping, non-ASCII
 // text and lone surrogates.
 import { describe, expect, it } from 'vitest';
+import { xorshift } from '../support/xorshift.js';
 import {
   canonicalJson,
   createHmacHex,
@@ -32,13 +33,7 @@ const SAMPLES = [
 
 describe('jsonString', () => {
   it('when given any text (escapes, non-ASCII, lone surrogates), then it is JSON.stringify', () => {
-    let state = 0x51f15e;
-    const next = (n: number): number => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) % n;
-    };
+    const next = xorshift(0x51f15e).int;
     const alphabet = [
       'a',
       '~',
@@ -75,14 +70,7 @@ describe('jsonString', () => {
 
 describe('jsonDecimal', () => {
   it('when given rounded values (as the vitals are), then it writes what JSON.stringify writes', () => {
-    // Deterministic pseudo-random generator, so a failure reproduces.
-    let state = 0x9e3779b9;
-    const next = (): number => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) / 2 ** 32;
-    };
+    const next = xorshift(0x9e3779b9).unit;
     const wrong: string[] = [];
     for (let i = 0; i < 200_000; i++) {
       const decimals = i % 8; // 7 is outside the fast path
@@ -163,14 +151,7 @@ describe('createHmacHex and pseudonymKey', () => {
   });
 
   it('when keyed with random secrets and given many random messages (ASCII, non-ASCII, lone surrogates, long), then it equals createHmac', () => {
-    // Deterministic pseudo-random generator, so a failure reproduces.
-    let state = 0x2545f491;
-    const next = (n: number): number => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) % n;
-    };
+    const next = xorshift(0x2545f491).int;
     const alphabet = [
       'a',
       'Z',
