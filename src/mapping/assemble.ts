@@ -798,6 +798,22 @@ interface Visit {
   index: number;
 }
 
+/**
+ * Sorts `list[0..count)` in place by insertion: stable, like Array.prototype.sort, and
+ * cheaper for the short lists of one patient or visit (no comparator closure made per call).
+ */
+function insertionSort<T>(list: T[], count: number, before: (a: T, b: T) => boolean): void {
+  for (let i = 1; i < count; i++) {
+    const item = list[i]!;
+    let j = i;
+    while (j > 0 && before(item, list[j - 1]!)) {
+      list[j] = list[j - 1]!;
+      j--;
+    }
+    list[j] = item;
+  }
+}
+
 function visitBefore(a: Visit, b: Visit): boolean {
   if (a.date !== b.date) return a.date < b.date;
   return a.encounter.id < b.encounter.id;
@@ -905,16 +921,7 @@ function assemblePatient(
     });
   }
   if (visits.length === 0 && retracted.length === 0) return;
-  // By date, then encounter id: insertion into the (short) list, no comparator closure.
-  for (let i = 1; i < visits.length; i++) {
-    const v = visits[i]!;
-    let j = i;
-    while (j > 0 && visitBefore(v, visits[j - 1]!)) {
-      visits[j] = visits[j - 1]!;
-      j--;
-    }
-    visits[j] = v;
-  }
+  insertionSort(visits, visits.length, visitBefore); // by date, then encounter id
   for (let i = 0; i < visits.length; i++) visits[i]!.index = i;
 
   if (visits.length > 0) {
@@ -1294,17 +1301,8 @@ function assembleVisit(
   }
 
   const visitKey = pseudonymKey(ctx.secret, ctx.centreId, 'Encounter', visit.encounter.id);
-  // Sorted by insertion (a handful of entries; stable, like Array.prototype.sort).
   const sources = run.provenanceCount;
-  for (let i = 1; i < sources; i++) {
-    const s = provenance[i]!;
-    let j = i;
-    while (j > 0 && sourceBefore(s, provenance[j - 1]!)) {
-      provenance[j] = provenance[j - 1]!;
-      j--;
-    }
-    provenance[j] = s;
-  }
+  insertionSort(provenance, sources, sourceBefore);
   const refs: SourceRef[] = new Array<SourceRef>(sources);
   for (let i = 0; i < sources; i++) refs[i] = provenance[i]!.ref;
   const steroidUse = steroids.length > 0;
