@@ -151,6 +151,20 @@ interface PatientBucket {
 
 type Row = Record<string, unknown>;
 
+/**
+ * The resource types the assembler reads, in the order of their counters: `count(i, type)`
+ * in the dispatch switch counts KNOWN_TYPES[i] (test/mapping checks every type's count).
+ */
+const KNOWN_TYPES = [
+  'Observation',
+  'Encounter',
+  'Patient',
+  'MedicationStatement',
+  'MedicationRequest',
+  'Medication',
+  'Condition',
+] as const;
+
 const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
@@ -337,7 +351,7 @@ function createAssemblerFor(ctx: Context): Assembler {
   // Resources by type, in first-seen order: the types the views read are counted in the
   // switch below (no keyed store per resource), others in a map.
   const typeOrder: string[] = [];
-  const knownCounts = [0, 0, 0, 0, 0, 0, 0];
+  const knownCounts = KNOWN_TYPES.map(() => 0);
   const otherCounts = new Map<string, number>();
   const count = (index: number, type: string): void => {
     const n = knownCounts[index]!;
@@ -613,19 +627,10 @@ function createAssemblerFor(ctx: Context): Assembler {
     }
   };
 
-  const KNOWN_TYPES = [
-    'Observation',
-    'Encounter',
-    'Patient',
-    'MedicationStatement',
-    'MedicationRequest',
-    'Medication',
-    'Condition',
-  ];
   const countsByType = (): Record<string, number> => {
     const out: Record<string, number> = {};
     for (const type of typeOrder) {
-      const known = KNOWN_TYPES.indexOf(type);
+      const known = (KNOWN_TYPES as readonly string[]).indexOf(type);
       out[type] = known >= 0 ? knownCounts[known]! : (otherCounts.get(type) ?? 0);
     }
     return out;
@@ -840,8 +845,6 @@ interface Run {
   /** The sources of the visit being assembled: the first provenanceCount entries. */
   provenance: Source[];
   provenanceCount: number;
-  /** `"missing-value"` messages of each vital field. */
-  missingVital: Record<VitalField, string>;
   closest: Record<ObservationField, boolean>;
   centreJson: string;
   /** jsonString of each visit type (a handful, from the pack). */
@@ -865,7 +868,6 @@ function createRun(ctx: Context): Run {
     strength: 0,
     provenance: [],
     provenanceCount: 0,
-    missingVital: MISSING_VITAL,
     closest,
     centreJson: jsonString(ctx.centreId),
     typeJson: new Map(),
@@ -1458,7 +1460,7 @@ function chooseVital(
   const spec = run.spec.fields[field];
   const n = linkCandidates(run, list, visit, spec.link, run.closest[field]);
   if (n === 0) {
-    if (spec.reportMissing) findings.push(finding('missing-value', field, run.missingVital[field]));
+    if (spec.reportMissing) findings.push(finding('missing-value', field, MISSING_VITAL[field]));
     return null;
   }
   const candidates = run.candidates;
