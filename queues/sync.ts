@@ -20,6 +20,7 @@ import { SyncInterruptedError, syncCentre, type SyncCentreOptions } from '../src
 import type { RunCounts, RunStore } from '../src/sync/run-store.js';
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';
+import { followAbort } from '../src/util/abort.js';
 import type { SubmissionJobData } from './submissions.js';
 
 /** BullMQ queue name. */
@@ -113,8 +114,7 @@ export function createSyncProcessor(
     const reason = job.attemptsMade > 0 ? 'retry' : data.reason;
 
     const controller = new AbortController();
-    const onAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const unfollow = followAbort(signal, controller);
     const lock = await acquireCentreLock(
       deps.redis,
       deps.prefix,
@@ -126,7 +126,7 @@ export function createSyncProcessor(
       },
     );
     if (!lock.acquired) {
-      signal?.removeEventListener('abort', onAbort);
+      unfollow();
       const running = lock.holder?.runId;
       if (data.reason === 'schedule') {
         log.info(
@@ -178,7 +178,7 @@ export function createSyncProcessor(
       }
       throw err;
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      unfollow();
       await lock.lock.release();
     }
   };

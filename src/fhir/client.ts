@@ -39,6 +39,7 @@ import {
   type RetryPolicy,
 } from './retry.js';
 import type { FhirBundle, FhirResource, FhirTokenSource } from './types.js';
+import { followAbort } from '../util/abort.js';
 
 /** Search parameters; arrays repeat the parameter (`_type=a&_type=b`). */
 export type SearchParams = Record<
@@ -215,8 +216,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       }
 
       const controller = new AbortController();
-      const onCallerAbort = () => controller.abort(init.signal?.reason);
-      init.signal?.addEventListener('abort', onCallerAbort, { once: true });
+      const unfollow = followAbort(init.signal, controller);
       let timer: NodeJS.Timeout | undefined = setTimeout(
         () => controller.abort(new DOMException('request timed out', 'TimeoutError')),
         timeoutMs,
@@ -238,7 +238,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         });
       } catch (err) {
         clearTimer();
-        init.signal?.removeEventListener('abort', onCallerAbort);
+        unfollow();
         options.metrics?.fhirRequests.inc({
           centre: centreId,
           resource_type: label,
@@ -270,13 +270,13 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
 
       if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
         await response.body?.cancel();
-        init.signal?.removeEventListener('abort', onCallerAbort);
+        unfollow();
         return { kind: 'redirect', location: new URL(response.headers.get('location')!, url) };
       }
 
       if (response.status === 401 && token !== undefined && !state.reauthDone) {
         await response.body?.cancel();
-        init.signal?.removeEventListener('abort', onCallerAbort);
+        unfollow();
         options.auth.invalidate(token);
         logger.info(
           { centre: centreId, url: redactUrl(url) },
@@ -292,7 +292,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         );
         const text = await readLimited(response, MAX_ERROR_BODY_BYTES).catch(() => '');
         clearTimeout(bodyTimer);
-        init.signal?.removeEventListener('abort', onCallerAbort);
+        unfollow();
         let issues: ReturnType<typeof parseOutcomeIssues> = [];
         try {
           issues = parseOutcomeIssues(JSON.parse(text));
@@ -332,7 +332,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         response,
         timeoutMs,
         async () => {
-          init.signal?.removeEventListener('abort', onCallerAbort);
+          unfollow();
           await release();
         },
         controller,

@@ -11,6 +11,7 @@ import type { CentreConfig, PullResourceType } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { FhirClient, SearchParams } from './client.js';
 import type { FhirResource } from './types.js';
+import { followAbort } from '../util/abort.js';
 
 /** One cohort patient's resources. */
 export interface PatientBatch {
@@ -238,8 +239,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
 
   // Aborted when the consumer stops early or a patient fails, so in-flight work stops too.
   const controller = new AbortController();
-  const onOuterAbort = () => controller.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const unfollow = followAbort(options.signal, controller);
   const signal = controller.signal;
 
   const medications = new Map<string, Promise<FhirResource | undefined>>();
@@ -329,7 +329,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
       'search pull finished',
     );
   } finally {
-    options.signal?.removeEventListener('abort', onOuterAbort);
+    unfollow();
     controller.abort(new Error('pull ended'));
   }
 }

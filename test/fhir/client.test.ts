@@ -238,6 +238,21 @@ describe('FHIR client authentication', () => {
     expect(scope.isDone()).toBe(false);
   });
 
+  it('when the caller aborts while the token is being fetched, then the request is never sent', async () => {
+    const { client, auth } = makeClient();
+    const caller = new AbortController();
+    const stop = new Error('worker shutting down');
+    const getToken = auth.getAccessToken.bind(auth);
+    auth.getAccessToken = async () => {
+      // The abort lands while the client awaits its token, before the request exists.
+      caller.abort(stop);
+      return getToken();
+    };
+    const scope = nock(EHR).get('/fhir/Patient/p1').reply(200, patient);
+    await expect(client.read('Patient', 'p1', { signal: caller.signal })).rejects.toBe(stop);
+    expect(scope.isDone()).toBe(false);
+  });
+
   it('when requests are logged at debug level, then neither the token nor query values appear', async () => {
     const { client, log } = makeClient({ tokens: ['secret-token-value'] });
     nock(EHR)
