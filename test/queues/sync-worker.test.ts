@@ -65,8 +65,10 @@ describe('sync worker', () => {
   });
 
   it('when the worker shuts down mid-sync, then the run is handed back and another worker finishes it under the same run id', async () => {
-    // Slow enough that the pull is still going when the worker closes.
-    f.ehr.faults.set({ slow: { delayMs: 400, kinds: ['search'] } });
+    // Every search is held far longer than the test needs, so the pull is certainly still
+    // going when the worker closes however loaded the machine is (400 ms once lost that race
+    // in CI). Closing aborts the held requests, so the delay costs the test nothing.
+    f.ehr.faults.set({ slow: { delayMs: 15_000, kinds: ['search'] } });
     const first = await startWorker(f.runtime, { prepareCentre: f.prepareCentre });
     const { runId } = await trigger();
     await waitFor(
