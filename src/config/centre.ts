@@ -22,6 +22,49 @@ export const secureUrl = z.url({ protocol: /^https?$/ }).refine(
   { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
 );
 
+/** The types pulled by search (Medication is read by reference instead). */
+export const SEARCHED_TYPES = [
+  'Patient',
+  'Encounter',
+  'Observation',
+  'MedicationStatement',
+  'MedicationRequest',
+  'Condition',
+] as const;
+
+export type SearchedType = (typeof SEARCHED_TYPES)[number];
+
+/** Search parameters lhn-bridge sets itself on every pull search. */
+export const RESERVED_SEARCH_PARAMS = ['patient', 'subject', '_id', '_count', '_lastUpdated'];
+
+/** One search's extra parameters, e.g. `{ category: vital-signs }` (values sent as given). */
+const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$/;
+const searchParamSet = z
+  .record(z.string(), z.string().min(1, 'must not be empty'))
+  .superRefine((set, ctx) => {
+    const names = Object.keys(set);
+    if (names.length === 0)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'needs at least one parameter (leave the type out to search it plainly)',
+      });
+    for (const name of names) {
+      if (!PARAM_NAME.test(name))
+        ctx.addIssue({
+          code: 'custom',
+          path: [name],
+          message:
+            'is not a search parameter name (letters, digits, _ . -, optionally :modifier, e.g. code:in)',
+        });
+      else if (RESERVED_SEARCH_PARAMS.includes(name.split(':')[0]!))
+        ctx.addIssue({
+          code: 'custom',
+          path: [name],
+          message: `is set by lhn-bridge itself (${RESERVED_SEARCH_PARAMS.join(', ')} are reserved)`,
+        });
+    }
+  });
+
 const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (24-hour)');
 
 /** The resource types a pull may fetch. */
@@ -109,6 +152,14 @@ export const CentreFileSchema = z
           .array(z.enum(PULL_RESOURCE_TYPES))
           .min(1)
           .default([...PULL_RESOURCE_TYPES]),
+        /**
+         * Search mode: extra parameters per resource type, one search per entry (results
+         * merged, each resource once). For EHRs that refuse a bare `Observation?patient=`
+         * (Epic wants a category or code) or to narrow a type to what the pack reads.
+         */
+        searches: z
+          .partialRecord(z.enum(SEARCHED_TYPES), z.array(searchParamSet).min(1).max(20))
+          .optional(),
         /** How far back the first (full) sync looks, in days. */
         firstSyncLookbackDays: z.number().int().min(1).max(36500).default(730),
         /** Bulk export polling gives up after this long. */

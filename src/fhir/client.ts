@@ -314,6 +314,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
           now: policy.now(),
           maxSeconds: policy.maxRetryAfterSeconds,
         });
+        const hint = hintForStatus(response.status, state.reauthDone, method, url);
         throw new FhirHttpError({
           status: response.status,
           method,
@@ -321,9 +322,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
           issues,
           statusText: response.statusText,
           ...(retryAfter ? { retryAfterSeconds: retryAfter.seconds } : {}),
-          ...(hintForStatus(response.status, state.reauthDone)
-            ? { hint: hintForStatus(response.status, state.reauthDone)! }
-            : {}),
+          ...(hint ? { hint } : {}),
         });
       }
 
@@ -599,7 +598,16 @@ function assertSearchBundle(
   return body as FhirBundle;
 }
 
-function hintForStatus(status: number, reauthDone: boolean): string | undefined {
+function hintForStatus(
+  status: number,
+  reauthDone: boolean,
+  method: string,
+  url: URL,
+): string | undefined {
+  // A search (GET [base]/Type?...) refused as a bad request: usually a parameter the EHR
+  // wants or does not support, which the centre file can supply.
+  if (status === 400 && method === 'GET' && /\/[A-Z][A-Za-z]+$/.test(url.pathname))
+    return 'The EHR refused the search: some EHRs need extra parameters for a type (Epic wants category or code on Observation); give them as pull.searches in the centre file';
   if (status === 401)
     return reauthDone
       ? 'The EHR rejected a freshly issued access token too: check that the client is enabled for this FHIR endpoint'

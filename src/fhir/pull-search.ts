@@ -7,7 +7,7 @@
 // because steroid use can only be judged from the Medication's codes.
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { CentreConfig, PullResourceType } from '../config/centre.js';
+import type { CentreConfig, PullResourceType, SearchedType } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { FhirClient, SearchParams } from './client.js';
 import type { FhirResource } from './types.js';
@@ -175,14 +175,28 @@ export function patientSearchParams(
   resourceType: string,
   patientId: string,
   options: { pageSize: number; since?: string | undefined; lookback?: string | undefined },
+  extra?: Readonly<Record<string, string>>,
 ): SearchParams {
   const lowerBound =
     options.since ?? (EVENT_RESOURCE_TYPES.has(resourceType) ? options.lookback : undefined);
   return {
+    ...extra,
     ...(resourceType === 'Patient' ? { _id: patientId } : { patient: patientId }),
     _count: options.pageSize,
     ...(lowerBound ? { _lastUpdated: `ge${lowerBound}` } : {}),
   };
+}
+
+/**
+ * The searches a pull runs for a type: the centre's `pull.searches` parameter sets, or one
+ * plain search when it names none.
+ */
+export function searchesOf(
+  centre: Pick<CentreConfig, 'pull'>,
+  type: string,
+): readonly (Readonly<Record<string, string>> | undefined)[] {
+  const sets = centre.pull.searches?.[type as SearchedType];
+  return sets && sets.length > 0 ? sets : [undefined];
 }
 
 /** Options for pullSearch. */
@@ -255,13 +269,23 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
 
   const pullPatient = async (patientId: string): Promise<PatientBatch> => {
     const resources: FhirResource[] = [];
+    // With several searches for a type, a resource matching two of them arrives twice.
+    const seen = new Set<string>();
     for (const type of searchTypes) {
-      for await (const resource of client.searchResources(
-        type,
-        patientSearchParams(type, patientId, { pageSize, since, lookback }),
-        { signal },
-      )) {
-        resources.push(resource);
+      const sets = searchesOf(centre, type);
+      for (const extra of sets) {
+        for await (const resource of client.searchResources(
+          type,
+          patientSearchParams(type, patientId, { pageSize, since, lookback }, extra),
+          { signal },
+        )) {
+          if (sets.length > 1 && typeof resource.id === 'string') {
+            const key = `${resource.resourceType}/${resource.id}`;
+            if (seen.has(key)) continue;
+            seen.add(key);
+          }
+          resources.push(resource);
+        }
       }
     }
     if (readMedications) {

@@ -18,7 +18,12 @@ import {
   OriginRefusedError,
 } from '../fhir/errors.js';
 import { buildExportUrl, cancelExport, kickOffExport } from '../fhir/pull-bulk.js';
-import { CohortError, patientSearchParams, resolveCohort } from '../fhir/pull-search.js';
+import {
+  CohortError,
+  patientSearchParams,
+  resolveCohort,
+  searchesOf,
+} from '../fhir/pull-search.js';
 import type { FhirResource } from '../fhir/types.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 
@@ -270,29 +275,38 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
     let medicationRef: string | undefined;
     for (const type of centre.pull.resourceTypes) {
       if (type === 'Medication') continue;
-      await run(`search:${type}`, `Search ${type} for one cohort patient`, true, async () => {
-        let count = 0;
-        let total: number | undefined;
-        for await (const page of client.searchPages(
-          type,
-          patientSearchParams(type, samplePatient, { pageSize: 10 }),
-          signalOpt,
-        )) {
-          total = page.total;
-          for (const entry of page.entry ?? []) {
-            if (!entry.resource || entry.search?.mode === 'outcome') continue;
-            count += 1;
-            medicationRef ??= medicationReferenceOf(entry.resource);
-          }
-          break; // the first page is enough to prove access
-        }
-        return {
-          status: 'ok',
-          reason:
-            `search works: ${count} on the first page` +
-            (total !== undefined ? ` (${total} in all)` : ''),
-        };
-      });
+      for (const extra of searchesOf(centre, type)) {
+        // Each configured search is checked on its own (`search:Observation?category=exam`).
+        const suffix = extra ? `?${new URLSearchParams(extra).toString()}` : '';
+        await run(
+          `search:${type}${suffix}`,
+          `Search ${type}${suffix} for one cohort patient`,
+          true,
+          async () => {
+            let count = 0;
+            let total: number | undefined;
+            for await (const page of client.searchPages(
+              type,
+              patientSearchParams(type, samplePatient, { pageSize: 10 }, extra),
+              signalOpt,
+            )) {
+              total = page.total;
+              for (const entry of page.entry ?? []) {
+                if (!entry.resource || entry.search?.mode === 'outcome') continue;
+                count += 1;
+                medicationRef ??= medicationReferenceOf(entry.resource);
+              }
+              break; // the first page is enough to prove access
+            }
+            return {
+              status: 'ok',
+              reason:
+                `search works: ${count} on the first page` +
+                (total !== undefined ? ` (${total} in all)` : ''),
+            };
+          },
+        );
+      }
     }
     if (centre.pull.resourceTypes.includes('Medication')) {
       if (!medicationRef) {
@@ -445,7 +459,7 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
           : err.status === 404
             ? 'Not found: check fhir.baseUrl and the ids in the centre file.'
             : err.status === 400
-              ? 'The EHR rejected the query; the OperationOutcome above says which parameter.'
+              ? 'The EHR rejected the query; the OperationOutcome above says which parameter. Some EHRs need extra parameters for a type (Epic: category or code on Observation): give them as pull.searches in the centre file.'
               : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
     return {
       status: 'failed',

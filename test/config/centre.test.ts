@@ -47,6 +47,62 @@ describe('centre files', () => {
     expect((error as ConfigError).message).toMatch(/https/);
   });
 
+  it('when pull.searches names extra parameters per type, then they are kept as given', () => {
+    const centre = parseCentre(
+      {
+        ...valid,
+        pull: {
+          searches: {
+            Observation: [
+              { category: 'vital-signs' },
+              { category: 'exam', 'code:in': 'http://x/vs' },
+            ],
+          },
+        },
+      },
+      'c.yaml',
+    );
+    expect(centre.pull.searches).toEqual({
+      Observation: [{ category: 'vital-signs' }, { category: 'exam', 'code:in': 'http://x/vs' }],
+    });
+    expect(parseCentre(valid, 'c.yaml').pull.searches).toBeUndefined();
+  });
+
+  it('when pull.searches sets a parameter lhn-bridge sets, is empty or names Medication, then each is reported with its path', () => {
+    let error: unknown;
+    try {
+      parseCentre(
+        {
+          ...valid,
+          pull: {
+            searches: {
+              Observation: [{ patient: 'p1' }, {}, { 'bad name': 'x' }, { code: '' }],
+              Encounter: [{ '_lastUpdated:missing': 'true' }],
+              Medication: [{ code: 'x' }],
+            },
+          },
+        },
+        'c.yaml',
+      );
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const message = (error as ConfigError).message;
+    expect(message).toMatch(
+      /pull\.searches\.Observation\[0\]\.patient: is set by lhn-bridge itself/,
+    );
+    expect(message).toMatch(/pull\.searches\.Observation\[1\]: needs at least one parameter/);
+    expect(message).toMatch(
+      /pull\.searches\.Observation\[2\]\.bad name: is not a search parameter name/,
+    );
+    expect(message).toMatch(/pull\.searches\.Observation\[3\]\.code: must not be empty/);
+    expect(message).toMatch(
+      /pull\.searches\.Encounter\[0\]\._lastUpdated:missing: is set by lhn-bridge/,
+    );
+    expect(message).toMatch(/pull\.searches.*Medication/);
+  });
+
   it('when http is used on loopback, then it is accepted', () => {
     expect(
       parseCentre({ ...valid, fhir: { baseUrl: 'http://127.0.0.1:9999/fhir' } }, 'c.json').fhir

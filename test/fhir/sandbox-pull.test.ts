@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSmartAuth } from '../../src/auth/smart-client.js';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
-import { OriginRefusedError } from '../../src/fhir/errors.js';
+import { FhirHttpError, OriginRefusedError } from '../../src/fhir/errors.js';
 import { pullBulk } from '../../src/fhir/pull-bulk.js';
 import { pullSearch } from '../../src/fhir/pull-search.js';
 import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js';
@@ -17,6 +17,7 @@ import { collect } from './helpers.js';
 
 const OLD = { versionId: '1', lastUpdated: '2024-06-01T00:00:00Z' };
 const COHORT = ['p1', 'p2', 'p3'];
+const OBSERVATION_CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
 
 /** A small centre: three cohort patients, one outsider, a shared Medication. */
 function buildResources(): FhirResource[] {
@@ -55,6 +56,10 @@ function buildResources(): FhirResource[] {
         id: `${patient}-o${i}`,
         meta: OLD,
         status: 'final',
+        // o1 vital-signs, o2 both, o3 exam: two category searches overlap on o2.
+        category: (i === 1 ? ['vital-signs'] : i === 2 ? ['vital-signs', 'exam'] : ['exam']).map(
+          (code) => ({ coding: [{ system: OBSERVATION_CATEGORY, code }] }),
+        ),
         code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
         subject,
         valueQuantity: { value: 120 + i, unit: 'cm' },
@@ -112,7 +117,11 @@ afterEach(async () => {
 });
 
 async function startFixture(
-  options: { mode?: 'search' | 'bulk'; tokenLifetimeSeconds?: number } = {},
+  options: {
+    mode?: 'search' | 'bulk';
+    tokenLifetimeSeconds?: number;
+    searches?: Record<string, Record<string, string>[]>;
+  } = {},
 ): Promise<Fixture> {
   const keysDir = await mkdtemp(join(tmpdir(), 'lhn-fhir-'));
   const clock = { offsetMs: 0 };
@@ -126,7 +135,14 @@ async function startFixture(
   const { centre } = await provisionSandboxCentre(ehr, {
     keysDir,
     centreId: 'sandbox-a',
-    centre: { cohort: { group: 'ibd' }, pull: { mode: options.mode ?? 'search', pageSize: 2 } },
+    centre: {
+      cohort: { group: 'ibd' },
+      pull: {
+        mode: options.mode ?? 'search',
+        pageSize: 2,
+        ...(options.searches ? { searches: options.searches } : {}),
+      },
+    },
   });
   const auth = createSmartAuth({ centre });
   const client = createFhirClient({
@@ -164,6 +180,50 @@ describe('pull against the sandbox EHR', () => {
     expect(
       ehr.requests.filter((r) => r.kind === 'read' && r.resourceType === 'Medication'),
     ).toHaveLength(1);
+  });
+
+  it('when the EHR refuses Observation searches without a category, then the pull fails saying so and naming pull.searches', async () => {
+    const { ehr, centre, client } = await startFixture();
+    ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
+    const error = await collect(pullSearch({ client, centre })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FhirHttpError);
+    expect((error as FhirHttpError).status).toBe(400);
+    expect((error as FhirHttpError).issues[0]?.diagnostics).toMatch(
+      /needs one of these parameters: category, code/,
+    );
+    expect((error as Error).message).toMatch(/pull\.searches/);
+  });
+
+  it('when pull.searches gives Observation two category searches, then each runs per patient and every Observation arrives once', async () => {
+    const { ehr, centre, client } = await startFixture({
+      searches: {
+        Observation: [{ category: `${OBSERVATION_CATEGORY}|vital-signs` }, { category: 'exam' }],
+      },
+    });
+    ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
+    const batches = await collect(pullSearch({ client, centre }));
+    expect(batches.map((b) => b.patientId)).toEqual(COHORT);
+    // o2 matches both searches and still arrives once in its patient's batch.
+    for (const b of batches) {
+      const keys = b.resources.map(keyOf);
+      expect(new Set(keys).size).toBe(keys.length);
+      expect(keys.filter((k) => k.startsWith('Observation/'))).toHaveLength(3);
+    }
+    const keys = [...new Set(batches.flatMap((b) => b.resources.map(keyOf)))].sort();
+    expect(keys).toEqual(expectedKeys());
+    const observationSearches = ehr.requests.filter(
+      (r) => r.kind === 'search' && r.resourceType === 'Observation',
+    );
+    expect(observationSearches.every((r) => r.status === 200)).toBe(true);
+    // Two matches per category and page size 2: one page per search, two searches a patient.
+    expect(observationSearches).toHaveLength(COHORT.length * 2);
+    expect(observationSearches.filter((r) => r.url.includes('category=exam'))).toHaveLength(
+      COHORT.length,
+    );
+    // Other types are searched plainly, once each.
+    expect(
+      ehr.requests.filter((r) => r.kind === 'search' && r.resourceType === 'Condition'),
+    ).toHaveLength(COHORT.length);
   });
 
   it('when an incremental pull runs after two changes, then only the changed resources are fetched', async () => {

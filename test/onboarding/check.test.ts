@@ -146,6 +146,31 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(report.ok).toBe(false);
   });
 
+  it('when the EHR needs a category on Observation searches, then the plain search fails pointing at pull.searches and configured searches pass one by one', async () => {
+    const plain = await startFixture();
+    plain.ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
+    const refused = await runCheck(plain.centre);
+    const step = refused.steps.find((s) => s.id === 'search:Observation')!;
+    expect(step.status).toBe('failed');
+    expect(`${step.reason} ${step.hint ?? ''}`).toMatch(/pull\.searches/);
+    expect(refused.ok).toBe(false);
+
+    const { ehr, centre } = await startFixture({
+      centre: {
+        pull: { searches: { Observation: [{ category: 'vital-signs' }, { category: 'exam' }] } },
+      },
+    });
+    ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
+    const report = await runCheck(centre);
+    expect(statusOf(report)).toMatchObject({
+      'search:Observation?category=vital-signs': 'ok',
+      'search:Observation?category=exam': 'ok',
+      'search:Encounter': 'ok',
+    });
+    expect(statusOf(report)).not.toHaveProperty('search:Observation');
+    expect(report.ok).toBe(true);
+  });
+
   it('when the cohort Group does not exist, then the cohort step fails with a hint and searches are skipped', async () => {
     const { centre } = await startFixture({ centre: { cohort: { group: 'no-such-group' } } });
     const report = await runCheck(centre);

@@ -53,6 +53,11 @@ export interface SandboxFaultSettings {
   exportFailure?: { message?: string };
   /** Manifests say requiresAccessToken: false and list file URLs on this origin. */
   fileUrls?: { origin?: string; requiresAccessToken?: boolean };
+  /**
+   * Searches of a type that carry none of the listed parameters answer 400, as Epic does
+   * for `Observation?patient=` without `category` or `code`. E.g. `{ Observation: ['category', 'code'] }`.
+   */
+  requireSearchParams?: Record<string, string[]>;
   /** The token endpoint answers this error N times. */
   tokenError?: { count: number; status?: number; error: string; description?: string };
 }

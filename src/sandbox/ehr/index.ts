@@ -423,6 +423,19 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       from = Number(m[1]);
       page = Number(m[2]);
     }
+    const required = faults.live.requireSearchParams?.[type];
+    if (
+      required &&
+      !required.some((name) => [...params.keys()].some((k) => k.split(':')[0] === name))
+    )
+      return send(
+        res,
+        400,
+        outcome(
+          'required',
+          `a ${type} search needs one of these parameters: ${required.join(', ')}`,
+        ),
+      );
     let query: SearchQuery;
     try {
       query = parseSearch(type, params, strict);
