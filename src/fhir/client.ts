@@ -502,7 +502,10 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
   ): AsyncGenerator<FhirResource> {
     for await (const bundle of searchPages(resourceType, params, searchOptions)) {
       for (const entry of bundle.entry ?? []) {
+        // An OperationOutcome in a searchset is the server's notice ("no results", "some
+        // data withheld"), not data, whether or not the server marked it search.mode outcome.
         if (entry.search?.mode === 'outcome' || !entry.resource) continue;
+        if (entry.resource.resourceType === 'OperationOutcome') continue;
         yield entry.resource;
       }
     }

@@ -281,6 +281,29 @@ describe('FHIR client paging and the origin guard', () => {
     expect(resources.map((r) => r.id)).toEqual(['o1', 'o2']);
   });
 
+  it('when a searchset carries OperationOutcome notices, marked outcome or not, then only the data is yielded', async () => {
+    const { client } = makeClient();
+    const notice = {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'warning', code: 'informational', details: { text: 'no results' } }],
+    };
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(200, {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        entry: [
+          { resource: notice, search: { mode: 'outcome' } },
+          { resource: { resourceType: 'Observation', id: 'o1' }, search: { mode: 'match' } },
+          // Some EHRs send the notice without search.mode.
+          { resource: notice },
+        ],
+      });
+    const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
+    expect(resources.map((r) => `${r.resourceType}/${r.id}`)).toEqual(['Observation/o1']);
+  });
+
   it('when a next link points to another origin, then it is refused, recorded, and that host gets no request', async () => {
     const { client, log } = makeClient();
     nock(EHR)
