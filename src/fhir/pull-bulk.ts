@@ -81,6 +81,12 @@ export class BulkExportError extends Error {
   }
 }
 
+/** True when the resource says it was last updated before `ms` (unknown: false, kept). */
+function updatedBefore(resource: FhirResource, ms: number): boolean {
+  const updated = Date.parse(String(resource.meta?.lastUpdated ?? ''));
+  return Number.isFinite(updated) && updated < ms;
+}
+
 /** Options for pullBulk. */
 export interface PullBulkOptions {
   client: FhirClient;
@@ -89,8 +95,18 @@ export interface PullBulkOptions {
   since?: string | Date;
   /** `_type`; defaults to centre.pull.resourceTypes. */
   resourceTypes?: readonly PullResourceType[];
-  /** `_typeFilter` queries, e.g. `Observation?category=vital-signs`. */
+  /**
+   * `_typeFilter` queries, e.g. `Observation?category=vital-signs`; dropped (not applied
+   * here) if the server refuses `_typeFilter`.
+   */
   typeFilter?: readonly string[];
+  /**
+   * Bounds these types to resources updated at or after `since`: asked of the server as
+   * `_typeFilter=Type?_lastUpdated=ge<since>` and enforced on what arrives, since servers
+   * may ignore `_typeFilter`. A kick-off refused with HTTP 400 while it carries
+   * `_typeFilter` is retried once without it (the bound then applies here only).
+   */
+  updatedSince?: { since: string | Date; types: readonly string[] };
   /**
    * Patients to keep (by id). Defaults to the resolved roster when the cohort is a roster
    * (a Patient-level export covers every patient); not applied for a Group cohort.
@@ -213,12 +229,36 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     patientFilter = new Set(cohort.patientIds);
   }
 
-  const kickoffUrl = buildExportUrl(client.baseUrl, centre, {
-    ...(since ? { since } : {}),
-    ...(options.resourceTypes ? { resourceTypes: options.resourceTypes } : {}),
-    ...(options.typeFilter ? { typeFilter: options.typeFilter } : {}),
-  });
-  const statusUrl = await kickOffExport(client, kickoffUrl, signalOpt);
+  const bound = options.updatedSince;
+  const boundIso = bound
+    ? bound.since instanceof Date
+      ? bound.since.toISOString()
+      : bound.since
+    : undefined;
+  const boundMs = boundIso === undefined ? NaN : Date.parse(boundIso);
+  const boundTypes = new Set(bound?.types ?? []);
+  const typeFilter = [
+    ...(options.typeFilter ?? []),
+    ...[...boundTypes].map((type) => `${type}?_lastUpdated=ge${boundIso}`),
+  ];
+  const exportUrl = (filters: readonly string[]) =>
+    buildExportUrl(client.baseUrl, centre, {
+      ...(since ? { since } : {}),
+      ...(options.resourceTypes ? { resourceTypes: options.resourceTypes } : {}),
+      ...(filters.length > 0 ? { typeFilter: filters } : {}),
+    });
+  let statusUrl: URL;
+  try {
+    statusUrl = await kickOffExport(client, exportUrl(typeFilter), signalOpt);
+  } catch (err) {
+    if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0)) throw err;
+    // _typeFilter is optional for servers (Bulk Data Access); some refuse it outright.
+    logger.warn(
+      { centre: client.centreId, status: err.status },
+      'the EHR refused the export with _typeFilter; exporting without it and applying the lookback here',
+    );
+    statusUrl = await kickOffExport(client, exportUrl([]), signalOpt);
+  }
   logger.info({ centre: client.centreId, incremental: since !== undefined }, 'bulk export started');
   let finished = false;
   try {
@@ -246,8 +286,8 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         const item = parseResourceLine(text, file.type, line);
         if (
           item.kind === 'resource' &&
-          patientFilter &&
-          !keepForPatients(item.resource, patientFilter)
+          ((patientFilter && !keepForPatients(item.resource, patientFilter)) ||
+            (boundTypes.has(item.resource.resourceType) && updatedBefore(item.resource, boundMs)))
         ) {
           counts.filtered += 1;
           continue;

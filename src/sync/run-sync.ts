@@ -407,13 +407,16 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           client,
           centre,
           // A full export has no _since (patients, diagnoses and medication lists are needed
-          // whatever their age); _typeFilter bounds the event types to the lookback window.
+          // whatever their age); the event types are bounded to the lookback window.
           ...(mode === 'incremental'
             ? { since: sinceWithOverlap! }
             : {
-                typeFilter: [...EVENT_RESOURCE_TYPES].map(
-                  (type) => `${type}?_lastUpdated=ge${lookbackIso}`,
-                ),
+                updatedSince: {
+                  since: lookbackIso,
+                  types: [...EVENT_RESOURCE_TYPES].filter((t) =>
+                    (centre.pull.resourceTypes as readonly string[]).includes(t),
+                  ),
+                },
               }),
           logger: log,
           ...(signal ? { signal } : {}),

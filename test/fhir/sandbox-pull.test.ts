@@ -280,6 +280,42 @@ describe('pull against the sandbox EHR', () => {
     expect(files.every((r) => r.authorized)).toBe(true);
   });
 
+  it.each(['honoured', 'ignore', 'reject'] as const)(
+    'when event types are bounded to recent updates and the EHR has _typeFilter %s, then only recent events and every other resource arrive',
+    async (typeFilter) => {
+      const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
+      const since = new Date(Date.now() - 60_000);
+      ehr.upsert({
+        resourceType: 'Observation',
+        id: 'p1-o9',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+        subject: { reference: 'Patient/p1' },
+        valueQuantity: { value: 140, unit: 'cm' },
+      });
+      if (typeFilter !== 'honoured') ehr.faults.set({ typeFilter });
+      const items = await collect(
+        pullBulk({
+          client,
+          centre,
+          updatedSince: { since, types: ['Encounter', 'Observation'] },
+          sleep: async () => undefined,
+        }),
+      );
+      const keys = items.flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : [])).sort();
+      expect(keys).toEqual(
+        [
+          ...expectedKeys().filter((k) => !/^(Encounter|Observation)\//.test(k)),
+          'Observation/p1-o9',
+        ].sort(),
+      );
+      const kickOffs = ehr.requests.filter((r) => r.kind === 'export');
+      expect(kickOffs.map((r) => r.status)).toEqual(typeFilter === 'reject' ? [400, 202] : [202]);
+      expect(kickOffs[0]!.url).toContain('_typeFilter=');
+      if (typeFilter === 'reject') expect(kickOffs[1]!.url).not.toContain('_typeFilter');
+    },
+  );
+
   it('when a resource is deleted before an incremental bulk pull, then it arrives as a deleted entry', async () => {
     const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
     const since = new Date(Date.now() - 1000).toISOString();

@@ -526,9 +526,13 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       patients = groupMembers(groupId);
       if (!patients) return send(res, 404, outcome('not-found', `Group/${groupId} is not known`));
     }
-    const typeFilters = url.searchParams
-      .getAll('_typeFilter')
-      .flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]+\?)/));
+    const typeFilterMode = faults.live.typeFilter;
+    if (typeFilterMode === 'reject' && url.searchParams.has('_typeFilter'))
+      return send(res, 400, outcome('not-supported', '_typeFilter is not supported'));
+    const typeFilters =
+      typeFilterMode === 'ignore'
+        ? []
+        : url.searchParams.getAll('_typeFilter').flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]+\?)/));
     const job = jobs.start({
       clientId: token.clientId,
       request: `${origin}${url.pathname}${url.search}`,
