@@ -58,23 +58,68 @@ function describe(job: Job<SubmissionJobData>): FailedSubmission {
   };
 }
 
-async function failedJobs(
+// One chunk of the failed set, newest first, as id/centre pairs: the centre is read from the
+// job data inside Redis, so scanning many failed jobs moves ids, not whole submissions.
+const FAILED_CENTRES_SCRIPT = `
+local ids = redis.call('ZREVRANGE', KEYS[1], ARGV[2], ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  local centre = ''
+  local data = redis.call('HGET', ARGV[1] .. id, 'data')
+  if data then
+    local ok, job = pcall(cjson.decode, data)
+    if ok and type(job) == 'table' and type(job.submission) == 'table'
+      and type(job.submission.centreId) == 'string' then
+      centre = job.submission.centreId
+    end
+  end
+  out[#out + 1] = id
+  out[#out + 1] = centre
+end
+return out
+`;
+
+/** Failed submission jobs (newest first) as ids with their centre, of one centre if given. */
+export async function failedSubmissionIds(
   queue: Queue<SubmissionJobData>,
-  centreId?: string,
-): Promise<Job<SubmissionJobData>[]> {
-  const out: Job<SubmissionJobData>[] = [];
-  const page = 500;
-  for (let start = 0; ; start += page) {
-    const jobs = (await queue.getFailed(start, start + page - 1)) as Job<SubmissionJobData>[];
-    for (const job of jobs)
-      if (job && (!centreId || job.data.submission.centreId === centreId)) out.push(job);
-    if (jobs.length < page) return out;
+  redis: Redis,
+  options: { centreId?: string; chunk?: number } = {},
+): Promise<{ jobId: string; centreId: string }[]> {
+  const chunk = options.chunk ?? 1000;
+  const out: { jobId: string; centreId: string }[] = [];
+  for (let start = 0; ; start += chunk) {
+    const flat = (await redis.eval(
+      FAILED_CENTRES_SCRIPT,
+      1,
+      queue.toKey('failed'),
+      queue.toKey(''),
+      start,
+      start + chunk - 1,
+    )) as string[];
+    for (let i = 0; i < flat.length; i += 2) {
+      const centreId = flat[i + 1]!;
+      if (!options.centreId || centreId === options.centreId)
+        out.push({ jobId: flat[i]!, centreId });
+    }
+    if (flat.length < chunk * 2) return out;
   }
+}
+
+/** How many submissions failed, by centre. */
+export async function countFailedByCentre(
+  queue: Queue<SubmissionJobData>,
+  redis: Redis,
+): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const { centreId } of await failedSubmissionIds(queue, redis))
+    if (centreId) counts.set(centreId, (counts.get(centreId) ?? 0) + 1);
+  return counts;
 }
 
 /** Failed submissions, most recently failed first, with the total. */
 export async function listFailedSubmissions(
   queue: Queue<SubmissionJobData>,
+  redis: Redis,
   options: ListFailedOptions = {},
 ): Promise<{ total: number; items: FailedSubmission[] }> {
   const offset = Math.max(options.offset ?? 0, 0);
@@ -84,8 +129,14 @@ export async function listFailedSubmissions(
     const jobs = (await queue.getFailed(offset, offset + limit - 1)) as Job<SubmissionJobData>[];
     return { total, items: jobs.filter(Boolean).map(describe) };
   }
-  const all = await failedJobs(queue, options.centreId);
-  return { total: all.length, items: all.slice(offset, offset + limit).map(describe) };
+  const ids = await failedSubmissionIds(queue, redis, { centreId: options.centreId });
+  const page = await Promise.all(
+    ids.slice(offset, offset + limit).map(({ jobId }) => queue.getJob(jobId)),
+  );
+  return {
+    total: ids.length,
+    items: page.filter((job): job is Job<SubmissionJobData> => job !== undefined).map(describe),
+  };
 }
 
 /** Moves one failed submission back to waiting; false when it is not (or no longer) failed. */
@@ -102,12 +153,19 @@ export async function retryFailedSubmission(
 /** Retries every failed submission (of one centre, if given); returns how many. */
 export async function retryAllFailedSubmissions(
   queue: Queue<SubmissionJobData>,
+  redis: Redis,
   options: { centreId?: string } = {},
 ): Promise<number> {
-  const jobs = await failedJobs(queue, options.centreId);
+  const ids = await failedSubmissionIds(
+    queue,
+    redis,
+    options.centreId ? { centreId: options.centreId } : {},
+  );
   let retried = 0;
-  for (const job of jobs) {
+  for (const { jobId } of ids) {
     try {
+      const job = await queue.getJob(jobId);
+      if (!job) continue;
       await job.retry('failed');
       retried += 1;
     } catch {

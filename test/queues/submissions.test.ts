@@ -15,6 +15,8 @@ import {
   parseRetryAfterMs,
 } from '../../src/registry/delivery.js';
 import {
+  countFailedByCentre,
+  failedSubmissionIds,
   listFailedSubmissions,
   listResolvedSubmissions,
   resolveFailedSubmission,
@@ -168,7 +170,7 @@ describe('submissions queue with the delivery worker', () => {
       10_000,
       'the job to fail',
     );
-    const { items } = await listFailedSubmissions(queue, { centreId });
+    const { items } = await listFailedSubmissions(queue, redis, { centreId });
     expect(items).toHaveLength(1);
     expect(items[0]).toMatchObject({
       submissionId: bad.submissionId,
@@ -200,7 +202,7 @@ describe('submissions queue with the delivery worker', () => {
       note: 'centre not yet registered; will resend',
     });
     expect(record).toMatchObject({ resolvedBy: 'data-manager', submissionId: bad.submissionId });
-    expect((await listFailedSubmissions(queue, { centreId })).total).toBe(0);
+    expect((await listFailedSubmissions(queue, redis, { centreId })).total).toBe(0);
     const resolved = await listResolvedSubmissions(redis, prefix);
     expect(resolved[0]).toMatchObject({
       submissionId: bad.submissionId,
@@ -215,14 +217,53 @@ describe('submissions queue with the delivery worker', () => {
     for (const b of bad) registry.faults.rejectSubmission(b.submissionId, 'nope');
     await enqueue(bad);
     await waitFor(
-      async () => (await listFailedSubmissions(queue, { centreId })).total === 3,
+      async () => (await listFailedSubmissions(queue, redis, { centreId })).total === 3,
       10_000,
       'three failures',
     );
     registry.faults.clear();
-    expect(await retryAllFailedSubmissions(queue, { centreId })).toBe(3);
+    expect(await retryAllFailedSubmissions(queue, redis, { centreId })).toBe(3);
     await waitFor(() => completed(bad.map((b) => b.submissionId)), 10_000, 'all retried');
     expect(registry.submissions()).toHaveLength(3);
+  });
+
+  it('when failed submissions of two centres span several scan chunks, then each centre is counted and paged from ids alone', async () => {
+    const other = `${centreId}-other`;
+    const mine = [0, 1, 2, 3, 4].map((i) =>
+      makeVisit({ centreId, patientId: 'p', encounterId: `c${i}` }),
+    );
+    const theirs = [0, 1, 2].map((i) =>
+      makeVisit({ centreId: other, patientId: 'p', encounterId: `c${i}` }),
+    );
+    for (const b of [...mine, ...theirs]) registry.faults.rejectSubmission(b.submissionId, 'no');
+    await enqueue([...mine, ...theirs]);
+    await waitFor(
+      async () => (await queue.getFailedCount()) === mine.length + theirs.length,
+      10_000,
+      'eight failures',
+    );
+    const ids = await failedSubmissionIds(queue, redis, { chunk: 3 });
+    expect(ids).toHaveLength(8);
+    expect(new Set(ids.map((i) => i.jobId)).size).toBe(8);
+    const counts = await countFailedByCentre(queue, redis);
+    expect(Object.fromEntries(counts)).toEqual({ [centreId]: 5, [other]: 3 });
+    const first = await listFailedSubmissions(queue, redis, { centreId: other, limit: 2 });
+    const second = await listFailedSubmissions(queue, redis, {
+      centreId: other,
+      offset: 2,
+      limit: 2,
+    });
+    expect(first.total).toBe(3);
+    expect([...first.items, ...second.items].map((i) => i.submissionId).sort()).toEqual(
+      theirs.map((t) => t.submissionId).sort(),
+    );
+    expect(first.items.every((i) => i.centreId === other)).toBe(true);
+    // Newest first, as the unfiltered list.
+    const all = await listFailedSubmissions(queue, redis, { limit: 8 });
+    expect(ids.map((i) => i.jobId)).toEqual(all.items.map((i) => i.jobId));
+    registry.faults.clear();
+    expect(await retryAllFailedSubmissions(queue, redis)).toBe(8);
+    await waitFor(() => completed([...mine, ...theirs].map((b) => b.submissionId)), 10_000, 'all');
   });
 
   it('when an older version is still retrying and a newer one is enqueued, then only the newer reaches the registry', async () => {

@@ -2,10 +2,11 @@
 // (src/sync/submission-admin.ts) that tells "no such job" (404) from "not failed" (409),
 // counts failures per centre in one pass, and never returns a submission's clinical content
 // (resolved records keep it in Redis; the API shows ids, reasons and who resolved what).
-import type { Job, Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { SubmissionJobData } from '../../../queues/submissions.js';
 import {
+  countFailedByCentre,
   listFailedSubmissions,
   listResolvedSubmissions,
   resolveFailedSubmission,
@@ -62,8 +63,6 @@ export class SubmissionStateError extends Error {
   }
 }
 
-const SCAN_CHUNK = 500;
-
 function withoutContent(record: ResolvedSubmission): ResolvedSubmissionSummary {
   const { submission: _content, ...summary } = record;
   return summary;
@@ -86,25 +85,14 @@ export function createFailedSubmissionStore(options: {
 
   return {
     list(opts = {}) {
-      return listFailedSubmissions(queue, {
+      return listFailedSubmissions(queue, redis, {
         ...(opts.centreId ? { centreId: opts.centreId } : {}),
         limit: opts.limit ?? 100,
       });
     },
 
-    async countByCentre() {
-      const counts = new Map<string, number>();
-      for (let start = 0; ; start += SCAN_CHUNK) {
-        const jobs = (await queue.getFailed(
-          start,
-          start + SCAN_CHUNK - 1,
-        )) as Job<SubmissionJobData>[];
-        for (const job of jobs) {
-          const centreId = job?.data.submission.centreId;
-          if (centreId) counts.set(centreId, (counts.get(centreId) ?? 0) + 1);
-        }
-        if (jobs.length < SCAN_CHUNK) return counts;
-      }
+    countByCentre() {
+      return countFailedByCentre(queue, redis);
     },
 
     async retry(jobId) {
@@ -116,7 +104,11 @@ export function createFailedSubmissionStore(options: {
     },
 
     retryAll(opts = {}) {
-      return retryAllFailedSubmissions(queue, opts.centreId ? { centreId: opts.centreId } : {});
+      return retryAllFailedSubmissions(
+        queue,
+        redis,
+        opts.centreId ? { centreId: opts.centreId } : {},
+      );
     },
 
     async resolve(jobId, by) {
