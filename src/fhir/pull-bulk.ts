@@ -22,7 +22,7 @@ import {
   parseRetryAfter,
   sleepWithSignal,
 } from './retry.js';
-import { parseReference, resolveCohort } from './pull-search.js';
+import { parseReference, resolveCohort, updatedBefore } from './pull-search.js';
 import type { FhirResource } from './types.js';
 
 /** What a bulk pull yields. */
@@ -79,12 +79,6 @@ export class BulkExportError extends Error {
     this.name = 'BulkExportError';
     this.hint = hint;
   }
-}
-
-/** True when the resource says it was last updated before `ms` (unknown: false, kept). */
-function updatedBefore(resource: FhirResource, ms: number): boolean {
-  const updated = Date.parse(String(resource.meta?.lastUpdated ?? ''));
-  return Number.isFinite(updated) && updated < ms;
 }
 
 /** Options for pullBulk. */

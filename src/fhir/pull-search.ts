@@ -188,6 +188,16 @@ export function patientSearchParams(
 }
 
 /**
+ * True when the resource says it was last updated before `ms` (epoch ms). A resource without
+ * a readable meta.lastUpdated, or a bound that is not a number, never counts as before.
+ */
+export function updatedBefore(resource: FhirResource, ms: number): boolean {
+  if (!Number.isFinite(ms)) return false;
+  const updated = Date.parse(String(resource.meta?.lastUpdated ?? ''));
+  return Number.isFinite(updated) && updated < ms;
+}
+
+/**
  * The searches a pull runs for a type: the centre's `pull.searches` parameter sets, or one
  * plain search when it names none.
  */
@@ -267,18 +277,31 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
     return cached;
   };
 
+  // The window is also applied here: a server that ignores _lastUpdated (lenient handling
+  // of a parameter it does not support) would otherwise hand back everything, every time.
+  const sinceMs = since === undefined ? NaN : Date.parse(since);
+  const lookbackMs = lookback === undefined ? NaN : Date.parse(lookback);
+  const windowStart = (type: string): number =>
+    since !== undefined ? sinceMs : EVENT_RESOURCE_TYPES.has(type) ? lookbackMs : NaN;
+  let outsideWindow = 0;
+
   const pullPatient = async (patientId: string): Promise<PatientBatch> => {
     const resources: FhirResource[] = [];
     // With several searches for a type, a resource matching two of them arrives twice.
     const seen = new Set<string>();
     for (const type of searchTypes) {
       const sets = searchesOf(centre, type);
+      const from = windowStart(type);
       for (const extra of sets) {
         for await (const resource of client.searchResources(
           type,
           patientSearchParams(type, patientId, { pageSize, since, lookback }, extra),
           { signal },
         )) {
+          if (updatedBefore(resource, from)) {
+            outsideWindow += 1;
+            continue;
+          }
           if (sets.length > 1 && typeof resource.id === 'string') {
             const key = `${resource.resourceType}/${resource.id}`;
             if (seen.has(key)) continue;
@@ -343,6 +366,11 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
       });
       if (batch.resources.length > 0) yield batch;
     }
+    if (outsideWindow > 0)
+      logger.warn(
+        { centre: client.centreId, resources: outsideWindow },
+        'the EHR returned resources updated before the _lastUpdated window (it may not support the parameter); they were left out',
+      );
     logger.info(
       {
         centre: client.centreId,

@@ -13,7 +13,7 @@ import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js
 import { provisionSandboxCentre } from '../../src/sandbox/ehr/provision.js';
 import type { CentreConfig } from '../../src/config/centre.js';
 import type { FhirResource } from '../../src/fhir/types.js';
-import { collect } from './helpers.js';
+import { collect, createCapturingLogger } from './helpers.js';
 
 const OLD = { versionId: '1', lastUpdated: '2024-06-01T00:00:00Z' };
 const COHORT = ['p1', 'p2', 'p3'];
@@ -278,6 +278,37 @@ describe('pull against the sandbox EHR', () => {
     const files = ehr.requests.filter((r) => r.kind === 'file');
     expect(files.length).toBeGreaterThan(1);
     expect(files.every((r) => r.authorized)).toBe(true);
+  });
+
+  it('when the EHR ignores _lastUpdated, then an incremental pull still yields only the changed resources and the log says why others were left out', async () => {
+    const { ehr, centre, client } = await startFixture();
+    const since = new Date(Date.now() - 1000);
+    ehr.upsert({
+      resourceType: 'Observation',
+      id: 'p2-o1',
+      status: 'amended',
+      code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+      subject: { reference: 'Patient/p2' },
+      valueQuantity: { value: 130, unit: 'cm' },
+    });
+    ehr.faults.set({ ignoreSearchParams: ['_lastUpdated'] });
+    const log = createCapturingLogger();
+    const batches = await collect(pullSearch({ client, centre, since, logger: log.logger }));
+    expect(batches.map((b) => ({ patient: b.patientId, keys: b.resources.map(keyOf) }))).toEqual([
+      { patient: 'p2', keys: ['Observation/p2-o1'] },
+    ]);
+    expect(log.text()).toMatch(/before the _lastUpdated window/);
+    expect(log.text()).not.toMatch(/p1|p3/);
+  });
+
+  it('when the EHR ignores _lastUpdated on a full pull, then events before the lookback are left out and the rest is pulled whatever its age', async () => {
+    const { ehr, centre, client } = await startFixture();
+    ehr.faults.set({ ignoreSearchParams: ['_lastUpdated'] });
+    const batches = await collect(
+      pullSearch({ client, centre, lookback: new Date('2025-01-01T00:00:00Z') }),
+    );
+    const keys = [...new Set(batches.flatMap((b) => b.resources.map(keyOf)))].sort();
+    expect(keys).toEqual(expectedKeys().filter((k) => !/^(Encounter|Observation)\//.test(k)));
   });
 
   it.each(['honoured', 'ignore', 'reject'] as const)(

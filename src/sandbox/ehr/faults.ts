@@ -58,6 +58,8 @@ export interface SandboxFaultSettings {
    * for `Observation?patient=` without `category` or `code`. E.g. `{ Observation: ['category', 'code'] }`.
    */
   requireSearchParams?: Record<string, string[]>;
+  /** Search parameters the server silently ignores, as if unsupported (e.g. `['_lastUpdated']`). */
+  ignoreSearchParams?: string[];
   /** Export kick-offs with `_typeFilter` answer 400 (`reject`), or the filters are dropped (`ignore`). */
   typeFilter?: 'reject' | 'ignore';
   /** The token endpoint answers this error N times. */

@@ -423,6 +423,7 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       from = Number(m[1]);
       page = Number(m[2]);
     }
+    for (const name of faults.live.ignoreSearchParams ?? []) params.delete(name);
     const required = faults.live.requireSearchParams?.[type];
     if (
       required &&
