@@ -293,7 +293,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
               total = page.total;
               for (const entry of page.entry ?? []) {
                 if (!entry.resource || entry.search?.mode === 'outcome') continue;
-            if (entry.resource.resourceType === 'OperationOutcome') continue;
+                if (entry.resource.resourceType === 'OperationOutcome') continue;
                 count += 1;
                 medicationRef ??= medicationReferenceOf(entry.resource);
               }
