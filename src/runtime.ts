@@ -7,6 +7,7 @@ import type { ServiceConfig } from './config/service.js';
 import { loadCentres, type CentreConfig } from './config/centre.js';
 import { createLogger, type Logger } from './util/logger.js';
 import { createMetrics, type Metrics } from './util/metrics.js';
+import { createOutboundFetch, describeProxy } from './util/outbound.js';
 import { createRunStore, type RunStore } from './sync/run-store.js';
 import { createSyncQueue, type SyncJobData } from '../queues/sync.js';
 import { createSubmissionsQueue, type SubmissionJobData } from '../queues/submissions.js';
@@ -38,6 +39,8 @@ export interface Runtime {
   centres: ReadonlyMap<string, CentreConfig>;
   metrics: Metrics;
   logger: Logger;
+  /** fetch for outbound requests (EHR, registry, webhook): through config.outbound's proxy. */
+  fetch: typeof fetch;
   /** Closes queues, then Redis; call after any workers are closed. Idempotent. */
   close(): Promise<void>;
 }
@@ -74,6 +77,11 @@ export async function createRuntime(
   for (const queue of [sync, submissions])
     queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
   const runStore = createRunStore(redis, prefix);
+  if (config.outbound.proxyUrl)
+    logger.info(
+      { proxy: describeProxy(config.outbound.proxyUrl), noProxy: config.outbound.noProxy },
+      'outbound requests go through the proxy',
+    );
 
   let closed: Promise<void> | undefined;
   return {
@@ -85,6 +93,7 @@ export async function createRuntime(
     centres,
     metrics,
     logger,
+    fetch: createOutboundFetch(config.outbound),
     close() {
       closed ??= (async () => {
         await Promise.allSettled([submissions.close(), sync.close()]);

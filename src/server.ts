@@ -91,6 +91,7 @@ export async function startServer(
     config: config.alerts,
     metrics: runtime.metrics,
     logger,
+    fetch: runtime.fetch,
   });
   const app = createApp({
     config,
@@ -102,7 +103,8 @@ export async function startServer(
     metrics: runtime.metrics,
     logger,
     alerts,
-    checkCentre: options.checkCentre ?? ((centre) => runCheck(centre, { logger })),
+    checkCentre:
+      options.checkCentre ?? ((centre) => runCheck(centre, { logger, fetch: runtime.fetch })),
     jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
     ...(options.authLimit ? { authLimit: options.authLimit } : {}),
   });

@@ -116,6 +116,7 @@ export async function startWorker(
             prefix: runtime.prefix,
             metrics: runtime.metrics,
             logger,
+            fetch: runtime.fetch,
           }),
         submissionsQueue: runtime.queues.submissions,
         runStore: runtime.runStore,
@@ -152,7 +153,9 @@ export async function startWorker(
   if (wantSubmissions) {
     const client =
       options.registryClient ??
-      (config.registry.url ? createRegistryClient({ config: config.registry }) : undefined);
+      (config.registry.url
+        ? createRegistryClient({ config: config.registry, fetch: runtime.fetch })
+        : undefined);
     if (!client) {
       logger.warn(
         'registry.url is not configured (LHN_REGISTRY_URL): submissions are queued but not delivered',

@@ -7,6 +7,8 @@ import type { Command } from 'commander';
 import { loadCentreFile, loadCentres, type CentreConfig } from '../config/centre.js';
 import { formatCheckReport, runCheck } from '../onboarding/check.js';
 import { createLogger, silentLogger } from '../util/logger.js';
+import { createOutboundFetch } from '../util/outbound.js';
+import { loadOutboundConfig } from '../config/service.js';
 import { CliError } from './cli-error.js';
 
 interface CheckCommandOptions {
@@ -57,6 +59,8 @@ export function registerCheckCommand(program: Command): void {
         : silentLogger;
       const report = await runCheck(centre, {
         logger,
+        // A hospital proxy (HTTPS_PROXY / NO_PROXY, or LHN_PROXY_URL) applies here too.
+        fetch: createOutboundFetch(loadOutboundConfig(process.env)),
         fhirConfig: { requestTimeoutMs: timeoutMs, maxRetries: 1, maxRetryAfterSeconds: 30 },
       });
       process.stdout.write(

@@ -107,6 +107,25 @@ export const ServiceConfigSchema = z
       })
       .strict()
       .prefault({}),
+    outbound: z
+      .object({
+        /**
+         * Proxy for every outbound request (EHR, SMART token endpoint, registry, alert
+         * webhook): `http://[user:password@]proxy.hospital.org:3128`. From HTTPS_PROXY /
+         * HTTP_PROXY when not set here.
+         */
+        proxyUrl: z
+          .url({ protocol: /^https?$/, error: 'expected an http:// or https:// proxy URL' })
+          .optional(),
+        /**
+         * Hosts reached without the proxy, as NO_PROXY: comma-separated host names (a name
+         * covers its subdomains, `.name` only them), IP addresses, `host:port`, or `*`.
+         * Loopback is always reached directly.
+         */
+        noProxy: z.string().default(''),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z
@@ -124,10 +143,24 @@ export type ServiceConfigInput = z.input<typeof ServiceConfigSchema>;
 /** Environment variables and the config path each sets. */
 export const ENV_VARS: Record<
   string,
-  { path: string[]; type: 'string' | 'number' | 'json' | 'json-or-string' }
+  {
+    path: string[];
+    type: 'string' | 'number' | 'json' | 'json-or-string';
+    /** Common names applied first (lowest first), so the LHN_ name of a setting wins. */
+    rank?: number;
+  }
 > = {
   LHN_REDIS_URL: { path: ['redis', 'url'], type: 'string' },
-  REDIS_URL: { path: ['redis', 'url'], type: 'string' },
+  REDIS_URL: { path: ['redis', 'url'], type: 'string', rank: -1 },
+  // The usual proxy variables; lower-case ones win over upper-case (as curl), HTTPS over HTTP.
+  HTTP_PROXY: { path: ['outbound', 'proxyUrl'], type: 'string', rank: -4 },
+  http_proxy: { path: ['outbound', 'proxyUrl'], type: 'string', rank: -3 },
+  HTTPS_PROXY: { path: ['outbound', 'proxyUrl'], type: 'string', rank: -2 },
+  https_proxy: { path: ['outbound', 'proxyUrl'], type: 'string', rank: -1 },
+  NO_PROXY: { path: ['outbound', 'noProxy'], type: 'string', rank: -2 },
+  no_proxy: { path: ['outbound', 'noProxy'], type: 'string', rank: -1 },
+  LHN_PROXY_URL: { path: ['outbound', 'proxyUrl'], type: 'string' },
+  LHN_NO_PROXY: { path: ['outbound', 'noProxy'], type: 'string' },
   LHN_QUEUE_PREFIX: { path: ['redis', 'prefix'], type: 'string' },
   LHN_CENTRES_DIR: { path: ['centresDir'], type: 'string' },
   LHN_MAPPINGS_DIR: { path: ['mappingsDir'], type: 'string' },
@@ -173,9 +206,9 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
       throw new ConfigError(file, [{ path: '', message: (err as Error).message }]);
     }
   }
-  // REDIS_URL is the common name; LHN_REDIS_URL wins when both are set.
-  const names = Object.keys(ENV_VARS).sort((a, b) =>
-    a === 'REDIS_URL' ? -1 : b === 'REDIS_URL' ? 1 : 0,
+  // Common names (REDIS_URL, HTTPS_PROXY...) first, so an LHN_ name set too wins.
+  const names = Object.keys(ENV_VARS).sort(
+    (a, b) => (ENV_VARS[a]!.rank ?? 0) - (ENV_VARS[b]!.rank ?? 0),
   );
   for (const name of names) {
     const value = env[name];
@@ -214,5 +247,26 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
 export function parseServiceConfig(input: ServiceConfigInput): ServiceConfig {
   const result = ServiceConfigSchema.safeParse(input);
   if (!result.success) throw new ConfigError('config', issuesFromZod(result.error));
+  return result.data;
+}
+
+/** The outbound settings alone, from the environment (commands that need no full config). */
+export function loadOutboundConfig(
+  env: Record<string, string | undefined>,
+): ServiceConfig['outbound'] {
+  const raw: Record<string, unknown> = {};
+  const names = Object.keys(ENV_VARS)
+    .filter((name) => ENV_VARS[name]!.path[0] === 'outbound')
+    .sort((a, b) => (ENV_VARS[a]!.rank ?? 0) - (ENV_VARS[b]!.rank ?? 0));
+  for (const name of names) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(raw, ENV_VARS[name]!.path, value);
+  }
+  const result = ServiceConfigSchema.shape.outbound.safeParse(raw.outbound ?? {});
+  if (!result.success)
+    throw new ConfigError(
+      'environment',
+      issuesFromZod(result.error).map((i) => ({ ...i, path: `outbound.${i.path}` })),
+    );
   return result.data;
 }

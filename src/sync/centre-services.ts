@@ -30,7 +30,7 @@ export interface CentreServicesOptions {
   prefix: string;
   metrics?: Metrics;
   logger?: Logger;
-  /** Test hook: a fetch for the FHIR client and SMART auth. */
+  /** fetch for the FHIR client and SMART auth (the runtime's outbound fetch; tests inject one). */
   fetch?: typeof fetch;
 }
 
