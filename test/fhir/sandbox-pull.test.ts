@@ -102,6 +102,18 @@ function expectedKeys(): string[] {
 
 const keyOf = (r: FhirResource) => `${r.resourceType}/${r.id}`;
 
+/** A height Observation of a patient, as the EHR would store a new or changed one. */
+function heightObservation(id: string, patient: string, value: number, status = 'final') {
+  return {
+    resourceType: 'Observation',
+    id,
+    status,
+    code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+    subject: { reference: `Patient/${patient}` },
+    valueQuantity: { value, unit: 'cm' },
+  };
+}
+
 interface Fixture {
   ehr: SandboxEhr;
   centre: CentreConfig;
@@ -229,14 +241,7 @@ describe('pull against the sandbox EHR', () => {
   it('when an incremental pull runs after two changes, then only the changed resources are fetched', async () => {
     const { ehr, centre, client } = await startFixture();
     const since = new Date(Date.now() - 1000);
-    ehr.upsert({
-      resourceType: 'Observation',
-      id: 'p2-o1',
-      status: 'amended',
-      code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
-      subject: { reference: 'Patient/p2' },
-      valueQuantity: { value: 130, unit: 'cm' },
-    });
+    ehr.upsert(heightObservation('p2-o1', 'p2', 130, 'amended'));
     ehr.upsert({
       resourceType: 'Encounter',
       id: 'p3-e3',
@@ -283,14 +288,7 @@ describe('pull against the sandbox EHR', () => {
   it('when the EHR ignores _lastUpdated, then an incremental pull still yields only the changed resources and the log says why others were left out', async () => {
     const { ehr, centre, client } = await startFixture();
     const since = new Date(Date.now() - 1000);
-    ehr.upsert({
-      resourceType: 'Observation',
-      id: 'p2-o1',
-      status: 'amended',
-      code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
-      subject: { reference: 'Patient/p2' },
-      valueQuantity: { value: 130, unit: 'cm' },
-    });
+    ehr.upsert(heightObservation('p2-o1', 'p2', 130, 'amended'));
     ehr.faults.set({ ignoreSearchParams: ['_lastUpdated'] });
     const log = createCapturingLogger();
     const batches = await collect(pullSearch({ client, centre, since, logger: log.logger }));
@@ -316,14 +314,7 @@ describe('pull against the sandbox EHR', () => {
     async (typeFilter) => {
       const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
       const since = new Date(Date.now() - 60_000);
-      ehr.upsert({
-        resourceType: 'Observation',
-        id: 'p1-o9',
-        status: 'final',
-        code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
-        subject: { reference: 'Patient/p1' },
-        valueQuantity: { value: 140, unit: 'cm' },
-      });
+      ehr.upsert(heightObservation('p1-o9', 'p1', 140));
       if (typeFilter !== 'honoured') ehr.faults.set({ typeFilter });
       const items = await collect(
         pullBulk({
