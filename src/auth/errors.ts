@@ -72,6 +72,8 @@ const NETWORK_CODES: Record<string, string> = {
   UND_ERR_CONNECT_TIMEOUT: 'the connection timed out (firewall, VPN or allow-list?)',
   UND_ERR_SOCKET: 'the connection closed unexpectedly',
   TimeoutError: 'no answer within the time limit',
+  PROXY_REFUSED: 'the outbound proxy refused the tunnel (HTTPS_PROXY: credentials? host allowed?)',
+  PROXY_UNAVAILABLE: 'the outbound proxy could not reach the host',
 };
 
 /** Finds the first Node error code in an error's cause chain (fetch wraps them). */

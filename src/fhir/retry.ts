@@ -119,6 +119,8 @@ const RETRYABLE_NETWORK_CODES = new Set([
   'ENETUNREACH',
   'EHOSTUNREACH',
   'timeout',
+  // A forward proxy that could not reach the host (src/util/outbound.ts).
+  'PROXY_UNAVAILABLE',
 ]);
 
 /**

@@ -68,6 +68,41 @@ export function describeProxy(proxyUrl: string): string {
   return `${url.protocol}//${url.host}`;
 }
 
+/** The HTTP status a proxy answered a CONNECT with, found in undici's error chain. */
+function proxyStatusOf(err: unknown): number | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 6 && typeof current === 'object' && current !== null; depth++) {
+    const message = (current as { message?: unknown }).message;
+    const m = typeof message === 'string' ? /Proxy response \((\d{3})\)/.exec(message) : null;
+    if (m) return Number(m[1]);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * A proxy that refused the tunnel, as fetch reports network failures (TypeError "fetch
+ * failed" with a coded cause), but saying what the proxy answered and what to check.
+ * PROXY_UNAVAILABLE (5xx: the proxy could not reach the host) is retried; PROXY_REFUSED not.
+ */
+function proxyRefusedError(status: number, proxy: string, target: URL, cause: unknown): TypeError {
+  const reason =
+    status === 407
+      ? 'proxy authentication required: check the user and password in the proxy URL'
+      : status === 403
+        ? `the proxy does not allow ${target.host}: ask for it to be allowed, or list it in NO_PROXY if it is reached directly`
+        : status >= 500
+          ? `the proxy could not reach ${target.host}`
+          : 'the proxy refused the tunnel';
+  const detail = Object.assign(
+    new Error(`proxy ${proxy} answered HTTP ${status}: ${reason}`, { cause }),
+    {
+      code: status >= 500 ? 'PROXY_UNAVAILABLE' : 'PROXY_REFUSED',
+    },
+  );
+  return new TypeError(`fetch failed: ${detail.message}`, { cause: detail });
+}
+
 /**
  * The fetch every outbound client uses: the global fetch when no proxy is configured,
  * else one that sends each request through the proxy unless it bypasses it.
@@ -76,16 +111,20 @@ export function createOutboundFetch(config: OutboundConfig): typeof fetch {
   if (!config.proxyUrl) return globalThis.fetch;
   const agent = new ProxyAgent({ uri: config.proxyUrl });
   const noProxy = config.noProxy;
+  const proxyLabel = describeProxy(config.proxyUrl);
   const outbound = (input: string | URL | Request, init?: RequestInit) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     if (bypassesProxy(url, noProxy)) return globalThis.fetch(input, init);
     if (input instanceof Request)
       throw new TypeError('the outbound fetch takes a URL and options, not a Request');
     // undici's own fetch with its own agent (one version), typed as the global fetch.
-    return undiciFetch(url, {
-      ...(init as object),
-      dispatcher: agent,
-    }) as unknown as Promise<Response>;
+    const pending = undiciFetch(url, { ...(init as object), dispatcher: agent }).catch(
+      (err: unknown) => {
+        const status = proxyStatusOf(err);
+        throw status === undefined ? err : proxyRefusedError(status, proxyLabel, url, err);
+      },
+    );
+    return pending as unknown as Promise<Response>;
   };
   return outbound;
 }

@@ -8,6 +8,7 @@ import { loadOutboundConfig, loadServiceConfig } from '../../src/config/service.
 import { createRegistryClient } from '../../src/registry/delivery.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
 import { bypassesProxy, createOutboundFetch, describeProxy } from '../../src/util/outbound.js';
+import { isRetryableNetworkCode, networkErrorCode } from '../../src/fhir/retry.js';
 import { makeVisit } from '../sync/helpers.js';
 
 const REGISTRY_HOST = 'registry.lhn-proxy.test';
@@ -113,6 +114,37 @@ describe('outbound requests through a proxy', () => {
     } finally {
       await guarded.close();
     }
+  });
+
+  it('when the proxy refuses the tunnel, then the error says what it answered and whether a retry can help', async () => {
+    const guarded = await startProxy('Basic nope');
+    try {
+      const client = createRegistryClient({
+        config: { url: registryUrl(), auth: { type: 'none' }, timeoutMs: 5_000 },
+        fetch: createOutboundFetch({
+          proxyUrl: guarded.url.replace('//', '//bridge:wrong@'),
+          noProxy: '',
+        }),
+      });
+      const refused = await client
+        .deliver(makeVisit({ patientId: 'p1', encounterId: 'e4' }))
+        .catch((e: unknown) => e);
+      expect((refused as Error).message).toMatch(
+        /proxy http:\/\/127\.0\.0\.1:\d+ answered HTTP 407: proxy authentication required/,
+      );
+      expect((refused as Error).message).not.toContain('wrong');
+    } finally {
+      await guarded.close();
+    }
+    // The test proxy answers 502 for any host it cannot reach.
+    const outbound = createOutboundFetch({ proxyUrl: proxy.url, noProxy: '' });
+    const unreachable = await outbound('https://elsewhere.lhn-proxy.test/').catch(
+      (e: unknown) => e,
+    );
+    expect(unreachable).toBeInstanceOf(TypeError);
+    expect(networkErrorCode(unreachable)).toBe('PROXY_UNAVAILABLE');
+    expect(isRetryableNetworkCode('PROXY_UNAVAILABLE')).toBe(true);
+    expect(isRetryableNetworkCode('PROXY_REFUSED')).toBe(false);
   });
 
   it('when the target is loopback or listed in noProxy, then the request does not use the proxy', async () => {
