@@ -22,7 +22,7 @@ import {
   parseRetryAfter,
   sleepWithSignal,
 } from './retry.js';
-import { parseReference, resolveCohort, updatedBefore } from './pull-search.js';
+import { parseReference, resolveCohort, searchesOf, updatedBefore } from './pull-search.js';
 import type { FhirResource } from './types.js';
 
 /** What a bulk pull yields. */
@@ -79,6 +79,32 @@ export class BulkExportError extends Error {
     this.name = 'BulkExportError';
     this.hint = hint;
   }
+}
+
+/**
+ * `_typeFilter` queries for an export: each `pull.searches` entry of an exported type as one
+ * query (OR'ed, as the searches are), and the `_lastUpdated` bound added to every query of
+ * a bounded type (alone when the type has no entries).
+ */
+export function narrowingFilters(
+  centre: Pick<CentreConfig, 'pull'>,
+  types: readonly string[],
+  boundTypes: ReadonlySet<string>,
+  boundIso: string | undefined,
+): string[] {
+  const filters: string[] = [];
+  for (const type of types) {
+    const bound =
+      boundIso !== undefined && boundTypes.has(type) ? `_lastUpdated=ge${boundIso}` : '';
+    const sets = searchesOf(centre, type);
+    for (const set of sets) {
+      const query = [set ? new URLSearchParams(set).toString() : '', bound]
+        .filter((part) => part !== '')
+        .join('&');
+      if (query !== '') filters.push(`${type}?${query}`);
+    }
+  }
+  return filters;
 }
 
 /** Options for pullBulk. */
@@ -233,7 +259,12 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   const boundTypes = new Set(bound?.types ?? []);
   const typeFilter = [
     ...(options.typeFilter ?? []),
-    ...[...boundTypes].map((type) => `${type}?_lastUpdated=ge${boundIso}`),
+    ...narrowingFilters(
+      centre,
+      options.resourceTypes ?? centre.pull.resourceTypes,
+      boundTypes,
+      boundIso,
+    ),
   ];
   const exportUrl = (filters: readonly string[]) =>
     buildExportUrl(client.baseUrl, centre, {

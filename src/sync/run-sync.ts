@@ -411,12 +411,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ...(mode === 'incremental'
             ? { since: sinceWithOverlap! }
             : {
-                updatedSince: {
-                  since: lookbackIso,
-                  types: [...EVENT_RESOURCE_TYPES].filter((t) =>
-                    (centre.pull.resourceTypes as readonly string[]).includes(t),
-                  ),
-                },
+                updatedSince: { since: lookbackIso, types: [...EVENT_RESOURCE_TYPES] },
               }),
           logger: log,
           ...(signal ? { signal } : {}),

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createSmartAuth } from '../../src/auth/smart-client.js';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
 import { FhirHttpError, OriginRefusedError } from '../../src/fhir/errors.js';
-import { pullBulk } from '../../src/fhir/pull-bulk.js';
+import { narrowingFilters, pullBulk } from '../../src/fhir/pull-bulk.js';
 import { pullSearch } from '../../src/fhir/pull-search.js';
 import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js';
 import { provisionSandboxCentre } from '../../src/sandbox/ehr/provision.js';
@@ -337,6 +337,45 @@ describe('pull against the sandbox EHR', () => {
       if (typeFilter === 'reject') expect(kickOffs[1]!.url).not.toContain('_typeFilter');
     },
   );
+
+  it('when pull.searches narrows Observation in bulk mode, then its entries go as _typeFilter (with the lookback) and only matching Observations arrive', async () => {
+    const { ehr, centre, client } = await startFixture({
+      mode: 'bulk',
+      searches: { Observation: [{ category: `${OBSERVATION_CATEGORY}|exam` }] },
+    });
+    const since = new Date('2024-01-01T00:00:00Z');
+    expect(
+      narrowingFilters(
+        centre,
+        centre.pull.resourceTypes,
+        new Set(['Encounter', 'Observation']),
+        since.toISOString(),
+      ),
+    ).toEqual([
+      'Encounter?_lastUpdated=ge2024-01-01T00:00:00.000Z',
+      `Observation?category=${encodeURIComponent(`${OBSERVATION_CATEGORY}|exam`)}&_lastUpdated=ge2024-01-01T00:00:00.000Z`,
+    ]);
+    const items = await collect(
+      pullBulk({
+        client,
+        centre,
+        updatedSince: { since, types: ['Encounter', 'Observation'] },
+        sleep: async () => undefined,
+      }),
+    );
+    const observations = items
+      .flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : []))
+      .filter((k) => k.startsWith('Observation/'))
+      .sort();
+    // o2 and o3 carry the exam category; o1 only vital-signs.
+    expect(observations).toEqual(
+      COHORT.flatMap((p) => [`Observation/${p}-o2`, `Observation/${p}-o3`]),
+    );
+    expect(
+      items.some((i) => i.kind === 'resource' && i.resource.resourceType === 'Encounter'),
+    ).toBe(true);
+    expect(ehr.requests.find((r) => r.kind === 'export')!.url).toContain('_typeFilter=Observation');
+  });
 
   it('when a resource is deleted before an incremental bulk pull, then it arrives as a deleted entry', async () => {
     const { ehr, centre, client } = await startFixture({ mode: 'bulk' });
