@@ -115,7 +115,12 @@ export const ServiceConfigSchema = z
          * HTTP_PROXY when not set here.
          */
         proxyUrl: z
-          .url({ protocol: /^https?$/, error: 'expected an http:// or https:// proxy URL' })
+          .preprocess(
+            // `proxy.hospital.org:3128` (no scheme) means http://, as curl reads it.
+            (v) =>
+              typeof v === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? `http://${v}` : v,
+            z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// proxy URL' }),
+          )
           .optional(),
         /**
          * Hosts reached without the proxy, as NO_PROXY: comma-separated host names (a name

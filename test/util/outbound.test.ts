@@ -210,6 +210,9 @@ describe('outbound requests through a proxy', () => {
       proxyUrl: 'http://b:2',
       noProxy: 'ehr.local',
     });
+    expect(loadOutboundConfig({ HTTPS_PROXY: 'proxy.hospital.org:3128' }).proxyUrl).toBe(
+      'http://proxy.hospital.org:3128',
+    );
     expect(() => loadOutboundConfig({ HTTPS_PROXY: 'socks5://b:2' })).toThrow(
       /outbound\.proxyUrl: expected an http:\/\/ or https:\/\/ proxy URL/,
     );
