@@ -17,9 +17,15 @@ import {
   MalformedFhirResponseError,
   OriginRefusedError,
 } from '../fhir/errors.js';
-import { buildExportUrl, cancelExport, kickOffExport } from '../fhir/pull-bulk.js';
+import {
+  buildExportUrl,
+  cancelExport,
+  kickOffExport,
+  narrowingFilters,
+} from '../fhir/pull-bulk.js';
 import {
   CohortError,
+  EVENT_RESOURCE_TYPES,
   patientSearchParams,
   resolveCohort,
   searchesOf,
@@ -258,17 +264,45 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   // 6. Data access: one search per type for one patient, or a bulk kick-off.
   if (centre.pull.mode === 'bulk') {
     await run('export', 'Bulk export kick-off', true, async () => {
-      const url = buildExportUrl(client.baseUrl, centre);
-      const statusUrl = await kickOffExport(client, url, signalOpt);
+      // The kick-off a full sync sends: the lookback and pull.searches as _typeFilter.
+      const lookback = new Date(Date.now() - centre.pull.firstSyncLookbackDays * 86_400_000);
+      const typeFilter = narrowingFilters(
+        centre,
+        centre.pull.resourceTypes,
+        EVENT_RESOURCE_TYPES,
+        lookback.toISOString(),
+      );
+      let refusedTypeFilter = false;
+      let statusUrl: URL;
+      try {
+        statusUrl = await kickOffExport(
+          client,
+          buildExportUrl(client.baseUrl, centre, { typeFilter }),
+          signalOpt,
+        );
+      } catch (err) {
+        if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0))
+          throw err;
+        refusedTypeFilter = true;
+        statusUrl = await kickOffExport(client, buildExportUrl(client.baseUrl, centre), signalOpt);
+      }
       const cancelled = await cancelExport(client, statusUrl, logger);
+      const hints = [
+        ...(refusedTypeFilter
+          ? [
+              'The EHR refused _typeFilter (HTTP 400) and accepted the export without it: syncs export without narrowing (whole history of Encounters and Observations, every pull.searches type in full) and apply the lookback themselves.',
+            ]
+          : []),
+        ...(cancelled
+          ? []
+          : [
+              'The EHR did not accept DELETE on the status URL; the test export may run to completion.',
+            ]),
+      ];
       return {
         status: 'ok',
-        reason: `the EHR accepted the export (202) and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
-        ...(cancelled
-          ? {}
-          : {
-              hint: 'The EHR did not accept DELETE on the status URL; the test export may run to completion.',
-            }),
+        reason: `the EHR accepted the export (202)${refusedTypeFilter ? ' without _typeFilter' : ''} and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
+        ...(hints.length > 0 ? { hint: hints.join(' ') } : {}),
       };
     });
   } else {

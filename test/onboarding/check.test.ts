@@ -115,6 +115,20 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(ehr.requests.some((r) => r.method === 'DELETE' && r.kind === 'status')).toBe(true);
   });
 
+  it('when a bulk centre checks against an EHR that refuses _typeFilter, then the export step passes and says syncs will not be narrowed', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    ehr.faults.set({ typeFilter: 'reject' });
+    const report = await runCheck(centre);
+    const step = report.steps.find((s) => s.id === 'export')!;
+    expect(step.status).toBe('ok');
+    expect(step.reason).toMatch(/without _typeFilter/);
+    expect(step.hint).toMatch(/refused _typeFilter/);
+    expect(ehr.requests.filter((r) => r.kind === 'export').map((r) => r.status)).toEqual([
+      400, 202,
+    ]);
+    expect(report.ok).toBe(true);
+  });
+
   it('when the kid is not the registered one, then the token step fails with a hint naming the kid and later steps are skipped', async () => {
     const { centre } = await startFixture();
     const wrong = { ...centre, auth: { ...centre.auth, kid: 'not-the-registered-kid' } };
