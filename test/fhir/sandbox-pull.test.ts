@@ -176,6 +176,18 @@ async function startFixture(
   return fixture;
 }
 
+/** A bulk pull with Encounters and Observations bounded to updates since `since`. */
+function pullEventsSince(client: FhirClient, centre: CentreConfig, since: Date) {
+  return collect(
+    pullBulk({
+      client,
+      centre,
+      updatedSince: { since, types: ['Encounter', 'Observation'] },
+      sleep: async () => undefined,
+    }),
+  );
+}
+
 describe('pull against the sandbox EHR', () => {
   it('when a full search-mode pull runs, then every cohort resource (and the referenced Medication) arrives, nobody else', async () => {
     const { ehr, centre, client } = await startFixture();
@@ -316,14 +328,7 @@ describe('pull against the sandbox EHR', () => {
       const since = new Date(Date.now() - 60_000);
       ehr.upsert(heightObservation('p1-o9', 'p1', 140));
       if (typeFilter !== 'honoured') ehr.faults.set({ typeFilter });
-      const items = await collect(
-        pullBulk({
-          client,
-          centre,
-          updatedSince: { since, types: ['Encounter', 'Observation'] },
-          sleep: async () => undefined,
-        }),
-      );
+      const items = await pullEventsSince(client, centre, since);
       const keys = items.flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : [])).sort();
       expect(keys).toEqual(
         [
@@ -355,14 +360,7 @@ describe('pull against the sandbox EHR', () => {
       'Encounter?_lastUpdated=ge2024-01-01T00:00:00.000Z',
       `Observation?category=${encodeURIComponent(`${OBSERVATION_CATEGORY}|exam`)}&_lastUpdated=ge2024-01-01T00:00:00.000Z`,
     ]);
-    const items = await collect(
-      pullBulk({
-        client,
-        centre,
-        updatedSince: { since, types: ['Encounter', 'Observation'] },
-        sleep: async () => undefined,
-      }),
-    );
+    const items = await pullEventsSince(client, centre, since);
     const observations = items
       .flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : []))
       .filter((k) => k.startsWith('Observation/'))
