@@ -79,6 +79,8 @@ export interface SyncProcessorDeps {
   lockLeaseMs?: number;
   /** A manual sync that finds the centre busy waits this long before trying again (30 s). */
   busyRetryMs?: number;
+  /** A run cut off by a dropped Redis connection runs again after this long (2 s). */
+  redisRetryMs?: number;
   /** Passed through to syncCentre (tests, bench). */
   tuning?: Pick<SyncCentreOptions, 'enqueueBatchSize' | 'patientConcurrency' | 'overlapMs'>;
 }
@@ -170,10 +172,17 @@ export function createSyncProcessor(
       );
       return { status: 'succeeded', runId, counts: record.counts };
     } catch (err) {
-      if (err instanceof SyncInterruptedError && signal?.aborted) {
-        // Shutting down: hand the job back so another worker runs it.
+      if (
+        err instanceof SyncInterruptedError &&
+        (signal?.aborted || err.reason === 'redis-connection')
+      ) {
+        // Shutting down: hand the job back so another worker runs it. A dropped Redis
+        // connection: run it again shortly, under the same run id (not a failed attempt).
         await lock.lock.release();
-        await job.moveToDelayed(Date.now(), token);
+        await job.moveToDelayed(
+          Date.now() + (signal?.aborted ? 0 : (deps.redisRetryMs ?? 2_000)),
+          token,
+        );
         throw new DelayedError();
       }
       throw err;

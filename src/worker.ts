@@ -37,6 +37,8 @@ export interface StartWorkerOptions {
   registryClient?: RegistryClient;
   lockLeaseMs?: number;
   busyRetryMs?: number;
+  /** A run cut off by a dropped Redis connection runs again after this long (default 2 s). */
+  redisRetryMs?: number;
   /** How often BullMQ checks for stalled jobs (ms); lower in tests. */
   stalledIntervalMs?: number;
   /** BullMQ job lock duration (ms); a crashed worker's job is recovered after this. */
@@ -125,6 +127,7 @@ export async function startWorker(
         logger,
         ...(options.lockLeaseMs ? { lockLeaseMs: options.lockLeaseMs } : {}),
         ...(options.busyRetryMs ? { busyRetryMs: options.busyRetryMs } : {}),
+        ...(options.redisRetryMs ? { redisRetryMs: options.redisRetryMs } : {}),
         ...(options.tuning ? { tuning: options.tuning } : {}),
       }),
       {

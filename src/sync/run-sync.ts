@@ -97,12 +97,36 @@ export interface SyncTimings {
   enqueueMs: number;
 }
 
-/** A run stopped by its signal (worker shutdown); the job should be released, not failed. */
+/**
+ * A run stopped before its end for a reason outside it: its signal (worker shutdown) or a
+ * Redis connection that dropped under a command in flight. The job should be handed back to
+ * run again under the same run id, not failed.
+ */
 export class SyncInterruptedError extends Error {
-  constructor(readonly runId: string) {
-    super('the sync was interrupted (worker shutting down); it will run again from its watermarks');
+  constructor(
+    readonly runId: string,
+    readonly reason: 'shutdown' | 'redis-connection' = 'shutdown',
+  ) {
+    super(
+      reason === 'shutdown'
+        ? 'the sync was interrupted (worker shutting down); it will run again from its watermarks'
+        : 'the sync was interrupted (the Redis connection dropped under a command); it will run again from its watermarks',
+    );
     this.name = 'SyncInterruptedError';
   }
+}
+
+/**
+ * True for the error ioredis gives a pipeline or transaction whose reply was cut off when
+ * the connection closed (it cannot resend those safely): the command may or may not have
+ * run, so the step is redone rather than the run failed.
+ */
+export function isRedisConnectionAbort(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    err.name === 'AbortError' &&
+    /aborted due to connection close/i.test(err.message)
+  );
 }
 
 /** A run that finished with errors; the record says which. */
@@ -513,15 +537,19 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     } catch (flushErr) {
       errors.add({ step: 'enqueue', message: describeError(flushErr) });
     }
-    if (signal?.aborted) {
+    const redisDropped = !signal?.aborted && isRedisConnectionAbort(err);
+    if (signal?.aborted || redisDropped) {
       await deps.runStore.update(runId, {
         status: 'queued',
         phase: 'interrupted',
         counts: { ...counts },
         findingsByKind,
       });
-      log.info({ counts }, 'sync interrupted; it will run again from its watermarks');
-      throw new SyncInterruptedError(runId);
+      log.info(
+        { counts, reason: redisDropped ? 'redis-connection' : 'shutdown' },
+        'sync interrupted; it will run again from its watermarks',
+      );
+      throw new SyncInterruptedError(runId, redisDropped ? 'redis-connection' : 'shutdown');
     }
     errors.add({ step: phase, message: describeError(err) });
   }

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requestSync } from '../../src/sync/request-sync.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
+import type { FhirClient } from '../../src/fhir/client.js';
+import type { PrepareCentre } from '../../src/sync/centre-services.js';
 import { getCentreLockHolder } from '../../src/sync/centre-lock.js';
 import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
 import { waitFor } from '../sync/helpers.js';
@@ -60,6 +62,38 @@ describe('sync worker', () => {
     expect(
       await getCentreLockHolder(f.runtime.redis, f.runtime.prefix, f.centre.id),
     ).toBeUndefined();
+    await worker.close();
+    worker = undefined;
+  });
+
+  it('when the Redis connection drops under a command mid-sync, then the run is handed back and finishes under the same run id', async () => {
+    // ioredis rejects a pipeline whose reply was cut off by a closed connection with this
+    // error; here the first search of the run fails with it once.
+    let dropped = 0;
+    const prepareCentre: PrepareCentre = async (centre) => {
+      const services = await f.prepareCentre(centre);
+      const client = services.fhirClient;
+      const flaky: FhirClient = {
+        ...client,
+        searchResources: (type, params, options) => {
+          if (dropped === 0) {
+            dropped += 1;
+            throw Object.assign(new Error('Command aborted due to connection close'), {
+              name: 'AbortError',
+            });
+          }
+          return client.searchResources(type, params, options);
+        },
+      };
+      return { ...services, fhirClient: flaky };
+    };
+    worker = await startWorker(f.runtime, { prepareCentre, redisRetryMs: 50 });
+    const { runId } = await trigger();
+    await waitFor(async () => (await runStatus(runId!)) === 'succeeded', 60_000, 'the run');
+    expect(dropped).toBe(1);
+    const record = (await f.runtime.runStore.get(runId!))!;
+    expect(record.errors).toEqual([]);
+    expect(record.reason).toBe('manual');
     await worker.close();
     worker = undefined;
   });
