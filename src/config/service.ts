@@ -192,30 +192,16 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
   node[path[path.length - 1]!] = value;
 }
 
-/**
- * Builds the service config from an optional file (`LHN_CONFIG`) and the environment.
- * Environment variables win over the file. Throws ConfigError listing every problem.
- */
-export function loadServiceConfig(env: Record<string, string | undefined>): ServiceConfig {
-  let raw: Record<string, unknown> = {};
-  const issues: { path: string; message: string }[] = [];
-  const file = env.LHN_CONFIG;
-  if (file) {
-    try {
-      const text = readFileSync(file, 'utf8');
-      const data: unknown = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
-      if (typeof data !== 'object' || data === null)
-        throw new Error('expected a mapping at the top level');
-      raw = data as Record<string, unknown>;
-    } catch (err) {
-      throw new ConfigError(file, [{ path: '', message: (err as Error).message }]);
-    }
-  }
+/** Sets in `raw` what the named environment variables hold; bad values go to `issues`. */
+function applyEnv(
+  raw: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  names: readonly string[],
+  issues: { path: string; message: string }[],
+): void {
   // Common names (REDIS_URL, HTTPS_PROXY...) first, so an LHN_ name set too wins.
-  const names = Object.keys(ENV_VARS).sort(
-    (a, b) => (ENV_VARS[a]!.rank ?? 0) - (ENV_VARS[b]!.rank ?? 0),
-  );
-  for (const name of names) {
+  const ordered = [...names].sort((a, b) => (ENV_VARS[a]!.rank ?? 0) - (ENV_VARS[b]!.rank ?? 0));
+  for (const name of ordered) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     const spec = ENV_VARS[name]!;
@@ -241,6 +227,28 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
       setPath(raw, spec.path, parsed);
     } else setPath(raw, spec.path, value);
   }
+}
+
+/**
+ * Builds the service config from an optional file (`LHN_CONFIG`) and the environment.
+ * Environment variables win over the file. Throws ConfigError listing every problem.
+ */
+export function loadServiceConfig(env: Record<string, string | undefined>): ServiceConfig {
+  let raw: Record<string, unknown> = {};
+  const issues: { path: string; message: string }[] = [];
+  const file = env.LHN_CONFIG;
+  if (file) {
+    try {
+      const text = readFileSync(file, 'utf8');
+      const data: unknown = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+      if (typeof data !== 'object' || data === null)
+        throw new Error('expected a mapping at the top level');
+      raw = data as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(file, [{ path: '', message: (err as Error).message }]);
+    }
+  }
+  applyEnv(raw, env, Object.keys(ENV_VARS), issues);
   const result = ServiceConfigSchema.safeParse(raw);
   if (!result.success) issues.push(...issuesFromZod(result.error));
   if (issues.length > 0 || !result.success)
@@ -260,18 +268,16 @@ export function loadOutboundConfig(
   env: Record<string, string | undefined>,
 ): ServiceConfig['outbound'] {
   const raw: Record<string, unknown> = {};
-  const names = Object.keys(ENV_VARS)
-    .filter((name) => ENV_VARS[name]!.path[0] === 'outbound')
-    .sort((a, b) => (ENV_VARS[a]!.rank ?? 0) - (ENV_VARS[b]!.rank ?? 0));
-  for (const name of names) {
-    const value = env[name];
-    if (value !== undefined && value !== '') setPath(raw, ENV_VARS[name]!.path, value);
-  }
+  const issues: { path: string; message: string }[] = [];
+  applyEnv(
+    raw,
+    env,
+    Object.keys(ENV_VARS).filter((name) => ENV_VARS[name]!.path[0] === 'outbound'),
+    issues,
+  );
   const result = ServiceConfigSchema.shape.outbound.safeParse(raw.outbound ?? {});
   if (!result.success)
-    throw new ConfigError(
-      'environment',
-      issuesFromZod(result.error).map((i) => ({ ...i, path: `outbound.${i.path}` })),
-    );
+    issues.push(...issuesFromZod(result.error).map((i) => ({ ...i, path: `outbound.${i.path}` })));
+  if (issues.length > 0 || !result.success) throw new ConfigError('environment', issues);
   return result.data;
 }

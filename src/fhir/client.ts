@@ -501,13 +501,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     searchOptions: { signal?: AbortSignal } = {},
   ): AsyncGenerator<FhirResource> {
     for await (const bundle of searchPages(resourceType, params, searchOptions)) {
-      for (const entry of bundle.entry ?? []) {
-        // An OperationOutcome in a searchset is the server's notice ("no results", "some
-        // data withheld"), not data, whether or not the server marked it search.mode outcome.
-        if (entry.search?.mode === 'outcome' || !entry.resource) continue;
-        if (entry.resource.resourceType === 'OperationOutcome') continue;
-        yield entry.resource;
-      }
+      yield* searchMatches(bundle);
     }
   }
 
@@ -565,6 +559,21 @@ export function buildSearchUrl(baseUrl: string, resourceType: string, params: Se
 }
 
 /** Checks that a search answer is a Bundle whose entries hold resources. */
+/**
+ * The data resources of a search page. An OperationOutcome in a searchset is the server's
+ * notice ("no results", "some data withheld"), not data, whether or not the server marked it
+ * search.mode outcome.
+ */
+export function searchMatches(bundle: FhirBundle): FhirResource[] {
+  const out: FhirResource[] = [];
+  for (const entry of bundle.entry ?? []) {
+    if (entry.search?.mode === 'outcome' || !entry.resource) continue;
+    if (entry.resource.resourceType === 'OperationOutcome') continue;
+    out.push(entry.resource);
+  }
+  return out;
+}
+
 function assertSearchBundle(
   body: unknown,
   where: { url: URL; page: number; resourceType: string },

@@ -198,6 +198,31 @@ export async function kickOffExport(
   return new URL(location, url);
 }
 
+/**
+ * Starts an export with `_typeFilter` queries. `_typeFilter` is optional for servers (Bulk
+ * Data Access) and some refuse it outright: a kick-off refused with HTTP 400 while it
+ * carries queries is retried once without them.
+ */
+export async function kickOffNarrowed(
+  client: FhirClient,
+  exportUrl: (typeFilter: readonly string[]) => URL,
+  typeFilter: readonly string[],
+  options: { signal?: AbortSignal } = {},
+): Promise<{ statusUrl: URL; typeFilterRefused: boolean }> {
+  try {
+    return {
+      statusUrl: await kickOffExport(client, exportUrl(typeFilter), options),
+      typeFilterRefused: false,
+    };
+  } catch (err) {
+    if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0)) throw err;
+    return {
+      statusUrl: await kickOffExport(client, exportUrl([]), options),
+      typeFilterRefused: true,
+    };
+  }
+}
+
 /** Sends DELETE to a status URL (cancel, or "done with the files"); never throws. */
 export async function cancelExport(
   client: FhirClient,
@@ -272,18 +297,17 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       ...(options.resourceTypes ? { resourceTypes: options.resourceTypes } : {}),
       ...(filters.length > 0 ? { typeFilter: filters } : {}),
     });
-  let statusUrl: URL;
-  try {
-    statusUrl = await kickOffExport(client, exportUrl(typeFilter), signalOpt);
-  } catch (err) {
-    if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0)) throw err;
-    // _typeFilter is optional for servers (Bulk Data Access); some refuse it outright.
+  const { statusUrl, typeFilterRefused } = await kickOffNarrowed(
+    client,
+    exportUrl,
+    typeFilter,
+    signalOpt,
+  );
+  if (typeFilterRefused)
     logger.warn(
-      { centre: client.centreId, status: err.status },
+      { centre: client.centreId, status: 400 },
       'the EHR refused the export with _typeFilter; exporting without it and applying the lookback here',
     );
-    statusUrl = await kickOffExport(client, exportUrl([]), signalOpt);
-  }
   logger.info({ centre: client.centreId, incremental: since !== undefined }, 'bulk export started');
   let finished = false;
   try {

@@ -10,7 +10,7 @@ import type { ServiceConfig } from '../config/service.js';
 import { SmartAuthError } from '../auth/errors.js';
 import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
 import { createSmartAuth, type AccessToken, type SmartAuth } from '../auth/smart-client.js';
-import { createFhirClient, type FhirClient } from '../fhir/client.js';
+import { createFhirClient, searchMatches, type FhirClient } from '../fhir/client.js';
 import {
   FhirHttpError,
   FhirNetworkError,
@@ -20,7 +20,7 @@ import {
 import {
   buildExportUrl,
   cancelExport,
-  kickOffExport,
+  kickOffNarrowed,
   narrowingFilters,
 } from '../fhir/pull-bulk.js';
 import {
@@ -272,20 +272,12 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
         EVENT_RESOURCE_TYPES,
         lookback.toISOString(),
       );
-      let refusedTypeFilter = false;
-      let statusUrl: URL;
-      try {
-        statusUrl = await kickOffExport(
-          client,
-          buildExportUrl(client.baseUrl, centre, { typeFilter }),
-          signalOpt,
-        );
-      } catch (err) {
-        if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0))
-          throw err;
-        refusedTypeFilter = true;
-        statusUrl = await kickOffExport(client, buildExportUrl(client.baseUrl, centre), signalOpt);
-      }
+      const { statusUrl, typeFilterRefused: refusedTypeFilter } = await kickOffNarrowed(
+        client,
+        (filters) => buildExportUrl(client.baseUrl, centre, { typeFilter: filters }),
+        typeFilter,
+        signalOpt,
+      );
       const cancelled = await cancelExport(client, statusUrl, logger);
       const hints = [
         ...(refusedTypeFilter
@@ -325,11 +317,9 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
               signalOpt,
             )) {
               total = page.total;
-              for (const entry of page.entry ?? []) {
-                if (!entry.resource || entry.search?.mode === 'outcome') continue;
-                if (entry.resource.resourceType === 'OperationOutcome') continue;
+              for (const resource of searchMatches(page)) {
                 count += 1;
-                medicationRef ??= medicationReferenceOf(entry.resource);
+                medicationRef ??= medicationReferenceOf(resource);
               }
               break; // the first page is enough to prove access
             }

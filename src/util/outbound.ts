@@ -48,18 +48,25 @@ function isLoopback(hostname: string): boolean {
   );
 }
 
+/** The matcher of a NO_PROXY-style list (parsed once): true for URLs reached directly. */
+function createBypass(noProxy: string): (url: URL) => boolean {
+  const entries = parseNoProxy(noProxy);
+  return (url) => {
+    if (isLoopback(url.hostname)) return true;
+    if (entries === '*') return true;
+    const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+    const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+    return entries.some(
+      (e) =>
+        (e.port === undefined || e.port === port) &&
+        ((!e.subdomainsOnly && host === e.host) || host.endsWith(`.${e.host}`)),
+    );
+  };
+}
+
 /** Whether `url` is reached directly (loopback, or matched by the NO_PROXY-style list). */
 export function bypassesProxy(url: URL, noProxy: string): boolean {
-  if (isLoopback(url.hostname)) return true;
-  const entries = parseNoProxy(noProxy);
-  if (entries === '*') return true;
-  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
-  return entries.some(
-    (e) =>
-      (e.port === undefined || e.port === port) &&
-      ((!e.subdomainsOnly && host === e.host) || host.endsWith(`.${e.host}`)),
-  );
+  return createBypass(noProxy)(url);
 }
 
 /** The proxy URL without credentials, for logs and messages. */
@@ -110,11 +117,11 @@ function proxyRefusedError(status: number, proxy: string, target: URL, cause: un
 export function createOutboundFetch(config: OutboundConfig): typeof fetch {
   if (!config.proxyUrl) return globalThis.fetch;
   const agent = new ProxyAgent({ uri: config.proxyUrl });
-  const noProxy = config.noProxy;
+  const bypass = createBypass(config.noProxy);
   const proxyLabel = describeProxy(config.proxyUrl);
   const outbound = (input: string | URL | Request, init?: RequestInit) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
-    if (bypassesProxy(url, noProxy)) return globalThis.fetch(input, init);
+    if (bypass(url)) return globalThis.fetch(input, init);
     if (input instanceof Request)
       throw new TypeError('the outbound fetch takes a URL and options, not a Request');
     // undici's own fetch with its own agent (one version), typed as the global fetch.

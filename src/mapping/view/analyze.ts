@@ -837,40 +837,28 @@ export class ExpressionAnalyzer {
   }
 }
 
+/** The analysis of a string, number or boolean literal: its value, always. */
+function constant(
+  type: string,
+  value: string | number | boolean,
+  literalKind: NonNullable<Analysis['literalKind']>,
+): Analysis {
+  return { type, fast: () => value, plan: { kind: 'literal', value }, literal: value, literalKind };
+}
+
 function literal(node: AstNode): Analysis {
   const text = node.text ?? '';
   switch (node.type) {
-    case 'StringLiteral': {
-      const value = unescapeString(text);
-      return {
-        type: 'System.String',
-        fast: () => value,
-        plan: { kind: 'literal', value },
-        literal: value,
-        literalKind: 'string',
-      };
-    }
+    case 'StringLiteral':
+      return constant('System.String', unescapeString(text), 'string');
     case 'NumberLiteral': {
-      const value = Number(text);
       const integer = /^\d+$/.test(text);
-      return {
-        type: integer ? 'System.Integer' : 'System.Decimal',
-        fast: () => value,
-        plan: { kind: 'literal', value },
-        literal: value,
-        literalKind: integer ? 'integer' : 'decimal',
-      };
+      return integer
+        ? constant('System.Integer', Number(text), 'integer')
+        : constant('System.Decimal', Number(text), 'decimal');
     }
-    case 'BooleanLiteral': {
-      const value = text === 'true';
-      return {
-        type: 'System.Boolean',
-        fast: () => value,
-        plan: { kind: 'literal', value },
-        literal: value,
-        literalKind: 'boolean',
-      };
-    }
+    case 'BooleanLiteral':
+      return constant('System.Boolean', text === 'true', 'boolean');
     case 'NullLiteral':
       return { type: undefined, fast: () => undefined };
     case 'DateLiteral':
