@@ -1,7 +1,8 @@
 // SMART scope arithmetic: v1 (`system/Observation.read`) and v2 (`system/Observation.rs`)
 // scopes name the same permissions differently, and EHRs may grant either form or a
 // wildcard. The token client and the onboarding check compare what was asked with what was
-// granted through this one function, so both agree on what "missing" means.
+// granted through this one function, so both agree on what "missing" means. SMART v2
+// letters may also be granted one scope at a time (`.r` and `.s`); their union counts.
 
 /** A parsed SMART resource scope. */
 export interface ParsedScope {
@@ -52,9 +53,31 @@ export function scopeCovers(granted: string, wanted: string): boolean {
   return true;
 }
 
-/** The wanted scopes that no granted scope covers. */
+/**
+ * True when the granted scopes together allow everything `wanted` asks for. SMART v2
+ * permission letters are independent, so `system/Patient.r` plus `system/Patient.s` cover
+ * `system/Patient.rs`: the letters of every grant that applies (same context, same type or
+ * `*`, no other constraint) are pooled.
+ */
+export function scopesCover(granted: readonly string[], wanted: string): boolean {
+  if (granted.some((g) => scopeCovers(g, wanted))) return true;
+  const w = parseScope(wanted);
+  if (!w) return false;
+  const pooled = new Set<string>();
+  for (const scope of granted) {
+    const g = parseScope(scope);
+    if (!g || g.context !== w.context) continue;
+    if (g.resourceType !== '*' && g.resourceType !== w.resourceType) continue;
+    if (g.constraint && g.constraint !== w.constraint) continue;
+    for (const p of g.permissions) pooled.add(p);
+  }
+  for (const p of w.permissions) if (!pooled.has(p)) return false;
+  return true;
+}
+
+/** The wanted scopes that the granted scopes (together) do not cover. */
 export function findMissingScopes(granted: string[], wanted: string[]): string[] {
-  return wanted.filter((w) => !granted.some((g) => scopeCovers(g, w)));
+  return wanted.filter((w) => !scopesCover(granted, w));
 }
 
 /** True when the granted scopes allow `permission` (r or s) on `resourceType` for system use. */

@@ -4,6 +4,7 @@ import {
   parseScope,
   scopeCovers,
   scopesAllow,
+  scopesCover,
   splitScopes,
 } from '../../src/auth/scopes.js';
 
@@ -34,6 +35,27 @@ describe('SMART scope arithmetic', () => {
         ['system/Patient.rs', 'system/Condition.rs', 'system/Observation.read', 'system/Group.rs'],
       ),
     ).toEqual(['system/Condition.rs', 'system/Group.rs']);
+  });
+
+  it('when SMART v2 letters are granted as separate scopes, then together they cover the combined request', () => {
+    const split = ['system/Patient.r', 'system/Patient.s'];
+    expect(findMissingScopes(split, ['system/Patient.rs'])).toEqual([]);
+    expect(findMissingScopes(split, ['system/Patient.read'])).toEqual([]);
+    expect(scopesCover(['system/*.r', 'system/Observation.s'], 'system/Observation.rs')).toBe(true);
+    // Only grants that apply are pooled: other type, other context, other constraint.
+    expect(
+      findMissingScopes(['system/Patient.r', 'system/Observation.s'], ['system/Patient.rs']),
+    ).toEqual(['system/Patient.rs']);
+    expect(
+      findMissingScopes(['system/Patient.r', 'patient/Patient.s'], ['system/Patient.rs']),
+    ).toEqual(['system/Patient.rs']);
+    expect(
+      scopesCover(
+        ['system/Observation.r', 'system/Observation.s?category=laboratory'],
+        'system/Observation.rs',
+      ),
+    ).toBe(false);
+    expect(scopesCover(['system/Patient.r'], 'system/Patient.rs')).toBe(false);
   });
 
   it('when a scope is not a resource scope, then it parses to undefined and only equals itself', () => {

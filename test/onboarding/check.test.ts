@@ -160,6 +160,27 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(report.ok).toBe(false);
   });
 
+  it('when the EHR grants each SMART v2 letter as its own scope (.r and .s), then the scopes step is ok', async () => {
+    const { centre, ehr } = await startFixture();
+    // The EHR answers `system/X.rs` as `system/X.r system/X.s` (the letters are independent).
+    const splitting: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (String(input instanceof Request ? input.url : input) !== ehr.tokenUrl || !res.ok)
+        return res;
+      const body = (await res.json()) as { scope: string };
+      body.scope = body.scope.replace(/(system\/\w+)\.rs\b/g, '$1.r $1.s');
+      return new Response(JSON.stringify(body), {
+        status: res.status,
+        headers: { 'content-type': 'application/json' },
+      });
+    };
+    const report = await runCheck(centre, { fetch: splitting });
+    const scopes = report.steps.find((s) => s.id === 'scopes')!;
+    expect(scopes.details?.[0]).toMatch(/system\/Patient\.r system\/Patient\.s/);
+    expect(scopes).toMatchObject({ status: 'ok' });
+    expect(report.ok).toBe(true);
+  });
+
   it('when the EHR needs a category on Observation searches, then the plain search fails pointing at pull.searches and configured searches pass one by one', async () => {
     const plain = await startFixture();
     plain.ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
