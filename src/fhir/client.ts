@@ -64,6 +64,11 @@ export interface FhirRequestInit {
   resourceType?: string;
   /** Overrides the service's maxRetries for this request (e.g. 0 for a cancel). */
   maxRetries?: number;
+  /**
+   * Cleanup that must go out even when the centre's sync window has closed (the DELETE that
+   * cancels a bulk export); rate and concurrency limits still apply.
+   */
+  cleanup?: boolean;
 }
 
 /** A parsed JSON answer. */
@@ -193,7 +198,11 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     // failure while preparing the request propagates unchanged (its own error says why).
     let phase: 'prepare' | 'exchange' = 'prepare';
     try {
-      if (options.limiter) lease = await options.limiter.acquire(init.signal);
+      if (options.limiter)
+        lease = await options.limiter.acquire(
+          init.signal,
+          init.cleanup ? { ignoreSyncWindow: true } : undefined,
+        );
       const headers: Record<string, string> = {
         accept: 'application/fhir+json',
         ...lower(init.headers),

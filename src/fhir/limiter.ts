@@ -7,7 +7,8 @@
 //    lease scored by its expiry and renewed while held, so a killed process frees its slot
 //    when the lease runs out instead of leaking it forever;
 //  - an optional daily sync window in the centre's time zone, outside which requests fail
-//    fast with OutsideSyncWindowError (the sync job is retried later, not parked for hours).
+//    fast with OutsideSyncWindowError (the sync job is retried later, not parked for hours);
+//    cleanup requests (cancelling a bulk export) may ask to skip this check.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
@@ -22,10 +23,23 @@ export interface LimiterLease {
   release(): Promise<void>;
 }
 
+/** Options of one acquire. */
+export interface LimiterAcquireOptions {
+  /**
+   * Skip the sync-window check (rate and concurrency limits still apply). For cleanup that
+   * must not wait for the next window, such as cancelling a bulk export when the window
+   * closes mid-export: otherwise the job is left running on the EHR.
+   */
+  ignoreSyncWindow?: boolean;
+}
+
 /** What the FHIR client needs from a limiter. */
 export interface FhirLimiter {
-  /** Waits for a concurrency slot and a rate token; throws when the sync window is closed. */
-  acquire(signal?: AbortSignal): Promise<LimiterLease>;
+  /**
+   * Waits for a concurrency slot and a rate token; throws OutsideSyncWindowError when the
+   * sync window is closed (unless `ignoreSyncWindow`).
+   */
+  acquire(signal?: AbortSignal, options?: LimiterAcquireOptions): Promise<LimiterLease>;
 }
 
 /** Thrown when a request is attempted outside the centre's sync window. */
@@ -184,8 +198,8 @@ export function createRedisLimiter(options: RedisLimiterOptions): FhirLimiter {
   };
 
   return {
-    async acquire(signal) {
-      if (options.syncWindow) {
+    async acquire(signal, acquireOptions = {}) {
+      if (options.syncWindow && !acquireOptions.ignoreSyncWindow) {
         const at = now();
         if (!isWithinSyncWindow(options.syncWindow, timeZone, at)) {
           throw new OutsideSyncWindowError({

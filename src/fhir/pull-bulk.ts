@@ -235,6 +235,8 @@ export async function cancelExport(
       purpose: 'bulk-status',
       resourceType: '$export-status',
       maxRetries: 1,
+      // Cleanup: also when the sync window has closed, or the job stays running on the EHR.
+      cleanup: true,
     });
     await response.body?.cancel();
     return true;

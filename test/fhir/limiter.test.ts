@@ -140,6 +140,25 @@ describe('Redis limiter', () => {
     expect((error as OutsideSyncWindowError).opensAt).toBe('2025-03-02T03:00:00.000Z');
     expect(await redisA.exists(limiterKeys(prefix, 'window').leases)).toBe(0);
   });
+
+  it('when a cleanup request asks to ignore the sync window, then it gets a slot outside the window', async () => {
+    const at = Date.parse('2025-03-01T12:00:00Z'); // 07:00 in New York, window 22:00-06:00
+    const limiter = createRedisLimiter({
+      redis: redisA,
+      prefix,
+      centreId: 'window-cleanup',
+      maxConcurrent: 1,
+      requestsPerSecond: 10,
+      syncWindow: { start: '22:00', end: '06:00' },
+      timeZone: 'America/New_York',
+      now: () => at,
+    });
+    await expect(limiter.acquire()).rejects.toBeInstanceOf(OutsideSyncWindowError);
+    const lease = await limiter.acquire(undefined, { ignoreSyncWindow: true });
+    expect(await redisA.zcard(limiterKeys(prefix, 'window-cleanup').leases)).toBe(1);
+    await lease.release();
+    expect(await redisA.zcard(limiterKeys(prefix, 'window-cleanup').leases)).toBe(0);
+  });
 });
 
 describe('sync window arithmetic', () => {
