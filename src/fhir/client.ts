@@ -1,7 +1,8 @@
 // The FHIR access layer for one centre: every request to the EHR goes through `execute`,
-// which applies, in order, the origin guard (the token goes only to its own origin), the
-// per-centre limiter, a fresh access token, a timeout, and the retry policy (408/429/5xx
-// and network errors, Retry-After capped; a 401 invalidates the token and retries once).
+// which applies, in order, the origin guard (the token goes only to its own origin; a bulk
+// file redirected to another origin is fetched there without it), the per-centre limiter,
+// a fresh access token, a timeout, and the retry policy (408/429/5xx and network errors,
+// Retry-After capped; a 401 invalidates the token and retries once).
 //
 // Why plain fetch (undici) and not fhir-kit-client for requests: fhir-kit-client sets one
 // bearer token for every URL it is handed (including next links on other hosts), its debug
@@ -388,9 +389,11 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     let url = typeof input === 'string' ? resolveUrl(input) : input;
     const state = { retry: 0, reauthDone: false, maxRetries: init.maxRetries ?? policy.maxRetries };
     let redirects = 0;
+    // What the current hop sends: a bulk file redirected to another origin loses the token.
+    let hop = init;
     for (;;) {
       init.signal?.throwIfAborted();
-      const outcome = await attempt(url, init, state, consume);
+      const outcome = await attempt(url, hop, state, consume);
       switch (outcome.kind) {
         case 'done':
           return outcome.value;
@@ -405,6 +408,14 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
               url,
               retryable: false,
             });
+          {
+            const tokenRequired = hop.tokenRequired ?? true;
+            const next = guard.redirect(url, outcome.location, hop.purpose ?? 'request', {
+              tokenRequired,
+            });
+            if (next.tokenRequired !== tokenRequired)
+              hop = { ...hop, tokenRequired: next.tokenRequired };
+          }
           url = outcome.location;
           break;
         case 'retry':

@@ -1,8 +1,11 @@
 // The bearer token may go only to the origin it was issued for (the FHIR base URL's origin).
 // Servers hand us URLs to follow (search `next` links, bulk status and file URLs); each is
 // checked here before a request is built. A foreign URL is refused, or, for bulk files the
-// manifest declares public (`requiresAccessToken: false`), fetched without the token. Both
-// outcomes are logged (origin only) and kept so a run record can show them.
+// manifest declares public (`requiresAccessToken: false`), fetched without the token. A bulk
+// file download that the FHIR server redirects to another origin (a pre-signed object-store
+// URL, as Oracle Health does) is followed without the token, as fetch drops Authorization
+// on a cross-origin redirect. Every outcome is logged (origin only) and kept so a run record
+// can show them.
 import type { Logger } from '../util/logger.js';
 import { OriginRefusedError, type OriginPurpose } from './errors.js';
 
@@ -23,6 +26,17 @@ export interface OriginDecision {
   sendToken: boolean;
 }
 
+/**
+ * Purposes whose cross-origin redirects are followed without the token: bulk files, which
+ * the Bulk Data IG lets servers serve from other file servers. Everything else (search
+ * pages, reads, status polls) refuses a redirect to another origin.
+ */
+export const TOKENLESS_REDIRECT_PURPOSES: ReadonlySet<OriginPurpose> = new Set<OriginPurpose>([
+  'bulk-file',
+  'bulk-error-file',
+  'bulk-deleted-file',
+]);
+
 /** Checks URLs against the token's origin and remembers what it refused. */
 export interface OriginGuard {
   readonly allowedOrigin: string;
@@ -36,6 +50,19 @@ export interface OriginGuard {
     purpose: OriginPurpose,
     options?: { tokenRequired?: boolean },
   ): OriginDecision;
+  /**
+   * Decides whether the next hop of a redirect (`from` answered 3xx with `to`) still needs
+   * the token; the hop is then checked with check(). A bulk file redirected to another
+   * origin goes on without the token (and without it for the rest of the chain); an
+   * https-to-http redirect of such a file is refused, since the file holds patient data.
+   * For other purposes the answer is unchanged, so check() refuses a foreign origin.
+   */
+  redirect(
+    from: URL,
+    to: URL,
+    purpose: OriginPurpose,
+    options: { tokenRequired: boolean },
+  ): { tokenRequired: boolean };
   /**
    * Foreign-origin decisions, oldest first; only the most recent `maxEvents` are kept (a
    * client lives as long as its process). Use `onEvent` to record every one in a run.
@@ -98,6 +125,15 @@ export function createOriginGuard(options: OriginGuardOptions): OriginGuard {
       }
       record({ purpose, origin: url.origin, action: 'refused' });
       throw new OriginRefusedError({ origin: url.origin, allowedOrigin, purpose });
+    },
+    redirect(from, to, purpose, redirectOptions) {
+      if (!redirectOptions.tokenRequired || to.origin === allowedOrigin) return redirectOptions;
+      if (!TOKENLESS_REDIRECT_PURPOSES.has(purpose)) return redirectOptions;
+      if (from.protocol === 'https:' && to.protocol === 'http:') {
+        record({ purpose, origin: to.origin, action: 'refused' });
+        throw new OriginRefusedError({ origin: to.origin, allowedOrigin, purpose });
+      }
+      return { tokenRequired: false };
     },
   };
 }

@@ -1,5 +1,6 @@
 // The bulk pull through the client layer's guards, with nock for the EHR: the cancelling
-// DELETE when the centre's sync window closes mid-export.
+// DELETE when the centre's sync window closes mid-export, and file downloads that the EHR
+// redirects to an object store on another origin.
 import nock from 'nock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OutsideSyncWindowError, type FhirLimiter } from '../../src/fhir/limiter.js';
@@ -53,5 +54,40 @@ describe('bulk pull and the client layer', () => {
     expect(cancel.isDone()).toBe(true);
     // Only the cleanup asked to skip the window; the refused poll did not.
     expect(calls.map((c) => c.ignoreSyncWindow)).toEqual([false, false, false, false, true]);
+  });
+
+  it('when the manifest requires the token and the file URL redirects to an object store, then the file is read there without the token', async () => {
+    const { client } = makeClient({ tokens: ['secret-token'] });
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .query(true)
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .reply(200, {
+        transactionTime: '2025-03-01T10:00:00Z',
+        request: `${EHR}/fhir/Group/ibd/$export`,
+        requiresAccessToken: true,
+        output: [{ type: 'Patient', url: `${EHR}/files/patient.ndjson` }],
+        error: [],
+      })
+      .get('/files/patient.ndjson')
+      .matchHeader('authorization', 'Bearer secret-token')
+      .reply(302, '', {
+        location: 'https://bucket.example/exports/patient.ndjson?X-Amz-Signature=abc',
+      })
+      .delete(STATUS)
+      .reply(202);
+    const bucket = nock('https://bucket.example', { badheaders: ['authorization'] })
+      .get('/exports/patient.ndjson')
+      .query(true)
+      .reply(200, '{"resourceType":"Patient","id":"p1"}\n');
+    const items = await collect(
+      pullBulk({ client, centre: makeCentre(), sleep: () => Promise.resolve() }),
+    );
+    expect(items).toEqual([{ kind: 'resource', resource: { resourceType: 'Patient', id: 'p1' } }]);
+    expect(bucket.isDone()).toBe(true);
+    expect(client.originEvents).toEqual([
+      expect.objectContaining({ purpose: 'bulk-file', action: 'fetched-without-token' }),
+    ]);
   });
 });

@@ -353,6 +353,72 @@ describe('FHIR client paging and the origin guard', () => {
     expect(foreign.isDone()).toBe(false);
   });
 
+  it('when a bulk file download redirects to another origin (pre-signed URL), then it is followed without the token', async () => {
+    const { client } = makeClient({ tokens: ['secret-token'] });
+    const signed = 'https://bucket.example/exports/obs.ndjson?X-Amz-Signature=abc';
+    const ehr = nock(EHR)
+      .get('/files/obs.ndjson')
+      .matchHeader('authorization', 'Bearer secret-token')
+      .reply(302, '', { location: signed });
+    const bucket = nock('https://bucket.example', { badheaders: ['authorization'] })
+      .get('/exports/obs.ndjson')
+      .query({ 'X-Amz-Signature': 'abc' })
+      .reply(200, '{"resourceType":"Observation","id":"o1"}\n');
+    for (const purpose of ['bulk-file', 'bulk-error-file', 'bulk-deleted-file'] as const) {
+      if (purpose !== 'bulk-file') {
+        ehr.get('/files/obs.ndjson').reply(302, '', { location: signed });
+        bucket.get('/exports/obs.ndjson').query(true).reply(200, '{}\n');
+      }
+      const response = await client.request(`${EHR}/files/obs.ndjson`, { purpose });
+      expect(await response.text()).toMatch(/\n$/);
+    }
+    expect(ehr.isDone()).toBe(true);
+    expect(bucket.isDone()).toBe(true);
+    expect(client.originEvents).toEqual(
+      ['bulk-file', 'bulk-error-file', 'bulk-deleted-file'].map((purpose) =>
+        expect.objectContaining({
+          purpose,
+          origin: 'https://bucket.example',
+          action: 'fetched-without-token',
+        }),
+      ),
+    );
+  });
+
+  it('when a bulk file redirect crosses origins and comes back, then the token is not sent again', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/files/obs.ndjson')
+      .reply(302, '', { location: 'https://cdn.example/obs.ndjson' });
+    nock('https://cdn.example')
+      .get('/obs.ndjson')
+      .reply(302, '', { location: `${EHR}/files/obs-2.ndjson` });
+    const back = nock(EHR, { badheaders: ['authorization'] })
+      .get('/files/obs-2.ndjson')
+      .reply(200, '{}\n');
+    await (await client.request(`${EHR}/files/obs.ndjson`, { purpose: 'bulk-file' })).text();
+    expect(back.isDone()).toBe(true);
+  });
+
+  it('when a bulk file redirects from https to http, or a status poll redirects to another origin, then it is refused', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/files/obs.ndjson')
+      .reply(302, '', { location: 'http://bucket.example/obs.ndjson' })
+      .get('/fhir/$export-poll/1')
+      .reply(302, '', { location: 'https://bucket.example/status' });
+    const plain = nock('http://bucket.example').get('/obs.ndjson').reply(200, '{}\n');
+    const status = nock('https://bucket.example').get('/status').reply(200, {});
+    await expect(
+      client.request(`${EHR}/files/obs.ndjson`, { purpose: 'bulk-file' }),
+    ).rejects.toBeInstanceOf(OriginRefusedError);
+    await expect(
+      client.request(`${BASE}/$export-poll/1`, { purpose: 'bulk-status' }),
+    ).rejects.toBeInstanceOf(OriginRefusedError);
+    expect(plain.isDone()).toBe(false);
+    expect(status.isDone()).toBe(false);
+  });
+
   it('when page 2 is not JSON, then the error names the page and not the body', async () => {
     const { client } = makeClient();
     nock(EHR)
