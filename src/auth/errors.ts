@@ -17,6 +17,8 @@ export interface SmartAuthErrorInit {
   hint: string;
   /** True when trying again later may succeed (network, 429, 5xx). */
   retryable?: boolean;
+  /** The server's Retry-After header (raw), on a 429 or 5xx. */
+  retryAfter?: string | undefined;
   cause?: unknown;
 }
 
@@ -28,6 +30,11 @@ export class SmartAuthError extends Error {
   readonly description: string | undefined;
   readonly hint: string;
   readonly retryable: boolean;
+  /**
+   * Retry-After (raw header value) of a 429/5xx answer: the FHIR client waits this long
+   * (capped) before retrying a data request whose token could not be fetched.
+   */
+  readonly retryAfter: string | undefined;
 
   constructor(init: SmartAuthErrorInit) {
     const status = init.status !== undefined ? ` (HTTP ${init.status})` : '';
@@ -42,6 +49,7 @@ export class SmartAuthError extends Error {
     this.description = init.description;
     this.hint = init.hint;
     this.retryable = init.retryable ?? false;
+    this.retryAfter = init.retryAfter;
   }
 }
 
@@ -245,6 +253,7 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
       code: ctx.error ?? (ctx.status === 429 ? 'rate_limited' : 'server_error'),
       hint: `The EHR's token endpoint is unavailable or busy (HTTP ${ctx.status}${ctx.retryAfter ? `, Retry-After ${ctx.retryAfter}` : ''}); this is retried later. If it persists, ask centre IT about the authorization server.`,
       retryable: true,
+      retryAfter: ctx.retryAfter,
     });
   if (ctx.status === 404 || ctx.status === 405)
     return new SmartAuthError({

@@ -134,6 +134,7 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
             ? `The EHR publishes no ${url}. Check fhir.baseUrl (it must be the FHIR base, e.g. ending in /R4 or /api/FHIR/R4), or ask centre IT for the token endpoint and set fhir.tokenUrl.`
             : `SMART discovery at ${url} answered HTTP ${res.status}; check fhir.baseUrl and ask centre IT whether the FHIR server is up.`,
         retryable: res.status === 429 || res.status >= 500,
+        retryAfter: res.headers.get('retry-after') ?? undefined,
       });
     }
     let body: unknown;

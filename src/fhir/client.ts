@@ -39,7 +39,12 @@ import {
   parseRetryAfter,
   type RetryPolicy,
 } from './retry.js';
-import type { FhirBundle, FhirResource, FhirTokenSource } from './types.js';
+import {
+  isRetryableTokenFailure,
+  type FhirBundle,
+  type FhirResource,
+  type FhirTokenSource,
+} from './types.js';
 import { followAbort } from '../util/abort.js';
 
 /** Search parameters; arrays repeat the parameter (`_type=a&_type=b`). */
@@ -196,8 +201,11 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     };
     const label = labelFor(url, init);
     // Only failures while talking to the EHR count as network errors; a Redis or token
-    // failure while preparing the request propagates unchanged (its own error says why).
+    // failure while preparing the request propagates unchanged (its own error says why),
+    // except a retryable token failure (429/5xx/network at the token endpoint), which is
+    // retried like a 429 from the EHR: same backoff, Retry-After and maxRetries.
     let phase: 'prepare' | 'exchange' = 'prepare';
+    let tokenFailure: unknown;
     try {
       if (options.limiter)
         lease = await options.limiter.acquire(
@@ -210,7 +218,10 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       };
       let token: string | undefined;
       if (decision.sendToken) {
-        const access = await options.auth.getAccessToken();
+        const access = await options.auth.getAccessToken().catch((err: unknown) => {
+          tokenFailure = err;
+          throw err;
+        });
         if (access.origin !== undefined && access.origin !== guard.allowedOrigin) {
           // The token was issued for another origin than this client's base URL.
           throw new OriginRefusedError({
@@ -351,7 +362,28 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       return { kind: 'done', value };
     } catch (err) {
       if (init.signal?.aborted) throw init.signal.reason ?? err;
-      if (phase === 'prepare') throw err;
+      if (phase === 'prepare') {
+        if (
+          err === tokenFailure &&
+          isRetryableTokenFailure(err) &&
+          state.retry < state.maxRetries
+        ) {
+          const { delayMs } = decideRetryDelay({
+            retry: state.retry + 1,
+            policy,
+            retryAfterHeader: err.retryAfter ?? null,
+            logger,
+            context: { centre: centreId, url: redactUrl(url), step: 'token' },
+          });
+          const code = (err as { code?: unknown }).code;
+          return {
+            kind: 'retry',
+            delayMs,
+            reason: `access token: ${typeof code === 'string' ? code : err.name}`,
+          };
+        }
+        throw err;
+      }
       if (
         err instanceof FhirHttpError ||
         err instanceof OriginRefusedError ||

@@ -22,8 +22,23 @@ export interface FhirBundle extends FhirResource {
   }[];
 }
 
-/** The source of access tokens the client needs (SmartAuth from src/auth satisfies it). */
+/**
+ * The source of access tokens the client needs (SmartAuth from src/auth satisfies it).
+ * getAccessToken may reject with a RetryableTokenFailure (SmartAuthError for a 429, 5xx or
+ * network failure of the token endpoint): the client retries the request like a 429.
+ */
 export interface FhirTokenSource {
   getAccessToken(): Promise<{ token: string; origin?: string; expiresAt?: number }>;
   invalidate(token: string): void;
+}
+
+/** A token failure worth retrying, with the token endpoint's Retry-After when it sent one. */
+export interface RetryableTokenFailure extends Error {
+  retryable: true;
+  retryAfter?: string | undefined;
+}
+
+/** True for an Error from a token source that says trying again may succeed. */
+export function isRetryableTokenFailure(err: unknown): err is RetryableTokenFailure {
+  return err instanceof Error && (err as { retryable?: unknown }).retryable === true;
 }

@@ -135,6 +135,7 @@ describe('SMART client network and TLS failures', () => {
       code: 'server_error',
       status: 502,
       retryable: true,
+      retryAfter: '30',
     });
     expect(err.hint).toContain('Retry-After 30');
   });

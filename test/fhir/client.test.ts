@@ -6,6 +6,7 @@ import {
   MalformedFhirResponseError,
   OriginRefusedError,
 } from '../../src/fhir/errors.js';
+import { SmartAuthError } from '../../src/auth/errors.js';
 import { createMetrics } from '../../src/util/metrics.js';
 import { BASE, EHR, bundle, collect, makeClient } from './helpers.js';
 
@@ -235,6 +236,51 @@ describe('FHIR client authentication', () => {
     const scope = nock(EHR).get('/fhir/Patient/p1').reply(200, patient);
     await expect(client.read('Patient', 'p1')).rejects.toBe(authError);
     expect(sleeps).toEqual([]);
+    expect(scope.isDone()).toBe(false);
+  });
+
+  it('when the token endpoint answers 429 with Retry-After, then the request waits that long and retries', async () => {
+    const { client, auth, sleeps } = makeClient({ maxRetries: 3 });
+    const getToken = auth.getAccessToken.bind(auth);
+    let calls = 0;
+    auth.getAccessToken = () =>
+      ++calls === 1
+        ? Promise.reject(
+            new SmartAuthError({
+              step: 'token',
+              code: 'temporarily_unavailable',
+              status: 429,
+              hint: 'busy',
+              retryable: true,
+              retryAfter: '7',
+            }),
+          )
+        : getToken();
+    const scope = nock(EHR).get('/fhir/Patient/p1').reply(200, patient);
+    expect(await client.read('Patient', 'p1')).toEqual(patient);
+    expect(sleeps).toEqual([7000]);
+    expect(calls).toBe(2);
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when the token endpoint stays unavailable, then the retries are bounded by maxRetries and the auth error surfaces', async () => {
+    const { client, auth, sleeps } = makeClient({ maxRetries: 2 });
+    const unavailable = new SmartAuthError({
+      step: 'token',
+      code: 'server_error',
+      status: 503,
+      hint: 'down',
+      retryable: true,
+    });
+    let calls = 0;
+    auth.getAccessToken = () => {
+      calls += 1;
+      return Promise.reject(unavailable);
+    };
+    const scope = nock(EHR).get('/fhir/Patient/p1').reply(200, patient);
+    await expect(client.read('Patient', 'p1')).rejects.toBe(unavailable);
+    expect(calls).toBe(3);
+    expect(sleeps).toEqual([250, 500]);
     expect(scope.isDone()).toBe(false);
   });
 
