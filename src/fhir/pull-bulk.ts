@@ -40,6 +40,18 @@ export type BulkItem =
       issues: OutcomeIssue[];
       /** A PHI-free one-line summary for run records. */
       message: string;
+    }
+  | {
+      /**
+       * An error-file OperationOutcome whose issues are all `information` or `warning` (Bulk
+       * Data lists those there too, e.g. a parameter a lenient server ignored): worth
+       * telling, not a failure of the export.
+       */
+      kind: 'notice';
+      fileType: string;
+      line: number;
+      issues: OutcomeIssue[];
+      message: string;
     };
 
 const FileEntry = z.looseObject({
@@ -138,6 +150,12 @@ export interface PullBulkOptions {
   pollIntervalMs?: number;
   /** Longest wait between polls, also the cap on Retry-After while polling (default 60 s). */
   maxPollIntervalMs?: number;
+  /**
+   * Transient failures of the status URL in a row (429, 5xx without a failed-job outcome,
+   * network errors) before the export is given up (default 20; with the interval growing
+   * to maxPollIntervalMs that rides out about a quarter of an hour of trouble).
+   */
+  maxPollFailures?: number;
   /** Times a broken NDJSON download is resumed (default 3). */
   maxResumes?: number;
   /** Send DELETE to the status URL after every file is read (default true). */
@@ -198,28 +216,61 @@ export async function kickOffExport(
   return new URL(location, url);
 }
 
+/** Types lhn-bridge exports that are outside the Patient compartment. */
+export const NON_COMPARTMENT_TYPES: ReadonlySet<string> = new Set(['Medication']);
+
+/** What kickOffNarrowed had to leave out for the EHR to accept the export. */
+export interface NarrowedKickOff {
+  statusUrl: URL;
+  /** The EHR refused `_typeFilter`: the export runs without it. */
+  typeFilterRefused: boolean;
+  /** Types outside the Patient compartment dropped from `_type` (read one by one instead). */
+  typesDropped: string[];
+}
+
 /**
- * Starts an export with `_typeFilter` queries. `_typeFilter` is optional for servers (Bulk
- * Data Access) and some refuse it outright: a kick-off refused with HTTP 400 while it
- * carries queries is retried once without them.
+ * Starts an export of `types` with `_typeFilter` queries, falling back when the EHR answers
+ * HTTP 400. Both are legitimate refusals under Bulk Data Access: `_typeFilter` is optional
+ * for servers, and a Patient-level export may refuse types outside the Patient compartment
+ * (HAPI FHIR refuses Medication). So a refused kick-off is retried without `_typeFilter`,
+ * then without those types (with, then without, the other queries).
  */
 export async function kickOffNarrowed(
   client: FhirClient,
-  exportUrl: (typeFilter: readonly string[]) => URL,
+  exportUrl: (parts: { types: readonly string[]; typeFilter: readonly string[] }) => URL,
+  types: readonly string[],
   typeFilter: readonly string[],
   options: { signal?: AbortSignal } = {},
-): Promise<{ statusUrl: URL; typeFilterRefused: boolean }> {
-  try {
-    return {
-      statusUrl: await kickOffExport(client, exportUrl(typeFilter), options),
-      typeFilterRefused: false,
-    };
-  } catch (err) {
-    if (!(err instanceof FhirHttpError && err.status === 400 && typeFilter.length > 0)) throw err;
-    return {
-      statusUrl: await kickOffExport(client, exportUrl([]), options),
-      typeFilterRefused: true,
-    };
+): Promise<NarrowedKickOff> {
+  const inCompartment = types.filter((t) => !NON_COMPARTMENT_TYPES.has(t));
+  const dropped = types.filter((t) => NON_COMPARTMENT_TYPES.has(t));
+  const filtersOf = (kept: readonly string[]) =>
+    typeFilter.filter((f) => kept.includes(f.slice(0, f.indexOf('?'))));
+  // The usual refusal (`_typeFilter`) is tried first, so an EHR that only refuses that one
+  // still exports every type; then without the non-compartment types (queries kept), then
+  // without both.
+  const attempts: { types: readonly string[]; typeFilter: readonly string[] }[] = [
+    { types, typeFilter },
+  ];
+  if (typeFilter.length > 0) attempts.push({ types, typeFilter: [] });
+  if (dropped.length > 0 && inCompartment.length > 0) {
+    const kept = filtersOf(inCompartment);
+    attempts.push({ types: inCompartment, typeFilter: kept });
+    if (kept.length > 0) attempts.push({ types: inCompartment, typeFilter: [] });
+  }
+  for (let i = 0; ; i++) {
+    const attempt = attempts[i]!;
+    try {
+      const statusUrl = await kickOffExport(client, exportUrl(attempt), options);
+      return {
+        statusUrl,
+        typeFilterRefused: typeFilter.length > 0 && attempt.typeFilter.length === 0,
+        typesDropped: types.filter((t) => !attempt.types.includes(t)),
+      };
+    } catch (err) {
+      if (!(err instanceof FhirHttpError && err.status === 400) || i + 1 >= attempts.length)
+        throw err;
+    }
   }
 }
 
@@ -293,18 +344,24 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       boundIso,
     ),
   ];
-  const exportUrl = (filters: readonly string[]) =>
+  const exportUrl = (parts: { types: readonly string[]; typeFilter: readonly string[] }) =>
     buildExportUrl(client.baseUrl, centre, {
       ...(since ? { since } : {}),
-      ...(options.resourceTypes ? { resourceTypes: options.resourceTypes } : {}),
-      ...(filters.length > 0 ? { typeFilter: filters } : {}),
+      resourceTypes: parts.types,
+      ...(parts.typeFilter.length > 0 ? { typeFilter: parts.typeFilter } : {}),
     });
-  const { statusUrl, typeFilterRefused } = await kickOffNarrowed(
+  const { statusUrl, typeFilterRefused, typesDropped } = await kickOffNarrowed(
     client,
     exportUrl,
+    options.resourceTypes ?? centre.pull.resourceTypes,
     typeFilter,
     signalOpt,
   );
+  if (typesDropped.length > 0)
+    logger.warn(
+      { centre: client.centreId, status: 400, types: typesDropped },
+      'the EHR refused to export types outside the Patient compartment; exporting without them (referenced ones are read one by one)',
+    );
   if (typeFilterRefused)
     logger.warn(
       { centre: client.centreId, status: 400 },
@@ -327,7 +384,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         summary.announcedCounts[file.type] = (summary.announcedCounts[file.type] ?? 0) + file.count;
     options.onManifest?.(summary);
 
-    const counts = { resources: 0, deleted: 0, errors: 0, filtered: 0 };
+    const counts = { resources: 0, deleted: 0, errors: 0, notices: 0, filtered: 0 };
     for (const file of manifest.output) {
       for await (const { line, text } of readFileLines(
         file,
@@ -367,8 +424,10 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         'bulk-error-file',
         manifest.requiresAccessToken,
       )) {
-        counts.errors += 1;
-        yield parseErrorLine(text, file.type, line);
+        const item = parseErrorLine(text, file.type, line);
+        if (item.kind === 'notice') counts.notices += 1;
+        else counts.errors += 1;
+        yield item;
       }
     }
     finished = true;
@@ -389,17 +448,50 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   async function pollExport(url: URL): Promise<BulkManifest> {
     let interval = options.pollIntervalMs ?? 2_000;
     const maxInterval = options.maxPollIntervalMs ?? 60_000;
+    const maxFailures = options.maxPollFailures ?? 20;
+    let failures = 0;
     for (let polls = 1; ; polls++) {
       if (now() >= deadline)
         throw new BulkExportError(
           `the bulk export did not finish within ${centre.pull.bulkTimeoutMinutes} minute(s)`,
           'Raise pull.bulkTimeoutMinutes in the centre file, narrow the export (_type/_typeFilter), or ask centre IT why exports are slow',
         );
-      const response = await client.request(url, {
-        purpose: 'bulk-status',
-        resourceType: '$export-status',
-        ...signalOpt,
-      });
+      let response: Response;
+      try {
+        // Retries are decided here, not by the client: a failing status URL is polled again
+        // until the deadline unless the server says the job itself failed.
+        response = await client.request(url, {
+          purpose: 'bulk-status',
+          resourceType: '$export-status',
+          maxRetries: 0,
+          ...signalOpt,
+        });
+      } catch (err) {
+        if (signal?.aborted || !isTransientPollFailure(err)) throw failedExport(err);
+        failures += 1;
+        if (failures > maxFailures)
+          throw new BulkExportError(
+            `the export status URL failed ${failures} times in a row (last: ${(err as Error).message})`,
+            'The EHR kept failing while the export ran; ask centre IT to check the bulk export service, then run the sync again',
+            { cause: err },
+          );
+        const retryAfter = err instanceof FhirHttpError ? err.retryAfterSeconds : undefined;
+        const wait = retryAfter !== undefined ? Math.min(retryAfter * 1000, maxInterval) : interval;
+        interval = Math.min(maxInterval, Math.ceil(interval * 1.5));
+        logger.warn(
+          {
+            centre: client.centreId,
+            polls,
+            failures,
+            err: (err as Error).message,
+            waitMs: wait,
+          },
+          'export status request failed; polling again',
+        );
+        await sleep(Math.max(0, Math.min(wait, deadline - now())), signal);
+        continue;
+      }
+      failures = 0;
       if (response.status === 202) {
         await response.body?.cancel();
         const progress = sanitizeProgress(response.headers.get('x-progress'));
@@ -570,21 +662,73 @@ function parseDeletedLine(text: string, fileType: string, line: number): BulkIte
   });
 }
 
+/** Severities of an OperationOutcome issue that do not say something failed. */
+const NOTICE_SEVERITIES = new Set(['information', 'warning']);
+
 function parseErrorLine(text: string, fileType: string, line: number): BulkItem {
   const issues = parseOutcomeIssues(parseJsonLine(text));
   if (issues.length === 0) return malformed(fileType, line, 'is not an OperationOutcome');
-  const first = issues[0]!;
-  return {
-    kind: 'error',
-    source: 'error-file',
-    fileType,
-    line,
-    issues,
-    message:
-      `export error file (${fileType}) line ${line}: ${first.severity} ${first.code}` +
-      (first.details ? `: ${first.details.slice(0, 160)}` : '') +
-      (issues.length > 1 ? ` (+${issues.length - 1} more issues)` : ''),
-  };
+  // The most severe issue leads the message.
+  const failures = issues.filter((i) => !NOTICE_SEVERITIES.has(i.severity));
+  const first = failures[0] ?? issues[0]!;
+  const message =
+    `export error file (${fileType}) line ${line}: ${first.severity} ${first.code}` +
+    (first.details ? `: ${first.details.slice(0, 160)}` : '') +
+    (issues.length > 1 ? ` (+${issues.length - 1} more issues)` : '');
+  if (failures.length === 0) return { kind: 'notice', fileType, line, issues, message };
+  return { kind: 'error', source: 'error-file', fileType, line, issues, message };
+}
+
+/**
+ * Issue types that say "try again later" (FHIR IssueType `transient` and its children, but
+ * `exception`, which servers also use for a job that crashed).
+ */
+const TRANSIENT_ISSUE_CODES = new Set([
+  'transient',
+  'throttled',
+  'timeout',
+  'lock-error',
+  'no-store',
+  'incomplete',
+]);
+
+/**
+ * Whether a failed status poll is worth repeating. Bulk Data: a polling failure that does not
+ * mean the job failed SHOULD carry a `transient` issue; a failed job answers 4xx/5xx with an
+ * error OperationOutcome. So: 408, 429 and retryable network errors always; 5xx when an
+ * issue is transient or there is no outcome at all (a gateway in between); never any other
+ * 4xx (404/410: the job is gone).
+ */
+function isTransientPollFailure(err: unknown): boolean {
+  if (err instanceof FhirHttpError) {
+    if (err.status === 408 || err.status === 429) return true;
+    if (err.status < 500) return false;
+    if (err.issues.some((i) => TRANSIENT_ISSUE_CODES.has(i.code))) return true;
+    return !err.issues.some((i) => i.severity === 'error' || i.severity === 'fatal');
+  }
+  const code = networkErrorCode(err);
+  return code !== undefined && isRetryableNetworkCode(code);
+}
+
+/** The error a failed status poll ends the pull with: the job's failure, said as such. */
+function failedExport(err: unknown): unknown {
+  if (!(err instanceof FhirHttpError)) return err;
+  if (err.status === 404 || err.status === 410)
+    return new BulkExportError(
+      `the export job is gone: its status URL answered HTTP ${err.status}`,
+      'The EHR dropped the job (expired or deleted); the next sync starts a new export',
+      { cause: err },
+    );
+  if (err.status >= 400 && err.status !== 401 && err.status !== 403 && err.issues.length > 0)
+    return new BulkExportError(
+      `the EHR reports that the export failed (HTTP ${err.status}: ${err.issues
+        .slice(0, 3)
+        .map((i) => `${i.severity} ${i.code}${i.details ? ` ${i.details.slice(0, 120)}` : ''}`)
+        .join('; ')})`,
+      'The job failed on the EHR side; ask centre IT for the export logs, then run the sync again',
+      { cause: err },
+    );
+  return err;
 }
 
 /** True when a resource belongs to one of the patients (or to no patient, e.g. Medication). */

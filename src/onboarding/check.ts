@@ -272,14 +272,28 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
         EVENT_RESOURCE_TYPES,
         lookback.toISOString(),
       );
-      const { statusUrl, typeFilterRefused: refusedTypeFilter } = await kickOffNarrowed(
+      const {
+        statusUrl,
+        typeFilterRefused: refusedTypeFilter,
+        typesDropped,
+      } = await kickOffNarrowed(
         client,
-        (filters) => buildExportUrl(client.baseUrl, centre, { typeFilter: filters }),
+        (parts) =>
+          buildExportUrl(client.baseUrl, centre, {
+            resourceTypes: parts.types,
+            typeFilter: parts.typeFilter,
+          }),
+        centre.pull.resourceTypes,
         typeFilter,
         signalOpt,
       );
       const cancelled = await cancelExport(client, statusUrl, logger);
       const hints = [
+        ...(typesDropped.length > 0
+          ? [
+              `The EHR refused to export ${typesDropped.join(', ')} (outside the Patient compartment) and accepted the export without: syncs read the referenced ${typesDropped.join(', ')} resources one by one after the export.`,
+            ]
+          : []),
         ...(refusedTypeFilter
           ? [
               'The EHR refused _typeFilter (HTTP 400) and accepted the export without it: syncs export without narrowing (whole history of Encounters and Observations, every pull.searches type in full) and apply the lookback themselves.',
@@ -293,7 +307,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       ];
       return {
         status: 'ok',
-        reason: `the EHR accepted the export (202)${refusedTypeFilter ? ' without _typeFilter' : ''} and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
+        reason: `the EHR accepted the export (202)${typesDropped.length > 0 ? ` without ${typesDropped.join(', ')}` : ''}${refusedTypeFilter ? ' without _typeFilter' : ''} and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
         ...(hints.length > 0 ? { hint: hints.join(' ') } : {}),
       };
     });

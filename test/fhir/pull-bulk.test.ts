@@ -225,6 +225,163 @@ describe('bulk pull', () => {
     expect((items[4] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(/processing/);
   });
 
+  it('when the error file holds only information and warning outcomes, then they are notices, not errors', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    const outcomeOf = (...issues: { severity: string; code: string; text: string }[]) => ({
+      resourceType: 'OperationOutcome',
+      issue: issues.map((i) => ({ severity: i.severity, code: i.code, details: { text: i.text } })),
+    });
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({
+          output: [],
+          error: [{ type: 'OperationOutcome', url: `${EHR}/files/errors.ndjson` }],
+        }),
+      )
+      .get('/files/errors.ndjson')
+      .reply(
+        200,
+        ndjson(
+          outcomeOf({ severity: 'information', code: 'informational', text: 'export complete' }),
+          outcomeOf({ severity: 'warning', code: 'not-supported', text: '_typeFilter ignored' }),
+          outcomeOf(
+            { severity: 'warning', code: 'informational', text: 'slow' },
+            { severity: 'error', code: 'processing', text: 'Condition unavailable' },
+          ),
+        ),
+      )
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items.map((i) => i.kind)).toEqual(['notice', 'notice', 'error']);
+    expect(items[1]).toMatchObject({ kind: 'notice', line: 2, issues: [{ severity: 'warning' }] });
+    // A line with an error among warnings is an error, and its message leads with the error.
+    expect((items[2] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(
+      /line 3: error processing: Condition unavailable/,
+    );
+  });
+
+  it('when the status URL fails transiently more often than the retry limit, then polling rides it out', async () => {
+    const { client } = makeClient({ maxRetries: 1 });
+    const { sleeps, sleep } = sleepsOf();
+    const transient = {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'transient', details: { text: 'try later' } }],
+    };
+    kickoff()
+      .get(STATUS)
+      .times(4)
+      .reply(503, transient)
+      .get(STATUS)
+      .reply(429, '', { 'retry-after': '7' })
+      .get(STATUS)
+      .reply(502, 'Bad Gateway')
+      .get(STATUS)
+      .reply(202)
+      .get(STATUS)
+      .reply(200, manifest({ output: [{ type: 'Patient', url: `${EHR}/files/patient.ndjson` }] }))
+      .get('/files/patient.ndjson')
+      .reply(200, ndjson({ resourceType: 'Patient', id: 'p1' }))
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(
+      pullBulk({ client, centre: makeCentre(), sleep, pollIntervalMs: 1_000 }),
+    );
+    expect(items).toEqual([{ kind: 'resource', resource: { resourceType: 'Patient', id: 'p1' } }]);
+    // One wait per failed poll (growing, Retry-After honoured) and one after the 202.
+    expect(sleeps).toHaveLength(7);
+    expect(sleeps[4]).toBe(7_000);
+    expect(sleeps[1]).toBeGreaterThan(sleeps[0]!);
+  });
+
+  it('when the status URL says the job failed, then the pull stops at the first answer with the reason', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    const status = kickoff()
+      .get(STATUS)
+      .once()
+      .reply(500, {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'fatal', code: 'exception', details: { text: 'export crashed' } }],
+      });
+    const cancel = nock(EHR).delete(STATUS).reply(202);
+    const error = await collect(pullBulk({ client, centre: makeCentre(), sleep })).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(BulkExportError);
+    expect((error as Error).message).toMatch(
+      /export failed \(HTTP 500: fatal exception export crashed\)/,
+    );
+    expect(status.isDone()).toBe(true);
+    expect(cancel.isDone()).toBe(true);
+  });
+
+  it('when the status URL is gone, then the pull says the job was dropped', async () => {
+    const { client } = makeClient();
+    kickoff().get(STATUS).reply(404);
+    nock(EHR).delete(STATUS).reply(404);
+    await expect(collect(pullBulk({ client, centre: makeCentre() }))).rejects.toThrow(
+      /export job is gone: its status URL answered HTTP 404/,
+    );
+  });
+
+  it('when the status URL keeps failing, then the pull gives up after maxPollFailures', async () => {
+    const { client } = makeClient();
+    const { sleeps, sleep } = sleepsOf();
+    kickoff().get(STATUS).times(4).reply(503);
+    nock(EHR).delete(STATUS).reply(202);
+    await expect(
+      collect(pullBulk({ client, centre: makeCentre(), sleep, maxPollFailures: 3 })),
+    ).rejects.toThrow(/failed 4 times in a row/);
+    expect(sleeps).toHaveLength(3);
+  });
+
+  it('when the EHR refuses Medication in a Patient-level export, then the kick-off is retried without it', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    const types: string[] = [];
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .times(2)
+      .query((q) => {
+        types.push(String(q._type));
+        return true;
+      })
+      .reply((uri) =>
+        uri.includes('Medication%2C') || /Medication(&|$)/.test(decodeURIComponent(uri))
+          ? [
+              400,
+              {
+                resourceType: 'OperationOutcome',
+                issue: [
+                  {
+                    severity: 'error',
+                    code: 'processing',
+                    diagnostics: 'Resource types [Medication] are invalid for this type of export',
+                  },
+                ],
+              },
+            ]
+          : [202, '', { 'content-location': `${EHR}${STATUS}` }],
+      )
+      .get(STATUS)
+      .reply(200, manifest({ output: [] }))
+      .delete(STATUS)
+      .reply(202);
+    const centre = makeCentre({
+      pull: { mode: 'bulk', resourceTypes: ['Patient', 'MedicationStatement', 'Medication'] },
+    });
+    const items = await collect(pullBulk({ client, centre, sleep }));
+    expect(items).toEqual([]);
+    expect(types).toEqual([
+      'Patient,MedicationStatement,Medication',
+      'Patient,MedicationStatement',
+    ]);
+  });
+
   it('when the signal aborts while polling, then DELETE is sent to the status URL', async () => {
     const { client } = makeClient();
     const controller = new AbortController();

@@ -129,6 +129,22 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(report.ok).toBe(true);
   });
 
+  it('when a bulk centre checks against an EHR that refuses Medication in a Patient-level export (HAPI), then the export step passes and says Medications are read one by one', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    ehr.faults.set({ nonCompartmentTypes: 'reject' });
+    const report = await runCheck(centre);
+    const step = report.steps.find((s) => s.id === 'export')!;
+    expect(step.status).toBe('ok');
+    expect(step.reason).toMatch(/without Medication/);
+    expect(step.hint).toMatch(/refused to export Medication.*read the referenced Medication/);
+    const kickOffs = ehr.requests.filter((r) => r.kind === 'export');
+    expect(kickOffs.map((r) => r.status)).toEqual([400, 400, 202]);
+    // The accepted kick-off kept the lookback _typeFilter and dropped only Medication.
+    expect(decodeURIComponent(kickOffs[2]!.url)).toMatch(/_typeFilter=/);
+    expect(decodeURIComponent(kickOffs[2]!.url)).not.toMatch(/[=,]Medication(,|&|$)/);
+    expect(report.ok).toBe(true);
+  });
+
   it('when the kid is not the registered one, then the token step fails with a hint naming the kid and later steps are skipped', async () => {
     const { centre } = await startFixture();
     const wrong = { ...centre, auth: { ...centre.auth, kid: 'not-the-registered-kid' } };
