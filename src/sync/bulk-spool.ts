@@ -35,6 +35,12 @@ export interface PatientSpoolOptions {
   partitions?: number;
   /** Parent directory; default the OS temporary directory. */
   dir?: string;
+  /**
+   * Reads a Medication that patients reference but the export did not contain (servers may
+   * leave types outside the Patient compartment out of a Patient-level export); undefined
+   * when the EHR has none. Each id is read once. Without it such references stay unresolved.
+   */
+  readMedication?: (id: string) => Promise<FhirResource | undefined>;
 }
 
 /** Creates a spool in a new private temporary directory. */
@@ -45,6 +51,8 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
   // Resources of no patient (Medications), kept as JSON text: a third of the parsed size.
   const shared = new Map<string, string>();
   const patients = new Set<string>();
+  /** Referenced Medications the EHR does not have (not read again). */
+  const missing = new Set<string>();
   let closed = false;
 
   const fileOf = (n: number) => join(dir, `p${n}.ndjson`);
@@ -103,7 +111,12 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
             if (ref?.type === 'Medication') wanted.add(`Medication/${ref.id}`);
           }
           for (const key of wanted) {
-            const medication = shared.get(key);
+            let medication = shared.get(key);
+            if (medication === undefined && options.readMedication && !missing.has(key)) {
+              const read = await options.readMedication(key.slice('Medication/'.length));
+              if (read) shared.set(key, (medication = JSON.stringify(read)));
+              else missing.add(key);
+            }
             if (medication) resources.push(JSON.parse(medication) as FhirResource);
           }
           groups.delete(patientId);

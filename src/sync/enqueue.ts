@@ -64,6 +64,15 @@ export interface SubmissionEnqueuer {
  * normally holds one Encounter (the visit) and one Patient, taken as they are; when there
  * are several, the one whose pseudonymous key matches is chosen (an HMAC per candidate).
  */
+/** `Type/id` of a visit's sources other than its Encounter and Patient (VisitStateEntry.s). */
+function otherSourceKeys(submission: RegistrySubmission): string[] {
+  const keys: string[] = [];
+  for (const r of submission.provenance)
+    if (r.resourceType !== 'Encounter' && r.resourceType !== 'Patient')
+      keys.push(`${r.resourceType}/${r.id}`);
+  return keys;
+}
+
 function sourceIds(
   submission: RegistrySubmission,
   secret: string,
@@ -184,6 +193,11 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       if (patientId) entry.p = patientId;
       if (encounterId) entry.e = encounterId;
       if (lastUpdated) entry.u = lastUpdated;
+      if (s.kind === 'visit') {
+        entry.d = s.visit.date;
+        const keys = otherSourceKeys(s);
+        if (keys.length > 0) entry.s = keys;
+      }
       const findings = compactFindings(s);
       if (findings) entry.q = findings;
       stateEntries.push([s.visitKey, entry]);

@@ -347,8 +347,14 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   const retractMissing = async (lookbackStart: number): Promise<void> => {
     for await (const chunk of state.scan()) {
       for (const [visitKey, e] of chunk) {
-        if (e.r || !e.p || !e.e || !e.u || seen.has(visitKey) || !synced.has(e.p)) continue;
-        if (!(Date.parse(e.u) >= lookbackStart)) continue;
+        if (e.r || !e.p || !e.e || seen.has(visitKey) || !synced.has(e.p)) continue;
+        // Only a visit the pull would have returned had it still existed: its Encounter was
+        // updated inside the lookback; without meta.lastUpdated, its date is (a day of margin
+        // for the centre's zone), as an Encounter is not last updated before its visit.
+        const inWindow = e.u
+          ? Date.parse(e.u) >= lookbackStart
+          : e.d !== undefined && Date.parse(e.d) - DAY_MS >= lookbackStart;
+        if (!inWindow) continue;
         await enqueuer.add(
           buildRetraction({
             centreId: centre.id,
@@ -423,8 +429,21 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       }
     } else {
       await setPhase('export');
-      const spool = await createPatientSpool();
+      const spool = await createPatientSpool(
+        centre.pull.resourceTypes.includes('Medication')
+          ? {
+              readMedication: async (id) => {
+                const medication = await client.read('Medication', id, signal ? { signal } : {});
+                if (!medication)
+                  log.warn({ medicationId: id }, 'referenced Medication not found on the EHR');
+                return medication;
+              },
+            }
+          : {},
+      );
       const deletedEncounters: string[] = [];
+      /** `Type/id` of deleted resources other than Encounters (incremental exports). */
+      const deletedSources = new Set<string>();
       const changed = new Set<string>();
       try {
         for await (const item of pullBulk({
@@ -457,6 +476,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             } else await spool.add(patientId, item.resource);
           } else if (item.kind === 'deleted') {
             if (item.resourceType === 'Encounter') deletedEncounters.push(item.id);
+            else deletedSources.add(`${item.resourceType}/${item.id}`);
+          } else if (item.kind === 'notice') {
+            // Information or a warning from the EHR about the export (e.g. a parameter it
+            // ignored): told, but not a failure of the run.
+            log.warn({ notice: item.message }, 'the EHR noted something about the export');
           } else {
             errors.add({ step: 'pull', message: item.message });
           }
@@ -470,7 +494,19 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           }
         } else {
           // Incremental bulk: the export says which patients changed; pull each of them
-          // again in full by search (within the lookback) to re-assemble their visits.
+          // again in full by search (within the lookback) to re-assemble their visits. A
+          // deleted Observation, medication or Condition names no patient: the patients whose
+          // sent visits used it (or have a finding about it) are pulled again too.
+          if (deletedSources.size > 0)
+            for await (const chunk of state.scan())
+              for (const [, e] of chunk) {
+                if (e.r || !e.p || changed.has(e.p)) continue;
+                if (
+                  e.s?.some((key) => deletedSources.has(key)) ||
+                  e.q?.some((f) => deletedSources.has(f[3]))
+                )
+                  changed.add(e.p);
+              }
           const affected = [...changed];
           await setPhase('pull');
           if (affected.length > 0)

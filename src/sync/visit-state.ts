@@ -19,6 +19,16 @@ export interface VisitStateEntry {
   e?: string;
   /** The Encounter's meta.lastUpdated when enqueued (deletion detection in full syncs). */
   u?: string;
+  /**
+   * The visit date (YYYY-MM-DD): deletion detection falls back on it when the EHR sends no
+   * meta.lastUpdated.
+   */
+  d?: string;
+  /**
+   * `Type/id` of the visit's other sources (Observation, MedicationStatement/Request,
+   * Medication, Condition): an export's deleted entry for one of them re-pulls the patient.
+   */
+  s?: string[];
   /** The visit's quality findings, compact: [kind, field, code, resource] (none: absent). */
   q?: [kind: string, field: string, code: string, resource: string][];
 }

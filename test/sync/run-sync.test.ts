@@ -195,4 +195,86 @@ describe('sync run in bulk mode', () => {
     const record = await f.runSync('incremental');
     expect(record.counts.enqueued).toBe(0);
   });
+
+  it("when a sent visit's observations are deleted, then the incremental export's deleted entries re-pull the patient and the visit is sent without them", async () => {
+    const sent = f.registry
+      .visits()
+      .find((v) => !v.retracted && v.current?.pga !== null && v.current !== undefined);
+    expect(sent).toBeDefined();
+    const observations = sent!.current!.provenance.filter((r) => r.resourceType === 'Observation');
+    expect(observations.length).toBeGreaterThan(0);
+    for (const o of observations) expect(f.ehr.delete('Observation', o.id)).toBe(true);
+    const record = await f.runSync('incremental');
+    expect(record.mode).toBe('incremental');
+    expect(record.counts.enqueued).toBe(1);
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === sent!.visitKey);
+    const ids = new Set(observations.map((o) => o.id));
+    expect(stored!.current!.provenance.some((r) => ids.has(r.id))).toBe(false);
+    expect(stored!.current!.pga).toBeNull();
+  });
+});
+
+describe('sync run in bulk mode against a HAPI-like EHR', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 6, seed: 29, centreId: 'sync-hapi', pullMode: 'bulk' });
+    // HAPI refuses Medication (outside the Patient compartment) in a Patient-level export,
+    // and the manifest's error file also carries information, as Bulk Data allows.
+    f.ehr.faults.set({
+      nonCompartmentTypes: 'reject',
+      exportNotices: [{ severity: 'information', text: 'export complete' }],
+    });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('when Medication cannot be exported and the error file holds information, then the sync reads referenced Medications and succeeds', async () => {
+    const truth = f.gen.truth.filter((t) => !t.retracted);
+    expect(truth.some((t) => t.steroidUse)).toBe(true);
+    const record = await f.runSync('full');
+    expect(record.status).toBe('succeeded');
+    expect(record.errors).toEqual([]);
+    expect(record.counts.enqueued).toBe(truth.length);
+    // The export carried no Medication: the ones referenced were read one by one.
+    const reads = f.ehr.requests.filter(
+      (r) => r.kind === 'read' && r.resourceType === 'Medication',
+    );
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.every((r) => r.status === 200)).toBe(true);
+    const marks = await f.runtime.redis.hgetall(
+      `${f.runtime.prefix}:state:${f.centre.id}:watermarks`,
+    );
+    expect(Object.keys(marks)).toContain('Observation');
+    await f.deliverAll();
+    for (const t of truth) {
+      const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+      expectMatchesTruth(stored?.current, t);
+    }
+  });
+});
+
+describe('sync run against an EHR that sends no meta', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 4, seed: 31, centreId: 'sync-nometa' });
+    f.ehr.faults.set({ omitMeta: true });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it("when a sent visit's encounter is deleted, then the next full sync retracts it by its visit date", async () => {
+    const first = await f.runSync('full');
+    expect(first.status).toBe('succeeded');
+    await f.deliverAll();
+    const t = f.gen.truth.find((x) => !x.retracted)!;
+    expect(f.ehr.delete('Encounter', t.encounterId)).toBe(true);
+    const record = await f.runSync('full');
+    expect(record.counts.retracted).toBe(1);
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === f.visitKey(t.encounterId));
+    expect(stored).toMatchObject({ retracted: true, retractionReason: 'deleted' });
+  });
 });

@@ -21,6 +21,8 @@ export const EXPORT_TYPES = [
 export interface ExportFile {
   type: string;
   lines: string[];
+  /** The file of injected notices (fault `exportNotices`), added once per job. */
+  notices?: true;
 }
 
 export interface ExportJob {

@@ -62,6 +62,15 @@ export interface SandboxFaultSettings {
   ignoreSearchParams?: string[];
   /** Export kick-offs with `_typeFilter` answer 400 (`reject`), or the filters are dropped (`ignore`). */
   typeFilter?: 'reject' | 'ignore';
+  /**
+   * Export kick-offs whose `_type` lists a type outside the Patient compartment (Medication)
+   * answer 400, as HAPI FHIR does for Patient- and Group-level exports.
+   */
+  nonCompartmentTypes?: 'reject';
+  /** Search results carry no meta (versionId, lastUpdated): FHIR makes meta optional. */
+  omitMeta?: boolean;
+  /** Manifests list an error file with these OperationOutcome lines (e.g. information). */
+  exportNotices?: { severity: 'information' | 'warning' | 'error'; text: string }[];
   /** The token endpoint answers this error N times. */
   tokenError?: { count: number; status?: number; error: string; description?: string };
 }

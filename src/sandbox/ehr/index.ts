@@ -379,9 +379,11 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     let first = true;
     const included = new Set<string>();
     const canIncludeMedication = scopesAllow(token.scopes, 'Medication', 'r');
+    const omitMeta = faults.live.omitMeta === true;
     for (const entry of result.entries) {
+      const json = omitMeta ? withoutMeta(entry.json) : entry.json;
       emit(
-        `${first ? '' : ','}{"fullUrl":"${baseUrl}/${entry.type}/${entry.id}","resource":${entry.json},"search":{"mode":"match"}}`,
+        `${first ? '' : ','}{"fullUrl":"${baseUrl}/${entry.type}/${entry.id}","resource":${json},"search":{"mode":"match"}}`,
       );
       first = false;
       if (query.includeMedication && entry.medicationId && canIncludeMedication)
@@ -506,6 +508,15 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     const unknown = typeParam.filter((t) => !EXPORT_TYPES.includes(t));
     if (unknown.length > 0)
       return send(res, 400, outcome('not-supported', `_type not supported: ${unknown.join(', ')}`));
+    if (faults.live.nonCompartmentTypes === 'reject' && typeParam.includes('Medication'))
+      return send(
+        res,
+        400,
+        outcome(
+          'processing',
+          'Resource types [Medication] are invalid for this type of export, as they do not contain search parameters that refer to patients',
+        ),
+      );
     const notAllowed = typeParam.filter((t) => !scopesAllow(token.scopes, t, 'r'));
     if (notAllowed.length > 0) return forbid(res, `exporting ${notAllowed.join(', ')}`);
     const types =
@@ -562,6 +573,19 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         url: `${filesBase}/${n++}.ndjson`,
         count: f.lines.length,
       }));
+    const notices = faults.live.exportNotices;
+    if (notices && !job.errors.some((f) => f.notices)) {
+      job.errors.push({
+        type: 'OperationOutcome',
+        notices: true,
+        lines: notices.map((n) =>
+          JSON.stringify({
+            resourceType: 'OperationOutcome',
+            issue: [{ severity: n.severity, code: 'informational', diagnostics: n.text }],
+          }),
+        ),
+      });
+    }
     return JSON.stringify({
       transactionTime: job.transactionTime,
       request: job.request,
@@ -856,3 +880,10 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
 }
 
 export type { SandboxFaultSettings as FaultSettings };
+
+/** A resource's JSON without its meta (fault `omitMeta`). */
+function withoutMeta(json: string): string {
+  const resource = JSON.parse(json) as Record<string, unknown>;
+  delete resource.meta;
+  return JSON.stringify(resource);
+}
