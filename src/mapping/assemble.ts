@@ -34,6 +34,7 @@ import {
   type UseDates,
 } from './steroids.js';
 import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
+import { parseLiteralReference } from './view/resource-keys.js';
 import {
   buildPackIndex,
   lookupCoding,
@@ -1439,11 +1440,11 @@ function resolveMedication(
   const reference = use.medicationReference;
   if (!reference) return undefined;
   if (reference.startsWith('#')) return use.contained.get(reference);
-  const parts = reference.split('/');
-  const id = parts[parts.length - 1];
-  const type = parts[parts.length - 2];
-  if (!id || (type !== undefined && type !== 'Medication')) return undefined;
-  return medications.get(id);
+  // `Medication/x`, `Medication/x/_history/2` or an absolute URL ending so (the view engine's
+  // reference parser); a bare id is taken as a Medication id.
+  const literal = parseLiteralReference(reference);
+  if (literal) return literal.type === 'Medication' ? medications.get(literal.id) : undefined;
+  return reference.includes('/') ? undefined : medications.get(reference);
 }
 
 /**
