@@ -350,6 +350,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       // Success: guard the body with an idle timeout and free the slot when it ends.
       const guarded = guardBody(
         response,
+        url,
         timeoutMs,
         async () => {
           unfollow();
@@ -498,9 +499,15 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     params: SearchParams,
     searchOptions: { signal?: AbortSignal } = {},
   ): AsyncGenerator<FhirBundle> {
-    let url: URL = buildSearchUrl(baseUrl, resourceType, params);
+    const firstUrl = buildSearchUrl(baseUrl, resourceType, params);
+    let url: URL = firstUrl;
     let purpose: OriginPurpose = 'request';
-    const seen = new Set<string>();
+    let seen = new Set<string>();
+    // What this search has yielded, so that a restart after an expired paging cursor yields
+    // each resource once. Undefined once that cannot be told (a resource without an id, or
+    // more than MAX_TRACKED_IDS resources): a restart then is refused rather than duplicating.
+    let yielded: Set<string> | undefined = new Set<string>();
+    let restarted = false;
     for (let page = 1; ; page++) {
       seen.add(url.href);
       let response: FhirJsonResponse;
@@ -518,15 +525,34 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
             resourceType,
             reason: 'the body is not valid JSON',
           });
+        if (err instanceof FhirHttpError && err.status === 410 && purpose === 'next-link') {
+          // An expired paging cursor (HAPI: "Search ID ... may have expired"): read the
+          // search again from its first page, once.
+          if (!restarted && yielded) {
+            restarted = true;
+            logger.warn(
+              { centre: centreId, resourceType, page },
+              "the EHR's paging cursor expired (HTTP 410 on a next link); restarting this search from its first page",
+            );
+            url = firstUrl;
+            purpose = 'request';
+            seen = new Set<string>();
+            page = 0;
+            continue;
+          }
+          throw pagingCursorExpired(err, url, page, resourceType, restarted);
+        }
         throw err;
       }
       const bundle = assertSearchBundle(response.body, { url, page, resourceType });
-      yield bundle;
+      yield restarted && yielded ? withoutYielded(bundle, yielded) : bundle;
+      if (yielded) yielded = noteYielded(bundle, yielded);
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
       if (!next) return;
       let nextUrl: URL;
       try {
-        nextUrl = resolveUrl(next);
+        // RFC 3986: a relative link resolves against the URL of the page that holds it.
+        nextUrl = new URL(next, response.url);
       } catch {
         throw new MalformedFhirResponseError({
           url,
@@ -626,6 +652,57 @@ export function searchMatches(bundle: FhirBundle): FhirResource[] {
   return out;
 }
 
+/** Most resource ids one search remembers for de-duplicating a restart (about 10 MB). */
+const MAX_TRACKED_IDS = 100_000;
+
+const entryKey = (resource: FhirResource): string | undefined =>
+  typeof resource.id === 'string' ? `${resource.resourceType}/${resource.id}` : undefined;
+
+/** Adds a page's data resources to `yielded`; undefined when they cannot all be tracked. */
+function noteYielded(bundle: FhirBundle, yielded: Set<string>): Set<string> | undefined {
+  for (const resource of searchMatches(bundle)) {
+    const key = entryKey(resource);
+    if (key === undefined || yielded.size >= MAX_TRACKED_IDS) return undefined;
+    yielded.add(key);
+  }
+  return yielded;
+}
+
+/** The page without the data resources an earlier (pre-restart) read already yielded. */
+function withoutYielded(bundle: FhirBundle, yielded: ReadonlySet<string>): FhirBundle {
+  if (!bundle.entry) return bundle;
+  return {
+    ...bundle,
+    entry: bundle.entry.filter((entry) => {
+      const key = entry.resource ? entryKey(entry.resource) : undefined;
+      return key === undefined || entry.search?.mode === 'outcome' || !yielded.has(key);
+    }),
+  };
+}
+
+/** The error for a paging cursor that expired and could not be (or was already) restarted. */
+function pagingCursorExpired(
+  err: FhirHttpError,
+  url: URL,
+  page: number,
+  resourceType: string,
+  restarted: boolean,
+): FhirHttpError {
+  return new FhirHttpError({
+    status: err.status,
+    method: err.method,
+    url,
+    issues: err.issues,
+    statusText: 'Gone',
+    hint:
+      `The EHR's paging cursor expired: page ${page} of the ${resourceType} search is gone ` +
+      (restarted
+        ? 'again after the search was restarted from its first page once. '
+        : 'and the search cannot be restarted without passing on resources twice (too many, or some without an id). ') +
+      'The EHR keeps paged search results for less time than reading them takes: raise limits.requestsPerSecond, or ask centre IT to keep search results (the paging cache) longer',
+  });
+}
+
 function assertSearchBundle(
   body: unknown,
   where: { url: URL; page: number; resourceType: string },
@@ -636,6 +713,19 @@ function assertSearchBundle(
   if (typeof body !== 'object' || body === null)
     return fail('the body is empty or not a JSON object');
   const bundle = body as Record<string, unknown>;
+  if (bundle.resourceType === 'OperationOutcome') {
+    const issues = parseOutcomeIssues(body);
+    throw new MalformedFhirResponseError({
+      ...where,
+      reason: 'the EHR answered with an OperationOutcome instead of a Bundle',
+      issues,
+      ...(issues.some((i) => i.code === 'too-costly')
+        ? {
+            hint: 'The EHR found the search too costly: narrow it with pull.searches in the centre file (e.g. a category or code), or ask centre IT about its search limits',
+          }
+        : {}),
+    });
+  }
   if (bundle.resourceType !== 'Bundle')
     return fail(
       `expected a Bundle, got ${typeof bundle.resourceType === 'string' ? bundle.resourceType.slice(0, 40) : 'no resourceType'}`,
@@ -712,6 +802,7 @@ async function readLimited(response: Response, max: number): Promise<string> {
  */
 function guardBody(
   response: Response,
+  requestUrl: URL,
   idleMs: number,
   onEnd: () => Promise<void>,
   controller: AbortController,
@@ -724,6 +815,7 @@ function guardBody(
   };
   if (!response.body) {
     end();
+    if (!response.url) Object.defineProperty(response, 'url', { value: requestUrl.href });
     return response;
   }
   const reader = response.body.getReader();
@@ -756,6 +848,7 @@ function guardBody(
     statusText: response.statusText,
     headers: response.headers,
   });
-  Object.defineProperty(wrapped, 'url', { value: response.url });
+  // The URL this answer came from (after redirects): relative links in it resolve against it.
+  Object.defineProperty(wrapped, 'url', { value: response.url || requestUrl.href });
   return wrapped;
 }

@@ -92,10 +92,7 @@ export class FhirHttpError extends Error {
   }) {
     const issues = options.issues ?? [];
     const url = redactUrl(options.url);
-    const summary = issues
-      .slice(0, 3)
-      .map((i) => `${i.severity} ${i.code}${i.details ? `: ${truncate(i.details, 120)}` : ''}`)
-      .join('; ');
+    const summary = summariseIssues(issues);
     super(
       `FHIR ${options.method} ${url} failed with HTTP ${options.status}` +
         (options.statusText ? ` ${options.statusText}` : '') +
@@ -168,30 +165,52 @@ export class OriginRefusedError extends Error {
   }
 }
 
-/** A 2xx answer whose body is not what FHIR promises (bad JSON, not a Bundle...). */
+/**
+ * A 2xx answer whose body is not what FHIR promises (bad JSON, not a Bundle...). When the
+ * body was an OperationOutcome (a server explaining why it gave no results, with HTTP 200),
+ * its issues are kept, and summarised in the message as FhirHttpError does.
+ */
 export class MalformedFhirResponseError extends Error {
   readonly url: string;
   /** 1-based page number for search results, when known. */
   readonly page: number | undefined;
+  /** Issues of an OperationOutcome the server sent instead of the expected resource. */
+  readonly issues: OutcomeIssue[];
 
   constructor(options: {
     url: string | URL;
     reason: string;
     page?: number;
     resourceType?: string;
+    issues?: OutcomeIssue[];
+    /** Extra sentence for the person reading the message. */
+    hint?: string;
   }) {
     const where =
       options.page !== undefined
         ? `page ${options.page} of the ${options.resourceType ?? ''} search`.replace('  ', ' ')
         : 'response';
+    const issues = options.issues ?? [];
+    const summary = summariseIssues(issues);
     super(
-      `malformed FHIR ${where} from ${redactUrl(options.url)}: ${options.reason} ` +
-        '(the body is not shown because it may contain patient data)',
+      `malformed FHIR ${where} from ${redactUrl(options.url)}: ${options.reason}` +
+        (summary ? ` (OperationOutcome: ${summary})` : '') +
+        (options.hint ? `. ${options.hint}` : '') +
+        ' (the body is not shown because it may contain patient data)',
     );
     this.name = 'MalformedFhirResponseError';
     this.url = redactUrl(options.url);
     this.page = options.page;
+    this.issues = issues;
   }
+}
+
+/** `severity code: details` of the first three issues (diagnostics stay out: free text). */
+function summariseIssues(issues: readonly OutcomeIssue[]): string {
+  return issues
+    .slice(0, 3)
+    .map((i) => `${i.severity} ${i.code}${i.details ? `: ${truncate(i.details, 120)}` : ''}`)
+    .join('; ');
 }
 
 function truncate(text: string, max: number): string {

@@ -521,6 +521,13 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
     };
   if (err instanceof CohortError)
     return { status: 'failed', reason: err.message.replace(`. ${err.hint}`, ''), hint: err.hint };
+  if (err instanceof MalformedFhirResponseError && err.issues.length > 0)
+    return {
+      status: 'failed',
+      reason: err.message,
+      hint: 'The EHR answered with an OperationOutcome instead of results; its issues (listed) say why. Narrow the search with pull.searches if it was too costly, or ask centre IT to look the request up in the FHIR server log.',
+      details: err.issues.map((i) => `${i.severity} ${i.code}${i.details ? `: ${i.details}` : ''}`),
+    };
   if (err instanceof MalformedFhirResponseError)
     return {
       status: 'failed',

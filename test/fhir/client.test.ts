@@ -465,6 +465,121 @@ describe('FHIR client paging and the origin guard', () => {
     expect(status.isDone()).toBe(false);
   });
 
+  it('when a next link is relative (query only, or a path), then it resolves against the page that held it', async () => {
+    const { client } = makeClient();
+    const scope = nock(EHR)
+      .get('/fhir/Observation')
+      .query({ patient: 'p1' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o1' }], '?page=2&patient=p1'))
+      .get('/fhir/Observation')
+      .query({ page: '2', patient: 'p1' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o2' }], `${BASE}/paging/abc?page=3`))
+      // Relative to /fhir/paging/abc, not to the base /fhir/.
+      .get('/fhir/paging/abc')
+      .query({ page: '3' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o3' }], 'def?page=4'))
+      .get('/fhir/paging/def')
+      .query({ page: '4' })
+      .reply(200, bundle([{ resourceType: 'Observation', id: 'o4' }]));
+    const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
+    expect(resources.map((r) => r.id)).toEqual(['o1', 'o2', 'o3', 'o4']);
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when a search answers 200 with an OperationOutcome, then the error carries its issues', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(200, {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'too-costly', diagnostics: 'Search too broad' }],
+      });
+    const error = (await collect(client.searchPages('Observation', { patient: 'p1' })).catch(
+      (e: unknown) => e,
+    )) as MalformedFhirResponseError;
+    expect(error).toBeInstanceOf(MalformedFhirResponseError);
+    expect(error.issues).toEqual([
+      { severity: 'error', code: 'too-costly', diagnostics: 'Search too broad' },
+    ]);
+    expect(error.message).toMatch(
+      /page 1 of the Observation search.*OperationOutcome instead of a Bundle \(OperationOutcome: error too-costly\)/,
+    );
+    expect(error.message).toMatch(/pull\.searches/);
+    // Diagnostics are free text (may name a patient): on the error object, not in the message.
+    expect(error.message).not.toMatch(/Search too broad/);
+  });
+
+  it('when a next page answers 410 (paging cursor expired), then the search restarts once from page 1 and yields each resource once', async () => {
+    const { client, log } = makeClient();
+    const gone = {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Search id expired' }],
+    };
+    const obs = (id: string) => ({ resourceType: 'Observation', id });
+    const scope = nock(EHR)
+      .get('/fhir/Observation')
+      .query({ patient: 'p1' })
+      .reply(200, bundle([obs('o1'), obs('o2')], `${BASE}?_getpages=a&page=2`))
+      .get('/fhir')
+      .query({ _getpages: 'a', page: '2' })
+      .reply(410, gone)
+      .get('/fhir/Observation')
+      .query({ patient: 'p1' })
+      .reply(200, bundle([obs('o0'), obs('o1')], `${BASE}?_getpages=b&page=2`))
+      .get('/fhir')
+      .query({ _getpages: 'b', page: '2' })
+      .reply(200, bundle([obs('o2'), obs('o3')]));
+    const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
+    expect(resources.map((r) => r.id)).toEqual(['o1', 'o2', 'o0', 'o3']);
+    expect(scope.isDone()).toBe(true);
+    expect(log.text()).toMatch(/paging cursor expired/);
+  });
+
+  it('when the paging cursor expires again after the restart, then the search fails saying so', async () => {
+    const { client } = makeClient();
+    const page1 = bundle([{ resourceType: 'Observation', id: 'o1' }], `${BASE}?_getpages=a`);
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .times(2)
+      .reply(200, page1)
+      .get('/fhir')
+      .query({ _getpages: 'a' })
+      .times(2)
+      .reply(410);
+    const error = (await collect(client.searchPages('Observation', { patient: 'p1' })).catch(
+      (e: unknown) => e,
+    )) as FhirHttpError;
+    expect(error).toBeInstanceOf(FhirHttpError);
+    expect(error.status).toBe(410);
+    expect(error.message).toMatch(/paging cursor expired.*again after the search was restarted/);
+    expect(nock.pendingMocks()).toEqual([]);
+  });
+
+  it('when a search cannot tell what it already yielded (an entry without id), then a 410 is not restarted', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(200, bundle([{ resourceType: 'Observation' }], `${BASE}?_getpages=a`))
+      .get('/fhir')
+      .query({ _getpages: 'a' })
+      .reply(410);
+    await expect(collect(client.searchPages('Observation', {}))).rejects.toThrow(
+      /paging cursor expired.*cannot be restarted/,
+    );
+  });
+
+  it('when the first page of a search answers 410, then it is not restarted', async () => {
+    const { client } = makeClient();
+    const scope = nock(EHR).get('/fhir/Observation').query(true).reply(410);
+    const error = await collect(client.searchPages('Observation', {})).catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 410 });
+    expect((error as Error).message).not.toMatch(/paging cursor/);
+    expect(scope.isDone()).toBe(true);
+  });
+
   it('when page 2 is not JSON, then the error names the page and not the body', async () => {
     const { client } = makeClient();
     nock(EHR)

@@ -361,4 +361,35 @@ describe('onboarding check verdicts on EHR answers (nock)', () => {
     expect(search.hint).toMatch(/scopes granted to client "bridge"/);
     expect(report.ok).toBe(false);
   });
+
+  it('when a search answers 200 with an OperationOutcome, then the search step shows its issues', async () => {
+    nock.disableNetConnect();
+    nock('https://ehr.example')
+      .get('/fhir/metadata')
+      .reply(200, {
+        resourceType: 'CapabilityStatement',
+        fhirVersion: '4.0.1',
+        rest: [{ mode: 'server', resource: [{ type: 'Observation' }, { type: 'Group' }] }],
+      })
+      .get('/fhir/Group/ibd')
+      .reply(200, { resourceType: 'Group', member: [{ entity: { reference: 'Patient/p1' } }] })
+      .get('/fhir/Observation')
+      .query(true)
+      .reply(200, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'too-costly',
+            details: { text: 'Search too broad' },
+          },
+        ],
+      });
+    const report = await runCheck(centre, { auth });
+    const search = report.steps.find((s) => s.id === 'search:Observation')!;
+    expect(search.status).toBe('failed');
+    expect(search.reason).toMatch(/OperationOutcome instead of a Bundle/);
+    expect(search.details).toEqual(['error too-costly: Search too broad']);
+    expect(search.hint).toMatch(/OperationOutcome instead of results/);
+  });
 });
