@@ -2,18 +2,15 @@
 // short-lived client assertion (private_key_jwt) and trades it for an access token with the
 // client_credentials grant. Tokens are cached until shortly before they expire, concurrent
 // callers share one refresh, and the FHIR layer calls invalidate() on a 401 to force one
-// fresh token. Failures become SmartAuthError with a hint centre IT can act on.
+// fresh token. When the EHR's Date header shows our clock is off by more than a few seconds,
+// assertions are signed with the EHR's time (iat/exp), so a drifting clock does not stop
+// every sync until NTP is fixed. Failures become SmartAuthError with a hint centre IT can
+// act on.
 import { randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { CentreConfig } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import {
-  CLOCK_SKEW_TOLERANCE_MS,
-  describeSkew,
-  networkFailure,
-  SmartAuthError,
-  tokenFailure,
-} from './errors.js';
+import { describeSkew, networkFailure, SmartAuthError, tokenFailure } from './errors.js';
 import { KeyFileError, loadPrivateKey, type LoadedPrivateKey } from './keys.js';
 import { findMissingScopes, splitScopes } from './scopes.js';
 
@@ -71,6 +68,11 @@ export interface CreateSmartAuthOptions {
 
 /** How long our client assertions live: under the 5 minutes SMART allows. */
 export const ASSERTION_LIFETIME_SECONDS = 240;
+/**
+ * A measured skew (EHR Date minus our clock) beyond which assertions are signed with the
+ * EHR's time. The Date header has one-second resolution, so smaller differences are noise.
+ */
+export const CLOCK_CORRECTION_THRESHOLD_MS = 5_000;
 const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 interface CachedToken {
@@ -98,6 +100,8 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
   let inflight: Promise<AccessToken> | undefined;
   let tokenUrl: string | undefined = centre.fhir.tokenUrl;
   let clockSkewMs: number | undefined;
+  // The correction last warned about, so a steady skew is logged once, not per token.
+  let warnedCorrectionMs = 0;
 
   function noteServerDate(res: Response): void {
     const date = res.headers.get('date');
@@ -107,8 +111,22 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     // Date has one-second resolution; anything within a second is no skew.
     const diff = server - now();
     clockSkewMs = Math.abs(diff) < 1000 ? 0 : diff;
-    if (Math.abs(diff) > CLOCK_SKEW_TOLERANCE_MS)
-      logger.warn({ clockSkewMs: diff }, `clock skew: ${describeSkew(diff)}`);
+  }
+
+  /** The correction (ms) to add to our clock when signing: the skew, when it is real. */
+  function assertionCorrectionMs(): number {
+    const skew = clockSkewMs ?? 0;
+    const correction = Math.abs(skew) > CLOCK_CORRECTION_THRESHOLD_MS ? skew : 0;
+    if (Math.abs(correction - warnedCorrectionMs) > CLOCK_CORRECTION_THRESHOLD_MS) {
+      warnedCorrectionMs = correction;
+      if (correction !== 0)
+        logger.warn(
+          { clockSkewMs: correction },
+          `clock skew: ${describeSkew(correction)}; signing client assertions with the EHR's time until NTP is fixed on this machine`,
+        );
+      else logger.info("clock skew gone; signing client assertions with this machine's clock");
+    }
+    return correction;
   }
 
   async function fetchDiscovery(): Promise<SmartConfiguration> {
@@ -239,8 +257,16 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     return key;
   }
 
-  async function signAssertion(audience: string, signingKey: LoadedPrivateKey): Promise<string> {
-    const issuedAt = Math.floor(now() / 1000);
+  /**
+   * Signs the client assertion. iat/exp use the EHR's time (our clock plus `correctionMs`),
+   * so exp is never more than ASSERTION_LIFETIME_SECONDS (< 5 min) ahead of the EHR's clock.
+   */
+  async function signAssertion(
+    audience: string,
+    signingKey: LoadedPrivateKey,
+    correctionMs: number,
+  ): Promise<string> {
+    const issuedAt = Math.floor((now() + correctionMs) / 1000);
     const header: { alg: string; kid: string; typ: string; jku?: string } = {
       alg: centre.auth.alg,
       kid: centre.auth.kid,
@@ -259,6 +285,30 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
   }
 
   async function requestToken(): Promise<AccessToken> {
+    let signedWith = 0;
+    try {
+      return await requestTokenOnce((correction) => (signedWith = correction));
+    } catch (err) {
+      // The first Date header may come with the refusal itself (no discovery answer before
+      // it): when that reveals a skew the assertion did not allow for, sign again, once.
+      const rejected =
+        err instanceof SmartAuthError &&
+        err.step === 'token' &&
+        (err.code === 'invalid_client' || err.code === 'invalid_grant');
+      if (
+        !rejected ||
+        Math.abs(assertionCorrectionMs() - signedWith) <= CLOCK_CORRECTION_THRESHOLD_MS
+      )
+        throw err;
+      logger.info(
+        'the token request was refused with a clock skew not yet allowed for; signing again with the EHR time',
+      );
+      return requestTokenOnce(() => undefined);
+    }
+  }
+
+  /** One token request; `onSigned` learns the clock correction the assertion used. */
+  async function requestTokenOnce(onSigned: (correctionMs: number) => void): Promise<AccessToken> {
     const url = await resolveTokenUrl();
     checkServerSupport();
     const signingKey = await loadKey();
@@ -267,7 +317,10 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
         { fileKid: signingKey.kid, centreKid: centre.auth.kid },
         'the key file names a different kid than auth.kid; the EHR looks keys up by auth.kid',
       );
-    const assertion = await signAssertion(url, signingKey);
+    // After discovery, whose Date header is the first measure of the EHR's clock.
+    const correctionMs = assertionCorrectionMs();
+    onSigned(correctionMs);
+    const assertion = await signAssertion(url, signingKey, correctionMs);
     const form = new URLSearchParams({
       grant_type: 'client_credentials',
       scope: requestedScopes.join(' '),

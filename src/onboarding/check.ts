@@ -163,7 +163,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
     const details: string[] = [];
     if (auth.clockSkewMs !== undefined && Math.abs(auth.clockSkewMs) > 60_000)
       details.push(
-        `clock skew: the EHR's clock differs from ours by ${Math.round(auth.clockSkewMs / 1000)} s; fix NTP`,
+        `clock skew: the EHR's clock differs from ours by ${Math.round(auth.clockSkewMs / 1000)} s; assertions are signed with the EHR's time meanwhile, but fix NTP`,
       );
     return {
       status: 'ok',

@@ -1,5 +1,6 @@
 // Protocol faults a loopback server cannot easily produce (TLS certificate failures, DNS,
 // non-JSON discovery documents), simulated with nock; no real network is touched.
+import { decodeJwt } from 'jose';
 import nock from 'nock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseCentre } from '../../src/config/centre.js';
@@ -138,6 +139,52 @@ describe('SMART client network and TLS failures', () => {
       retryAfter: '30',
     });
     expect(err.hint).toContain('Retry-After 30');
+  });
+
+  it('when the first Date comes with an invalid_client refusal, then the assertion is signed again once with the EHR time', async () => {
+    const serverNow = Date.now() + 5 * 60_000;
+    const serverDate = () => new Date(serverNow).toUTCString();
+    const exps: number[] = [];
+    nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(200, { token_endpoint: `${EHR}/oauth/token` }) // no Date header
+      .post('/oauth/token')
+      .times(2)
+      .reply((_uri, body) => {
+        const exp = decodeJwt(new URLSearchParams(body as string).get('client_assertion')!).exp!;
+        exps.push(exp);
+        return exp < serverNow / 1000 - 30
+          ? [
+              401,
+              { error: 'invalid_client', error_description: 'assertion expired' },
+              { date: serverDate() },
+            ]
+          : [
+              200,
+              { access_token: 'tok', token_type: 'Bearer', expires_in: 300 },
+              { date: serverDate() },
+            ];
+      });
+    const token = await createSmartAuth({ centre: centre() }).getAccessToken();
+    expect(token.token).toBe('tok');
+    expect(exps).toHaveLength(2);
+    expect(exps[1]! - serverNow / 1000).toBeLessThanOrEqual(300);
+  });
+
+  it("when the skew is only a few seconds, then the assertion uses this machine's clock", async () => {
+    const serverDate = new Date(Date.now() + 3_000).toUTCString();
+    let iat = 0;
+    nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(200, { token_endpoint: `${EHR}/oauth/token` }, { date: serverDate })
+      .post('/oauth/token')
+      .reply((_uri, body) => {
+        iat = decodeJwt(new URLSearchParams(body as string).get('client_assertion')!).iat!;
+        return [200, { access_token: 'tok', token_type: 'Bearer', expires_in: 300 }];
+      });
+    const before = Math.floor(Date.now() / 1000);
+    await createSmartAuth({ centre: centre() }).getAccessToken();
+    expect(iat - before).toBeLessThanOrEqual(1);
   });
 
   it('when the server Date differs by 3 minutes and the EHR says invalid_grant about iat, then the hint names the skew', async () => {
