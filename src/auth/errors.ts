@@ -141,6 +141,15 @@ export function networkFailure(
       cause: err,
     });
   }
+  if (code === 'ERR_INVALID_URL')
+    return new SmartAuthError({
+      step,
+      code: 'invalid_url',
+      description: `${code}: not a valid absolute URL`,
+      hint: `The URL of ${what} (${url}) is not a valid absolute URL: check fhir.baseUrl and fhir.tokenUrl in the centre file, or ask centre IT to correct the EHR's smart-configuration.`,
+      retryable: false,
+      cause: err,
+    });
   const meaning = NETWORK_CODES[code] ?? 'the request failed before any HTTP response';
   return new SmartAuthError({
     step,
@@ -162,6 +171,8 @@ export interface TokenErrorContext {
   error: string | undefined;
   description: string | undefined;
   tokenUrl: string;
+  /** Where the token URL was found, for people ("fhir.tokenUrl in the centre file"...). */
+  tokenUrlSource?: string;
   clientId: string;
   kid: string;
   alg: string;
@@ -191,6 +202,10 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
   const skewNote = skewed ? ` Clock skew: ${describeSkew(ctx.clockSkewMs!)}; fix NTP here.` : '';
   const timeMentioned = ctx.description !== undefined && TIME_WORDS.test(ctx.description);
   const base = { step: 'token' as const, code, status: ctx.status, description: ctx.description };
+  // The token URL, and where it came from, so the hint says which setting or document to fix.
+  const tokenAt = ctx.tokenUrlSource
+    ? `${ctx.tokenUrl} (from ${ctx.tokenUrlSource})`
+    : ctx.tokenUrl;
 
   switch (code) {
     case 'invalid_client':
@@ -207,7 +222,7 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
         `is the public key with kid "${ctx.kid}" (${ctx.alg}) registered for client id "${ctx.clientId}"? ` +
           `Give the EHR our JWKS (\`lhn-bridge keys list\`) or JWKS URL`,
         `is the client id "${ctx.clientId}" exactly what the EHR issued (and approved/enabled)?`,
-        `does the EHR expect the token URL ${ctx.tokenUrl} as the assertion audience?`,
+        `does the EHR expect the token URL ${tokenAt} as the assertion audience?`,
       );
       if (!skewed && !timeMentioned)
         checks.push(`clock skew? Compare this machine's clock with the EHR's (NTP)`);
@@ -237,12 +252,12 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
     case 'unsupported_grant_type':
       return new SmartAuthError({
         ...base,
-        hint: `The EHR does not accept the client_credentials grant at ${ctx.tokenUrl}: ask centre IT to enable SMART Backend Services for client "${ctx.clientId}", or check fhir.tokenUrl.${skewNote}`,
+        hint: `The EHR does not accept the client_credentials grant at ${tokenAt}: ask centre IT to enable SMART Backend Services for client "${ctx.clientId}", or check fhir.tokenUrl.${skewNote}`,
       });
     case 'invalid_request':
       return new SmartAuthError({
         ...base,
-        hint: `The EHR found the token request malformed; check the token URL (${ctx.tokenUrl}) and that the EHR supports private_key_jwt with ${ctx.alg}.${skewNote}`,
+        hint: `The EHR found the token request malformed; check the token URL ${tokenAt} and that the EHR supports private_key_jwt with ${ctx.alg}.${skewNote}`,
       });
     default:
       break;
@@ -258,10 +273,10 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
   if (ctx.status === 404 || ctx.status === 405)
     return new SmartAuthError({
       ...base,
-      hint: `No token endpoint answers at ${ctx.tokenUrl}; check fhir.tokenUrl or the EHR's smart-configuration.`,
+      hint: `No token endpoint answers at ${tokenAt}; check fhir.tokenUrl or the EHR's smart-configuration.`,
     });
   return new SmartAuthError({
     ...base,
-    hint: `Unexpected answer from the token endpoint ${ctx.tokenUrl}.${skewNote} Ask centre IT to look up this request in the authorization server's log (client id "${ctx.clientId}").`,
+    hint: `Unexpected answer from the token endpoint ${tokenAt}.${skewNote} Ask centre IT to look up this request in the authorization server's log (client id "${ctx.clientId}").`,
   });
 }

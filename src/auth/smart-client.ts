@@ -48,8 +48,56 @@ export interface SmartAuth {
   invalidate(token: string): void;
   /** The token endpoint in use (after discovery or from the centre file). */
   readonly tokenUrl: string | undefined;
+  /** Where tokenUrl came from (for messages: which document to check). */
+  readonly tokenUrlSource: TokenUrlSource | undefined;
   /** Server clock minus ours (ms) from the last response with a Date header, if any. */
   readonly clockSkewMs: number | undefined;
+}
+
+/** Where the token endpoint was found. */
+export type TokenUrlSource = 'centre-file' | 'smart-configuration' | 'capability-statement';
+
+/** Names a TokenUrlSource for people: "from the CapabilityStatement (metadata)". */
+export function describeTokenUrlSource(source: TokenUrlSource): string {
+  switch (source) {
+    case 'centre-file':
+      return 'fhir.tokenUrl in the centre file';
+    case 'smart-configuration':
+      return '.well-known/smart-configuration';
+    case 'capability-statement':
+      return "the CapabilityStatement's oauth-uris extension (the EHR has no .well-known/smart-configuration)";
+  }
+}
+
+/** The SMART 1.0 extension on CapabilityStatement.rest.security that names OAuth endpoints. */
+export const OAUTH_URIS_EXTENSION =
+  'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris';
+
+/** The `token` URI of a CapabilityStatement's oauth-uris extension, if any. */
+export function oauthTokenUri(statement: unknown): string | undefined {
+  if (typeof statement !== 'object' || statement === null) return undefined;
+  const { resourceType, rest } = statement as { resourceType?: unknown; rest?: unknown };
+  if (resourceType !== 'CapabilityStatement' || !Array.isArray(rest)) return undefined;
+  for (const entry of rest as { security?: { extension?: unknown } }[]) {
+    const extensions = entry?.security?.extension;
+    if (!Array.isArray(extensions)) continue;
+    for (const ext of extensions as { url?: unknown; extension?: unknown }[]) {
+      if (ext?.url !== OAUTH_URIS_EXTENSION || !Array.isArray(ext.extension)) continue;
+      for (const inner of ext.extension as { url?: unknown; valueUri?: unknown }[])
+        if (inner?.url === 'token' && typeof inner.valueUri === 'string') return inner.valueUri;
+    }
+  }
+  return undefined;
+}
+
+/** `ref` resolved against `base`, when that gives an http(s) URL. */
+function absoluteHttpUrl(ref: string, base: string): string | undefined {
+  try {
+    const url = new URL(ref, base);
+    return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface CreateSmartAuthOptions {
@@ -99,6 +147,7 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
   let cached: CachedToken | undefined;
   let inflight: Promise<AccessToken> | undefined;
   let tokenUrl: string | undefined = centre.fhir.tokenUrl;
+  let tokenUrlSource: TokenUrlSource | undefined = centre.fhir.tokenUrl ? 'centre-file' : undefined;
   let clockSkewMs: number | undefined;
   // The correction last warned about, so a steady skew is logged once, not per token.
   let warnedCorrectionMs = 0;
@@ -129,7 +178,10 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     return correction;
   }
 
-  async function fetchDiscovery(): Promise<SmartConfiguration> {
+  async function fetchDiscovery(): Promise<{
+    config: SmartConfiguration;
+    source: TokenUrlSource;
+  }> {
     const url = `${baseUrl}/.well-known/smart-configuration`;
     let res: Response;
     try {
@@ -143,13 +195,20 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     noteServerDate(res);
     if (!res.ok) {
       await res.body?.cancel();
+      if (res.status === 404 && !centre.fhir.tokenUrl) {
+        // SMART App Launch 1.0 servers may name the token endpoint only in their
+        // CapabilityStatement (rest.security oauth-uris extension).
+        const fromMetadata = await tokenEndpointFromCapabilities();
+        if (fromMetadata)
+          return { config: { token_endpoint: fromMetadata }, source: 'capability-statement' };
+      }
       throw new SmartAuthError({
         step: 'discovery',
         code: res.status === 404 ? 'not_found' : `http_${res.status}`,
         status: res.status,
         hint:
           res.status === 404
-            ? `The EHR publishes no ${url}. Check fhir.baseUrl (it must be the FHIR base, e.g. ending in /R4 or /api/FHIR/R4), or ask centre IT for the token endpoint and set fhir.tokenUrl.`
+            ? `The EHR publishes no ${url}${centre.fhir.tokenUrl ? '' : `, and its CapabilityStatement (${baseUrl}/metadata) names no token endpoint (SMART oauth-uris extension)`}. Check fhir.baseUrl (it must be the FHIR base, e.g. ending in /R4 or /api/FHIR/R4), or ask centre IT for the token endpoint and set fhir.tokenUrl.`
             : `SMART discovery at ${url} answered HTTP ${res.status}; check fhir.baseUrl and ask centre IT whether the FHIR server is up.`,
         retryable: res.status === 429 || res.status >= 500,
         retryAfter: res.headers.get('retry-after') ?? undefined,
@@ -179,17 +238,52 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
         hint: `${url} has no token_endpoint; ask centre IT whether SMART Backend Services is enabled, or set fhir.tokenUrl.`,
       });
     }
-    return {
-      ...config,
-      token_endpoint: centre.fhir.tokenUrl ?? (config.token_endpoint as string),
-    };
+    if (centre.fhir.tokenUrl)
+      return { config: { ...config, token_endpoint: centre.fhir.tokenUrl }, source: 'centre-file' };
+    // A relative token_endpoint is relative to the document that names it (RFC 3986).
+    const endpoint = absoluteHttpUrl(config.token_endpoint as string, url);
+    if (!endpoint)
+      throw new SmartAuthError({
+        step: 'discovery',
+        code: 'invalid_configuration',
+        status: res.status,
+        description: 'token_endpoint is not an http(s) URL',
+        hint: `${url} names a token_endpoint that is not a usable URL; ask centre IT to correct the smart-configuration, or set fhir.tokenUrl.`,
+      });
+    return { config: { ...config, token_endpoint: endpoint }, source: 'smart-configuration' };
+  }
+
+  /** The token URL of the CapabilityStatement's oauth-uris extension, if it names one. */
+  async function tokenEndpointFromCapabilities(): Promise<string | undefined> {
+    const url = `${baseUrl}/metadata`;
+    try {
+      const res = await doFetch(url, {
+        headers: { accept: 'application/fhir+json, application/json' },
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      if (!res.ok) {
+        await res.body?.cancel();
+        return undefined;
+      }
+      noteServerDate(res);
+      const token = oauthTokenUri(await res.json());
+      return token === undefined ? undefined : absoluteHttpUrl(token, url);
+    } catch {
+      return undefined; // not reachable or not JSON: report the missing smart-configuration
+    }
   }
 
   function discover(): Promise<SmartConfiguration> {
     discovered ??= fetchDiscovery().then(
-      (config) => {
+      ({ config, source }) => {
         configuration = config;
         tokenUrl = config.token_endpoint;
+        tokenUrlSource = source;
+        if (source === 'capability-statement')
+          logger.info(
+            { tokenUrl: config.token_endpoint },
+            'no .well-known/smart-configuration; using the token endpoint of the CapabilityStatement',
+          );
         return config;
       },
       (err: unknown) => {
@@ -340,7 +434,12 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      throw networkFailure('token', url, 'the token endpoint', err);
+      throw networkFailure(
+        'token',
+        url,
+        `the token endpoint${tokenUrlSource ? ` (from ${describeTokenUrlSource(tokenUrlSource)})` : ''}`,
+        err,
+      );
     }
     noteServerDate(res);
     const text = await res.text();
@@ -362,6 +461,7 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
         error,
         description,
         tokenUrl: url,
+        ...(tokenUrlSource ? { tokenUrlSource: describeTokenUrlSource(tokenUrlSource) } : {}),
         clientId: centre.auth.clientId,
         kid: centre.auth.kid,
         alg: centre.auth.alg,
@@ -453,6 +553,9 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     invalidate,
     get tokenUrl() {
       return tokenUrl;
+    },
+    get tokenUrlSource() {
+      return tokenUrlSource;
     },
     get clockSkewMs() {
       return clockSkewMs;

@@ -9,7 +9,12 @@ import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
 import { SmartAuthError } from '../auth/errors.js';
 import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
-import { createSmartAuth, type AccessToken, type SmartAuth } from '../auth/smart-client.js';
+import {
+  createSmartAuth,
+  describeTokenUrlSource,
+  type AccessToken,
+  type SmartAuth,
+} from '../auth/smart-client.js';
 import { createFhirClient, searchMatches, type FhirClient } from '../fhir/client.js';
 import {
   FhirHttpError,
@@ -150,7 +155,9 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       };
     return {
       status: 'ok',
-      reason: `token endpoint ${auth.tokenUrl ?? config.token_endpoint}`,
+      reason:
+        `token endpoint ${auth.tokenUrl ?? config.token_endpoint}` +
+        (auth.tokenUrlSource ? ` (from ${describeTokenUrlSource(auth.tokenUrlSource)})` : ''),
       details,
     };
   });

@@ -4,7 +4,7 @@ import { decodeJwt } from 'jose';
 import nock from 'nock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseCentre } from '../../src/config/centre.js';
-import { SmartAuthError } from '../../src/auth/errors.js';
+import { networkFailure, SmartAuthError } from '../../src/auth/errors.js';
 import { generateKeyPair, privateKeyFileName, writePrivateKeyFile } from '../../src/auth/keys.js';
 import { createSmartAuth } from '../../src/auth/smart-client.js';
 import { join } from 'node:path';
@@ -185,6 +185,96 @@ describe('SMART client network and TLS failures', () => {
     const before = Math.floor(Date.now() / 1000);
     await createSmartAuth({ centre: centre() }).getAccessToken();
     expect(iat - before).toBeLessThanOrEqual(1);
+  });
+
+  it('when token_endpoint is relative, then it resolves against the smart-configuration URL', async () => {
+    const scope = nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(200, { token_endpoint: '/oauth/token' })
+      .post('/oauth/token')
+      .reply(200, { access_token: 'tok', token_type: 'Bearer', expires_in: 300 });
+    const auth = createSmartAuth({ centre: centre() });
+    await expect(auth.getAccessToken()).resolves.toMatchObject({ token: 'tok' });
+    expect(auth.tokenUrl).toBe(`${EHR}/oauth/token`);
+    expect(auth.tokenUrlSource).toBe('smart-configuration');
+    expect(scope.isDone()).toBe(true);
+  });
+
+  it('when token_endpoint is not an http(s) URL, then discovery fails as invalid_configuration, not retryable', async () => {
+    nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(200, { token_endpoint: 'urn:example:token' });
+    const err = await failure(createSmartAuth({ centre: centre() }).getAccessToken());
+    expect(err).toMatchObject({
+      step: 'discovery',
+      code: 'invalid_configuration',
+      retryable: false,
+    });
+    expect(err.hint).toMatch(/smart-configuration names a token_endpoint that is not a usable URL/);
+  });
+
+  it('when smart-configuration is 404, then the CapabilityStatement oauth-uris token is used and token errors say so', async () => {
+    const metadata = {
+      resourceType: 'CapabilityStatement',
+      fhirVersion: '4.0.1',
+      rest: [
+        {
+          mode: 'server',
+          security: {
+            extension: [
+              {
+                url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+                extension: [
+                  { url: 'authorize', valueUri: `${EHR}/oauth/authorize` },
+                  { url: 'token', valueUri: '/oauth/token' },
+                ],
+              },
+            ],
+          },
+        },
+      ],
+    };
+    nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(404)
+      .get('/fhir/metadata')
+      .reply(200, metadata)
+      .post('/oauth/token')
+      .reply(404);
+    const auth = createSmartAuth({ centre: centre() });
+    const config = await auth.discover();
+    expect(config.token_endpoint).toBe(`${EHR}/oauth/token`);
+    expect(auth.tokenUrlSource).toBe('capability-statement');
+    const err = await failure(auth.getAccessToken());
+    expect(err).toMatchObject({ step: 'token', status: 404 });
+    expect(err.hint).toContain(
+      `${EHR}/oauth/token (from the CapabilityStatement's oauth-uris extension`,
+    );
+  });
+
+  it('when smart-configuration is 404 and the CapabilityStatement names no token endpoint, then the hint says both were tried', async () => {
+    nock(EHR)
+      .get('/fhir/.well-known/smart-configuration')
+      .reply(404)
+      .get('/fhir/metadata')
+      .reply(200, { resourceType: 'CapabilityStatement', rest: [{ mode: 'server' }] });
+    const err = await failure(createSmartAuth({ centre: centre() }).discover());
+    expect(err).toMatchObject({ step: 'discovery', code: 'not_found', retryable: false });
+    expect(err.hint).toMatch(
+      /CapabilityStatement \(https:\/\/ehr\.example\/fhir\/metadata\) names no token endpoint/,
+    );
+    expect(err.hint).toContain('fhir.tokenUrl');
+  });
+
+  it('when a URL is not a valid absolute URL (ERR_INVALID_URL), then the error is invalid_url and not retryable', () => {
+    const err = networkFailure(
+      'token',
+      '/auth/token',
+      'the token endpoint',
+      Object.assign(new TypeError('Invalid URL'), { code: 'ERR_INVALID_URL' }),
+    );
+    expect(err).toMatchObject({ step: 'token', code: 'invalid_url', retryable: false });
+    expect(err.hint).not.toMatch(/DNS|allow-list/);
   });
 
   it('when the server Date differs by 3 minutes and the EHR says invalid_grant about iat, then the hint names the skew', async () => {

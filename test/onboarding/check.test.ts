@@ -197,6 +197,24 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(report.ok).toBe(true);
   });
 
+  it('when the EHR has no .well-known/smart-configuration, then discovery uses the CapabilityStatement and says so', async () => {
+    const { centre, ehr } = await startFixture();
+    const noSmartConfiguration: typeof fetch = (input, init) =>
+      String(input instanceof Request ? input.url : input).endsWith(
+        '/.well-known/smart-configuration',
+      )
+        ? Promise.resolve(new Response('{}', { status: 404 }))
+        : fetch(input, init);
+    const report = await runCheck(centre, { fetch: noSmartConfiguration });
+    const discovery = report.steps.find((s) => s.id === 'discovery')!;
+    expect(discovery.status).toBe('ok');
+    expect(discovery.reason).toBe(
+      `token endpoint ${ehr.tokenUrl} (from the CapabilityStatement's oauth-uris extension (the EHR has no .well-known/smart-configuration))`,
+    );
+    expect(statusOf(report).token).toBe('ok');
+    expect(report.ok).toBe(true);
+  });
+
   it('when the EHR needs a category on Observation searches, then the plain search fails pointing at pull.searches and configured searches pass one by one', async () => {
     const plain = await startFixture();
     plain.ehr.faults.set({ requireSearchParams: { Observation: ['category', 'code'] } });
@@ -324,6 +342,7 @@ describe('onboarding check verdicts on EHR answers (nock)', () => {
     }),
     invalidate: () => undefined,
     tokenUrl: 'https://ehr.example/token',
+    tokenUrlSource: 'smart-configuration',
     clockSkewMs: 0,
   };
 
