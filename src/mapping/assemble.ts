@@ -504,8 +504,12 @@ function createAssemblerFor(ctx: Context): Assembler {
       routeCodings: [],
       routeTexts: [],
       periods: [],
+      durations: [],
+      validity: null,
       singleDate:
         type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
+      dateAsserted: str(first.date_asserted),
+      doNotPerform: first.do_not_perform === true,
     };
     for (const row of rows) {
       pushCoding(use.codings, row.med_system, row.med_code, row.med_display);
@@ -517,10 +521,20 @@ function createAssemblerFor(ctx: Context): Assembler {
       if ((start || end) && !use.periods.some((p) => p.start === start && p.end === end)) {
         use.periods.push({ start, end });
       }
+      // boundsDuration: a UCUM code (d, wk...), else the unit text when it is one.
+      const durationValue = num(row.bounds_duration_value);
+      const durationUnit = str(row.bounds_duration_code) ?? str(row.bounds_duration_unit);
+      if (
+        durationValue !== null &&
+        durationUnit &&
+        !use.durations.some((d) => d.value === durationValue && d.unit === durationUnit)
+      ) {
+        use.durations.push({ value: durationValue, unit: durationUnit });
+      }
     }
     const vStart = str(first.validity_start);
     const vEnd = str(first.validity_end);
-    if (vStart || vEnd) use.periods.push({ start: vStart, end: vEnd });
+    if (vStart || vEnd) use.validity = { start: vStart, end: vEnd };
     const contained = resource.contained;
     if (Array.isArray(contained)) {
       for (const c of contained as FhirResource[]) {
@@ -1019,15 +1033,12 @@ function linkMedications(
         mode = m.status === 'active' ? 1 : 2;
       else if (m.status && steroidSpec.statementStatusesIfEndedAfterVisit.includes(m.status))
         mode = 3;
-    } else if (
-      m.status &&
-      steroidSpec.requestStatuses.includes(m.status) &&
-      m.intent &&
-      steroidSpec.requestIntents.includes(m.intent)
-    ) {
-      mode = m.status === 'active' ? 1 : 2;
+    } else if (m.status && m.intent && steroidSpec.requestIntents.includes(m.intent)) {
+      if (steroidSpec.requestStatuses.includes(m.status)) mode = m.status === 'active' ? 1 : 2;
+      else if (steroidSpec.requestStatusesIfEndedAfterVisit.includes(m.status)) mode = 3;
     }
-    if (mode === 0) continue;
+    // doNotPerform (a modifier): the request is that the medication not be given.
+    if (mode === 0 || m.doNotPerform) continue;
     const medication = resolveMedication(m, medications);
     let medicationSource: Source | null = null;
     if (medication && m.medicationReference && !m.medicationReference.startsWith('#')) {
@@ -1041,7 +1052,7 @@ function linkMedications(
     out.push({
       use: m,
       mode,
-      dates: useDatesOf(m, run.dateOf),
+      dates: useDatesOf(m, run.dateOf, mode === 1),
       medication,
       medicationSource,
       judgement: undefined,
@@ -1236,16 +1247,32 @@ function assembleVisit(
   const budesonideCounts = spec.settings.budesonideCountsAsSteroid;
   for (let i = 0; i < meds.length; i++) {
     const lm = meds[i]!;
-    if (lm.mode === 3) {
+    const undated = lm.dates.undated;
+    if (lm.mode === 3 && !undated) {
       const end = lm.dates.end;
       if (!end || end < visit.date) continue;
     }
-    if (!isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
+    if (!undated && !isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
     const m = lm.use;
     let judgement = lm.judgement;
     if (judgement === undefined) {
       judgement = judgeSteroid(ctx.index, m, lm.medication);
       lm.judgement = judgement;
+    }
+    if (undated) {
+      // No usable date at all: it cannot be placed at any visit, so it is not counted, and
+      // the visit says so (only for a systemic corticosteroid that would otherwise count).
+      if (judgement?.systemic && (judgement.ingredient !== 'budesonide' || budesonideCounts)) {
+        findings.push(
+          finding(
+            'missing-value',
+            'steroidUse',
+            `the medication use names a systemic corticosteroid (${judgement.ingredient}) but has no usable date (${m.resourceType === 'MedicationStatement' ? 'effective[x]' : 'authoredOn or dosage bounds'}), so it could not be placed at this visit and was not counted`,
+            `${m.resourceType}/${m.id}`,
+          ),
+        );
+      }
+      continue;
     }
     if (!judgement) {
       if (m.medicationReference && !lm.medication && m.codings.length === 0 && !m.text) {

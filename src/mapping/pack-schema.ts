@@ -78,6 +78,10 @@ export const NonSystemicValueSetSchema = z
     /** Matched case-insensitively as whole words (or word starts ending in `*`) in text. */
     words: z.array(z.object({ word: nonEmpty, source: sourceKey }).strict()).min(1),
     routes: z.array(z.object({ ...codedEntry, systemic: z.boolean() }).strict()).min(1),
+    /** Dose form codes (Medication.form: SNOMED CT, EDQM), judged by code without display. */
+    forms: z.array(z.object({ ...codedEntry, systemic: z.boolean() }).strict()).default([]),
+    /** Whole route texts (abbreviations such as PR, OU) that mean a local route. */
+    routeTexts: z.array(z.object({ text: nonEmpty, source: sourceKey }).strict()).default([]),
   })
   .strict();
 export type NonSystemicValueSet = z.infer<typeof NonSystemicValueSetSchema>;
@@ -241,6 +245,8 @@ export const AssemblySpecSchema = z
             /** Statuses whose course counts only when it ends on or after the visit date. */
             statementStatusesIfEndedAfterVisit: z.array(nonEmpty).default(['stopped']),
             requestStatuses: z.array(nonEmpty).min(1),
+            /** Request statuses whose course counts only when it ends on or after the visit date. */
+            requestStatusesIfEndedAfterVisit: z.array(nonEmpty).default(['stopped']),
             requestIntents: z.array(nonEmpty).min(1),
           })
           .strict(),

@@ -4,7 +4,7 @@
 // comes as tablets or as a cream. Ingredient, form and route are judged separately so a
 // hydrocortisone cream never counts and a prednisolone tablet always does.
 import type { PackIndex, Coding, SteroidIngredient } from './value-sets.js';
-import { codingKey } from './value-sets.js';
+import { codingKey, normaliseText } from './value-sets.js';
 
 /** A Medication resource (top level or contained), reduced to what the rules need. */
 export interface MedicationInfo {
@@ -31,10 +31,18 @@ export interface MedicationUse {
   contained: Map<string, MedicationInfo>;
   routeCodings: Coding[];
   routeTexts: string[];
-  /** Periods that make it active (MS effectivePeriod, MR boundsPeriod / validityPeriod). */
+  /** The course periods (MS effectivePeriod, MR dosage boundsPeriod). */
   periods: { start: string | null; end: string | null }[];
+  /** MR dosage boundsDuration (UCUM code h, d, wk, mo, a...), counted from the course start. */
+  durations: { value: number; unit: string }[];
+  /** MR dispenseRequest.validityPeriod: used only when the dosage gives no bounds. */
+  validity: { start: string | null; end: string | null } | null;
   /** MS.effectiveDateTime or MR.authoredOn, used when there is no period. */
   singleDate: string | null;
+  /** MS.dateAsserted: by then a statement no longer active was over. */
+  dateAsserted: string | null;
+  /** MR.doNotPerform: the request asks for the medication not to be given. */
+  doNotPerform: boolean;
   versionId: string | null;
   lastUpdated: string | null;
 }
@@ -111,10 +119,22 @@ function anyFormText(
   medication: MedicationInfo | undefined,
 ): boolean {
   const routeTexts = use.routeTexts;
-  for (let i = 0; i < routeTexts.length; i++) if (localText(index, routeTexts[i])) return true;
+  for (let i = 0; i < routeTexts.length; i++) {
+    const t = routeTexts[i]!;
+    if (localText(index, t) || index.localRouteTexts.has(normaliseText(t))) return true;
+  }
   if (anyLocalDisplay(index, use.routeCodings)) return true;
   if (!medication) return false;
   return localText(index, medication.formText) || anyLocalDisplay(index, medication.formCodings);
+}
+
+/** A route or dose form coding listed as local by its code (no display needed). */
+function anyLocalCode(map: Map<string, boolean>, codings: readonly Coding[]): boolean {
+  for (let i = 0; i < codings.length; i++) {
+    const c = codings[i]!;
+    if (map.get(codingKey(c.system, c.code)) === false) return true;
+  }
+  return false;
 }
 
 interface CodeEvidence {
@@ -179,11 +199,10 @@ export function judgeSteroid(
     }
   }
 
-  let routeSaysLocal = false;
-  for (const r of use.routeCodings) {
-    if (index.routeSystemic.get(codingKey(r.system, r.code)) === false) routeSaysLocal = true;
-  }
-  const formSaysLocal = routeSaysLocal || anyFormText(index, use, medication);
+  const codeSaysLocal =
+    anyLocalCode(index.routeSystemic, use.routeCodings) ||
+    (!!medication && anyLocalCode(index.formSystemic, medication.formCodings));
+  const formSaysLocal = codeSaysLocal || anyFormText(index, use, medication);
 
   const ingredient = e.ingredient;
   if (!ingredient) {
@@ -206,25 +225,148 @@ export function judgeSteroid(
 
 /** A use's dates in the centre zone, worked out once for all the visits it is checked at. */
 export interface UseDates {
-  /** The periods that have a start or an end, as centre-zone dates. */
+  /** The periods that have a start or an end, as centre-zone dates (open ends closed, see useDatesOf). */
   periods: { start: string | null; end: string | null }[];
   /** The lone date (MS.effectiveDateTime or MR.authoredOn), used when there is no period. */
   single: string | null;
-  /** endDateOf: the latest end of its periods, null when open or unknown. */
+  /** The last day of the lone date's precision ("2024-02" ends 2024-02-29). */
+  singleEnd: string | null;
+  /** The latest end of its periods, null when open or unknown. */
   end: string | null;
+  /** True when no usable date was found at all (no period, no lone date). */
+  undated: boolean;
 }
 
+const YEAR = /^\d{4}$/;
+const YEAR_MONTH = /^\d{4}-\d{2}$/;
+
+/** Days in a month (1-12) of a year. */
+function daysInMonth(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/**
+ * The first and last day (YYYY-MM-DD, centre zone) a FHIR date or dateTime covers: a full
+ * date or dateTime is one day; "2024-02" is 1-29 February, "2024" the whole year.
+ */
+function dayRangeOf(
+  value: string | null,
+  dateOf: (value: string | null) => string | null,
+): { first: string; last: string } | null {
+  if (!value) return null;
+  if (YEAR.test(value)) return { first: `${value}-01-01`, last: `${value}-12-31` };
+  if (YEAR_MONTH.test(value)) {
+    const month = Number(value.slice(5, 7));
+    if (month < 1 || month > 12) return null;
+    const last = daysInMonth(Number(value.slice(0, 4)), month);
+    return { first: `${value}-01`, last: `${value}-${String(last).padStart(2, '0')}` };
+  }
+  const date = dateOf(value);
+  return date ? { first: date, last: date } : null;
+}
+
+const DAY_MS = 86_400_000;
+/** Days per UCUM duration unit; months and years are calendar arithmetic (see addDuration). */
+const DAYS_PER_UNIT: Record<string, number> = {
+  s: 1 / 86_400,
+  min: 1 / 1_440,
+  h: 1 / 24,
+  d: 1,
+  wk: 7,
+};
+
+/**
+ * The day a course of `value` `unit` (UCUM: s, min, h, d, wk, mo, a) starting on `start`
+ * (YYYY-MM-DD) ends on: start plus the duration, a part day rounded up to a whole day
+ * (a 5-day burst from 1 December ends on 6 December). Null for an unknown unit.
+ */
+export function addDuration(start: string, value: number, unit: string): string | null {
+  if (!Number.isFinite(value) || value < 0) return null;
+  const [y, m, d] = [
+    Number(start.slice(0, 4)),
+    Number(start.slice(5, 7)),
+    Number(start.slice(8, 10)),
+  ];
+  const perUnit = DAYS_PER_UNIT[unit];
+  let ms: number;
+  if (perUnit !== undefined) {
+    ms = Date.UTC(y, m - 1, d) + Math.ceil(value * perUnit - 1e-9) * DAY_MS;
+  } else if (unit === 'mo' || unit === 'a') {
+    const months = Math.ceil(value * (unit === 'a' ? 12 : 1) - 1e-9);
+    const targetMonth = m - 1 + months;
+    const ty = y + Math.floor(targetMonth / 12);
+    const tm = ((targetMonth % 12) + 12) % 12;
+    ms = Date.UTC(ty, tm, Math.min(d, daysInMonth(ty, tm + 1)));
+  } else {
+    return null;
+  }
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** The day before a YYYY-MM-DD date. */
+function dayBefore(date: string): string {
+  const ms = Date.parse(`${date}T00:00:00Z`) - DAY_MS;
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/**
+ * A use's dates in the centre zone. Partial dates keep their precision (a start "2024-02" is
+ * 1 February, an end "2024-02" is 29 February). MR boundsDuration gives a period from the
+ * course start (the earliest boundsPeriod start, else authoredOn); the dispense validity
+ * period is used only when the dosage gives no bounds. When `openEnded` is false (a status
+ * that is no longer active: completed, stopped, intended), a period without an end closes
+ * on the day before MS.dateAsserted when that is on or after its start (the statement says
+ * the course was over by then), else on its start date.
+ */
 export function useDatesOf(
   use: MedicationUse,
   dateOf: (value: string | null) => string | null,
+  openEnded = true,
 ): UseDates {
   const periods: UseDates['periods'] = [];
-  for (const p of use.periods) {
-    const start = dateOf(p.start);
-    const end = dateOf(p.end);
+  const pushPeriod = (p: { start: string | null; end: string | null }): void => {
+    const start = dayRangeOf(p.start, dateOf)?.first ?? null;
+    const end = dayRangeOf(p.end, dateOf)?.last ?? null;
     if (start || end) periods.push({ start, end });
+  };
+  for (const p of use.periods) pushPeriod(p);
+  const singleRange = dayRangeOf(use.singleDate, dateOf);
+  if (use.durations.length > 0) {
+    let courseStart: string | null = null;
+    for (const p of periods)
+      if (p.start && (!courseStart || p.start < courseStart)) courseStart = p.start;
+    courseStart ??= singleRange?.first ?? null;
+    if (courseStart) {
+      for (const d of use.durations) {
+        const end = addDuration(courseStart, d.value, d.unit);
+        if (end) periods.push({ start: courseStart, end });
+      }
+    }
   }
-  return { periods, single: dateOf(use.singleDate), end: endDateOf(use, dateOf) };
+  if (periods.length === 0 && use.validity) pushPeriod(use.validity);
+  if (!openEnded) {
+    const asserted = dayRangeOf(use.dateAsserted, dateOf)?.first ?? null;
+    for (const p of periods) {
+      if (p.end || !p.start) continue;
+      const before = asserted ? dayBefore(asserted) : null;
+      p.end = before && before >= p.start ? before : p.start;
+    }
+  }
+  let end: string | null = null;
+  for (const p of periods) {
+    if (!p.end) {
+      end = null;
+      break;
+    }
+    if (!end || p.end > end) end = p.end;
+  }
+  return {
+    periods,
+    single: singleRange?.first ?? null,
+    singleEnd: singleRange?.last ?? null,
+    end,
+    undated: periods.length === 0 && !singleRange,
+  };
 }
 
 /** isActiveOn over dates from useDatesOf. */
@@ -238,14 +380,15 @@ export function isActiveOnDates(dates: UseDates, visitDate: string, openEnded: b
     return false;
   }
   const single = dates.single;
-  if (!single) return false;
-  return openEnded ? single <= visitDate : single === visitDate;
+  if (!single || single > visitDate) return false;
+  return openEnded || dates.singleEnd! >= visitDate;
 }
 
 /**
  * True when the use is active on `visitDate` (YYYY-MM-DD). `dateOf` turns FHIR dateTimes
  * into centre-zone dates. A period counts when start <= date and (no end or end >= date);
- * a lone date counts from that date on while active, and on that day only otherwise.
+ * a lone date counts from that date on while active, and within that day (or month, year
+ * for a partial date) otherwise. See useDatesOf for durations, validity and open ends.
  */
 export function isActiveOn(
   use: MedicationUse,
@@ -253,19 +396,14 @@ export function isActiveOn(
   dateOf: (value: string | null) => string | null,
   openEnded: boolean,
 ): boolean {
-  return isActiveOnDates(useDatesOf(use, dateOf), visitDate, openEnded);
+  return isActiveOnDates(useDatesOf(use, dateOf, openEnded), visitDate, openEnded);
 }
 
 /** The latest end date of the use's periods (centre zone), or null when open or unknown. */
 export function endDateOf(
   use: MedicationUse,
   dateOf: (value: string | null) => string | null,
+  openEnded = true,
 ): string | null {
-  let latest: string | null = null;
-  for (const p of use.periods) {
-    const end = dateOf(p.end);
-    if (!end) return null;
-    if (!latest || end > latest) latest = end;
-  }
-  return latest;
+  return useDatesOf(use, dateOf, openEnded).end;
 }

@@ -28,6 +28,10 @@ export interface PackIndex {
   steroidNames: { pattern: RegExp; ingredient: SteroidIngredient }[];
   nonSystemicText: RegExp;
   routeSystemic: Map<string, boolean>;
+  /** Dose form codes (SNOMED CT, EDQM) by `system|code`: false for local forms. */
+  formSystemic: Map<string, boolean>;
+  /** Whole route texts (normalised) that mean a local route: PR, OU, AU... */
+  localRouteTexts: Set<string>;
   diagnosisByCode: Map<string, Diagnosis>;
   diagnosisPrefixes: { system: string; prefix: string; diagnosis: Diagnosis }[];
 }
@@ -64,11 +68,15 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). */
-function wordPattern(word: string): string {
+/**
+ * Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). With
+ * `plural`, a whole word also matches with `s` or `es` (enemas, eyes, ears).
+ */
+function wordPattern(word: string, plural = false): string {
   const open = word.endsWith('*');
   const body = escapeRegExp(open ? word.slice(0, -1) : word).replace(/\\?\s+/g, '\\s+');
-  return `(?<![a-z0-9])${body}${open ? '' : '(?![a-z0-9])'}`;
+  if (open) return `(?<![a-z0-9])${body}`;
+  return `(?<![a-z0-9])${body}${plural ? '(?:e?s)?' : ''}(?![a-z0-9])`;
 }
 
 /** Normalises an ICD-10-CM style code for prefix matching: upper case, no dot. */
@@ -103,11 +111,14 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
     .map(([text, ingredient]) => ({ pattern: new RegExp(wordPattern(text), 'i'), ingredient }));
 
   const nonSystemicText = new RegExp(
-    nonSystemic.words.map((w) => wordPattern(w.word.toLowerCase())).join('|'),
+    nonSystemic.words.map((w) => wordPattern(w.word.toLowerCase(), true)).join('|'),
     'i',
   );
   const routeSystemic = new Map<string, boolean>();
   for (const r of nonSystemic.routes) routeSystemic.set(codingKey(r.system, r.code), r.systemic);
+  const formSystemic = new Map<string, boolean>();
+  for (const f of nonSystemic.forms) formSystemic.set(codingKey(f.system, f.code), f.systemic);
+  const localRouteTexts = new Set(nonSystemic.routeTexts.map((r) => normaliseText(r.text)));
 
   const diagnosisByCode = new Map<string, Diagnosis>();
   for (const c of diagnoses.concepts) diagnosisByCode.set(codingKey(c.system, c.code), c.diagnosis);
@@ -123,6 +134,8 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
     steroidNames,
     nonSystemicText,
     routeSystemic,
+    formSystemic,
+    localRouteTexts,
     diagnosisByCode,
     diagnosisPrefixes,
   };

@@ -5,8 +5,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createZoneCalendar } from '../../src/mapping/dates.js';
 import { RXNORM, SNOMED } from '../../src/mapping/pack-schema.js';
 import {
+  addDuration,
   endDateOf,
   isActiveOn,
+  useDatesOf,
   judgeSteroid,
   type MedicationInfo,
   type MedicationUse,
@@ -32,7 +34,11 @@ function use(partial: Partial<MedicationUse>): MedicationUse {
     routeCodings: [],
     routeTexts: [],
     periods: [],
+    durations: [],
+    validity: null,
     singleDate: null,
+    dateAsserted: null,
+    doNotPerform: false,
     versionId: null,
     lastUpdated: null,
     ...partial,
@@ -172,7 +178,7 @@ describe('isActiveOn', () => {
   const calendar = createZoneCalendar('America/Chicago');
   const dateOf = (v: string | null) => calendar.dateOf(v);
 
-  it('when a period covers the visit date, then it is active; an open end stays active', () => {
+  it('when a period covers the visit date, then it is active; an open end stays active while active', () => {
     expect(
       isActiveOn(
         use({ periods: [{ start: '2024-03-01', end: '2024-03-05' }] }),
@@ -194,7 +200,7 @@ describe('isActiveOn', () => {
         use({ periods: [{ start: '2024-01-01', end: null }] }),
         '2024-03-05',
         dateOf,
-        false,
+        true,
       ),
     ).toBe(true);
     expect(
@@ -255,5 +261,183 @@ describe('isActiveOn', () => {
       ),
     ).toBe('2024-03-01');
     expect(endDateOf(use({ periods: [{ start: '2024-01-01', end: null }] }), dateOf)).toBeNull();
+  });
+});
+
+describe('course dates (review items 2, 3, 6, 11)', () => {
+  const calendar = createZoneCalendar('America/Chicago');
+  const dateOf = (v: string | null) => calendar.dateOf(v);
+
+  it('when a status is no longer active and the period has no end, then it closes at its start date', () => {
+    const open = use({ status: 'completed', periods: [{ start: '2023-01-10', end: null }] });
+    expect(isActiveOn(open, '2024-03-05', dateOf, false)).toBe(false);
+    expect(isActiveOn(open, '2023-01-10', dateOf, false)).toBe(true);
+    expect(endDateOf(open, dateOf, false)).toBe('2023-01-10');
+  });
+
+  it('when a statement no longer active has dateAsserted, then its open period closes the day before', () => {
+    const asserted = use({
+      status: 'completed',
+      periods: [{ start: '2024-02-20', end: null }],
+      dateAsserted: '2024-03-10T15:00:00Z',
+    });
+    expect(useDatesOf(asserted, dateOf, false).periods).toEqual([
+      { start: '2024-02-20', end: '2024-03-09' },
+    ]);
+    expect(isActiveOn(asserted, '2024-03-10', dateOf, false)).toBe(false);
+    // Asserted before the start: the start date alone.
+    const early = use({
+      periods: [{ start: '2024-02-20', end: null }],
+      dateAsserted: '2024-02-01',
+    });
+    expect(useDatesOf(early, dateOf, false).periods).toEqual([
+      { start: '2024-02-20', end: '2024-02-20' },
+    ]);
+  });
+
+  it('when a duration is added, then it counts calendar days, weeks, months and years, part days rounded up', () => {
+    expect(addDuration('2023-12-01', 5, 'd')).toBe('2023-12-06');
+    expect(addDuration('2024-02-26', 1, 'wk')).toBe('2024-03-04');
+    expect(addDuration('2024-03-05', 36, 'h')).toBe('2024-03-07');
+    expect(addDuration('2024-01-31', 1, 'mo')).toBe('2024-02-29');
+    expect(addDuration('2024-02-29', 1, 'a')).toBe('2025-02-28');
+    expect(addDuration('2024-03-05', 5, 'days')).toBeNull();
+  });
+
+  it('when a request has a boundsDuration, then its course runs from authoredOn (or the boundsPeriod start)', () => {
+    const burst = use({
+      resourceType: 'MedicationRequest',
+      singleDate: '2023-12-01',
+      durations: [{ value: 5, unit: 'd' }],
+    });
+    expect(isActiveOn(burst, '2023-12-06', dateOf, true)).toBe(true);
+    expect(isActiveOn(burst, '2024-03-05', dateOf, true)).toBe(false);
+    const fromPeriod = use({
+      resourceType: 'MedicationRequest',
+      singleDate: '2024-01-01',
+      periods: [{ start: '2024-03-01', end: null }],
+      durations: [{ value: 2, unit: 'wk' }],
+    });
+    expect(useDatesOf(fromPeriod, dateOf, true).periods).toContainEqual({
+      start: '2024-03-01',
+      end: '2024-03-15',
+    });
+  });
+
+  it('when a request has dosage bounds, then the dispense validity period is not used', () => {
+    const validity = { start: '2024-02-01', end: '2025-02-01' };
+    const bounded = use({
+      resourceType: 'MedicationRequest',
+      status: 'completed',
+      periods: [{ start: '2024-02-01', end: '2024-02-10' }],
+      validity,
+    });
+    expect(isActiveOn(bounded, '2024-03-05', dateOf, false)).toBe(false);
+    const validityOnly = use({ resourceType: 'MedicationRequest', status: 'completed', validity });
+    expect(isActiveOn(validityOnly, '2024-03-05', dateOf, false)).toBe(true);
+  });
+
+  it('when a date is partial, then it keeps its precision (first day as a start, last day as an end)', () => {
+    expect(
+      useDatesOf(use({ periods: [{ start: '2024-02', end: '2024-02' }] }), dateOf).periods,
+    ).toEqual([{ start: '2024-02-01', end: '2024-02-29' }]);
+    const year = use({ singleDate: '2024' });
+    expect(isActiveOn(year, '2024-03-05', dateOf, true)).toBe(true);
+    expect(isActiveOn(year, '2024-12-31', dateOf, false)).toBe(true);
+    expect(isActiveOn(year, '2025-01-01', dateOf, false)).toBe(false);
+  });
+
+  it('when there is no usable date at all, then the dates say undated', () => {
+    expect(useDatesOf(use({}), dateOf).undated).toBe(true);
+    expect(useDatesOf(use({ singleDate: 'not a date' }), dateOf).undated).toBe(true);
+    expect(useDatesOf(use({ singleDate: '2024-03' }), dateOf).undated).toBe(false);
+  });
+});
+
+describe('local forms (review item 4)', () => {
+  const hydrocortisone = rx('5492');
+
+  it('when the text uses a plural local form word, then the form is local', () => {
+    for (const text of [
+      'hydrocortisone 100 mg/60 mL enemas',
+      'hydrocortisone 25 mg suppositories',
+      'hydrocortisone 1% ointments',
+      'hydrocortisone creams',
+      'hydrocortisone ear drops, both ears',
+      'Cortifoam 10% aerosol',
+      'for external use',
+    ]) {
+      expect(
+        judgeSteroid(index, use({ codings: [hydrocortisone], text }), undefined)?.systemic,
+        text,
+      ).toBe(false);
+    }
+  });
+
+  it('when the route text is a local abbreviation or phrase, then the form is local; PO stays systemic', () => {
+    for (const route of [
+      'PR',
+      'ou',
+      'Both Eyes',
+      'left eye',
+      'Each Nostril',
+      'Both Ears',
+      'nasal',
+    ]) {
+      expect(
+        judgeSteroid(index, use({ codings: [hydrocortisone], routeTexts: [route] }), undefined)
+          ?.systemic,
+        route,
+      ).toBe(false);
+    }
+    expect(
+      judgeSteroid(index, use({ codings: [hydrocortisone], routeTexts: ['PO'] }), undefined)
+        ?.systemic,
+    ).toBe(true);
+  });
+
+  it('when a dose form or route is coded without display, then its code decides', () => {
+    const ointment = medication({
+      codings: [hydrocortisone],
+      formCodings: [{ system: SNOMED, code: '385101003', display: null }],
+    });
+    expect(judgeSteroid(index, use({ medicationReference: '#med' }), ointment)?.systemic).toBe(
+      false,
+    );
+    const rectal = { system: 'http://standardterms.edqm.eu', code: '20061000', display: null };
+    expect(
+      judgeSteroid(index, use({ codings: [hydrocortisone], routeCodings: [rectal] }), undefined)
+        ?.systemic,
+    ).toBe(false);
+    const oral = { system: 'http://standardterms.edqm.eu', code: '20053000', display: null };
+    expect(
+      judgeSteroid(index, use({ codings: [hydrocortisone], routeCodings: [oral] }), undefined)
+        ?.systemic,
+    ).toBe(true);
+  });
+});
+
+describe('product codes and brands (review item 14)', () => {
+  it('when a PEDSnet product code comes without display, then it is recognised by code', () => {
+    expect(judgeSteroid(index, use({ codings: [rx('198148')] }), undefined)).toEqual({
+      ingredient: 'prednisone',
+      matchedBy: 'product-code',
+      systemic: true,
+    });
+    expect(judgeSteroid(index, use({ codings: [rx('762675')] }), undefined)?.ingredient).toBe(
+      'methylprednisolone',
+    );
+  });
+
+  it('when only a brand name is written, then it names its ingredient', () => {
+    expect(judgeSteroid(index, use({ text: 'Decadron 4 mg tablet' }), undefined)).toMatchObject({
+      ingredient: 'dexamethasone',
+      matchedBy: 'text',
+      systemic: true,
+    });
+    expect(
+      judgeSteroid(index, use({ text: 'Pediapred 5 mg/5 mL oral solution' }), undefined)
+        ?.ingredient,
+    ).toBe('prednisolone');
   });
 });
