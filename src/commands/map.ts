@@ -12,6 +12,7 @@ import { loadCentreFile } from '../config/centre.js';
 import { ConfigError } from '../config/errors.js';
 import { loadServiceConfig } from '../config/service.js';
 import {
+  bundleEntryResources,
   createMapper,
   OverridesError,
   type FhirResource,
@@ -122,8 +123,10 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
       const entryResource = (entries[i] as { resource?: unknown } | null)?.resource;
       if (entryResource === undefined)
         throw new CliError(`${basename(file)} entry[${i}]: no resource`);
-      yield check(entryResource, `${basename(file)} entry[${i}]`);
+      check(entryResource, `${basename(file)} entry[${i}]`);
     }
+    // A transaction Bundle's entries refer to each other by urn:uuid fullUrls.
+    yield* bundleEntryResources(entries as { fullUrl?: unknown; resource?: FhirResource }[]);
   }
 }
 

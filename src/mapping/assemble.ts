@@ -36,6 +36,8 @@ import {
 import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
 import { parseLiteralReference } from './view/resource-keys.js';
 import {
+  SYSTEM_ALIASES,
+  addSystemAliases,
   buildPackIndex,
   lookupCoding,
   lookupDiagnosis,
@@ -129,16 +131,22 @@ interface ObservationRecord extends Versioned {
   instant: number | null;
   /** Vitals: converted value (unrounded) or why not. */
   value: number | null;
-  problem: 'unconvertible' | null;
+  /** `censored`: the quantity has a comparator (`>250 kg`): a bound, not a measurement. */
+  problem: 'unconvertible' | 'censored' | null;
+  /** Stands only for its version: a later version that does not count (entered-in-error...). */
+  excluded: boolean;
   unit: string | null;
   /** PGA: mapped category, or the unmapped answer. */
   category: PgaCategory | null;
   unmappedCode: string | null;
   unmappedText: boolean;
+  /** PGA: a numeric answer that no centre answer maps. */
+  unmappedValue: number | null;
 }
 
 interface ConditionRecord extends Versioned {
-  diagnosis: Diagnosis;
+  /** Null: this version does not count (refuted, entered-in-error, no IBD code). */
+  diagnosis: Diagnosis | null;
   date: string | null;
 }
 
@@ -170,6 +178,40 @@ const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** A FHIR integer versionId (the common `1`, `2`, ...), else NaN. */
+function versionNumber(v: string): number {
+  return /^\d{1,15}$/.test(v) ? Number(v) : NaN;
+}
+
+/**
+ * True when `next` should replace `current` (the same resource seen before): the later
+ * version wins whatever the input order (HAPI _history, concatenated exports), judged by
+ * numeric versionIds, else by lastUpdated; when neither tells, the one read last.
+ */
+function supersedes(next: Versioned, current: Versioned | undefined): boolean {
+  if (current === undefined) return true;
+  if (
+    next.versionId !== null &&
+    current.versionId !== null &&
+    next.versionId !== current.versionId
+  ) {
+    const a = versionNumber(next.versionId);
+    const b = versionNumber(current.versionId);
+    if (Number.isFinite(a) && Number.isFinite(b)) return a > b;
+  }
+  if (next.lastUpdated !== null && current.lastUpdated !== null) {
+    const a = Date.parse(next.lastUpdated);
+    const b = Date.parse(current.lastUpdated);
+    if (Number.isFinite(a) && Number.isFinite(b) && a !== b) return a > b;
+  }
+  return true;
+}
+
+/** Puts `rec` under its id unless a later version of it is already there. */
+function keepLatest<T extends Versioned>(map: Map<string, T>, key: string, rec: T): void {
+  if (supersedes(rec, map.get(key))) map.set(key, rec);
+}
 
 // Objects that go into the content hash are built with their keys in sorted order, so that
 // JSON.stringify gives the canonical JSON directly (keys.ts canonicalJson would sort them at
@@ -313,6 +355,9 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
   };
 }
 
+const V3_ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+
+/** system -> code -> visit type; HL7 ActCode classes also under its aliases and no system. */
 function visitClassMap(
   classes: { system: string; code: string; type: string }[],
 ): CodingMap<string> {
@@ -325,7 +370,7 @@ function visitClassMap(
     }
     codes.set(c.code, c.type);
   }
-  return map;
+  return addSystemAliases(map, { [V3_ACT_CODE]: [''] });
 }
 
 interface Context {
@@ -361,6 +406,18 @@ function createAssemblerFor(ctx: Context): Assembler {
   };
   let resources = 0;
   let finished = false;
+  /**
+   * `system|code` of encounter classes that are not visit classes, on encounters in a visit
+   * status, with how many: reported at the end when the system is not the HL7 one, because
+   * a centre whose EHR uses a local class system would otherwise submit nothing, silently.
+   */
+  const unknownClasses = new Map<string, number>();
+  const noteUnknownClass = (system: unknown, code: unknown): void => {
+    const s = typeof system === 'string' ? system : '';
+    if (s === V3_ACT_CODE || (SYSTEM_ALIASES[V3_ACT_CODE] ?? []).includes(s)) return;
+    const key = `${s}|${typeof code === 'string' ? code : ''}`;
+    unknownClasses.set(key, (unknownClasses.get(key) ?? 0) + 1);
+  };
 
   // Resources mostly arrive grouped by patient (searches are per patient; export files are
   // usually in patient order), so the last bucket is checked before the map.
@@ -423,7 +480,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     const status = str(first.status);
     const patient = str(first.patient);
     const id = str(first.id);
-    if (!status || !ctx.observationStatuses.has(status) || !patient || !id) return;
+    if (!patient || !id) return;
     const when =
       str(first.effective_datetime) ?? str(first.effective_instant) ?? str(first.effective_start);
     const instant = calendar.instantOf(when);
@@ -438,23 +495,32 @@ function createAssemblerFor(ctx: Context): Assembler {
       value: null,
       problem: null,
       unit: null,
+      excluded: false,
       category: null,
       unmappedCode: null,
       unmappedText: false,
+      unmappedValue: null,
     };
-    if (field === 'pga') {
+    const value = num(first.value_number);
+    if (!status || !ctx.observationStatuses.has(status)) {
+      // Kept only to stand for its version: an older one read later must not count.
+      rec.excluded = true;
+    } else if (field === 'pga') {
       classifyPga(rec, rows, first);
+    } else if (value === null) {
+      rec.excluded = true; // no quantity (e.g. dataAbsentReason): not a candidate
     } else {
-      const value = num(first.value_number);
-      if (value === null) return; // no quantity (e.g. dataAbsentReason): not a candidate
       const unitCode = str(first.value_unit_system) === UCUM ? str(first.value_unit_code) : null;
-      const unit = unitCode ?? str(first.value_unit) ?? str(first.value_unit_code);
+      let unit = unitCode ?? str(first.value_unit) ?? str(first.value_unit_code);
+      // BMI is kg/m2 by definition: a BMI without a unit, or with a bare annotation, is that.
+      if (field === 'bmi' && (unit === null || /^(\{[^}]*\}|1)$/.test(unit))) unit = 'kg/m2';
       rec.unit = unit;
       const factor = unit ? ctx.converters[field].factor(unit) : null;
       if (factor === null) rec.problem = 'unconvertible';
       else rec.value = value * factor;
+      if (str(first.value_comparator) !== null) rec.problem = 'censored';
     }
-    bucketOf(patient).observations.set(id, rec);
+    keepLatest(bucketOf(patient).observations, id, rec);
   };
 
   const classifyPga = (rec: ObservationRecord, rows: Row[], first: Row): void => {
@@ -478,7 +544,16 @@ function createAssemblerFor(ctx: Context): Assembler {
         return;
       }
     }
+    const score = num(first.value_integer) ?? num(first.value_number);
+    if (score !== null) {
+      const category = index.pgaAnswerByValue.get(score);
+      if (category) {
+        rec.category = category;
+        return;
+      }
+    }
     if (firstUnmapped) rec.unmappedCode = firstUnmapped;
+    else if (text === null && score !== null) rec.unmappedValue = score;
     else rec.unmappedText = text !== null;
   };
 
@@ -543,7 +618,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         if (info) use.contained.set(`#${info.id}`, info);
       }
     }
-    bucketOf(patient).medications.set(`${type}/${id}`, use);
+    keepLatest(bucketOf(patient).medications, `${type}/${id}`, use);
   };
 
   const addCondition = (resource: FhirResource): void => {
@@ -551,18 +626,24 @@ function createAssemblerFor(ctx: Context): Assembler {
     const first = rows[0];
     const patient = first ? str(first.patient) : null;
     if (!first || !patient || !str(first.id)) return;
-    const verification = str(first.verification_status);
-    if (
-      verification &&
-      pack.assembly.fields.diagnosis.excludeVerificationStatuses.includes(verification)
-    )
-      return;
+    // Any of its codings (EHRs send a local one next to the HL7 one) can exclude it.
+    const statuses = first.verification_statuses;
+    const excluded =
+      Array.isArray(statuses) &&
+      statuses.some(
+        (v) =>
+          typeof v === 'string' &&
+          pack.assembly.fields.diagnosis.excludeVerificationStatuses.includes(v),
+      );
     let diagnosis: Diagnosis | null = null;
-    for (const row of rows) {
-      diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
-      if (diagnosis) break;
-    }
-    if (!diagnosis) return;
+    if (!excluded)
+      for (const row of rows) {
+        diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
+        if (diagnosis) break;
+      }
+    const known = bucketOf(patient).conditions;
+    // A version that does not count is kept only when it stands in for an earlier one.
+    if (!diagnosis && !known.has(str(first.id) ?? '')) return;
     const rec: ConditionRecord = {
       id: str(first.id) ?? '',
       versionId: str(first.version_id),
@@ -570,15 +651,16 @@ function createAssemblerFor(ctx: Context): Assembler {
       diagnosis,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
     };
-    bucketOf(patient).conditions.set(rec.id, rec);
+    keepLatest(known, rec.id, rec);
   };
 
   const add = (resource: FhirResource): void => {
     if (finished) throw new Error('this assembler has finished; create a new one');
     const type = resource?.resourceType;
     if (type === 'Bundle') {
-      const entries = (resource as { entry?: { resource?: FhirResource }[] }).entry ?? [];
-      for (const e of entries) if (e?.resource) add(e.resource);
+      const entries =
+        (resource as { entry?: { fullUrl?: unknown; resource?: FhirResource }[] }).entry ?? [];
+      for (const r of bundleEntryResources(entries)) add(r);
       return;
     }
     resources += 1;
@@ -599,9 +681,10 @@ function createAssemblerFor(ctx: Context): Assembler {
           visitType: lookupCoding(ctx.visitClasses, first.class_system, first.class_code) ?? null,
           periodStart: str(first.period_start),
         };
+        if (rec.visitType === null && rec.status && ctx.visitStatuses.has(rec.status))
+          noteUnknownClass(first.class_system, first.class_code);
         const patient = str(first.patient);
-        if (patient) bucketOf(patient).encounters.set(rec.id, rec);
-        else unattributed.set(rec.id, rec);
+        keepLatest(patient ? bucketOf(patient).encounters : unattributed, rec.id, rec);
         return;
       }
       case 'Patient': {
@@ -609,13 +692,15 @@ function createAssemblerFor(ctx: Context): Assembler {
         const first = views.patient.rows(resource)[0];
         const id = first ? str(first.id) : null;
         if (!first || !id) return;
-        bucketOf(id).patient = {
-          id: str(first.id) ?? '',
+        const bucket = bucketOf(id);
+        const rec: PatientRecord = {
+          id,
           versionId: str(first.version_id),
           lastUpdated: str(first.last_updated),
           birthDate: str(first.birth_date),
           gender: str(first.gender),
         };
+        if (supersedes(rec, bucket.patient ?? undefined)) bucket.patient = rec;
         return;
       }
       case 'MedicationStatement':
@@ -626,7 +711,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       case 'Medication': {
         count(5, type);
         const info = readMedication(resource);
-        if (info) medications.set(info.id, info);
+        if (info) keepLatest(medications, info.id, info);
         return;
       }
       case 'Condition':
@@ -669,6 +754,17 @@ function createAssemblerFor(ctx: Context): Assembler {
         ),
       );
     }
+    for (const [code, n] of [...unknownClasses].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      orphanFindings.push(
+        finding(
+          'unmapped-code',
+          'visit.class',
+          `${n} encounter(s) in a visit status have this class, which is not a visit class of the pack, so they were not submitted; if they are clinic visits, add the class to the centre file under mapping.overrides.visits.classes`,
+          undefined,
+          code,
+        ),
+      );
+    }
     const patientIds = [...buckets.keys()].sort();
     const run = createRun(ctx);
     for (const patientId of patientIds) {
@@ -702,6 +798,85 @@ function createAssemblerFor(ctx: Context): Assembler {
   };
 
   return { add, finish };
+}
+
+// ---------------------------------------------------------------------------------------
+// Bundle-local references
+
+/**
+ * `urn:uuid:` / `urn:oid:` entry fullUrls of a Bundle and the `Type/id` each stands for (the
+ * resource's id, else the uuid itself, a valid FHIR id): a transaction Bundle (Synthea, a
+ * client's POST) refers to its own entries that way. Null when the Bundle has none.
+ */
+function bundleLocalIds(
+  entries: readonly { fullUrl?: unknown; resource?: FhirResource }[],
+): Map<string, string> | null {
+  let local: Map<string, string> | null = null;
+  for (const e of entries) {
+    const url = e?.fullUrl;
+    const r = e?.resource;
+    if (typeof url !== 'string' || !url.startsWith('urn:') || typeof r?.resourceType !== 'string')
+      continue;
+    const id = typeof r.id === 'string' && r.id !== '' ? r.id : url.slice(url.lastIndexOf(':') + 1);
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id)) continue;
+    (local ??= new Map()).set(url, `${r.resourceType}/${id}`);
+  }
+  return local;
+}
+
+/**
+ * The resources of a Bundle's entries, with references to other entries by their
+ * `urn:uuid:` fullUrl made `Type/id` (entries without a resource are skipped).
+ */
+export function bundleEntryResources(
+  entries: readonly ({ fullUrl?: unknown; resource?: FhirResource } | null | undefined)[],
+): FhirResource[] {
+  const present = entries.filter((e) => e?.resource !== undefined) as {
+    fullUrl?: unknown;
+    resource: FhirResource;
+  }[];
+  const local = bundleLocalIds(present);
+  return present.map((e) =>
+    local ? resolveLocalReferences(e.resource, e.fullUrl, local) : e.resource,
+  );
+}
+
+/**
+ * A copy of `resource` with every Reference to a Bundle-local fullUrl made `Type/id`, and
+ * the id the Bundle gives it when it has none (objects without such references are shared,
+ * not copied; the input is never changed).
+ */
+function resolveLocalReferences(
+  resource: FhirResource,
+  fullUrl: unknown,
+  local: Map<string, string>,
+): FhirResource {
+  const rewrite = (value: unknown): unknown => {
+    if (Array.isArray(value)) {
+      let out: unknown[] | null = null;
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        const next = rewrite(item);
+        if (next !== item) (out ??= [...value])[i] = next;
+      }
+      return out ?? value;
+    }
+    if (typeof value !== 'object' || value === null) return value;
+    const record = value as Record<string, unknown>;
+    let out: Record<string, unknown> | null = null;
+    for (const key of Object.keys(record)) {
+      const item = record[key];
+      const next =
+        key === 'reference' && typeof item === 'string' ? (local.get(item) ?? item) : rewrite(item);
+      if (next !== item) (out ??= { ...record })[key] = next;
+    }
+    return out ?? value;
+  };
+  const resolved = rewrite(resource) as FhirResource;
+  const own = typeof fullUrl === 'string' ? local.get(fullUrl) : undefined;
+  if (own !== undefined && (typeof resolved.id !== 'string' || resolved.id === ''))
+    return { ...resolved, id: own.slice(own.indexOf('/') + 1) };
+  return resolved;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -775,8 +950,8 @@ interface LinkedObs {
   visit: number;
   /** For ordering: obs.instant, -Infinity when unknown. */
   order: number;
-  /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (after rounding). */
-  problem: 0 | 1 | 2;
+  /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (after rounding), 3 a bound. */
+  problem: 0 | 1 | 2 | 3;
   /** Vitals: the value rounded to the field's decimals. */
   rounded: number;
   /** Made when first used by a visit. */
@@ -986,12 +1161,14 @@ function linkObservations(
     for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
   }
   for (const o of bucket.observations.values()) {
+    if (o.excluded) continue;
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
     let rounded = 0;
     if (field !== 'pga') {
       const spec = fields[field];
-      if (o.value === null) problem = 1;
+      if (o.problem === 'censored') problem = 3;
+      else if (o.value === null) problem = 1;
       else {
         rounded = roundTo(o.value, spec.decimals);
         if (rounded < spec.plausible.min || rounded > spec.plausible.max) problem = 2;
@@ -1076,6 +1253,7 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
   let winner: ConditionRecord | null = null;
   const seen = new Set<Diagnosis>();
   for (const c of bucket.conditions.values()) {
+    if (c.diagnosis === null) continue;
     seen.add(c.diagnosis);
     if (
       !winner ||
@@ -1432,12 +1610,19 @@ function choosePga(
             `Observation/${c.obs.id}`,
             c.obs.unmappedCode,
           )
-        : finding(
-            'unmapped-code',
-            'pga',
-            c.obs.unmappedText ? PGA_UNMAPPED_TEXT : PGA_NO_ANSWER,
-            `Observation/${c.obs.id}`,
-          ),
+        : c.obs.unmappedValue !== null
+          ? finding(
+              'unmapped-code',
+              'pga',
+              `PGA answer ${c.obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
+              `Observation/${c.obs.id}`,
+            )
+          : finding(
+              'unmapped-code',
+              'pga',
+              c.obs.unmappedText ? PGA_UNMAPPED_TEXT : PGA_NO_ANSWER,
+              `Observation/${c.obs.id}`,
+            ),
     );
   }
   if (winner === null) return null;
@@ -1505,6 +1690,17 @@ function chooseVital(
           'unconvertible-unit',
           field,
           `${field} unit ${o.unit ? `"${o.unit}"` : '(none)'} cannot be converted to ${spec.unit}`,
+          `Observation/${o.id}`,
+        ),
+      );
+      continue;
+    }
+    if (c.problem === 3) {
+      findings.push(
+        finding(
+          'implausible-value',
+          field,
+          `${field} is given as a bound (a quantity with a comparator such as > or <), not a measurement, so it was not used`,
           `Observation/${o.id}`,
         ),
       );

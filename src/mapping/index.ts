@@ -1,6 +1,7 @@
 // The mapping core's public surface: the assembler (createMapper), the pack types and the
 // centre overrides. Pure: no network, no Redis, no files (packs are read by src/packs).
 export {
+  bundleEntryResources,
   createMapper,
   type Assembler,
   type FhirResource,

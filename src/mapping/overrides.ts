@@ -76,6 +76,18 @@ export const CentreOverridesSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Encounter classes that are visits at this centre, on top of the pack's (an EHR with a
+     * local class system, e.g. Epic's urn:oid:1.2.840.114350... codes).
+     */
+    visits: z
+      .object({
+        classes: z
+          .array(z.object({ system: nonEmpty, code: nonEmpty, type: nonEmpty }).strict())
+          .default([]),
+      })
+      .strict()
+      .optional(),
     links: z
       .object({
         pga: linkOverride.optional(),
@@ -141,7 +153,7 @@ function mergeLink(base: LinkRule, override: Partial<LinkRule> | undefined): Lin
 
 /** Returns a new pack with the centre's codes, link rules and settings layered on top. */
 export function applyCentreOverrides(pack: MappingPack, overrides: CentreOverrides): MappingPack {
-  const { valueSets: vs, links, settings } = overrides;
+  const { valueSets: vs, links, settings, visits } = overrides;
   const valueSets = { ...pack.valueSets };
   if (vs.pga) {
     valueSets.pga = {
@@ -185,6 +197,9 @@ export function applyCentreOverrides(pack: MappingPack, overrides: CentreOverrid
   const fields = pack.assembly.fields;
   const assembly = {
     ...pack.assembly,
+    visits: visits
+      ? { ...pack.assembly.visits, classes: [...pack.assembly.visits.classes, ...visits.classes] }
+      : pack.assembly.visits,
     fields: {
       ...fields,
       pga: { ...fields.pga, link: mergeLink(fields.pga.link, links.pga) },

@@ -99,6 +99,8 @@ export const PgaAnswerSchema = z.union([
     })
     .strict(),
   z.object({ text: nonEmpty, category: pgaCategory, source: z.string().optional() }).strict(),
+  // A score sent as a number (valueInteger, or valueQuantity without a unit).
+  z.object({ value: z.number(), category: pgaCategory, source: z.string().optional() }).strict(),
 ]);
 export type PgaAnswer = z.infer<typeof PgaAnswerSchema>;
 

@@ -32,18 +32,26 @@ export function createUnitConverter(
       let result: number | null = null;
       if (code === target) result = 1;
       else if (code) {
-        const converted = utils!.convertUnitTo(code, 1, target);
-        result =
-          converted.status === 'succeeded' &&
-          typeof converted.toVal === 'number' &&
-          Number.isFinite(converted.toVal)
-            ? converted.toVal
-            : null;
+        result = convert(code, target);
+        // UCUM's case-insensitive forms (KG, CM, [LB_AV]) are the lower-case codes in upper
+        // case for every unit used here: tried when the code as sent is not a UCUM unit.
+        if (result === null && code !== code.toLowerCase())
+          result = code.toLowerCase() === target ? 1 : convert(code.toLowerCase(), target);
       }
       if (cache.size < 10_000) cache.set(unit, result);
       return result;
     },
   };
+}
+
+/** The factor from one UCUM code to another, or null when UCUM cannot convert it. */
+function convert(code: string, target: string): number | null {
+  const converted = utils!.convertUnitTo(code, 1, target);
+  return converted.status === 'succeeded' &&
+    typeof converted.toVal === 'number' &&
+    Number.isFinite(converted.toVal)
+    ? converted.toVal
+    : null;
 }
 
 /** Rounds half away from zero to `decimals` places, avoiding binary artefacts like 1.005. */

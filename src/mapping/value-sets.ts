@@ -23,6 +23,8 @@ export interface PackIndex {
   /** system -> code -> PGA category. */
   pgaAnswerByCode: CodingMap<PgaCategory>;
   pgaAnswerByText: Map<string, PgaCategory>;
+  /** Numeric PGA answers (valueInteger, or a unitless valueQuantity) by value. */
+  pgaAnswerByValue: Map<number, PgaCategory>;
   steroidByCode: Map<string, SteroidConcept>;
   /** Ingredient and brand names, longest first, as whole-word matchers. */
   steroidNames: { pattern: RegExp; ingredient: SteroidIngredient }[];
@@ -69,6 +71,51 @@ function escapeRegExp(text: string): string {
 }
 
 /**
+ * Other URIs EHRs use for the code systems the pack names, by the pack's (canonical) URI:
+ * the HL7 OIDs (HL7 OID registry; FHIR R4 terminologies-systems) and the pre-R4 v3 URL. A
+ * coding with an alias system is looked up as if it had the canonical one.
+ */
+export const SYSTEM_ALIASES: Readonly<Record<string, readonly string[]>> = {
+  'http://loinc.org': ['urn:oid:2.16.840.1.113883.6.1'],
+  'http://snomed.info/sct': ['urn:oid:2.16.840.1.113883.6.96'],
+  'http://hl7.org/fhir/sid/icd-10-cm': ['urn:oid:2.16.840.1.113883.6.90'],
+  'http://www.nlm.nih.gov/research/umls/rxnorm': ['urn:oid:2.16.840.1.113883.6.88'],
+  'http://terminology.hl7.org/CodeSystem/v3-ActCode': [
+    'http://hl7.org/fhir/v3/ActCode',
+    'urn:oid:2.16.840.1.113883.5.4',
+  ],
+};
+
+/**
+ * Makes every entry of a canonical system reachable under its aliases too (the inner maps
+ * are shared, so later additions show under both). `extra` adds aliases for this map only.
+ */
+export function addSystemAliases<T>(
+  map: CodingMap<T>,
+  extra: Readonly<Record<string, readonly string[]>> = {},
+): CodingMap<T> {
+  for (const [canonical, aliases] of Object.entries(SYSTEM_ALIASES)) {
+    const codes = map.get(canonical);
+    if (!codes) continue;
+    for (const alias of [...aliases, ...(extra[canonical] ?? [])])
+      if (!map.has(alias)) map.set(alias, codes);
+  }
+  return map;
+}
+
+/** The same for a map keyed by `codingKey(system, code)`. */
+function addKeyedAliases<T>(map: Map<string, T>): void {
+  for (const [key, value] of [...map]) {
+    const bar = key.indexOf('|');
+    const aliases = SYSTEM_ALIASES[key.slice(0, bar)];
+    if (!aliases) continue;
+    const code = key.slice(bar + 1);
+    for (const alias of aliases)
+      if (!map.has(`${alias}|${code}`)) map.set(`${alias}|${code}`, value);
+  }
+}
+
+/**
  * Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). With
  * `plural`, a whole word also matches with `s` or `es` (enemas, eyes, ears).
  */
@@ -96,10 +143,13 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
   for (const [category, words] of Object.entries(pga.synonyms) as [PgaCategory, string[]][]) {
     for (const w of words) pgaAnswerByText.set(normaliseText(w), category);
   }
+  const pgaAnswerByValue = new Map<number, PgaCategory>();
   for (const a of pga.answers) {
     if ('text' in a) pgaAnswerByText.set(normaliseText(a.text), a.category);
+    else if ('value' in a) pgaAnswerByValue.set(a.value, a.category);
     else setCoding(pgaAnswerByCode, a.system, a.code, a.category);
   }
+  addSystemAliases(observationField);
 
   const steroidByCode = new Map<string, SteroidConcept>();
   for (const c of steroids.concepts) steroidByCode.set(codingKey(c.system, c.code), c);
@@ -126,10 +176,19 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
     .map((p) => ({ system: p.system, prefix: normaliseIcdCode(p.prefix), diagnosis: p.diagnosis }))
     .sort((a, b) => b.prefix.length - a.prefix.length);
 
+  addKeyedAliases(steroidByCode);
+  addKeyedAliases(routeSystemic);
+  addKeyedAliases(diagnosisByCode);
+  for (const p of [...diagnosisPrefixes])
+    for (const alias of SYSTEM_ALIASES[p.system] ?? [])
+      diagnosisPrefixes.push({ ...p, system: alias });
+  diagnosisPrefixes.sort((a, b) => b.prefix.length - a.prefix.length);
+
   return {
     observationField,
     pgaAnswerByCode,
     pgaAnswerByText,
+    pgaAnswerByValue,
     steroidByCode,
     steroidNames,
     nonSystemicText,

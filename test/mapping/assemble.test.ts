@@ -165,6 +165,59 @@ describe('assembler', () => {
     );
   });
 
+  it('when every resource arrives twice, newer versions first, then the output is that of the newer versions alone', () => {
+    // Each resource gets an older copy (versionId one lower, one status the pack would count
+    // differently) read after it: the newer copy must win whatever the order.
+    const older = resources
+      .filter(
+        (r) =>
+          typeof (r as any).meta?.versionId === 'string' && Number((r as any).meta.versionId) > 1,
+      )
+      .map((r) => ({
+        ...r,
+        meta: { ...(r as any).meta, versionId: String(Number((r as any).meta.versionId) - 1) },
+        status: 'entered-in-error',
+      }));
+    const bumped = resources.map((r) =>
+      typeof (r as any).meta?.versionId === 'string' && Number((r as any).meta.versionId) === 1
+        ? { ...r, meta: { ...(r as any).meta, versionId: '2' } }
+        : r,
+    );
+    const olderOfBumped = resources
+      .filter((r) => (r as any).meta?.versionId === '1' && 'status' in r)
+      .map((r) => ({ ...r, status: 'entered-in-error' }));
+    expect(olderOfBumped.length + older.length).toBeGreaterThan(100);
+    const expected = mapperFor().mapResources(bumped).submissions;
+    const result = mapperFor().mapResources([...bumped, ...older, ...olderOfBumped]).submissions;
+    expect(result).toEqual(expected);
+  });
+
+  it('when encounters in a visit status have a class of an unknown system, then one finding per class says how to add it', () => {
+    const extra = ['e-x1', 'e-x2'].map((id) => ({
+      resourceType: 'Encounter',
+      id,
+      status: 'finished',
+      class: { system: 'urn:oid:1.2.840.114350.1.72.1.7.7.10.696784.13260', code: '5' },
+      subject: { reference: `Patient/${resources.find((r) => r.resourceType === 'Patient')!.id}` },
+      period: { start: '2024-03-05T15:00:00Z' },
+    }));
+    const inpatient = {
+      ...extra[0]!,
+      id: 'e-x3',
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' },
+    };
+    const result = mapperFor().mapResources([...resources, ...extra, inpatient]);
+    const classFindings = result.findings.filter((f) => f.field === 'visit.class');
+    expect(classFindings).toEqual([
+      expect.objectContaining({
+        kind: 'unmapped-code',
+        code: 'urn:oid:1.2.840.114350.1.72.1.7.7.10.696784.13260|5',
+        message: expect.stringMatching(/^2 encounter\(s\).*mapping\.overrides\.visits\.classes/),
+      }),
+    ]);
+    expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
+  });
+
   it('when resource types the pack does not use arrive, then they are counted and ignored', () => {
     const extra = [
       { resourceType: 'Practitioner', id: 'dr' },

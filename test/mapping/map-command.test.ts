@@ -70,6 +70,15 @@ describe('lhn-bridge map', () => {
     expect(r.stderr).toMatch(/findings: .*missing-value 4/);
   });
 
+  it('when a transaction Bundle refers to its entries by urn:uuid, then the references are resolved', async () => {
+    const r = await run([...pack, '--input', golden('bundle-transaction-urn-uuid')]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const visit = JSON.parse(lines[0]!);
+    expect(visit).toMatchObject({ steroidUse: true, weight: { value: 40 } });
+  });
+
   it('when the same resources come as an NDJSON folder or file, then the submissions are identical', async () => {
     const bundle = JSON.parse(readFileSync(golden('steroid-referenced-medication'), 'utf8'));
     const resources = bundle.entry.map((e: { resource: unknown }) => e.resource);
