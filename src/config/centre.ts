@@ -177,6 +177,12 @@ export const CentreFileSchema = z
         /** Cron expression in the centre's time zone; absent means manual syncs only. */
         cron: z.string().min(1).optional(),
         mode: z.enum(['full', 'incremental']).default('incremental'),
+        /**
+         * An incremental run becomes full when the last full sync is older than this many
+         * days. Incremental searches cannot see deletions (an Observation or medication
+         * removed from the EHR); a full sync corrects the visits that used them.
+         */
+        fullEveryDays: z.number().int().min(1).max(365).optional(),
       })
       .strict()
       .prefault({}),

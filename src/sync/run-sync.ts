@@ -45,6 +45,8 @@ import { createPatientSpool } from './bulk-spool.js';
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
 const DAY_MS = 86_400_000;
+/** Watermarks entry: when the last successful full sync ended (this machine's clock). */
+const LAST_FULL_MARK = '$lastFull';
 
 /** What a sync run needs. */
 export interface SyncDeps {
@@ -380,6 +382,20 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       log.info('no watermark for every resource type yet; running a full sync');
       await deps.runStore.update(runId, { mode });
     }
+    const fullEvery = centre.schedule.fullEveryDays;
+    const lastFull = Date.parse(marks[LAST_FULL_MARK] ?? '');
+    if (
+      mode === 'incremental' &&
+      fullEvery !== undefined &&
+      !(Date.now() - lastFull < fullEvery * DAY_MS)
+    ) {
+      mode = 'full';
+      log.info(
+        { fullEveryDays: fullEvery, lastFull: marks[LAST_FULL_MARK] ?? null },
+        'the last full sync is older than schedule.fullEveryDays; running a full sync',
+      );
+      await deps.runStore.update(runId, { mode });
+    }
 
     await setPhase('server-time');
     let serverTime = await fetchServerTime(client, signal);
@@ -561,7 +577,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
 
     if (errors.size() === 0) {
       const mark = new Date(serverTime - overlapMs).toISOString();
-      await state.setWatermarks(Object.fromEntries(types.map((t) => [t, mark])));
+      await state.setWatermarks({
+        ...Object.fromEntries(types.map((t) => [t, mark])),
+        ...(mode === 'full' ? { [LAST_FULL_MARK]: new Date().toISOString() } : {}),
+      });
     }
     await setPhase('quality');
     await deps.runStore.saveQualityReport(await buildQualityReport(state, runId));

@@ -278,3 +278,46 @@ describe('sync run against an EHR that sends no meta', () => {
     expect(stored).toMatchObject({ retracted: true, retractionReason: 'deleted' });
   });
 });
+
+describe('sync run with schedule.fullEveryDays', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({
+      patients: 4,
+      seed: 37,
+      centreId: 'sync-full-every',
+      centre: { schedule: { fullEveryDays: 7 } },
+    });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('when the last full sync is older than fullEveryDays, then an incremental run goes full and corrects a visit whose observations were deleted', async () => {
+    expect((await f.runSync('full')).mode).toBe('full');
+    await f.deliverAll();
+    // A recent full sync: incremental stays incremental, and cannot see a deletion.
+    const sent = f.registry.visits().find((v) => !v.retracted && v.current?.pga != null)!;
+    const observations = sent.current!.provenance.filter((r) => r.resourceType === 'Observation');
+    for (const o of observations) expect(f.ehr.delete('Observation', o.id)).toBe(true);
+    const quiet = await f.runSync('incremental');
+    expect(quiet.mode).toBe('incremental');
+    expect(quiet.counts.enqueued).toBe(0);
+    // Eight days later (as the watermarks tell it), the same request runs in full.
+    const marks = `${f.runtime.prefix}:state:${f.centre.id}:watermarks`;
+    await f.runtime.redis.hset(
+      marks,
+      '$lastFull',
+      new Date(Date.now() - 8 * 86_400_000).toISOString(),
+    );
+    const record = await f.runSync('incremental');
+    expect(record.mode).toBe('full');
+    expect(record.counts.enqueued).toBe(1);
+    await f.deliverAll();
+    const stored = f.registry.visits().find((v) => v.visitKey === sent.visitKey);
+    expect(stored!.current!.pga).toBeNull();
+    expect(Date.parse((await f.runtime.redis.hget(marks, '$lastFull'))!)).toBeGreaterThan(
+      Date.now() - 60_000,
+    );
+  });
+});
