@@ -234,6 +234,10 @@ const MISSING_PGA = 'no PGA observation links to this visit';
 const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
 const NO_BIRTH_DATE = 'the patient has no birth date';
 const NO_PATIENT = 'no Patient resource for this visit';
+const BIRTH_YEAR_ONLY =
+  'the birth date gives only the year, too imprecise for an age at the visit in months (age not sent)';
+const NO_AGE =
+  'no age at the visit can be computed from the birth date (it is after the visit date, or not a valid date)';
 const MISSING_VITAL: Record<VitalField, string> = {
   height: 'no height observation links to this visit',
   weight: 'no weight observation links to this visit',
@@ -259,6 +263,8 @@ const FIXED_MESSAGE_JSON = new Map<string, string>();
     ['missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS],
     ['missing-birth-date', 'birthDate', NO_BIRTH_DATE],
     ['missing-birth-date', 'birthDate', NO_PATIENT],
+    ['missing-birth-date', 'birthDate', BIRTH_YEAR_ONLY],
+    ['implausible-value', 'birthDate', NO_AGE],
     ['missing-value', 'height', MISSING_VITAL.height],
     ['missing-value', 'weight', MISSING_VITAL.weight],
     ['missing-value', 'bmi', MISSING_VITAL.bmi],
@@ -1409,6 +1415,14 @@ function assembleVisit(
     birthDate: info.birthDate,
     sex: info.sex,
   };
+  if (fullBirthDate && patient.ageAtVisitMonths === null) {
+    // A birth date that gives no age is said so, never a silent null.
+    findings.push(
+      /^\d{4}$/.test(fullBirthDate)
+        ? finding('missing-birth-date', 'birthDate', BIRTH_YEAR_ONLY)
+        : finding('implausible-value', 'birthDate', NO_AGE),
+    );
+  }
 
   // PGA and remission
   const pga = choosePga(run, byField.pga, visit, findings);

@@ -265,7 +265,15 @@ export function daysBetween(a: string, b: string): number {
   return Math.round(((parseFhirInstant(b) ?? 0) - (parseFhirInstant(a) ?? 0)) / DAY_MS);
 }
 
-/** Whole months from a birth date (YYYY-MM-DD or YYYY-MM) to a date; null when not computable. */
+/**
+ * Whole months from a birth date (YYYY-MM-DD or YYYY-MM) to a date; null when not computable
+ * (a year-only birth date, a malformed one, a date before the birth).
+ *
+ * A year-month birth date is counted conservatively: the age that holds whatever the day of
+ * birth in that month, i.e. as if born on its last day (born "2012-05", on 2024-03-05 the age
+ * is 141 months, not the 142 a birth on 1 May would give). A date within the birth month
+ * itself is 0 months (the only age that can hold then).
+ */
 export function wholeMonthsBetween(birthDate: string, date: string): number | null {
   // Read by character codes (this runs once per visit): the shapes are exactly
   // /^\d{4}-\d{2}(-\d{2})?$/ for the birth date and /^\d{4}-\d{2}-\d{2}$/ for the date.
@@ -275,12 +283,26 @@ export function wholeMonthsBetween(birthDate: string, date: string): number | nu
   if (date.charCodeAt(4) !== 45 || date.charCodeAt(7) !== 45) return null;
   const by = digits(birthDate, 0, 4);
   const bm = digits(birthDate, 5, 2);
-  const bd = bl === 10 ? digits(birthDate, 8, 2) : 1;
   const dy = digits(date, 0, 4);
   const dm = digits(date, 5, 2);
   const dd = digits(date, 8, 2);
-  if (by < 0 || bm < 0 || bd < 0 || dy < 0 || dm < 0 || dd < 0) return null;
+  if (by < 0 || bm < 0 || dy < 0 || dm < 0 || dd < 0) return null;
   let months = (dy - by) * 12 + (dm - bm);
-  if (dd < bd) months -= 1;
+  if (bl === 10) {
+    const bd = digits(birthDate, 8, 2);
+    if (bd < 0) return null;
+    if (dd < bd) months -= 1;
+    return months < 0 ? null : months;
+  }
+  // Year-month: as if born on the month's last day (the age whatever the day of birth).
+  if (bm < 1 || bm > 12) return null;
+  if (months === 0) return 0;
+  if (dd < daysInMonthOf(by, bm)) months -= 1;
   return months < 0 ? null : months;
+}
+
+/** Days in month `m` (1-12) of year `y` (proleptic Gregorian). */
+function daysInMonthOf(y: number, m: number): number {
+  if (m === 2) return (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0 ? 29 : 28;
+  return m === 4 || m === 6 || m === 9 || m === 11 ? 30 : 31;
 }

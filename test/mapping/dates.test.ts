@@ -165,20 +165,55 @@ describe('date arithmetic', () => {
     expect(daysBetween('2024-03-05', '2024-02-24')).toBe(-10);
     expect(wholeMonthsBetween('2012-05-20', '2024-03-05')).toBe(141);
     expect(wholeMonthsBetween('2012-05-20', '2024-05-20')).toBe(144);
-    expect(wholeMonthsBetween('2012-05', '2024-05-01')).toBe(144);
     expect(wholeMonthsBetween('2025-01-01', '2024-05-01')).toBeNull();
+    expect(wholeMonthsBetween('2012', '2024-05-01')).toBeNull();
+  });
+
+  it('when the birth date has only a year and month, then the age is the one that holds whatever the day of birth', () => {
+    // Born some day in May 2012: on 5 March 2024 a birth on 1-5 May gives 142 whole months, a
+    // later one 141; only 141 holds whatever the day (counting from 1 May overstated it).
+    expect(wholeMonthsBetween('2012-05-01', '2024-03-05')).toBe(142);
+    expect(wholeMonthsBetween('2012-05-31', '2024-03-05')).toBe(141);
+    expect(wholeMonthsBetween('2012-05', '2024-03-05')).toBe(141);
+    // On 1 May 2024 someone born on 1 May 2012 is 144 months, someone born on 31 May 143.
+    expect(wholeMonthsBetween('2012-05-01', '2024-05-01')).toBe(144);
+    expect(wholeMonthsBetween('2012-05', '2024-05-01')).toBe(143);
+    expect(wholeMonthsBetween('2012-05', '2024-05-30')).toBe(143);
+    expect(wholeMonthsBetween('2012-05', '2024-05-31')).toBe(144);
+    // February: its last day in a leap year is the 29th.
+    expect(wholeMonthsBetween('2012-02', '2024-03-28')).toBe(144);
+    expect(wholeMonthsBetween('2012-02', '2024-03-29')).toBe(145);
+    // Within the birth month only 0 months can hold; before it, no age.
+    expect(wholeMonthsBetween('2024-03', '2024-03-05')).toBe(0);
+    expect(wholeMonthsBetween('2024-03', '2024-02-28')).toBeNull();
+    expect(wholeMonthsBetween('2012-13', '2024-03-05')).toBeNull();
   });
 
   it('when whole months are counted for well-formed and malformed dates, then they match the regular-expression definition', () => {
-    // The definition wholeMonthsBetween had before it read character codes.
+    // The definition by regular expressions: a year-month birth date is the minimum over
+    // every day of birth in that month (the age that holds whatever the day).
     const reference = (birthDate: string, date: string): number | null => {
       const b = /^(\d{4})-(\d{2})(?:-(\d{2}))?$/.exec(birthDate);
       const d = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
       if (!b || !d) return null;
-      const bd = b[3] ? Number(b[3]) : 1;
-      let months = (Number(d[1]) - Number(b[1])) * 12 + (Number(d[2]) - Number(b[2]));
-      if (Number(d[3]) < bd) months -= 1;
-      return months < 0 ? null : months;
+      const by = Number(b[1]);
+      const bm = Number(b[2]);
+      const months = (Number(d[1]) - by) * 12 + (Number(d[2]) - bm);
+      const age = (bd: number): number | null => {
+        const m = Number(d[3]) < bd ? months - 1 : months;
+        return m < 0 ? null : m;
+      };
+      if (b[3]) return age(Number(b[3]));
+      if (bm < 1 || bm > 12) return null;
+      if (months === 0) return 0;
+      let min: number | null = Infinity;
+      const last = new Date(Date.UTC(by, bm, 0)).getUTCDate();
+      for (let bd = 1; bd <= last; bd++) {
+        const a = age(bd);
+        if (a === null || (min !== null && a < min)) min = a;
+        if (min === null) break;
+      }
+      return min;
     };
     const next = xorshift(0x1234567).int;
     const chars = '0123456789-0123456789-/T x\u0660';
