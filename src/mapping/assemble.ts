@@ -447,7 +447,8 @@ function createAssemblerFor(ctx: Context): Assembler {
     return b;
   };
 
-  const readMedication = (resource: unknown): MedicationInfo | null => {
+  /** A Medication; `topLevel`: also its contained Medications (its `#id` references). */
+  const readMedication = (resource: unknown, topLevel: boolean): MedicationInfo | null => {
     const rows = views.medication.rows(resource);
     const first = rows[0];
     if (!first || !str(first.id)) return null;
@@ -457,6 +458,8 @@ function createAssemblerFor(ctx: Context): Assembler {
       lastUpdated: str(first.last_updated),
       codings: [],
       ingredientCodings: [],
+      ingredientReferences: [],
+      contained: null,
       formCodings: [],
       text: str(first.code_text),
       formText: str(first.form_text),
@@ -470,8 +473,25 @@ function createAssemblerFor(ctx: Context): Assembler {
         row.ingredient_display,
       );
       pushCoding(info.formCodings, row.form_system, row.form_code, row.form_display);
+      const reference = str(row.ingredient_reference);
+      if (reference && !info.ingredientReferences.includes(reference))
+        info.ingredientReferences.push(reference);
+    }
+    const contained = (resource as { contained?: unknown }).contained;
+    if (topLevel && info.ingredientReferences.length > 0 && Array.isArray(contained)) {
+      info.contained = readContainedMedications(contained);
     }
     return info;
+  };
+
+  const readContainedMedications = (contained: unknown[]): Map<string, MedicationInfo> => {
+    const out = new Map<string, MedicationInfo>();
+    for (const c of contained as FhirResource[]) {
+      if (c?.resourceType !== 'Medication') continue;
+      const info = readMedication(c, false);
+      if (info) out.set(`#${info.id}`, info);
+    }
+    return out;
   };
 
   const addObservation = (resource: FhirResource): void => {
@@ -617,13 +637,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     const vEnd = str(first.validity_end);
     if (vStart || vEnd) use.validity = { start: vStart, end: vEnd };
     const contained = resource.contained;
-    if (Array.isArray(contained)) {
-      for (const c of contained as FhirResource[]) {
-        if (c?.resourceType !== 'Medication') continue;
-        const info = readMedication(c);
-        if (info) use.contained.set(`#${info.id}`, info);
-      }
-    }
+    if (Array.isArray(contained)) use.contained = readContainedMedications(contained);
     keepLatest(bucketOf(patient).medications, `${type}/${id}`, use);
   };
 
@@ -716,7 +730,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         return;
       case 'Medication': {
         count(5, type);
-        const info = readMedication(resource);
+        const info = readMedication(resource, true);
         if (info) keepLatest(medications, info.id, info);
         return;
       }
@@ -978,8 +992,13 @@ interface LinkedMed {
   mode: 0 | 1 | 2 | 3;
   dates: UseDates;
   medication: MedicationInfo | undefined;
-  /** The referenced (not contained) Medication's provenance, when resolved. */
-  medicationSource: Source | null;
+  /**
+   * Provenance of the referenced (not contained) Medication, when resolved, and of the
+   * non-contained Medications its ingredients refer to.
+   */
+  medicationSources: Source[];
+  /** Some Medication.ingredient.itemReference of its Medication could not be resolved. */
+  unresolvedIngredient: boolean;
   /** Made when first needed (undefined until then). */
   judgement: SteroidJudgement | null | undefined;
   source: Source | null;
@@ -1209,6 +1228,16 @@ function linkMedications(
   const entries = [...bucket.medications.entries()];
   if (entries.length > 1) entries.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   let medicationSources: Map<MedicationInfo, Source> | undefined;
+  const sourceOfMedication = (medication: MedicationInfo): Source => {
+    medicationSources ??= new Map();
+    let source = medicationSources.get(medication);
+    if (!source) {
+      source = sourceOf('Medication', medication);
+      medicationSources.set(medication, source);
+    }
+    return source;
+  };
+  let expandedByMedication: Map<MedicationInfo, ExpandedMedication> | undefined;
   for (const [, m] of entries) {
     let mode: LinkedMed['mode'] = 0;
     if (m.resourceType === 'MedicationStatement') {
@@ -1222,28 +1251,78 @@ function linkMedications(
     }
     // doNotPerform (a modifier): the request is that the medication not be given.
     if (mode === 0 || m.doNotPerform) continue;
-    const medication = resolveMedication(m, medications);
-    let medicationSource: Source | null = null;
-    if (medication && m.medicationReference && !m.medicationReference.startsWith('#')) {
-      medicationSources ??= new Map();
-      medicationSource = medicationSources.get(medication) ?? null;
-      if (!medicationSource) {
-        medicationSource = sourceOf('Medication', medication);
-        medicationSources.set(medication, medicationSource);
+    const reference = m.medicationReference;
+    const resolved = resolveMedication(reference, m.contained, medications);
+    const isContained = reference !== null && reference.startsWith('#');
+    const sources: Source[] = [];
+    if (resolved && !isContained) sources.push(sourceOfMedication(resolved));
+    let medication = resolved;
+    let unresolvedIngredient = false;
+    if (resolved && resolved.ingredientReferences.length > 0) {
+      // A contained Medication's `#id` references name the use's other contained resources;
+      // a top-level Medication's name its own. Top-level results are shared by the uses.
+      let expanded = isContained ? undefined : expandedByMedication?.get(resolved);
+      if (!expanded) {
+        expanded = expandIngredients(
+          resolved,
+          isContained ? m.contained : resolved.contained,
+          medications,
+        );
+        if (!isContained) (expandedByMedication ??= new Map()).set(resolved, expanded);
       }
+      medication = expanded.medication;
+      unresolvedIngredient = expanded.unresolved;
+      for (const r of expanded.referenced) sources.push(sourceOfMedication(r));
     }
     out.push({
       use: m,
       mode,
       dates: useDatesOf(m, run.dateOf, mode === 1),
       medication,
-      medicationSource,
+      medicationSources: sources,
+      unresolvedIngredient,
       judgement: undefined,
       source: null,
       steroidJson: null,
     });
   }
   return out;
+}
+
+/** A Medication with its ingredients' referenced Medications read in (one level). */
+interface ExpandedMedication {
+  medication: MedicationInfo;
+  /** The non-contained Medications the ingredients refer to (provenance). */
+  referenced: MedicationInfo[];
+  unresolved: boolean;
+}
+
+/**
+ * Follows Medication.ingredient.itemReference one level: the codes of each referenced
+ * Medication (and its code text, as a display) become ingredient codings of a copy of
+ * `medication`, so that judgeSteroid sees them as it sees itemCodeableConcept codings. The
+ * referenced Medication's own ingredients and form are not followed (its form is that of the
+ * ingredient as supplied, not of the product the patient takes).
+ */
+function expandIngredients(
+  medication: MedicationInfo,
+  contained: Map<string, MedicationInfo> | null,
+  medications: Map<string, MedicationInfo>,
+): ExpandedMedication {
+  const ingredientCodings = [...medication.ingredientCodings];
+  const referenced: MedicationInfo[] = [];
+  let unresolved = false;
+  for (const reference of medication.ingredientReferences) {
+    const item = resolveMedication(reference, contained, medications);
+    if (!item || item === medication) {
+      unresolved ||= !item;
+      continue;
+    }
+    if (!reference.startsWith('#') && !referenced.includes(item)) referenced.push(item);
+    for (const c of item.codings) pushCoding(ingredientCodings, c.system, c.code, c.display);
+    if (item.text) pushCoding(ingredientCodings, null, null, item.text);
+  }
+  return { medication: { ...medication, ingredientCodings }, referenced, unresolved };
 }
 
 interface DiagnosisChoice {
@@ -1476,6 +1555,20 @@ function assembleVisit(
             `${m.resourceType}/${m.id}`,
           ),
         );
+      } else if (
+        lm.unresolvedIngredient &&
+        m.codings.length === 0 &&
+        !lm.medication!.codings.some((c) => c.code !== null)
+      ) {
+        // The Medication has no code of its own: its ingredients were the only way to tell.
+        findings.push(
+          finding(
+            'missing-value',
+            'steroidUse',
+            'an ingredient reference of the Medication could not be resolved (Medication not in the input), so it could not be checked for corticosteroids',
+            `${m.resourceType}/${m.id}`,
+          ),
+        );
       }
       continue;
     }
@@ -1494,7 +1587,7 @@ function assembleVisit(
     });
     steroidJson = steroidJson === '' ? lm.steroidJson! : `${steroidJson},${lm.steroidJson!}`;
     addSource(run, source);
-    if (lm.medicationSource) addSource(run, lm.medicationSource);
+    for (const ms of lm.medicationSources) addSource(run, ms);
     if (judgement.matchedBy === 'text') {
       findings.push(
         finding(
@@ -1659,13 +1752,18 @@ function choosePga(
   return winner.obs.category;
 }
 
+/**
+ * The Medication a reference names: `#id` among `contained` (the resource that holds the
+ * reference, or for a contained Medication the resource that contains it), else among the
+ * input's Medications.
+ */
 function resolveMedication(
-  use: MedicationUse,
+  reference: string | null,
+  contained: Map<string, MedicationInfo> | null,
   medications: Map<string, MedicationInfo>,
 ): MedicationInfo | undefined {
-  const reference = use.medicationReference;
   if (!reference) return undefined;
-  if (reference.startsWith('#')) return use.contained.get(reference);
+  if (reference.startsWith('#')) return contained?.get(reference);
   // `Medication/x`, `Medication/x/_history/2` or an absolute URL ending so (the view engine's
   // reference parser); a bare id is taken as a Medication id.
   const literal = parseLiteralReference(reference);

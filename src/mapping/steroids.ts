@@ -10,7 +10,15 @@ import { codingKey, normaliseText } from './value-sets.js';
 export interface MedicationInfo {
   id: string;
   codings: Coding[];
+  /**
+   * Medication.ingredient.itemCodeableConcept codings; once resolved (assemble.ts), also the
+   * codes (and code text, as a display) of the Medications its itemReferences point to.
+   */
   ingredientCodings: Coding[];
+  /** Medication.ingredient.itemReference references (`#id`, `Medication/id`, a URL). */
+  ingredientReferences: string[];
+  /** A top-level Medication's contained Medications by `#id` (what its `#id` references mean). */
+  contained: Map<string, MedicationInfo> | null;
   formCodings: Coding[];
   text: string | null;
   formText: string | null;

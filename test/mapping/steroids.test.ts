@@ -50,6 +50,8 @@ function medication(partial: Partial<MedicationInfo>): MedicationInfo {
     id: 'med',
     codings: [],
     ingredientCodings: [],
+    ingredientReferences: [],
+    contained: null,
     formCodings: [],
     text: null,
     formText: null,
