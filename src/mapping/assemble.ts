@@ -612,16 +612,22 @@ function createAssemblerFor(ctx: Context): Assembler {
       dateAsserted: str(first.date_asserted),
       doNotPerform: first.do_not_perform === true,
     };
+    // Dosage timing bounds give the course of a request, and of a statement only when it has
+    // no effective[x] (the statement's own dates say when it was taken; they win).
+    const useBounds =
+      type === 'MedicationRequest' ||
+      (!str(first.effective_datetime) && !str(first.effective_start) && !str(first.effective_end));
     for (const row of rows) {
       pushCoding(use.codings, row.med_system, row.med_code, row.med_display);
       pushCoding(use.routeCodings, row.route_system, row.route_code, row.route_display);
       const routeText = str(row.route_text);
       if (routeText && !use.routeTexts.includes(routeText)) use.routeTexts.push(routeText);
-      const start = str(row.effective_start) ?? str(row.bounds_start);
-      const end = str(row.effective_end) ?? str(row.bounds_end);
+      const start = str(row.effective_start) ?? (useBounds ? str(row.bounds_start) : null);
+      const end = str(row.effective_end) ?? (useBounds ? str(row.bounds_end) : null);
       if ((start || end) && !use.periods.some((p) => p.start === start && p.end === end)) {
         use.periods.push({ start, end });
       }
+      if (!useBounds) continue;
       // boundsDuration: a UCUM code (d, wk...), else the unit text when it is one.
       const durationValue = num(row.bounds_duration_value);
       const durationUnit = str(row.bounds_duration_code) ?? str(row.bounds_duration_unit);
@@ -1538,7 +1544,7 @@ function assembleVisit(
           finding(
             'missing-value',
             'steroidUse',
-            `the medication use names a systemic corticosteroid (${judgement.ingredient}) but has no usable date (${m.resourceType === 'MedicationStatement' ? 'effective[x]' : 'authoredOn or dosage bounds'}), so it could not be placed at this visit and was not counted`,
+            `the medication use names a systemic corticosteroid (${judgement.ingredient}) but has no usable date (${m.resourceType === 'MedicationStatement' ? 'effective[x] or dosage bounds with a start' : 'authoredOn or dosage bounds'}), so it could not be placed at this visit and was not counted`,
             `${m.resourceType}/${m.id}`,
           ),
         );

@@ -39,9 +39,15 @@ export interface MedicationUse {
   contained: Map<string, MedicationInfo>;
   routeCodings: Coding[];
   routeTexts: string[];
-  /** The course periods (MS effectivePeriod, MR dosage boundsPeriod). */
+  /**
+   * The course periods: MS effectivePeriod (else, with no effective[x] at all, its dosage
+   * boundsPeriod); MR dosage boundsPeriod.
+   */
   periods: { start: string | null; end: string | null }[];
-  /** MR dosage boundsDuration (UCUM code h, d, wk, mo, a...), counted from the course start. */
+  /**
+   * Dosage boundsDuration (UCUM code h, d, wk, mo, a...), counted from the course start: of
+   * an MR, and of an MS with no effective[x].
+   */
   durations: { value: number; unit: string }[];
   /** MR dispenseRequest.validityPeriod: used only when the dosage gives no bounds. */
   validity: { start: string | null; end: string | null } | null;
@@ -319,8 +325,9 @@ function dayBefore(date: string): string {
 
 /**
  * A use's dates in the centre zone. Partial dates keep their precision (a start "2024-02" is
- * 1 February, an end "2024-02" is 29 February). MR boundsDuration gives a period from the
- * course start (the earliest boundsPeriod start, else authoredOn); the dispense validity
+ * 1 February, an end "2024-02" is 29 February). A dosage boundsDuration gives a period from
+ * the course start (the earliest boundsPeriod start, else MR authoredOn; an MS reads its
+ * dosage bounds only when it has no effective[x], so it has no lone date); the dispense validity
  * period is used only when the dosage gives no bounds. When `openEnded` is false (a status
  * that is no longer active: completed, stopped, intended), a period without an end closes
  * on the day before MS.dateAsserted when that is on or after its start (the statement says
