@@ -165,6 +165,21 @@ describe('judgeSteroid', () => {
     ).toBeNull();
   });
 
+  it('when a use is coded only with an RxNorm code the pack does not list, with no display or text, then it is not a steroid (deliberately no finding: README, what is not verified)', () => {
+    // Codes the pack does not list (no claim is made about what they are in RxNorm): to the
+    // pack they look like every non-steroid medication an IBD patient takes.
+    for (const code of ['999999', '9999999']) {
+      expect(judgeSteroid(index, use({ codings: [rx(code)] }), undefined)).toBeNull();
+      expect(
+        judgeSteroid(
+          index,
+          use({ medicationReference: '#m' }),
+          medication({ codings: [rx(code)], ingredientCodings: [rx(code)] }),
+        ),
+      ).toBeNull();
+    }
+  });
+
   it('when words only contain a local-form word inside another word, then they do not count as local', () => {
     expect(
       judgeSteroid(
