@@ -93,7 +93,8 @@ export function runIdForJob(jobId: string, attemptsMade: number): string {
 
 /**
  * The sync processor: one run of one centre, holding the centre's lock. A scheduled run
- * that finds the centre busy is skipped (the next tick comes); a manual one waits. A run
+ * that finds the centre busy is skipped (the next tick comes); a manual one waits, and so
+ * does any run whose job already holds the lock (an earlier run of it, until its lease ends). A run
  * interrupted by shutdown is released back to the queue and runs again from its watermarks.
  */
 export function createSyncProcessor(
@@ -130,7 +131,11 @@ export function createSyncProcessor(
     if (!lock.acquired) {
       unfollow();
       const running = lock.holder?.runId;
-      if (data.reason === 'schedule') {
+      // The holder names this very job: an earlier run of it (BullMQ re-ran the job after a
+      // missed job-lock renewal or a crash) that may still be alive. Wait out its lease
+      // rather than skip, so a restarted scheduled run is not lost.
+      const sameJob = lock.holder?.jobId === jobId;
+      if (data.reason === 'schedule' && !sameJob) {
         log.info(
           { centreId: centre.id, jobId, runningRunId: running },
           'sync already running; scheduled run skipped',
@@ -141,7 +146,9 @@ export function createSyncProcessor(
           ...(running ? { runningRunId: running } : {}),
         };
       }
-      await job.moveToDelayed(Date.now() + (deps.busyRetryMs ?? 30_000), token);
+      const busyRetryMs = deps.busyRetryMs ?? 30_000;
+      const waitMs = sameJob ? Math.min(busyRetryMs, lock.leaseRemainingMs + 100) : busyRetryMs;
+      await job.moveToDelayed(Date.now() + waitMs, token);
       throw new DelayedError();
     }
 

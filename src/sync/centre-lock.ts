@@ -1,9 +1,13 @@
 // At most one sync runs per centre, whichever worker (or machine) picks the job up. The
 // guard is a Redis lock with a lease: the running sync holds `${prefix}:lock:sync:${centre}`
 // and renews it while it works; a worker that dies stops renewing, so the lease lapses and
-// the centre is free again. The lock names the BullMQ job that holds it, so the same job,
-// restarted by BullMQ's stalled-job recovery after a crash, takes it over at once instead of
-// waiting for the lease to lapse.
+// the centre is free again. Each acquisition stores its own random token beside the owner,
+// and renew and release act only while that token is still the value: so nobody, not even a
+// second run of the same BullMQ job, takes the lock while its holder keeps renewing. BullMQ
+// re-runs a job whose worker merely missed its job-lock renewal (a blocked event loop, Redis
+// latency, a partition), so "same job id" does not mean "the previous run is dead"; the lease
+// lapsing does. A restarted job therefore waits out the previous run's lease.
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /** Who holds a centre's sync lock. */
@@ -21,7 +25,13 @@ export interface CentreLock {
 }
 
 export type AcquireResult =
-  { acquired: true; lock: CentreLock } | { acquired: false; holder: CentreLockOwner | undefined };
+  | { acquired: true; lock: CentreLock }
+  | {
+      acquired: false;
+      holder: CentreLockOwner | undefined;
+      /** How long the holder's lease still runs unless renewed (ms); 0 when unknown. */
+      leaseRemainingMs: number;
+    };
 
 export interface AcquireCentreLockOptions {
   /** Lease length; renewed every third of it. Default 60 s. */
@@ -30,15 +40,9 @@ export interface AcquireCentreLockOptions {
   onLost?: () => void;
 }
 
-// Renew or release only when the value is still ours.
+// Renew or release only when the value (owner and this acquisition's token) is still ours.
 const RENEW_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
-// Take over a lock held by the same job id (a restart of a stalled job).
-const TAKEOVER_SCRIPT = `local v = redis.call('get', KEYS[1])
-if v == false then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3]) return 1 end
-local ok, cur = pcall(cjson.decode, v)
-if ok and cur.jobId == ARGV[2] then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3]) return 1 end
-return 0`;
 
 /** Redis key of a centre's sync lock. */
 export function centreLockKey(prefix: string, centreId: string): string {
@@ -52,15 +56,23 @@ export async function getCentreLockHolder(
   centreId: string,
 ): Promise<CentreLockOwner | undefined> {
   const value = await redis.get(centreLockKey(prefix, centreId));
+  return ownerOf(value);
+}
+
+function ownerOf(value: string | null): CentreLockOwner | undefined {
   if (!value) return undefined;
   try {
-    return JSON.parse(value) as CentreLockOwner;
+    const { runId, jobId } = JSON.parse(value) as CentreLockOwner;
+    return { runId, jobId };
   } catch {
     return undefined;
   }
 }
 
-/** Tries to take a centre's sync lock for a run; never waits. */
+/**
+ * Tries to take a centre's sync lock for a run; never waits. It is taken only when free (no
+ * holder, or the holder's lease lapsed), also when the holder names the same job.
+ */
 export async function acquireCentreLock(
   redis: Redis,
   prefix: string,
@@ -70,10 +82,14 @@ export async function acquireCentreLock(
 ): Promise<AcquireResult> {
   const key = centreLockKey(prefix, centreId);
   const leaseMs = options.leaseMs ?? 60_000;
-  const value = JSON.stringify(owner);
-  const taken = (await redis.eval(TAKEOVER_SCRIPT, 1, key, value, owner.jobId, leaseMs)) === 1;
-  if (!taken)
-    return { acquired: false, holder: await getCentreLockHolder(redis, prefix, centreId) };
+  const value = JSON.stringify({ ...owner, token: randomUUID() });
+  const taken = (await redis.set(key, value, 'PX', leaseMs, 'NX')) === 'OK';
+  if (!taken) {
+    const replies = await redis.multi().get(key).pttl(key).exec();
+    const current = (replies?.[0]?.[1] ?? null) as string | null;
+    const ttl = Number(replies?.[1]?.[1] ?? 0);
+    return { acquired: false, holder: ownerOf(current), leaseRemainingMs: Math.max(ttl, 0) };
+  }
 
   let held = true;
   const timer = setInterval(
