@@ -2,6 +2,7 @@
 // registry's reason, retry one or all (after the registry or the mapping was fixed), or mark
 // one resolved. Resolving moves the job into a resolved record (who, when, why, and the
 // submission itself) rather than deleting it, so nothing disappears without a trace.
+import { createRequire } from 'node:module';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { SubmissionJobData } from '../../queues/submissions.js';
@@ -179,9 +180,56 @@ function resolvedKey(prefix: string): string {
   return `${prefix}:submissions-resolved`;
 }
 
+/** Marks a job id resolved for a day, so a late second resolve or retry hears "resolved". */
+function resolvedMarkKey(prefix: string, jobId: string): string {
+  return `${prefix}:submissions-resolved-id:${jobId}`;
+}
+
+const RESOLVED_MARK_SECONDS = 24 * 3600;
+
+// BullMQ's own removeJob script (the one Job.remove runs), embedded in the resolve script as a
+// function so the removal happens in the same atomic step as the failed-state check and the
+// resolved record. It is read from the installed bullmq so it always matches its key layout.
+const bullmqRemoveJob = (
+  createRequire(import.meta.url)('bullmq/dist/cjs/scripts/removeJob-2.js') as {
+    removeJob: { content: string; keys: number };
+  }
+).removeJob;
+
+// KEYS: failed set, job hash, job schedulers (repeat) key, resolved list, resolved mark.
+// ARGV: job id, queue key prefix, the job's finishedOn as read, record, keep, mark seconds.
+// Returns 1 (resolved), 0 (not in the failed set: retried, resolved or removed meanwhile),
+// -1 (failed again since it was read: read it again), or BullMQ's code when it would not
+// remove the job (0 locked, -8 a scheduler's job); nothing is written unless it returns 1.
+const RESOLVE_SCRIPT = `
+local function bullmqRemoveJob(KEYS, ARGV)
+${bullmqRemoveJob.content}
+end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[2], 'finishedOn') or '') ~= ARGV[3] then return -1 end
+local removed = bullmqRemoveJob({KEYS[2], KEYS[3]}, {ARGV[1], '1', ARGV[2]})
+if removed ~= 1 then return removed end
+redis.call('LPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[6])
+return 1
+`;
+
+/** True when the job id was resolved in the last day (its job is gone). */
+export async function wasResolvedRecently(
+  redis: Redis,
+  prefix: string,
+  jobId: string,
+): Promise<boolean> {
+  return (await redis.exists(resolvedMarkKey(prefix, jobId))) === 1;
+}
+
 /**
- * Marks a failed submission resolved: writes the resolved record, then removes the job from
- * the failed set. Undefined when the job is not failed (already retried or resolved).
+ * Marks a failed submission resolved, in one atomic Redis script: only if the job is still in
+ * the failed set, it removes the job (as BullMQ's Job.remove does), writes the resolved
+ * record and marks the id resolved. So a double resolve writes one record, and a resolve and
+ * a retry at once cannot both win. Undefined when the job is not failed (retried, resolved or
+ * removed meanwhile).
  */
 export async function resolveFailedSubmission(
   queue: Queue<SubmissionJobData>,
@@ -190,22 +238,35 @@ export async function resolveFailedSubmission(
   jobId: string,
   by: { resolvedBy: string; note?: string },
 ): Promise<ResolvedSubmission | undefined> {
-  const job = await queue.getJob(jobId);
-  if (!job || (await job.getState()) !== 'failed') return undefined;
-  const record: ResolvedSubmission = {
-    ...describe(job),
-    resolvedAt: new Date().toISOString(),
-    resolvedBy: by.resolvedBy,
-    ...(by.note ? { note: by.note } : {}),
-    submission: job.data.submission,
-  };
-  await redis
-    .multi()
-    .lpush(resolvedKey(prefix), JSON.stringify(record))
-    .ltrim(resolvedKey(prefix), 0, KEEP_RESOLVED - 1)
-    .exec();
-  await job.remove();
-  return record;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const job = await queue.getJob(jobId);
+    if (!job || (await job.getState()) !== 'failed') return undefined;
+    const record: ResolvedSubmission = {
+      ...describe(job),
+      resolvedAt: new Date().toISOString(),
+      resolvedBy: by.resolvedBy,
+      ...(by.note ? { note: by.note } : {}),
+      submission: job.data.submission,
+    };
+    const result = (await redis.eval(
+      RESOLVE_SCRIPT,
+      5,
+      queue.toKey('failed'),
+      queue.toKey(jobId),
+      queue.toKey('repeat'),
+      resolvedKey(prefix),
+      resolvedMarkKey(prefix, jobId),
+      jobId,
+      queue.toKey(''),
+      job.finishedOn === undefined ? '' : String(job.finishedOn),
+      JSON.stringify(record),
+      KEEP_RESOLVED,
+      RESOLVED_MARK_SECONDS,
+    )) as number;
+    if (result === 1) return record;
+    if (result !== -1) return undefined;
+  }
+  return undefined;
 }
 
 /** Resolved submissions, newest first. */

@@ -333,7 +333,69 @@ describe('admin API routes over real Redis', () => {
       method: 'POST',
       body: { note: 'again' },
     });
-    expect(twice.status).toBe(404);
+    expect(twice.status).toBe(409);
+    expect(twice.body.state).toBe('resolved');
+  });
+
+  it('when two resolves, or a resolve and a retry, race for one failed submission, then one wins, one record is written, the job is gone from Redis and the loser gets 409', async () => {
+    const [first, second] = await enqueueVisits('alpha', ['enc-race-1', 'enc-race-2']);
+    for (const v of [first!, second!]) registry.faults.rejectSubmission(v.submissionId, 'bad');
+    await waitFor(
+      async () =>
+        (await stateOf(first!.submissionId)) === 'failed' &&
+        (await stateOf(second!.submissionId)) === 'failed',
+      15_000,
+      'both to fail',
+    );
+    const resolve = (id: string, note: string) =>
+      call(`${api.url}/api/submissions/failed/${id}/resolve`, {
+        key: api.keys.operator,
+        method: 'POST',
+        body: { note },
+      });
+    const retry = (id: string) =>
+      call(`${api.url}/api/submissions/failed/${id}/retry`, {
+        key: api.keys.operator,
+        method: 'POST',
+      });
+    const resolvedRecords = async (id: string) =>
+      (
+        await call(`${api.url}/api/submissions/resolved?centre=alpha&limit=1000`, {
+          key: api.keys.viewer,
+        })
+      ).body.items.filter((r: { jobId: string }) => r.jobId === id).length;
+
+    const double = await Promise.all([
+      resolve(first!.submissionId, 'one'),
+      resolve(first!.submissionId, 'two'),
+      resolve(first!.submissionId, 'three'),
+    ]);
+    expect(double.map((r) => r.status).sort()).toEqual([200, 409, 409]);
+    expect(await resolvedRecords(first!.submissionId)).toBe(1);
+    // Removed as Job.remove removes it: no hash, logs or other keys of the job are left.
+    const { redis } = api.server.runtime;
+    expect(await redis.keys(`${api.prefix}:submissions:${first!.submissionId}*`)).toEqual([]);
+
+    registry.faults.clear();
+    const [resolved, retried] = await Promise.all([
+      resolve(second!.submissionId, 'not needed'),
+      retry(second!.submissionId),
+    ]);
+    expect([resolved.status, retried.status].sort()).toEqual(
+      resolved.status === 200 ? [200, 409] : [202, 409],
+    );
+    if (resolved.status === 200) {
+      expect(retried.body.state).toBe('resolved');
+      expect(await resolvedRecords(second!.submissionId)).toBe(1);
+      expect(await stateOf(second!.submissionId)).toBeUndefined();
+    } else {
+      expect(await resolvedRecords(second!.submissionId)).toBe(0);
+      await waitFor(
+        async () => (await stateOf(second!.submissionId)) === 'completed',
+        15_000,
+        'the retried submission to be delivered',
+      );
+    }
   });
 
   it('when retry-all is asked for one centre, then every failed submission of that centre is retried', async () => {

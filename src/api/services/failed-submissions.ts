@@ -12,6 +12,7 @@ import {
   resolveFailedSubmission,
   retryAllFailedSubmissions,
   retryFailedSubmission,
+  wasResolvedRecently,
   type FailedSubmission,
   type ResolvedSubmission,
 } from '../../sync/submission-admin.js';
@@ -76,9 +77,22 @@ export function createFailedSubmissionStore(options: {
 }): FailedSubmissionStore {
   const { queue, redis, prefix } = options;
 
+  // Why a job is not (or no longer) failed. A job resolved lately is gone from the queue but
+  // answers 409 "resolved", so the loser of two resolves (or of a resolve and a retry) is told
+  // what happened rather than "no such job".
+  async function notFailed(jobId: string, ifGone: 'not-found' | 'gone'): Promise<Error> {
+    const job = await queue.getJob(jobId);
+    if (job) return new SubmissionStateError(jobId, await job.getState());
+    if (await wasResolvedRecently(redis, prefix, jobId))
+      return new SubmissionStateError(jobId, 'resolved');
+    return ifGone === 'gone'
+      ? new SubmissionStateError(jobId, 'gone')
+      : new SubmissionNotFoundError(jobId);
+  }
+
   async function requireFailed(jobId: string): Promise<void> {
     const job = await queue.getJob(jobId);
-    if (!job) throw new SubmissionNotFoundError(jobId);
+    if (!job) throw await notFailed(jobId, 'not-found');
     const state = await job.getState();
     if (state !== 'failed') throw new SubmissionStateError(jobId, state);
   }
@@ -97,10 +111,17 @@ export function createFailedSubmissionStore(options: {
 
     async retry(jobId) {
       await requireFailed(jobId);
-      if (!(await retryFailedSubmission(queue, jobId))) {
-        const job = await queue.getJob(jobId);
-        throw new SubmissionStateError(jobId, job ? await job.getState() : 'gone');
+      let retried: boolean;
+      try {
+        retried = await retryFailedSubmission(queue, jobId);
+      } catch (err) {
+        // BullMQ refuses to move a job that left the failed set (resolved or retried by
+        // someone else) after we read it: that is a lost race (409), anything else is not.
+        const reason = await notFailed(jobId, 'gone');
+        if (reason instanceof SubmissionStateError && reason.state !== 'failed') throw reason;
+        throw err;
       }
+      if (!retried) throw await notFailed(jobId, 'gone');
     },
 
     retryAll(opts = {}) {
@@ -117,10 +138,7 @@ export function createFailedSubmissionStore(options: {
         resolvedBy: by.name,
         note: by.note,
       });
-      if (!record) {
-        const job = await queue.getJob(jobId);
-        throw new SubmissionStateError(jobId, job ? await job.getState() : 'gone');
-      }
+      if (!record) throw await notFailed(jobId, 'gone');
       return withoutContent(record);
     },
 
