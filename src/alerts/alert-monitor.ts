@@ -3,6 +3,15 @@
 // raised, and each raise and each clear is announced once: the process whose HSETNX / HDEL
 // changed the state queues the webhook event, and a Redis list is the outbox, so an event
 // that cannot be delivered now is retried on the next evaluation rather than lost.
+//
+// The outbox is flushed by one process at a time (a short Redis lock with a random token,
+// renewed while it flushes and released only by its holder), which reads the head event,
+// posts it, and removes it only after a 2xx: a process that dies mid-post leaves the event at
+// the head, and the next flusher (once the dead one's lock lapses) posts it again. Delivery is
+// therefore in order and at least once. An event the webhook refuses for good (a 4xx other
+// than 401, 403, 408, 429) or refuses `maxAttempts` times in a row is parked in
+// `${prefix}:alerts:parked`, logged and counted, so it cannot hold back the events after it.
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
@@ -36,12 +45,19 @@ export interface AlertMonitorOptions {
   centres: readonly CentreConfig[];
   runStore: Pick<RunStore, 'list' | 'latestSuccess'>;
   config: ServiceConfig['alerts'];
-  metrics?: Pick<Metrics, 'alertsActive'>;
+  metrics?: Pick<Metrics, 'alertsActive'> & Partial<Pick<Metrics, 'alertEventsParked'>>;
   logger: Logger;
   fetch?: typeof fetch;
   now?: () => Date;
   /** Webhook request timeout; default 10 s. */
   webhookTimeoutMs?: number;
+  /**
+   * Lease of the outbox flush lock, renewed every third of it while flushing; after a crash
+   * the outbox waits at most this long for the next flusher. Default 15 s.
+   */
+  flushLeaseMs?: number;
+  /** Failed posts of one event (other than "unreachable") before it is parked; default 10. */
+  maxAttempts?: number;
 }
 
 /** Evaluates alerts, remembers them and announces changes. */
@@ -68,6 +84,37 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0`;
 
+// Renew or release the flush lock only while it holds our token.
+const RENEW_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+const RELEASE_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+// Removes the event from the head of the outbox if it is still there (after a 2xx, or to park
+// it: then it is appended to the parked list, which keeps the newest ARGV[4]), and forgets its
+// failure count. KEYS: outbox, failure counts, parked list.
+const REMOVE_HEAD = `if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+redis.call('LPOP', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
+end
+return 1`;
+/** Parked events kept (newest); older ones are trimmed. */
+const KEEP_PARKED = 1000;
+
+/** How one post went: delivered, refused for good, failed (counts), or unreachable. */
+type PostOutcome =
+  | { kind: 'delivered' }
+  | { kind: 'permanent'; status: number }
+  | { kind: 'failed'; reason: string }
+  | { kind: 'unreachable' };
+
+/** 4xx answers that say something about this event rather than about the webhook's state. */
+function isPermanentRefusal(status: number): boolean {
+  return status >= 400 && status < 500 && ![401, 403, 408, 429].includes(status);
+}
+
 function fieldOf(centreId: string, kind: AlertKind): string {
   return `${centreId}|${kind}`;
 }
@@ -83,6 +130,11 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
   const activeKey = `${options.prefix}:alerts:active`;
   const firstSeenKey = `${options.prefix}:alerts:first-seen`;
   const outboxKey = `${options.prefix}:alerts:outbox`;
+  const flushLockKey = `${options.prefix}:alerts:outbox-lock`;
+  const failuresKey = `${options.prefix}:alerts:outbox-failures`;
+  const parkedKey = `${options.prefix}:alerts:parked`;
+  const flushLeaseMs = options.flushLeaseMs ?? 15_000;
+  const maxAttempts = options.maxAttempts ?? 10;
   const now = options.now ?? (() => new Date());
   const doFetch = options.fetch ?? fetch;
   const webhookUrl = options.config.webhookUrl;
@@ -113,7 +165,8 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
     await redis.rpush(outboxKey, JSON.stringify(payload));
   }
 
-  async function postEvent(url: string, text: string): Promise<boolean> {
+  async function postEvent(url: string, text: string): Promise<PostOutcome> {
+    const webhook = new URL(url).origin;
     try {
       const response = await doFetch(url, {
         method: 'POST',
@@ -122,30 +175,106 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
         signal: AbortSignal.timeout(timeoutMs),
       });
       await response.body?.cancel();
-      if (response.ok) return true;
+      if (response.ok) return { kind: 'delivered' };
+      if (isPermanentRefusal(response.status))
+        return { kind: 'permanent', status: response.status };
       logger.warn(
-        { webhook: new URL(url).origin, status: response.status },
+        { webhook, status: response.status },
         'alert webhook refused the event; will retry at the next evaluation',
       );
+      return { kind: 'failed', reason: `HTTP ${response.status}` };
     } catch (err) {
+      const name = (err as Error).name;
       logger.warn(
-        { webhook: new URL(url).origin, error: (err as Error).name },
+        { webhook, error: name },
         'alert webhook unreachable; will retry at the next evaluation',
       );
+      // A timeout may be this event's doing; a refused connection or DNS failure is not.
+      return name === 'TimeoutError' || name === 'AbortError'
+        ? { kind: 'failed', reason: 'timeout' }
+        : { kind: 'unreachable' };
     }
-    return false;
+  }
+
+  async function removeHead(text: string, field: string, park: boolean): Promise<void> {
+    await redis.eval(
+      REMOVE_HEAD,
+      3,
+      outboxKey,
+      failuresKey,
+      parkedKey,
+      text,
+      field,
+      park ? '1' : '0',
+      KEEP_PARKED,
+    );
+  }
+
+  async function parkEvent(text: string, field: string, reason: string): Promise<void> {
+    await removeHead(text, field, true);
+    let summary: Record<string, unknown> = {};
+    try {
+      const event = JSON.parse(text) as AlertEvent;
+      summary = { event: event.event, centreId: event.alert.centreId, kind: event.alert.kind };
+    } catch {
+      // Not JSON (written by something else): park it all the same.
+    }
+    logger.error(
+      { ...summary, reason, parkedKey },
+      'alert webhook will not take this event; parked it so later events go out',
+    );
+    options.metrics?.alertEventsParked?.inc({
+      reason: reason.startsWith('HTTP 4') ? 'refused' : 'attempts',
+    });
+  }
+
+  /** Posts one event from the head of the outbox; true to go on with the next one. */
+  async function flushHead(url: string): Promise<boolean> {
+    const text = await redis.lindex(outboxKey, 0);
+    if (text === null) return false;
+    const field = createHash('sha256').update(text).digest('hex');
+    const outcome = await postEvent(url, text);
+    switch (outcome.kind) {
+      case 'delivered':
+        await removeHead(text, field, false);
+        return true;
+      case 'permanent':
+        await parkEvent(text, field, `HTTP ${outcome.status}`);
+        return true;
+      case 'failed': {
+        const failures = await redis.hincrby(failuresKey, field, 1);
+        if (failures < maxAttempts) return false;
+        await parkEvent(text, field, `${outcome.reason}, ${failures} attempts`);
+        return true;
+      }
+      case 'unreachable':
+        return false;
+    }
   }
 
   async function flushOutbox(): Promise<void> {
     if (!webhookUrl) return;
-    for (let i = 0; i < 1000; i++) {
-      const text = await redis.lpop(outboxKey);
-      if (text === null) return;
-      if (!(await postEvent(webhookUrl, text))) {
-        // Put it back at the head so events stay in order; try again next time.
-        await redis.lpush(outboxKey, text);
-        return;
-      }
+    // One flusher at a time across every serve process, so events go out in order.
+    const token = randomUUID();
+    if ((await redis.set(flushLockKey, token, 'PX', flushLeaseMs, 'NX')) !== 'OK') return;
+    let held = true;
+    const renew = setInterval(
+      () => {
+        redis
+          .eval(RENEW_LOCK, 1, flushLockKey, token, flushLeaseMs)
+          .then((ok) => {
+            if (ok !== 1) held = false;
+          })
+          .catch(() => undefined);
+      },
+      Math.max(Math.floor(flushLeaseMs / 3), 20),
+    );
+    renew.unref();
+    try {
+      for (let i = 0; i < 1000 && held; i++) if (!(await flushHead(webhookUrl))) return;
+    } finally {
+      clearInterval(renew);
+      await redis.eval(RELEASE_LOCK, 1, flushLockKey, token);
     }
   }
 

@@ -13,6 +13,7 @@ export interface Metrics {
   syncRuns: Counter<'centre' | 'outcome'>;
   queueDepth: Gauge<'queue' | 'state'>;
   alertsActive: Gauge<'centre' | 'kind'>;
+  alertEventsParked: Counter<'reason'>;
 }
 
 /** Creates a fresh registry with every lhn-bridge metric (and Node defaults if asked). */
@@ -75,6 +76,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'lhn_alerts_active',
       help: '1 while an alert is raised for a centre (kind: stale | failing)',
       labelNames: ['centre', 'kind'],
+      registers,
+    }),
+    alertEventsParked: new Counter({
+      name: 'lhn_alert_events_parked_total',
+      help: 'Alert webhook events parked undelivered (reason: refused = a permanent 4xx, attempts = too many failed posts)',
+      labelNames: ['reason'],
       registers,
     }),
   };

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createServer, type Server } from 'node:http';
+import { spawn } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import { evaluateCentreAlerts, resolveThresholds } from '../../src/alerts/evaluate-alerts.js';
@@ -153,7 +154,12 @@ describe('alert monitor over Redis with a webhook', () => {
   });
 
   function monitor(
-    options: { centres?: (typeof centre)[]; metrics?: ReturnType<typeof createMetrics> } = {},
+    options: {
+      centres?: (typeof centre)[];
+      metrics?: ReturnType<typeof createMetrics>;
+      url?: string;
+      maxAttempts?: number;
+    } = {},
   ) {
     return createAlertMonitor({
       redis,
@@ -162,9 +168,11 @@ describe('alert monitor over Redis with a webhook', () => {
       runStore,
       config: parseServiceConfig({
         pseudonymSecret: SECRET,
-        alerts: { webhookUrl: receiver.url },
+        alerts: { webhookUrl: options.url ?? receiver.url },
       }).alerts,
       ...(options.metrics ? { metrics: options.metrics } : {}),
+      ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      flushLeaseMs: 600,
       logger: silentLogger,
       now: () => clock,
     });
@@ -278,5 +286,164 @@ describe('alert monitor over Redis with a webhook', () => {
     await finishRun('succeeded');
     await new Promise((r) => setTimeout(r, 150));
     expect(receiver.events).toHaveLength(1);
+  });
+
+  /** A webhook that answers each event with `answer(event)` (after `delayMs` if given). */
+  async function startJudgingReceiver(
+    answer: (event: AlertEvent, nth: number) => { status: number; delayMs?: number },
+  ) {
+    const delivered: AlertEvent[] = [];
+    let nth = 0;
+    const server = createServer((req: IncomingMessage, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const event = JSON.parse(Buffer.concat(chunks).toString()) as AlertEvent;
+        const { status, delayMs } = answer(event, nth++);
+        setTimeout(() => {
+          if (status < 300) delivered.push(event);
+          res.writeHead(status).end();
+        }, delayMs ?? 0);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+      delivered,
+      requests: () => nth,
+      close: () =>
+        new Promise((resolve) => {
+          server.closeAllConnections();
+          server.close(resolve);
+        }),
+    };
+  }
+
+  it('when the serve process is killed while the webhook is answering, then the event stays in the outbox and the next flush delivers it once', async () => {
+    let hang = true;
+    const hook = await startJudgingReceiver(() => ({ status: 200 }));
+    // While `hang` is set the webhook never answers (the request is left open).
+    const hanging = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (hang) return;
+        hook.delivered.push(JSON.parse(Buffer.concat(chunks).toString()) as AlertEvent);
+        res.writeHead(200).end();
+      });
+    });
+    let requests = 0;
+    hanging.on('request', () => (requests += 1));
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/hook`;
+    try {
+      await finishRun('failed');
+      await finishRun('failed');
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          new URL('./alert-flush-child.ts', import.meta.url).pathname,
+          prefix,
+          url,
+        ],
+        { stdio: 'inherit' },
+      );
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      await waitFor(() => requests > 0, 30_000, 'the child to post the event');
+      child.kill('SIGKILL');
+      await exited;
+      expect(await redis.llen(`${prefix}:alerts:outbox`)).toBe(1);
+
+      hang = false;
+      const m = monitor({ url });
+      // Until the dead process's flush lock lapses, nobody else flushes (order is kept)...
+      await new Promise((r) => setTimeout(r, 700));
+      await m.evaluate();
+      await m.evaluate();
+      expect(hook.delivered.map((e) => [e.event, e.alert.kind])).toEqual([
+        ['alert.raised', 'failing'],
+      ]);
+      expect(await redis.llen(`${prefix}:alerts:outbox`)).toBe(0);
+    } finally {
+      hanging.closeAllConnections();
+      await new Promise((resolve) => hanging.close(resolve));
+      await hook.close();
+    }
+  });
+
+  it('when the webhook refuses one event for good (4xx), then it is parked, logged and counted, and later events still go out', async () => {
+    const hook = await startJudgingReceiver((e) => ({
+      status: e.event === 'alert.raised' ? 422 : 200,
+    }));
+    const metrics = createMetrics();
+    try {
+      const m = monitor({ url: hook.url, metrics });
+      await finishRun('failed');
+      await finishRun('failed');
+      await m.evaluate();
+      await finishRun('succeeded');
+      await m.evaluate();
+      expect(hook.delivered.map((e) => e.event)).toEqual(['alert.cleared']);
+      const parked = await redis.lrange(`${prefix}:alerts:parked`, 0, -1);
+      expect(parked.map((t) => (JSON.parse(t) as AlertEvent).event)).toEqual(['alert.raised']);
+      expect(await redis.llen(`${prefix}:alerts:outbox`)).toBe(0);
+      expect(
+        await metrics.registry.getSingleMetricAsString('lhn_alert_events_parked_total'),
+      ).toMatch(/lhn_alert_events_parked_total\{reason="refused"\} 1/);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('when the webhook fails one event N times (5xx), then it is parked after the Nth and the next event goes out', async () => {
+    const hook = await startJudgingReceiver((e) => ({
+      status: e.event === 'alert.raised' ? 500 : 200,
+    }));
+    const metrics = createMetrics();
+    try {
+      const m = monitor({ url: hook.url, metrics, maxAttempts: 3 });
+      await finishRun('failed');
+      await finishRun('failed');
+      await m.evaluate();
+      await m.evaluate();
+      expect(await redis.llen(`${prefix}:alerts:outbox`)).toBe(1);
+      await finishRun('succeeded');
+      await m.evaluate();
+      expect(hook.delivered.map((e) => e.event)).toEqual(['alert.cleared']);
+      expect(await redis.llen(`${prefix}:alerts:parked`)).toBe(1);
+      expect(
+        await metrics.registry.getSingleMetricAsString('lhn_alert_events_parked_total'),
+      ).toMatch(/lhn_alert_events_parked_total\{reason="attempts"\} 1/);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('when two serve processes flush at once and the first post fails, then no later event overtakes it', async () => {
+    // The first two posts fail (the second one slowly: it is in flight while the other
+    // process flushes); every later one succeeds at once.
+    const hook = await startJudgingReceiver((_e, nth) =>
+      nth === 0 ? { status: 503 } : nth === 1 ? { status: 503, delayMs: 200 } : { status: 200 },
+    );
+    try {
+      await finishRun('failed');
+      await finishRun('failed');
+      const a = monitor({ url: hook.url });
+      const b = monitor({ url: hook.url });
+      await a.evaluate();
+      await finishRun('succeeded');
+      // The raise failed and waits in the outbox; this evaluation queues the clear behind it
+      // and posts the raise again, slowly, while the other process flushes too.
+      const racing = a.evaluate();
+      await new Promise((r) => setTimeout(r, 50));
+      await Promise.all([racing, b.evaluate(), b.evaluate()]);
+      await a.evaluate();
+      await b.evaluate();
+      expect(hook.delivered.map((e) => e.event)).toEqual(['alert.raised', 'alert.cleared']);
+    } finally {
+      await hook.close();
+    }
   });
 });
