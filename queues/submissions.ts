@@ -2,7 +2,9 @@
 // job id = submission id, so the same visit content is never queued twice. Deliveries retry
 // with exponential backoff long enough to ride out a registry outage of more than an hour;
 // failed jobs are kept until a person resolves them.
+import { randomUUID } from 'node:crypto';
 import {
+  DelayedError,
   Queue,
   UnrecoverableError,
   type ConnectionOptions,
@@ -94,7 +96,17 @@ export interface SubmissionProcessorDeps {
   prefix: string;
   metrics?: Metrics;
   logger?: Logger;
+  /**
+   * How long one delivery may hold its visit (default 120 s; the worker passes twice the
+   * registry timeout plus 5 s); a crashed holder's claim lapses after it.
+   */
+  visitLockMs?: number;
+  /** Wait before trying again when another version of the visit is being delivered (1 s). */
+  visitBusyDelayMs?: number;
 }
+
+/** Deletes a visit's delivery claim only if this delivery still holds it. */
+const RELEASE_VISIT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
 /** Result of a submission job, kept on completed jobs. */
 export type SubmissionJobResult =
@@ -108,13 +120,35 @@ export function createSubmissionProcessor(
   deps: SubmissionProcessorDeps,
 ): Processor<SubmissionJobData, SubmissionJobResult> {
   const log = deps.logger ?? silentLogger;
-  return async (job) => {
+  const lockMs = deps.visitLockMs ?? 120_000;
+  return async (job, token) => {
     const parsed = SubmissionJobDataSchema.safeParse(job.data);
     if (!parsed.success)
       throw new UnrecoverableError(
         `invalid submission job data: ${parsed.error.issues[0]?.message}`,
       );
     const { submission } = parsed.data;
+    // One delivery per visit at a time (across slots and workers): otherwise an older version
+    // that passed its supersede check could reach the registry after a newer one.
+    const claim = `${deps.prefix}:deliver:${submission.centreId}:${submission.visitKey}`;
+    const owner = `${job.id ?? ''}:${randomUUID()}`;
+    if ((await deps.redis.set(claim, owner, 'PX', lockMs, 'NX')) !== 'OK') {
+      if (token === undefined)
+        throw new RegistryUnavailableError('another delivery of this visit is in flight');
+      await job.moveToDelayed(Date.now() + (deps.visitBusyDelayMs ?? 1_000), token);
+      throw new DelayedError();
+    }
+    try {
+      return await deliverClaimed(job, submission);
+    } finally {
+      await deps.redis.eval(RELEASE_VISIT, 1, claim, owner).catch(() => undefined);
+    }
+  };
+
+  async function deliverClaimed(
+    job: Parameters<Processor<SubmissionJobData, SubmissionJobResult>>[0],
+    submission: SubmissionJobData['submission'],
+  ): Promise<SubmissionJobResult> {
     const state = openVisitState(deps.redis, deps.prefix, submission.centreId);
     const [entry] = await state.getMany([submission.visitKey]);
     if (isSuperseded(entry, submission.contentHash, job.timestamp)) {
@@ -129,7 +163,9 @@ export function createSubmissionProcessor(
       deps.metrics?.submissionsDelivered.inc({ centre: submission.centreId });
       return outcome;
     } catch (err) {
-      const permanent = err instanceof RegistryRejectedError;
+      // Permanent: the registry refused it, or this was its last attempt (it now stays failed).
+      const permanent =
+        err instanceof RegistryRejectedError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       deps.metrics?.submissionsFailed.inc({
         centre: submission.centreId,
         permanent: String(permanent),
@@ -140,5 +176,5 @@ export function createSubmissionProcessor(
       );
       throw err;
     }
-  };
+  }
 }

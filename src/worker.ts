@@ -6,6 +6,7 @@
 // flight finish, and closes the workers.
 import { Worker } from 'bullmq';
 import type { Runtime } from './runtime.js';
+import { ConfigError } from './config/errors.js';
 import {
   SYNC_QUEUE,
   createSyncProcessor,
@@ -86,6 +87,16 @@ export async function startWorker(
   const { logger, config } = runtime;
   const wantSync = options.processors?.sync ?? true;
   const wantSubmissions = options.processors?.submissions ?? true;
+  // A worker that should deliver but cannot would let submissions pile up unseen while every
+  // sync reports success: refuse to start instead.
+  if (wantSubmissions && !options.registryClient && !config.registry.url)
+    throw new ConfigError('environment', [
+      {
+        path: 'registry.url (LHN_REGISTRY_URL)',
+        message:
+          'is required for a worker that delivers submissions; set it, or start the worker with --no-delivery (syncs only)',
+      },
+    ]);
   const workerTiming = {
     ...(options.stalledIntervalMs ? { stalledInterval: options.stalledIntervalMs } : {}),
     ...(options.lockDurationMs ? { lockDuration: options.lockDurationMs } : {}),
@@ -159,11 +170,7 @@ export async function startWorker(
       (config.registry.url
         ? createRegistryClient({ config: config.registry, fetch: runtime.fetch })
         : undefined);
-    if (!client) {
-      logger.warn(
-        'registry.url is not configured (LHN_REGISTRY_URL): submissions are queued but not delivered',
-      );
-    } else {
+    if (client) {
       submissions = new Worker<SubmissionJobData, SubmissionJobResult>(
         SUBMISSIONS_QUEUE,
         createSubmissionProcessor({
@@ -172,6 +179,9 @@ export async function startWorker(
           prefix: runtime.prefix,
           metrics: runtime.metrics,
           logger,
+          // A delivery's claim on its visit outlives one registry request (and a token fetch)
+          // but not much more, so a crashed worker's claim soon lapses.
+          visitLockMs: config.registry.timeoutMs * 2 + 5_000,
         }),
         {
           connection: runtime.redis,

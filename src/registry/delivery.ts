@@ -65,6 +65,37 @@ export function parseRetryAfterMs(value: string | null, now = Date.now()): numbe
   return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }
 
+/** The contract's acknowledgement statuses (docs/registry-contract.md, Responses). */
+const ACK_STATUSES = new Set(['created', 'updated', 'retracted', 'duplicate']);
+
+/** The `status` of an acknowledgement body, or undefined when the body is not one. */
+function ackStatusOf(text: string): string | undefined {
+  try {
+    const status = (JSON.parse(text) as { status?: unknown } | null)?.status;
+    return typeof status === 'string' && ACK_STATUSES.has(status) ? status : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a body was, for a message (never its content: it may echo submission data). */
+function describeBody(contentType: string | null, text: string): string {
+  if (text.trim() === '') return 'an empty body';
+  const type = contentType?.split(';')[0]?.trim();
+  return `a body of ${text.length} characters, ${type ? `content type ${type}` : 'no content type'}`;
+}
+
+/** ` to <origin><path>` of a Location header (query left out), or '' without one. */
+function describeLocation(location: string | null, base: string): string {
+  if (!location) return '';
+  try {
+    const url = new URL(location, base);
+    return ` to ${url.origin}${url.pathname}`;
+  } catch {
+    return '';
+  }
+}
+
 /** Posts submissions to the registry ingest endpoint. */
 export interface RegistryClient {
   deliver(submission: RegistrySubmission): Promise<DeliveryOutcome>;
@@ -202,7 +233,9 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         headers,
         body: JSON.stringify(submission),
         signal: AbortSignal.timeout(config.timeoutMs),
-        redirect: 'error',
+        // Not followed (the token stays with the registry URL), but seen, so the error can
+        // say where the registry pointed.
+        redirect: 'manual',
       });
     } catch (err) {
       const e = err as Error;
@@ -219,15 +252,28 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         cached = undefined;
         res = await post(submission);
       }
+      if (res.status >= 300 && res.status < 400) {
+        await res.body?.cancel();
+        throw new RegistryUnavailableError(
+          `registry answered HTTP ${res.status}, a redirect${describeLocation(res.headers.get('location'), endpoint)}; redirects are not followed: set registry.url to the ingest endpoint itself`,
+          res.status,
+        );
+      }
       const text = await res.text().catch(() => '');
       if (res.ok) {
-        let duplicate = false;
-        try {
-          duplicate = (JSON.parse(text) as { status?: unknown }).status === 'duplicate';
-        } catch {
-          // A 2xx without a JSON body is still an acceptance.
-        }
-        return { status: duplicate ? 'duplicate' : 'accepted', httpStatus: res.status };
+        // Only the contract's acknowledgement counts as stored: a login page, a maintenance
+        // notice or an empty 2xx from a gateway in front of the registry must not mark the
+        // visit as sent (later syncs would find it unchanged and never send it again).
+        const status = ackStatusOf(text);
+        if (status === undefined)
+          throw new RegistryUnavailableError(
+            `registry answered HTTP ${res.status} without an ingest acknowledgement (${describeBody(res.headers.get('content-type'), text)}; expected JSON with status created, updated, retracted or duplicate)`,
+            res.status,
+          );
+        return {
+          status: status === 'duplicate' ? 'duplicate' : 'accepted',
+          httpStatus: res.status,
+        };
       }
       const reason = reasonFromBody(text);
       if (res.status === 409 && /duplicate/i.test(text))

@@ -11,6 +11,7 @@ import type { RegistrySubmission } from '../registry/submission.js';
 import { pseudonymKey } from '../registry/keys.js';
 import type { VisitState, VisitStateEntry } from './visit-state.js';
 import { compactFindings } from './quality.js';
+import { FRESH_ATTEMPTS } from './submission-admin.js';
 
 export interface EnqueueCounts {
   /** Jobs added (visits and retractions). */
@@ -175,7 +176,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     for (const id of existing) {
       const job = await queue.getJob(id);
       if (job && (await job.getState()) === 'completed') {
-        await job.retry('completed');
+        await job.retry('completed', FRESH_ATTEMPTS);
         counts.reverted += 1;
       }
     }

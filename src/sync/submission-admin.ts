@@ -140,6 +140,12 @@ export async function listFailedSubmissions(
   };
 }
 
+/**
+ * A retried submission starts a fresh retry budget (the whole backoff schedule): its attempts
+ * were used up when it failed, and one more transient error must not fail it again at once.
+ */
+export const FRESH_ATTEMPTS = { resetAttemptsMade: true, resetAttemptsStarted: true } as const;
+
 /** Moves one failed submission back to waiting; false when it is not (or no longer) failed. */
 export async function retryFailedSubmission(
   queue: Queue<SubmissionJobData>,
@@ -147,7 +153,7 @@ export async function retryFailedSubmission(
 ): Promise<boolean> {
   const job = await queue.getJob(jobId);
   if (!job || (await job.getState()) !== 'failed') return false;
-  await job.retry('failed');
+  await job.retry('failed', FRESH_ATTEMPTS);
   return true;
 }
 
@@ -167,7 +173,7 @@ export async function retryAllFailedSubmissions(
     try {
       const job = await queue.getJob(jobId);
       if (!job) continue;
-      await job.retry('failed');
+      await job.retry('failed', FRESH_ATTEMPTS);
       retried += 1;
     } catch {
       // Retried or removed concurrently by someone else: nothing to do.

@@ -143,6 +143,22 @@ describe('API authentication and roles', () => {
     expect(names.sort()).toEqual(['submissions', 'sync']);
   });
 
+  it('when anyone tries to clean, empty or add jobs through Bull Board, then it is read-only', async () => {
+    const admin = { authorization: `Bearer ${api.keys.admin}` };
+    for (const [method, path] of [
+      ['PUT', '/admin/queues/api/queues/submissions/clean/failed'],
+      ['PUT', '/admin/queues/api/queues/submissions/empty'],
+      ['PUT', '/admin/queues/api/queues/submissions/obliterate'],
+      ['POST', '/admin/queues/api/queues/submissions/add'],
+    ] as const) {
+      const res = await fetch(`${api.url}${path}`, { method, headers: admin });
+      expect(res.status, `${method} ${path}`).toBe(405);
+    }
+    const queues = await fetch(`${api.url}/admin/queues/api/queues`, { headers: admin });
+    const body = (await queues.json()) as { queues: { readOnlyMode?: boolean }[] };
+    expect(body.queues.every((q) => q.readOnlyMode === true)).toBe(true);
+  });
+
   it('when /metrics is scraped without a key, then it is refused', async () => {
     expect((await fetch(`${api.url}/metrics`)).status).toBe(401);
   });

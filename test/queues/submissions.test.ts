@@ -27,6 +27,7 @@ import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
 import { openVisitState } from '../../src/sync/visit-state.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
 import { parseServiceConfig } from '../../src/config/service.js';
+import { createMetrics } from '../../src/util/metrics.js';
 import {
   SECRET,
   deletePrefix,
@@ -280,5 +281,186 @@ describe('submissions queue with the delivery worker', () => {
     );
     expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
     expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
+  });
+});
+
+describe('submission retries after the attempts ran out', () => {
+  let redis: Redis;
+  let registry: SandboxRegistry;
+  let queue: Queue<SubmissionJobData>;
+  let worker: Worker<SubmissionJobData>;
+  const prefix = testPrefix();
+  const centreId = 'c-fresh';
+  const metrics = createMetrics();
+
+  beforeAll(async () => {
+    redis = testRedis();
+    registry = await startSandboxRegistry();
+    const config = parseServiceConfig({
+      pseudonymSecret: SECRET,
+      registry: { url: registry.url, timeoutMs: 2000 },
+      submissions: { attempts: 2, backoffMs: 50 },
+    });
+    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
+      connection: redis,
+      prefix,
+      defaultJobOptions: submissionJobOptions(config.submissions),
+    });
+    worker = new Worker<SubmissionJobData>(
+      SUBMISSIONS_QUEUE,
+      createSubmissionProcessor({
+        client: createRegistryClient({ config: config.registry }),
+        redis,
+        prefix,
+        metrics,
+      }),
+      {
+        connection: redis,
+        prefix,
+        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
+      },
+    );
+  });
+  afterAll(async () => {
+    await worker.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+    await registry.close();
+  });
+
+  it('when a person retries a submission that used up its attempts, then it gets a fresh retry budget and survives one more outage', async () => {
+    const visit = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1' });
+    registry.faults.unavailableForMs(60_000);
+    const stateOf = async () => (await queue.getJob(visit.submissionId))?.getState();
+    const e = createSubmissionEnqueuer({
+      queue,
+      redis,
+      state: openVisitState(redis, prefix, centreId),
+      centreId,
+      pseudonymSecret: SECRET,
+      runId: 'run-fresh',
+    });
+    await e.add(visit);
+    await e.flush();
+    await waitFor(
+      async () => (await stateOf()) === 'failed',
+      10_000,
+      'the job to use up 2 attempts',
+    );
+    expect((await queue.getJob(visit.submissionId))!.attemptsMade).toBe(2);
+    // The last attempt's failure is the permanent one: the job now stays failed.
+    const failures = (await metrics.submissionsFailed.get()).values;
+    expect(failures.map((v) => [v.labels.permanent, v.value]).sort()).toEqual([
+      ['false', 1],
+      ['true', 1],
+    ]);
+    // The registry is back but blips once more right after the retry.
+    registry.faults.clear();
+    registry.faults.unavailableForMs(30);
+    expect(await retryFailedSubmission(queue, visit.submissionId)).toBe(true);
+    await waitFor(async () => (await stateOf()) === 'completed', 10_000, 'the retried job');
+    expect(registry.submissions().map((s) => s.submissionId)).toEqual([visit.submissionId]);
+  });
+});
+
+describe('deliveries of one visit', () => {
+  let redis: Redis;
+  let registry: SandboxRegistry;
+  let queue: Queue<SubmissionJobData>;
+  let worker: Worker<SubmissionJobData>;
+  const prefix = testPrefix();
+  const centreId = 'c-order';
+  let releaseOlder: () => void = () => undefined;
+  const olderHeld = new Promise<void>((resolve) => (releaseOlder = resolve));
+  const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+  const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+
+  beforeAll(async () => {
+    redis = testRedis();
+    registry = await startSandboxRegistry();
+    const config = parseServiceConfig({
+      pseudonymSecret: SECRET,
+      registry: { url: registry.url, timeoutMs: 5000 },
+      submissions: { attempts: 5, backoffMs: 50 },
+    });
+    const real = createRegistryClient({ config: config.registry });
+    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
+      connection: redis,
+      prefix,
+      defaultJobOptions: submissionJobOptions(config.submissions),
+    });
+    worker = new Worker<SubmissionJobData>(
+      SUBMISSIONS_QUEUE,
+      createSubmissionProcessor({
+        // The older version's request is slow to leave (a TLS handshake, a busy pool...).
+        client: {
+          deliver: async (s) => {
+            if (s.submissionId === older.submissionId) await olderHeld;
+            return real.deliver(s);
+          },
+        },
+        redis,
+        prefix,
+        visitBusyDelayMs: 100,
+      }),
+      {
+        connection: redis,
+        prefix,
+        concurrency: 4,
+        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
+      },
+    );
+  });
+  afterAll(async () => {
+    releaseOlder();
+    await worker.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+    await registry.close();
+  });
+
+  const enqueueOne = async (s: ReturnType<typeof makeVisit>) => {
+    const e = createSubmissionEnqueuer({
+      queue,
+      redis,
+      state: openVisitState(redis, prefix, centreId),
+      centreId,
+      pseudonymSecret: SECRET,
+      runId: `run-${s.submissionId}`,
+    });
+    await e.add(s);
+    await e.flush();
+  };
+  const stateOf = async (id: string) => (await queue.getJob(id))?.getState();
+
+  it('when a newer version is enqueued while an older one is being delivered, then it waits, and the registry ends with the newer', async () => {
+    await enqueueOne(older);
+    await waitFor(
+      async () => (await stateOf(older.submissionId)) === 'active',
+      10_000,
+      'older active',
+    );
+    await enqueueOne(newer);
+    // The newer one cannot pass while the older holds the visit.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(registry.submissions()).toHaveLength(0);
+    releaseOlder();
+    await waitFor(
+      async () => (await stateOf(newer.submissionId)) === 'completed',
+      15_000,
+      'newer delivered',
+    );
+    expect(
+      registry
+        .submissions()
+        .map((s) => s.submissionId)
+        .at(-1),
+    ).toBe(newer.submissionId);
+    const visit = registry.visits().find((v) => v.visitKey === newer.visitKey)!;
+    expect(visit.current).toEqual(newer);
   });
 });

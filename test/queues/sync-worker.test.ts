@@ -31,6 +31,16 @@ describe('sync worker', () => {
     );
   const runStatus = async (runId: string) => (await f.runtime.runStore.get(runId))?.status;
 
+  it('when the worker should deliver but no registry URL is configured, then it refuses to start and names the setting', async () => {
+    const runtime = {
+      ...f.runtime,
+      config: { ...f.runtime.config, registry: { ...f.runtime.config.registry, url: undefined } },
+    } as typeof f.runtime;
+    await expect(startWorker(runtime, { prepareCentre: f.prepareCentre })).rejects.toThrow(
+      /LHN_REGISTRY_URL.*--no-delivery/s,
+    );
+  });
+
   it('when a manual sync is triggered while one runs, then it is reported with the running run id, and a scheduled tick is skipped', async () => {
     f.ehr.faults.set({ slow: { delayMs: 100, kinds: ['search'] } });
     worker = await startWorker(f.runtime, { syncConcurrency: 2, prepareCentre: f.prepareCentre });

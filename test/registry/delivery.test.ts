@@ -1,6 +1,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingHttpHeaders,
+  type ServerResponse,
+} from 'node:http';
 import { UnrecoverableError } from 'bullmq';
 import {
   createRegistryClient,
@@ -232,6 +236,90 @@ describe('registry delivery and redirects', () => {
     } finally {
       redirecting.close();
       elsewhere.close();
+    }
+  });
+});
+
+describe('registry answers that are not the contract', () => {
+  async function serve(
+    answer: (res: ServerResponse) => void,
+  ): Promise<{ url: string; close: () => void }> {
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => answer(res));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    return { url: `http://127.0.0.1:${port}`, close: () => server.close() };
+  }
+
+  it('when a 2xx is not an ingest acknowledgement (login page, error JSON, empty), then delivery is retried, not counted as stored', async () => {
+    const answers: [number, string, string][] = [
+      [200, 'text/html', '<html><body>Sign in</body></html>'],
+      [200, 'application/json', '{"status":"error","message":"ingest disabled"}'],
+      [202, 'application/json', '{"status":"queued"}'],
+      [204, 'application/json', ''],
+    ];
+    for (const [status, type, body] of answers) {
+      const server = await serve((res) =>
+        res.writeHead(status, { 'content-type': type }).end(body),
+      );
+      try {
+        const err = await createRegistryClient({ config: config(server.url) })
+          .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+          .catch((e: unknown) => e);
+        expect(err, `${status} ${type}`).toBeInstanceOf(RegistryUnavailableError);
+        expect((err as Error).message).toMatch(
+          new RegExp(`HTTP ${status} without an ingest acknowledgement`),
+        );
+        expect((err as Error).message).not.toContain('Sign in');
+      } finally {
+        server.close();
+      }
+    }
+  });
+
+  it('when a 2xx is an acknowledgement, then it is accepted (created, updated, retracted) or a duplicate', async () => {
+    for (const [status, ack, expected] of [
+      [201, 'created', 'accepted'],
+      [200, 'updated', 'accepted'],
+      [200, 'retracted', 'accepted'],
+      [200, 'duplicate', 'duplicate'],
+    ] as const) {
+      const server = await serve((res) =>
+        res
+          .writeHead(status, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ status: ack })),
+      );
+      try {
+        const outcome = await createRegistryClient({ config: config(server.url) }).deliver(
+          makeVisit({ patientId: 'p1', encounterId: 'e1' }),
+        );
+        expect(outcome).toEqual({ status: expected, httpStatus: status });
+      } finally {
+        server.close();
+      }
+    }
+  });
+
+  it('when the registry redirects, then the error names the status and where it pointed', async () => {
+    const server = await serve((res) =>
+      res
+        .writeHead(308, { location: 'https://registry.example.org/v2/submissions?sig=secret' })
+        .end(),
+    );
+    try {
+      const err = await createRegistryClient({ config: config(server.url) })
+        .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RegistryUnavailableError);
+      expect((err as RegistryUnavailableError).httpStatus).toBe(308);
+      expect((err as Error).message).toMatch(
+        /HTTP 308, a redirect to https:\/\/registry\.example\.org\/v2\/submissions; .*registry\.url/,
+      );
+      expect((err as Error).message).not.toContain('secret');
+    } finally {
+      server.close();
     }
   });
 });
