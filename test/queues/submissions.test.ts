@@ -8,11 +8,13 @@ import {
   retrySpanMs,
   submissionJobOptions,
   type SubmissionJobData,
+  type SubmissionProcessorDeps,
 } from '../../queues/submissions.js';
 import {
   RegistryUnavailableError,
   createRegistryClient,
   parseRetryAfterMs,
+  type RegistryClient,
 } from '../../src/registry/delivery.js';
 import {
   countFailedByCentre,
@@ -23,7 +25,8 @@ import {
   retryAllFailedSubmissions,
   retryFailedSubmission,
 } from '../../src/sync/submission-admin.js';
-import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
+import { createSubmissionEnqueuer, type EnqueueCounts } from '../../src/sync/enqueue.js';
+import type { RegistrySubmission } from '../../src/registry/submission.js';
 import { openVisitState } from '../../src/sync/visit-state.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
 import { parseServiceConfig } from '../../src/config/service.js';
@@ -73,50 +76,101 @@ describe('submission backoff', () => {
   });
 });
 
+/** A delivery test bed: Redis under a unique prefix, the sandbox registry, queue and worker. */
+interface DeliveryBed {
+  redis: Redis;
+  registry: SandboxRegistry;
+  queue: Queue<SubmissionJobData>;
+  worker: Worker<SubmissionJobData>;
+  prefix: string;
+  /** Enqueues submissions of a centre as one sync run would. */
+  enqueue(centreId: string, subs: RegistrySubmission[], runId?: string): Promise<EnqueueCounts>;
+  close(): Promise<void>;
+}
+
+async function startDeliveryBed(options: {
+  attempts: number;
+  timeoutMs?: number;
+  concurrency?: number;
+  /** Wraps the real registry client (to hold or observe deliveries). */
+  client?: (real: RegistryClient) => RegistryClient;
+  processor?: Partial<Pick<SubmissionProcessorDeps, 'metrics' | 'visitBusyDelayMs'>>;
+}): Promise<DeliveryBed> {
+  const redis = testRedis();
+  const prefix = testPrefix();
+  const registry = await startSandboxRegistry();
+  const config = parseServiceConfig({
+    pseudonymSecret: SECRET,
+    registry: { url: registry.url, timeoutMs: options.timeoutMs ?? 2000 },
+    submissions: { attempts: options.attempts, backoffMs: 50 },
+  });
+  const real = createRegistryClient({ config: config.registry });
+  const queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
+    connection: redis,
+    prefix,
+    defaultJobOptions: submissionJobOptions(config.submissions),
+  });
+  const worker = new Worker<SubmissionJobData>(
+    SUBMISSIONS_QUEUE,
+    createSubmissionProcessor({
+      client: options.client ? options.client(real) : real,
+      redis,
+      prefix,
+      ...options.processor,
+    }),
+    {
+      connection: redis,
+      prefix,
+      concurrency: options.concurrency ?? 4,
+      settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
+    },
+  );
+  return {
+    redis,
+    registry,
+    queue,
+    worker,
+    prefix,
+    async enqueue(centreId, subs, runId = 'run-x') {
+      const e = createSubmissionEnqueuer({
+        queue,
+        redis,
+        state: openVisitState(redis, prefix, centreId),
+        centreId,
+        pseudonymSecret: SECRET,
+        runId,
+        batchSize: 10,
+      });
+      for (const sub of subs) await e.add(sub);
+      await e.flush();
+      return e.counts;
+    },
+    async close() {
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+      await deletePrefix(redis, prefix);
+      await redis.quit();
+      await registry.close();
+    },
+  };
+}
+
 describe('submissions queue with the delivery worker', () => {
   let redis: Redis;
   let registry: SandboxRegistry;
   let queue: Queue<SubmissionJobData>;
-  let worker: Worker<SubmissionJobData>;
-  const prefix = testPrefix();
+  let bed: DeliveryBed;
+  let prefix = '';
   let centreSeq = 0;
   let centreId = '';
 
   beforeAll(async () => {
-    redis = testRedis();
-    registry = await startSandboxRegistry();
-    const config = parseServiceConfig({
-      pseudonymSecret: SECRET,
-      registry: { url: registry.url, timeoutMs: 2000 },
-      submissions: { attempts: 12, backoffMs: 50 },
-    });
-    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
-      connection: redis,
-      prefix,
-      defaultJobOptions: submissionJobOptions(config.submissions),
-    });
-    worker = new Worker<SubmissionJobData>(
-      SUBMISSIONS_QUEUE,
-      createSubmissionProcessor({
-        client: createRegistryClient({ config: config.registry }),
-        redis,
-        prefix,
-      }),
-      {
-        connection: redis,
-        prefix,
-        concurrency: 4,
-        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
-      },
-    );
+    bed = await startDeliveryBed({ attempts: 12 });
+    ({ redis, registry, queue, prefix } = bed);
   });
   afterAll(async () => {
-    await worker.close();
-    await queue.obliterate({ force: true });
-    await queue.close();
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-    await registry.close();
+    await bed?.close();
   });
   beforeEach(() => {
     registry.reset();
@@ -125,20 +179,7 @@ describe('submissions queue with the delivery worker', () => {
     centreId = `c-${centreSeq}`;
   });
 
-  async function enqueue(subs: ReturnType<typeof makeVisit>[]) {
-    const e = createSubmissionEnqueuer({
-      queue,
-      redis,
-      state: openVisitState(redis, prefix, centreId),
-      centreId,
-      pseudonymSecret: SECRET,
-      runId: 'run-x',
-      batchSize: 10,
-    });
-    for (const s of subs) await e.add(s);
-    await e.flush();
-    return e.counts;
-  }
+  const enqueue = (subs: RegistrySubmission[]) => bed.enqueue(centreId, subs);
 
   const completed = async (ids: string[]) => {
     for (const id of ids)
@@ -285,65 +326,22 @@ describe('submissions queue with the delivery worker', () => {
 });
 
 describe('submission retries after the attempts ran out', () => {
-  let redis: Redis;
-  let registry: SandboxRegistry;
-  let queue: Queue<SubmissionJobData>;
-  let worker: Worker<SubmissionJobData>;
-  const prefix = testPrefix();
   const centreId = 'c-fresh';
   const metrics = createMetrics();
-
+  let bed: DeliveryBed;
   beforeAll(async () => {
-    redis = testRedis();
-    registry = await startSandboxRegistry();
-    const config = parseServiceConfig({
-      pseudonymSecret: SECRET,
-      registry: { url: registry.url, timeoutMs: 2000 },
-      submissions: { attempts: 2, backoffMs: 50 },
-    });
-    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
-      connection: redis,
-      prefix,
-      defaultJobOptions: submissionJobOptions(config.submissions),
-    });
-    worker = new Worker<SubmissionJobData>(
-      SUBMISSIONS_QUEUE,
-      createSubmissionProcessor({
-        client: createRegistryClient({ config: config.registry }),
-        redis,
-        prefix,
-        metrics,
-      }),
-      {
-        connection: redis,
-        prefix,
-        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
-      },
-    );
+    bed = await startDeliveryBed({ attempts: 2, concurrency: 1, processor: { metrics } });
   });
   afterAll(async () => {
-    await worker.close();
-    await queue.obliterate({ force: true });
-    await queue.close();
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-    await registry.close();
+    await bed?.close();
   });
 
   it('when a person retries a submission that used up its attempts, then it gets a fresh retry budget and survives one more outage', async () => {
+    const { queue, registry } = bed;
     const visit = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1' });
     registry.faults.unavailableForMs(60_000);
     const stateOf = async () => (await queue.getJob(visit.submissionId))?.getState();
-    const e = createSubmissionEnqueuer({
-      queue,
-      redis,
-      state: openVisitState(redis, prefix, centreId),
-      centreId,
-      pseudonymSecret: SECRET,
-      runId: 'run-fresh',
-    });
-    await e.add(visit);
-    await e.flush();
+    await bed.enqueue(centreId, [visit], 'run-fresh');
     await waitFor(
       async () => (await stateOf()) === 'failed',
       10_000,
@@ -366,85 +364,41 @@ describe('submission retries after the attempts ran out', () => {
 });
 
 describe('deliveries of one visit', () => {
-  let redis: Redis;
-  let registry: SandboxRegistry;
-  let queue: Queue<SubmissionJobData>;
-  let worker: Worker<SubmissionJobData>;
-  const prefix = testPrefix();
   const centreId = 'c-order';
   let releaseOlder: () => void = () => undefined;
   const olderHeld = new Promise<void>((resolve) => (releaseOlder = resolve));
   const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
   const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
-
+  let bed: DeliveryBed;
   beforeAll(async () => {
-    redis = testRedis();
-    registry = await startSandboxRegistry();
-    const config = parseServiceConfig({
-      pseudonymSecret: SECRET,
-      registry: { url: registry.url, timeoutMs: 5000 },
-      submissions: { attempts: 5, backoffMs: 50 },
-    });
-    const real = createRegistryClient({ config: config.registry });
-    queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
-      connection: redis,
-      prefix,
-      defaultJobOptions: submissionJobOptions(config.submissions),
-    });
-    worker = new Worker<SubmissionJobData>(
-      SUBMISSIONS_QUEUE,
-      createSubmissionProcessor({
-        // The older version's request is slow to leave (a TLS handshake, a busy pool...).
-        client: {
-          deliver: async (s) => {
-            if (s.submissionId === older.submissionId) await olderHeld;
-            return real.deliver(s);
-          },
+    bed = await startDeliveryBed({
+      attempts: 5,
+      timeoutMs: 5000,
+      // The older version's request is slow to leave (a TLS handshake, a busy pool...).
+      client: (real) => ({
+        deliver: async (s) => {
+          if (s.submissionId === older.submissionId) await olderHeld;
+          return real.deliver(s);
         },
-        redis,
-        prefix,
-        visitBusyDelayMs: 100,
       }),
-      {
-        connection: redis,
-        prefix,
-        concurrency: 4,
-        settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
-      },
-    );
+      processor: { visitBusyDelayMs: 100 },
+    });
   });
   afterAll(async () => {
     releaseOlder();
-    await worker.close();
-    await queue.obliterate({ force: true });
-    await queue.close();
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-    await registry.close();
+    await bed?.close();
   });
 
-  const enqueueOne = async (s: ReturnType<typeof makeVisit>) => {
-    const e = createSubmissionEnqueuer({
-      queue,
-      redis,
-      state: openVisitState(redis, prefix, centreId),
-      centreId,
-      pseudonymSecret: SECRET,
-      runId: `run-${s.submissionId}`,
-    });
-    await e.add(s);
-    await e.flush();
-  };
-  const stateOf = async (id: string) => (await queue.getJob(id))?.getState();
-
   it('when a newer version is enqueued while an older one is being delivered, then it waits, and the registry ends with the newer', async () => {
-    await enqueueOne(older);
+    const { queue, registry } = bed;
+    const stateOf = async (id: string) => (await queue.getJob(id))?.getState();
+    await bed.enqueue(centreId, [older], 'run-older');
     await waitFor(
       async () => (await stateOf(older.submissionId)) === 'active',
       10_000,
       'older active',
     );
-    await enqueueOne(newer);
+    await bed.enqueue(centreId, [newer], 'run-newer');
     // The newer one cannot pass while the older holds the visit.
     await new Promise((r) => setTimeout(r, 600));
     expect(registry.submissions()).toHaveLength(0);
