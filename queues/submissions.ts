@@ -32,6 +32,11 @@ export const SubmissionJobDataSchema = z
   .object({
     /** The run that enqueued it (for the dashboard); not part of the submission. */
     runId: z.string().min(1).optional(),
+    /**
+     * The visit version's place in the centre's enqueue order (a Redis counter): what the
+     * supersede check compares, so no machine's clock decides which version is newer.
+     */
+    seq: z.number().int().positive().optional(),
     submission: RegistrySubmissionSchema,
   })
   .strict();
@@ -151,7 +156,7 @@ export function createSubmissionProcessor(
   ): Promise<SubmissionJobResult> {
     const state = openVisitState(deps.redis, deps.prefix, submission.centreId);
     const [entry] = await state.getMany([submission.visitKey]);
-    if (isSuperseded(entry, submission.contentHash, job.timestamp)) {
+    if (isSuperseded(entry, submission.contentHash, job.timestamp, job.data.seq)) {
       log.info(
         { jobId: job.id, centreId: submission.centreId },
         'submission superseded by a newer version',

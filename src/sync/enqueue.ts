@@ -166,10 +166,11 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       );
     }
 
+    const firstSeq = await state.reserveSequence(toAdd.length);
     await queue.addBulk(
-      toAdd.map((submission) => ({
+      toAdd.map((submission, i) => ({
         name: submission.kind,
-        data: { runId, submission },
+        data: { runId, seq: firstSeq + i, submission },
         opts: { jobId: submission.submissionId },
       })),
     );
@@ -186,7 +187,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     toAdd.forEach((s, i) => {
       const ids = given.get(s.visitKey) ?? sourceIds(s, pseudonymSecret, centreId);
       const prev = previous[i];
-      const entry: VisitStateEntry = { h: s.contentHash, t: now };
+      const entry: VisitStateEntry = { h: s.contentHash, t: now, n: firstSeq + i };
       if (s.kind === 'retraction') entry.r = 1;
       const patientId = ids.patientId ?? prev?.p;
       const encounterId = ids.encounterId ?? prev?.e;

@@ -11,6 +11,8 @@ export interface VisitStateEntry {
   h: string;
   /** When it was enqueued (ms since epoch, the enqueuing process's clock). */
   t: number;
+  /** Its enqueue sequence number (see SubmissionJobData.seq); absent in older entries. */
+  n?: number;
   /** 1 when the last enqueued version is a retraction. */
   r?: 1;
   /** Source Patient id (to build a retraction later); stays in Redis, never logged. */
@@ -48,6 +50,11 @@ export interface VisitState {
   setWatermarks(marks: Record<string, string>): Promise<void>;
   /** Deletes all state of the centre (tests, or a deliberate full resend). */
   clear(): Promise<void>;
+  /**
+   * Reserves `count` enqueue sequence numbers (one Redis counter per centre, never reset,
+   * not even by clear()) and returns the first.
+   */
+  reserveSequence(count: number): Promise<number>;
 }
 
 /** Redis key of a centre's visit-state hash. */
@@ -64,8 +71,14 @@ export function isSuperseded(
   entry: VisitStateEntry | undefined,
   contentHash: string,
   jobCreatedAt: number,
+  jobSeq?: number,
 ): boolean {
-  return entry !== undefined && entry.h !== contentHash && entry.t > jobCreatedAt;
+  if (entry === undefined || entry.h === contentHash) return false;
+  // Enqueue sequence numbers come from one Redis counter: no clock skew between the machines
+  // that enqueued the two versions can reorder them. Entries and jobs from before they
+  // existed fall back to the enqueue times.
+  if (entry.n !== undefined && jobSeq !== undefined) return entry.n > jobSeq;
+  return entry.t > jobCreatedAt;
 }
 
 function parseEntry(text: string | null | undefined): VisitStateEntry | undefined {
@@ -81,6 +94,7 @@ function parseEntry(text: string | null | undefined): VisitStateEntry | undefine
 export function openVisitState(redis: Redis, prefix: string, centreId: string): VisitState {
   const visitsKey = visitStateKey(prefix, centreId);
   const marksKey = `${prefix}:state:${centreId}:watermarks`;
+  const seqKey = `${prefix}:state:${centreId}:seq`;
 
   async function* scanHash(key: string, chunk: number): AsyncIterable<[string, string][]> {
     let cursor = '0';
@@ -126,6 +140,9 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
     },
     async clear() {
       await redis.del(visitsKey, marksKey);
+    },
+    async reserveSequence(count) {
+      return (await redis.incrby(seqKey, count)) - count + 1;
     },
   };
 }
