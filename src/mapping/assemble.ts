@@ -617,6 +617,9 @@ function createAssemblerFor(ctx: Context): Assembler {
     const useBounds =
       type === 'MedicationRequest' ||
       (!str(first.effective_datetime) && !str(first.effective_start) && !str(first.effective_end));
+    // A statement dated by a single effectiveDateTime still takes its course length from a
+    // boundsDuration (counted from that date): "prednisone for 10 days" taken from that day.
+    const useDurations = useBounds || (!str(first.effective_start) && !str(first.effective_end));
     for (const row of rows) {
       pushCoding(use.codings, row.med_system, row.med_code, row.med_display);
       pushCoding(use.routeCodings, row.route_system, row.route_code, row.route_display);
@@ -627,7 +630,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       if ((start || end) && !use.periods.some((p) => p.start === start && p.end === end)) {
         use.periods.push({ start, end });
       }
-      if (!useBounds) continue;
+      if (!useDurations) continue;
       // boundsDuration: a UCUM code (d, wk...), else the unit text when it is one.
       const durationValue = num(row.bounds_duration_value);
       const durationUnit = str(row.bounds_duration_code) ?? str(row.bounds_duration_unit);
