@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
+import { CronExpressionParser } from 'cron-parser';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
@@ -14,13 +15,20 @@ export function isLoopbackHost(hostname: string): boolean {
 }
 
 /** An absolute URL that is https, or http on a loopback host. */
-export const secureUrl = z.url({ protocol: /^https?$/ }).refine(
-  (value) => {
-    const url = new URL(value);
-    return url.protocol === 'https:' || isLoopbackHost(url.hostname);
-  },
-  { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
-);
+export const secureUrl = z
+  .url({
+    protocol: /^https?$/,
+    error: 'expected an absolute URL with its scheme, e.g. https://host.example.org/fhir/R4',
+  })
+  .refine(
+    (value) => {
+      // zod runs this refinement even when the value is not a URL (already reported above).
+      if (!URL.canParse(value)) return true;
+      const url = new URL(value);
+      return url.protocol === 'https:' || isLoopbackHost(url.hostname);
+    },
+    { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
+  );
 
 /** The types pulled by search (Medication is read by reference instead). */
 export const SEARCHED_TYPES = [
@@ -65,6 +73,33 @@ const searchParamSet = z
     }
   });
 
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why a schedule.cron would not run as meant, or undefined. Five fields (minute hour
+ * day-of-month month day-of-week) or a macro such as @daily, parsed as the BullMQ job
+ * scheduler parses it (cron-parser).
+ */
+export function cronProblem(cron: string): string | undefined {
+  const example = 'e.g. "0 2 * * *" for 02:00 every night';
+  const fields = cron.trim().split(/\s+/);
+  if (!cron.trim().startsWith('@') && fields.length !== 5)
+    return `expected 5 cron fields (minute hour day-of-month month day-of-week), got ${fields.length}: ${example}`;
+  try {
+    CronExpressionParser.parse(cron);
+  } catch (err) {
+    return `not a valid cron expression (${(err as Error).message}): ${example}`;
+  }
+  return undefined;
+}
+
 const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (24-hour)');
 
 /** The resource types a pull may fetch. */
@@ -108,14 +143,10 @@ export const CentreFileSchema = z
     timeZone: z
       .string()
       .default('UTC')
-      .refine((tz) => {
-        try {
-          new Intl.DateTimeFormat('en-US', { timeZone: tz });
-          return true;
-        } catch {
-          return false;
-        }
-      }, 'unknown IANA time zone'),
+      .refine(isTimeZone, {
+        error: (issue) =>
+          `unknown IANA time zone "${String(issue.input).slice(0, 60)}" (e.g. America/New_York, Europe/London, UTC)`,
+      }),
     fhir: z
       .object({
         baseUrl: secureUrl,
@@ -135,15 +166,18 @@ export const CentreFileSchema = z
         jku: secureUrl.optional(),
       })
       .strict(),
-    cohort: z.union([
-      z.object({ group: z.string().min(1) }).strict(),
-      z
-        .object({
-          /** File of patient identifiers, one `system|value` a line, relative to the centre file. */
-          roster: z.string().min(1),
-        })
-        .strict(),
-    ]),
+    cohort: z.union(
+      [
+        z.object({ group: z.string().min(1) }).strict(),
+        z
+          .object({
+            /** File of patient identifiers, one `system|value` a line, relative to the centre file. */
+            roster: z.string().min(1),
+          })
+          .strict(),
+      ],
+      { error: 'expected either group: <Group id> or roster: <file of system|value lines>' },
+    ),
     pull: z
       .object({
         mode: z.enum(['search', 'bulk']).default('search'),
@@ -175,7 +209,14 @@ export const CentreFileSchema = z
     schedule: z
       .object({
         /** Cron expression in the centre's time zone; absent means manual syncs only. */
-        cron: z.string().min(1).optional(),
+        cron: z
+          .string()
+          .min(1)
+          .superRefine((cron, ctx) => {
+            const problem = cronProblem(cron);
+            if (problem) ctx.addIssue({ code: 'custom', message: problem });
+          })
+          .optional(),
         mode: z.enum(['full', 'incremental']).default('incremental'),
         /**
          * An incremental run becomes full when the last full sync is older than this many
@@ -222,7 +263,7 @@ export type CentreConfig = z.infer<typeof CentreFileSchema> & {
 /** Parses centre data already read from somewhere; `source` names it in errors. */
 export function parseCentre(data: unknown, source: string): CentreConfig {
   const result = CentreFileSchema.safeParse(data);
-  if (!result.success) throw new ConfigError(source, issuesFromZod(result.error));
+  if (!result.success) throw new ConfigError(source, issuesFromZod(result.error, CentreFileSchema));
   const base = dirname(resolve(source));
   const abs = (p: string) => (isAbsolute(p) ? p : join(base, p));
   const centre = result.data;
@@ -260,9 +301,24 @@ export async function loadCentreFile(path: string): Promise<CentreConfig> {
 
 /** Loads every centre file in a folder; all files' problems are reported together. */
 export async function loadCentres(dir: string): Promise<CentreConfig[]> {
-  const files = readdirSync(dir)
-    .filter((f) => /\.(ya?ml|json)$/.test(f))
-    .sort();
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(dir, [
+      {
+        path: '',
+        message:
+          code === 'ENOENT'
+            ? 'the centres folder does not exist (set LHN_CENTRES_DIR, or centresDir in LHN_CONFIG, to the folder of centre files)'
+            : code === 'ENOTDIR'
+              ? 'not a folder (LHN_CENTRES_DIR / centresDir must name the folder of centre files)'
+              : `cannot read the centres folder (${code ?? (err as Error).message})`,
+      },
+    ]);
+  }
+  const files = names.filter((f) => /\.(ya?ml|json)$/.test(f)).sort();
   const centres: CentreConfig[] = [];
   const problems: ConfigError[] = [];
   for (const file of files) {

@@ -230,6 +230,37 @@ function applyEnv(
 }
 
 /**
+ * Says which environment variable set a bad value (the person fixing it set LHN_REDIS_URL,
+ * not `redis.url`), and how to set the one required setting.
+ */
+function explainEnv(
+  issues: { path: string; message: string }[],
+  env: Record<string, string | undefined>,
+): { path: string; message: string }[] {
+  return issues.map((issue) => {
+    if (issue.path === 'pseudonymSecret' && issue.message.startsWith('required'))
+      return {
+        ...issue,
+        message:
+          'required: set LHN_PSEUDONYM_SECRET to a random secret of at least 32 characters (e.g. `openssl rand -hex 32`); keep it stable, pseudonyms depend on it',
+      };
+    const from = Object.entries(ENV_VARS)
+      .filter(([name, spec]) => {
+        const value = env[name];
+        if (value === undefined || value === '') return false;
+        const dotted = spec.path.join('.');
+        return (
+          issue.path === dotted ||
+          issue.path.startsWith(`${dotted}.`) ||
+          issue.path.startsWith(`${dotted}[`)
+        );
+      })
+      .sort((a, b) => (b[1].rank ?? 0) - (a[1].rank ?? 0))[0];
+    return from ? { ...issue, message: `${issue.message} (set by ${from[0]})` } : issue;
+  });
+}
+
+/**
  * Builds the service config from an optional file (`LHN_CONFIG`) and the environment.
  * Environment variables win over the file. Throws ConfigError listing every problem.
  */
@@ -245,12 +276,21 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
         throw new Error('expected a mapping at the top level');
       raw = data as Record<string, unknown>;
     } catch (err) {
-      throw new ConfigError(file, [{ path: '', message: (err as Error).message }]);
+      const e = err as NodeJS.ErrnoException;
+      throw new ConfigError(file, [
+        {
+          path: '',
+          message: e.code
+            ? `cannot read the config file named by LHN_CONFIG (${e.code})`
+            : `not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${e.message}`,
+        },
+      ]);
     }
   }
   applyEnv(raw, env, Object.keys(ENV_VARS), issues);
   const result = ServiceConfigSchema.safeParse(raw);
-  if (!result.success) issues.push(...issuesFromZod(result.error));
+  if (!result.success)
+    issues.push(...explainEnv(issuesFromZod(result.error, ServiceConfigSchema), env));
   if (issues.length > 0 || !result.success)
     throw new ConfigError(file ? `${file} + environment` : 'environment', issues);
   return result.data;
@@ -277,7 +317,12 @@ export function loadOutboundConfig(
   );
   const result = ServiceConfigSchema.shape.outbound.safeParse(raw.outbound ?? {});
   if (!result.success)
-    issues.push(...issuesFromZod(result.error).map((i) => ({ ...i, path: `outbound.${i.path}` })));
+    issues.push(
+      ...explainEnv(
+        issuesFromZod(result.error).map((i) => ({ ...i, path: `outbound.${i.path}` })),
+        env,
+      ),
+    );
   if (issues.length > 0 || !result.success) throw new ConfigError('environment', issues);
   return result.data;
 }

@@ -137,3 +137,116 @@ describe('service config', () => {
     expect(config.fhir.maxRetryAfterSeconds).toBe(300);
   });
 });
+
+describe('centre file messages centre IT can act on', () => {
+  const problems = (data: unknown): string[] => {
+    try {
+      parseCentre(data, 'c.yaml');
+    } catch (err) {
+      if (err instanceof ConfigError) return err.issues.map((i) => `${i.path}: ${i.message}`);
+      throw err;
+    }
+    return [];
+  };
+
+  it('when baseUrl has no scheme, then the file error names fhir.baseUrl (no "Invalid URL" crash)', () => {
+    expect(problems({ ...valid, fhir: { baseUrl: 'ehr.example.org/fhir' } })).toEqual([
+      expect.stringMatching(/^fhir\.baseUrl: expected an absolute URL with its scheme/),
+    ]);
+  });
+
+  it('when a key is misspelt, then it is reported at its path with the setting meant', () => {
+    expect(
+      problems({
+        ...valid,
+        limts: {},
+        pull: { pagesize: 5 },
+        fhir: { ...valid.fhir, tokenurl: 'x' },
+      }),
+    ).toEqual(
+      expect.arrayContaining([
+        'limts: unknown setting; did you mean "limits"?',
+        'pull.pagesize: unknown setting; did you mean "pageSize"?',
+        'fhir.tokenurl: unknown setting; did you mean "tokenUrl"?',
+      ]),
+    );
+  });
+
+  it('when a setting is missing or the cohort is misspelt, then the message says what is expected', () => {
+    const found = problems({
+      ...valid,
+      auth: { clientId: 'a', privateKeyFile: 'k' },
+      cohort: { grop: 'g' },
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        'auth.kid: required (expected string)',
+        expect.stringMatching(/^cohort: expected either group: .* or roster: /),
+      ]),
+    );
+  });
+
+  it('when the time zone is unknown, then the value and an example are given', () => {
+    expect(problems({ ...valid, timeZone: 'America/NewYork' })).toEqual([
+      expect.stringMatching(
+        /^timeZone: unknown IANA time zone "America\/NewYork" \(e\.g\. America\/New_York/,
+      ),
+    ]);
+  });
+
+  it('when schedule.cron is not a 5-field cron expression, then the file is refused', () => {
+    for (const cron of ['every day', '0 2 * *', '61 2 * * *', '*/5 * * * * *'])
+      expect(problems({ ...valid, schedule: { cron } })).toEqual([
+        expect.stringMatching(/^schedule\.cron: .*e\.g\. "0 2 \* \* \*"/),
+      ]);
+    for (const cron of ['0 2 * * *', '30 3 * * 0', '@daily'])
+      expect(problems({ ...valid, schedule: { cron } })).toEqual([]);
+  });
+
+  it('when the centres folder does not exist, then the error names it and LHN_CENTRES_DIR', async () => {
+    await expect(loadCentres(join(tmpdir(), 'no-such-centres-folder-x'))).rejects.toThrow(
+      /centres folder does not exist \(set LHN_CENTRES_DIR/,
+    );
+  });
+});
+
+describe('service environment messages', () => {
+  const message = (env: Record<string, string>) => {
+    try {
+      loadServiceConfig(env);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return '';
+  };
+
+  it('when the pseudonym secret is missing, then the message says which variable to set', () => {
+    expect(message({})).toMatch(/pseudonymSecret: required: set LHN_PSEUDONYM_SECRET/);
+  });
+
+  it('when a variable holds a bad value, then the message names the variable, never a secret', () => {
+    const text = message({
+      LHN_PSEUDONYM_SECRET: 'x'.repeat(32),
+      LHN_REDIS_URL: 'localhost:6379',
+      HTTPS_PROXY: 'ftp://proxy',
+      LHN_REGISTRY_AUTH: '{"type":"bearer","token":"tok-SECRET-1"',
+      LHN_API_KEYS: '[{"name":"a","role":"root","sha256":"ab"}]',
+    });
+    expect(text).toMatch(/redis\.url: .*\(set by LHN_REDIS_URL\)/);
+    expect(text).toMatch(/outbound\.proxyUrl: .*\(set by HTTPS_PROXY\)/);
+    expect(text).toMatch(/api\.keys\[0\]\.role: .*\(set by LHN_API_KEYS\)/);
+    expect(text).toMatch(/LHN_REGISTRY_AUTH: expected JSON/);
+    expect(text).not.toMatch(/tok-SECRET-1/);
+  });
+
+  it('when LHN_CONFIG names a missing file or has an unknown key, then both say so', () => {
+    expect(message({ LHN_CONFIG: join(tmpdir(), 'no-such-lhn-config.yaml') })).toMatch(
+      /cannot read the config file named by LHN_CONFIG \(ENOENT\)/,
+    );
+    const dir = mkdtempSync(join(tmpdir(), 'svc-'));
+    writeFileSync(join(dir, 'c.yaml'), 'redis:\n  urll: redis://x\n');
+    expect(
+      message({ LHN_CONFIG: join(dir, 'c.yaml'), LHN_PSEUDONYM_SECRET: 'x'.repeat(32) }),
+    ).toMatch(/redis\.urll: unknown setting; did you mean "url"\?/);
+  });
+});
