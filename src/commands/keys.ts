@@ -35,6 +35,27 @@ function resolveKeysDir(opts: KeysDirOption): string {
   return config.keysDir;
 }
 
+/**
+ * A file-system failure on the keys folder as a message naming the folder and the fix
+ * (a file where the folder should be, no permission), instead of a raw EEXIST / ENOTDIR.
+ */
+async function onKeysDir<T>(dir: string, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `keys folder ${dir} (--keys-dir, LHN_KEYS_DIR or keysDir)`;
+    if (code === 'EEXIST' || code === 'ENOTDIR')
+      throw new CliError(`${where}: a file is in the way; it must be a folder`);
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new CliError(
+        `${where}: permission denied; run as the service user or fix the folder's owner`,
+      );
+    if (code === 'EROFS') throw new CliError(`${where}: on a read-only file system`);
+    throw err;
+  }
+}
+
 function print(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
@@ -65,7 +86,7 @@ export function registerKeysCommand(program: Command): void {
       const dir = resolveKeysDir(opts);
       const pair = await generateKeyPair(opts.alg as SigningAlg);
       const file = join(dir, privateKeyFileName(opts.centre, pair.kid));
-      await writePrivateKeyFile(file, pair.privateJwk);
+      await onKeysDir(dir, () => writePrivateKeyFile(file, pair.privateJwk));
       const dirMode = await fileMode(dirname(file));
       if ((dirMode & 0o077) !== 0)
         process.stderr.write(
@@ -92,7 +113,7 @@ export function registerKeysCommand(program: Command): void {
     .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
     .action(async (opts: KeysDirOption) => {
       const dir = resolveKeysDir(opts);
-      const found = await listKeys(dir);
+      const found = await onKeysDir(dir, () => listKeys(dir));
       if (found.length === 0) {
         print(`No keys in ${dir}. Create one with: lhn-bridge keys generate --centre <id>`);
         return;
@@ -116,7 +137,8 @@ export function registerKeysCommand(program: Command): void {
     .description('print the public JWKS that /.well-known/jwks.json serves')
     .option('--keys-dir <dir>', 'keys folder (default: keysDir from the service config, ./keys)')
     .action(async (opts: KeysDirOption) => {
-      print(JSON.stringify(await buildJwks(resolveKeysDir(opts)), null, 2));
+      const dir = resolveKeysDir(opts);
+      print(JSON.stringify(await onKeysDir(dir, () => buildJwks(dir)), null, 2));
     });
 
   keys

@@ -77,8 +77,11 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
 
   const files: string[] = [];
   if (info.isDirectory()) {
-    const names = (await readdir(path)).filter((f) => /\.(ndjson|jsonl)$/i.test(f)).sort();
-    if (names.length === 0) throw new CliError(`input ${path}: the folder has no .ndjson files`);
+    // Every FHIR file in the folder is read: a Bundle (.json) beside NDJSON files is data
+    // too, and skipping it silently would drop its visits.
+    const names = (await readdir(path)).filter((f) => /\.(ndjson|jsonl|json)$/i.test(f)).sort();
+    if (names.length === 0)
+      throw new CliError(`input ${path}: the folder has no .ndjson, .jsonl or .json files`);
     files.push(...names.map((f) => join(path, f)));
   } else files.push(path);
 
@@ -87,7 +90,15 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
     if (ext === '.ndjson' || ext === '.jsonl') {
       const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
       let n = 0;
-      for await (const line of lines) {
+      const stream = (async function* () {
+        try {
+          yield* lines;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw new CliError(`${basename(file)}: cannot be read${code ? ` (${code})` : ''}`);
+        }
+      })();
+      for await (const line of stream) {
         n++;
         if (line.trim() === '') continue;
         let value: unknown;
@@ -177,6 +188,11 @@ async function runMap(options: MapCommandOptions): Promise<void> {
     throw new CliError('--secret must be at least 32 characters (use a random secret)');
   }
   const centre = options.centre ? await loadCentreFile(options.centre) : undefined;
+  const packInfo = await stat(options.mapping).catch(() => undefined);
+  if (!packInfo?.isDirectory())
+    throw new CliError(
+      `--mapping ${options.mapping}: ${packInfo ? 'not a folder' : 'no such folder'} (give a mapping pack folder, e.g. mappings/ibd)`,
+    );
   let pack;
   try {
     pack = await loadMappingPack(options.mapping);
@@ -223,7 +239,7 @@ export function registerMapCommand(program: Command): void {
     .requiredOption('--mapping <dir>', 'mapping pack folder, e.g. mappings/ibd')
     .requiredOption(
       '--input <path>',
-      'a Bundle (.json), an NDJSON file, or a folder of .ndjson files',
+      'a Bundle (.json), an NDJSON file, or a folder of .ndjson / .json files',
     )
     .option('--centre <file>', 'centre file: its id, time zone and mapping.overrides are used')
     .option(
