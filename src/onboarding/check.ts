@@ -561,7 +561,9 @@ export function formatCheckReport(report: CheckReport): string {
     const optional = step.required ? '' : ' (optional)';
     lines.push(`${MARK[step.status]} ${index + 1}. ${step.title}${optional}: ${step.reason}`);
     for (const detail of step.details ?? []) lines.push(`         - ${detail}`);
-    if (step.hint && step.status !== 'ok') lines.push(`         hint: ${step.hint}`);
+    // An ok step's hint is a caveat (the EHR refused _typeFilter, a test export could not
+    // be cancelled): centre IT must see it too.
+    if (step.hint) lines.push(`         ${step.status === 'ok' ? 'note' : 'hint'}: ${step.hint}`);
   });
   const failed = report.steps.filter((s) => s.required && s.status === 'failed').length;
   const passed = report.steps.filter((s) => s.status === 'ok').length;

@@ -127,6 +127,10 @@ describe('onboarding check against the sandbox EHR', () => {
       400, 202,
     ]);
     expect(report.ok).toBe(true);
+    // The caveat reaches centre IT in the text report too, not only in --json.
+    expect(formatCheckReport(report)).toMatch(
+      /\[ ok \] .*Bulk export kick-off[^\n]*\n\s+note: .*refused _typeFilter/,
+    );
   });
 
   it('when a bulk centre checks against an EHR that refuses Medication in a Patient-level export (HAPI), then the export step passes and says Medications are read one by one', async () => {
