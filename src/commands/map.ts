@@ -121,6 +121,13 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
           : `${basename(file)}: cannot be read`,
       );
     }
+    if (file !== path && isBulkManifest(value)) {
+      // A Bulk Data client's output folder holds its manifest beside the NDJSON files.
+      process.stderr.write(
+        `note: ${basename(file)} is a bulk export manifest, not data; skipped\n`,
+      );
+      continue;
+    }
     const resource = check(value, basename(file));
     if (resource.resourceType !== 'Bundle') {
       yield resource;
@@ -139,6 +146,13 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
     // A transaction Bundle's entries refer to each other by urn:uuid fullUrls.
     yield* bundleEntryResources(entries as { fullUrl?: unknown; resource?: FhirResource }[]);
   }
+}
+
+/** True for a Bulk Data completion manifest (transactionTime, output[]), which is no FHIR. */
+function isBulkManifest(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || 'resourceType' in value) return false;
+  const v = value as { transactionTime?: unknown; output?: unknown };
+  return typeof v.transactionTime === 'string' && Array.isArray(v.output);
 }
 
 /** The quality summary printed on stderr: counts, findings by kind, top unmapped codes. */

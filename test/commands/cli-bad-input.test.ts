@@ -56,6 +56,19 @@ describe('map with a folder', () => {
     expectCleanError(await run(['map', ...pack, '--input', dir]), /b\.json: not a FHIR resource/);
   });
 
+  it('when a folder holds NDJSON and a bulk export manifest, then the manifest is skipped with a note', async () => {
+    const dir = mkdtempSync(join(work, 'manifest-'));
+    writeFileSync(join(dir, 'Patient.ndjson'), '{"resourceType":"Patient","id":"p1"}\n');
+    writeFileSync(
+      join(dir, 'manifest.json'),
+      JSON.stringify({ transactionTime: '2024-01-01T00:00:00Z', request: 'x', output: [] }),
+    );
+    const r = await run(['map', ...pack, '--input', dir]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/note: manifest\.json is a bulk export manifest, not data; skipped/);
+    expect(r.stderr).toMatch(/mapped 1 resources/);
+  });
+
   it('when a folder holds a Bundle .json, then its resources are mapped', async () => {
     const dir = join(work, 'bundle');
     mkdirSync(dir);
