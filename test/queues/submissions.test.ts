@@ -308,10 +308,16 @@ describe('submissions queue with the delivery worker', () => {
     await waitFor(() => completed([...mine, ...theirs].map((b) => b.submissionId)), 10_000, 'all');
   });
 
-  it('when an older version is still retrying and a newer one is enqueued, then only the newer reaches the registry', async () => {
+  /**
+   * Enqueues an older version (with `enqueueOlder`) that the registry answers 503 at first,
+   * then a newer one; only the newer may reach the registry.
+   */
+  async function expectOlderSuperseded(
+    enqueueOlder: (older: RegistrySubmission) => Promise<unknown>,
+  ) {
     registry.faults.unavailableForMs(800);
     const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
-    await enqueue([older]);
+    await enqueueOlder(older);
     await waitFor(async () => registry.counts().faulted > 0, 10_000, 'a first failed attempt');
     const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
     await enqueue([newer]);
@@ -322,28 +328,22 @@ describe('submissions queue with the delivery worker', () => {
     );
     expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
     expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
+  }
+
+  it('when an older version is still retrying and a newer one is enqueued, then only the newer reaches the registry', async () => {
+    await expectOlderSuperseded((older) => enqueue([older]));
   });
 
   it('when the older version was enqueued by a machine whose clock runs fast, then it is still superseded by the newer', async () => {
-    registry.faults.unavailableForMs(800);
-    const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
-    const realNow = Date.now;
-    Date.now = () => realNow() + 120_000; // the first sync ran on a machine 2 minutes fast
-    try {
-      await enqueue([older]);
-    } finally {
-      Date.now = realNow;
-    }
-    await waitFor(async () => registry.counts().faulted > 0, 10_000, 'a first failed attempt');
-    const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
-    await enqueue([newer]);
-    await waitFor(
-      () => completed([older.submissionId, newer.submissionId]),
-      20_000,
-      'both jobs to finish',
-    );
-    expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
-    expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
+    await expectOlderSuperseded(async (older) => {
+      const realNow = Date.now;
+      Date.now = () => realNow() + 120_000; // the first sync ran on a machine 2 minutes fast
+      try {
+        await enqueue([older]);
+      } finally {
+        Date.now = realNow;
+      }
+    });
   });
 });
 
