@@ -670,9 +670,8 @@ function createAssemblerFor(ctx: Context): Assembler {
         diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
         if (diagnosis) break;
       }
-    const known = bucketOf(patient).conditions;
-    // A version that does not count is kept only when it stands in for an earlier one.
-    if (!diagnosis && !known.has(str(first.id) ?? '')) return;
+    // A version that does not count is kept too (diagnosis null): it stands in for an earlier
+    // version read before or after it.
     const rec: ConditionRecord = {
       id: str(first.id) ?? '',
       versionId: str(first.version_id),
@@ -680,7 +679,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       diagnosis,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
     };
-    keepLatest(known, rec.id, rec);
+    keepLatest(bucketOf(patient).conditions, rec.id, rec);
   };
 
   const add = (resource: FhirResource): void => {

@@ -192,6 +192,26 @@ describe('assembler', () => {
     expect(result).toEqual(expected);
   });
 
+  it('when a newer refuted version of a Condition is read before the older one, then the older does not count', () => {
+    const condition = resources.find((r) => r.resourceType === 'Condition') as any;
+    const refuted = {
+      ...condition,
+      meta: { ...condition.meta, versionId: String(Number(condition.meta?.versionId ?? '1') + 1) },
+      verificationStatus: {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status',
+            code: 'refuted',
+          },
+        ],
+      },
+    };
+    const replaced = resources.map((r) => (r === condition ? refuted : r));
+    const expected = mapperFor().mapResources(replaced).submissions;
+    expect(mapperFor().mapResources([refuted, ...resources]).submissions).toEqual(expected);
+    expect(expected).not.toEqual(mapperFor().mapResources(resources).submissions);
+  });
+
   it('when encounters in a visit status have a class of an unknown system, then one finding per class says how to add it', () => {
     const extra = ['e-x1', 'e-x2'].map((id) => ({
       resourceType: 'Encounter',
