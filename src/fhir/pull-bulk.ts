@@ -160,10 +160,35 @@ export interface PullBulkOptions {
   maxResumes?: number;
   /** Send DELETE to the status URL after every file is read (default true). */
   deleteWhenDone?: boolean;
+  /**
+   * Keeps the export in progress (its status URL), so that a run that died mid-export (kill
+   * -9, a crash, a reboot) resumes polling the same job instead of starting a new one; an
+   * export of hours is not restarted by every crash. Cleared when the pull ends either way.
+   */
+  pending?: PendingExportStore;
   onManifest?: (summary: BulkManifestSummary) => void;
   onProgress?: (status: { progress: string | undefined; polls: number }) => void;
   now?: () => number;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/** An export kicked off and not yet finished with, as kept between runs. */
+export interface PendingExport {
+  /** The kick-off request without its `_lastUpdated` bounds: the same export iff equal. */
+  request: string;
+  /** The `_lastUpdated` bound it was kicked off with (ISO), null when none. */
+  bound: string | null;
+  statusUrl: string;
+  /** When it was kicked off (ms since epoch); the bulk timeout counts from here. */
+  startedAt: number;
+}
+
+/** Where a centre's export in progress is kept (Redis in the service). */
+export interface PendingExportStore {
+  load(): Promise<PendingExport | null>;
+  /** Keeps it for `ttlMs` at most (the bulk timeout). */
+  save(pending: PendingExport, ttlMs: number): Promise<void>;
+  clear(): Promise<void>;
 }
 
 /** The kick-off URL: `Group/[id]/$export` for a Group cohort, else `Patient/$export`. */
@@ -319,7 +344,8 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       : options.since instanceof Date
         ? options.since.toISOString()
         : options.since;
-  const deadline = now() + centre.pull.bulkTimeoutMinutes * 60_000;
+  const timeoutMs = centre.pull.bulkTimeoutMinutes * 60_000;
+  let deadline = now() + timeoutMs;
 
   let patientFilter = options.patientFilter;
   if (!patientFilter && 'roster' in centre.cohort) {
@@ -350,27 +376,111 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       resourceTypes: parts.types,
       ...(parts.typeFilter.length > 0 ? { typeFilter: parts.typeFilter } : {}),
     });
-  const { statusUrl, typeFilterRefused, typesDropped } = await kickOffNarrowed(
-    client,
-    exportUrl,
-    options.resourceTypes ?? centre.pull.resourceTypes,
-    typeFilter,
-    signalOpt,
-  );
-  if (typesDropped.length > 0)
-    logger.warn(
-      { centre: client.centreId, status: 400, types: typesDropped },
-      'the EHR refused to export types outside the Patient compartment; exporting without them (referenced ones are read one by one)',
+  const types = options.resourceTypes ?? centre.pull.resourceTypes;
+  // The same export whatever the run's lookback bound: a job kicked off with an earlier
+  // bound exports a superset, and the bound is enforced here on what arrives anyway.
+  const request = exportUrl({
+    types,
+    typeFilter: [
+      ...(options.typeFilter ?? []),
+      ...narrowingFilters(centre, types, boundTypes, undefined),
+    ],
+  }).href;
+  const store = options.pending;
+  const kickOff = async (): Promise<URL> => {
+    const started = now();
+    const kicked = await kickOffNarrowed(client, exportUrl, types, typeFilter, signalOpt);
+    deadline = started + timeoutMs;
+    if (kicked.typesDropped.length > 0)
+      logger.warn(
+        { centre: client.centreId, status: 400, types: kicked.typesDropped },
+        'the EHR refused to export types outside the Patient compartment; exporting without them (referenced ones are read one by one)',
+      );
+    if (kicked.typeFilterRefused)
+      logger.warn(
+        { centre: client.centreId, status: 400 },
+        'the EHR refused the export with _typeFilter; exporting without it and applying the lookback here',
+      );
+    logger.info(
+      { centre: client.centreId, incremental: since !== undefined },
+      'bulk export started',
     );
-  if (typeFilterRefused)
-    logger.warn(
-      { centre: client.centreId, status: 400 },
-      'the EHR refused the export with _typeFilter; exporting without it and applying the lookback here',
+    if (store)
+      await store
+        .save(
+          {
+            request,
+            bound: boundIso ?? null,
+            statusUrl: kicked.statusUrl.href,
+            startedAt: started,
+          },
+          timeoutMs,
+        )
+        .catch((err: unknown) =>
+          logger.warn(
+            { centre: client.centreId, err: (err as Error).message },
+            'could not keep the export in progress (a crash now would start a new export)',
+          ),
+        );
+    return kicked.statusUrl;
+  };
+
+  // A job a previous run started and did not finish with: the same request, its bound no
+  // later than this run's, and still inside the bulk timeout counted from its kick-off.
+  let resumed: PendingExport | null = null;
+  if (store) {
+    try {
+      const p = await store.load();
+      const sameOrigin =
+        p !== null && client.resolveUrl(p.statusUrl).origin === new URL(client.baseUrl).origin;
+      if (
+        p !== null &&
+        sameOrigin &&
+        p.request === request &&
+        (boundIso === undefined
+          ? p.bound === null
+          : p.bound !== null && Date.parse(p.bound) <= boundMs) &&
+        now() < p.startedAt + timeoutMs
+      )
+        resumed = p;
+      else if (p !== null) {
+        // Another request (the centre file changed) or too old: drop the job on the EHR.
+        if (sameOrigin) await cancelExport(client, new URL(p.statusUrl), logger);
+        await store.clear();
+      }
+    } catch (err) {
+      logger.warn(
+        { centre: client.centreId, err: (err as Error).message },
+        'could not read the export a previous run left in progress; starting a new one',
+      );
+    }
+  }
+  let statusUrl: URL;
+  if (resumed) {
+    statusUrl = new URL(resumed.statusUrl);
+    deadline = resumed.startedAt + timeoutMs;
+    logger.info(
+      { centre: client.centreId, startedAt: new Date(resumed.startedAt).toISOString() },
+      'resuming the bulk export a previous run started and did not finish',
     );
-  logger.info({ centre: client.centreId, incremental: since !== undefined }, 'bulk export started');
+  } else statusUrl = await kickOff();
   let finished = false;
   try {
-    const manifest = await pollExport(statusUrl);
+    let manifest: BulkManifest;
+    try {
+      manifest = await pollExport(statusUrl);
+    } catch (err) {
+      // The resumed job is gone, failed or unreadable: start afresh once, as a new run would.
+      if (!resumed || signal?.aborted) throw err;
+      logger.warn(
+        { centre: client.centreId, err: (err as Error).message },
+        'the resumed bulk export cannot be used; starting a new export',
+      );
+      await cancelExport(client, statusUrl, logger);
+      resumed = null;
+      statusUrl = await kickOff();
+      manifest = await pollExport(statusUrl);
+    }
     const summary: BulkManifestSummary = {
       transactionTime: manifest.transactionTime,
       requiresAccessToken: manifest.requiresAccessToken,
@@ -442,6 +552,15 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     } else if (options.deleteWhenDone ?? true) {
       await cancelExport(client, statusUrl, logger);
     }
+    if (store)
+      await store
+        .clear()
+        .catch((err: unknown) =>
+          logger.warn(
+            { centre: client.centreId, err: (err as Error).message },
+            'could not forget the finished export (the next run will find it gone and start anew)',
+          ),
+        );
   }
 
   /** Polls until the manifest is ready, the deadline passes, or the signal aborts. */

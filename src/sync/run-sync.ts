@@ -473,6 +473,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
                 updatedSince: { since: lookbackIso, types: [...EVENT_RESOURCE_TYPES] },
               }),
           logger: log,
+          pending: state.pendingExport,
           ...(signal ? { signal } : {}),
           onManifest: (m) => {
             const t = Date.parse(m.transactionTime);

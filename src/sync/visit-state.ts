@@ -4,6 +4,7 @@
 // that was sent before. Watermarks move only after everything up to them is enqueued.
 // Everything lives in Redis hashes under `${prefix}:state:${centreId}:`.
 import type { Redis } from 'ioredis';
+import type { PendingExport, PendingExportStore } from '../fhir/pull-bulk.js';
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -55,6 +56,8 @@ export interface VisitState {
    * not even by clear()) and returns the first.
    */
   reserveSequence(count: number): Promise<number>;
+  /** The bulk export a run kicked off and has not finished with (resumed after a crash). */
+  readonly pendingExport: PendingExportStore;
 }
 
 /** Redis key of a centre's visit-state hash. */
@@ -90,11 +93,28 @@ function parseEntry(text: string | null | undefined): VisitStateEntry | undefine
   }
 }
 
+function parsePendingExport(text: string): PendingExport | null {
+  try {
+    const v = JSON.parse(text) as Partial<PendingExport> | null;
+    if (
+      typeof v?.request === 'string' &&
+      typeof v.statusUrl === 'string' &&
+      typeof v.startedAt === 'number' &&
+      (v.bound === null || typeof v.bound === 'string')
+    )
+      return { request: v.request, bound: v.bound, statusUrl: v.statusUrl, startedAt: v.startedAt };
+  } catch {
+    // unreadable: as if none
+  }
+  return null;
+}
+
 /** Opens the sync state of one centre. */
 export function openVisitState(redis: Redis, prefix: string, centreId: string): VisitState {
   const visitsKey = visitStateKey(prefix, centreId);
   const marksKey = `${prefix}:state:${centreId}:watermarks`;
   const seqKey = `${prefix}:state:${centreId}:seq`;
+  const exportKey = `${prefix}:state:${centreId}:export`;
 
   async function* scanHash(key: string, chunk: number): AsyncIterable<[string, string][]> {
     let cursor = '0';
@@ -139,10 +159,22 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       if (flat.length > 0) await redis.hset(marksKey, ...flat);
     },
     async clear() {
-      await redis.del(visitsKey, marksKey);
+      await redis.del(visitsKey, marksKey, exportKey);
     },
     async reserveSequence(count) {
       return (await redis.incrby(seqKey, count)) - count + 1;
+    },
+    pendingExport: {
+      async load() {
+        const text = await redis.get(exportKey);
+        return text ? parsePendingExport(text) : null;
+      },
+      async save(pending, ttlMs) {
+        await redis.set(exportKey, JSON.stringify(pending), 'PX', Math.max(1, Math.ceil(ttlMs)));
+      },
+      async clear() {
+        await redis.del(exportKey);
+      },
     },
   };
 }

@@ -7,7 +7,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createSmartAuth } from '../../src/auth/smart-client.js';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
 import { FhirHttpError, OriginRefusedError } from '../../src/fhir/errors.js';
-import { narrowingFilters, pullBulk } from '../../src/fhir/pull-bulk.js';
+import {
+  narrowingFilters,
+  pullBulk,
+  type PendingExport,
+  type PendingExportStore,
+} from '../../src/fhir/pull-bulk.js';
 import { pullSearch } from '../../src/fhir/pull-search.js';
 import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox/ehr/index.js';
 import { provisionSandboxCentre } from '../../src/sandbox/ehr/provision.js';
@@ -468,5 +473,120 @@ describe('pull against the sandbox EHR', () => {
     await expect(collect(pullSearch({ client, centre }))).rejects.toThrow(
       /page 2 of the Observation search/,
     );
+  });
+
+  describe('an export left running by a run that died', () => {
+    /** The export store a Redis key is in the service, here in memory. */
+    const memoryStore = () => {
+      const box: { value: PendingExport | null; ttlMs: number } = { value: null, ttlMs: 0 };
+      const store: PendingExportStore = {
+        load: async () => box.value,
+        save: async (p, ttlMs) => {
+          box.value = p;
+          box.ttlMs = ttlMs;
+        },
+        clear: async () => {
+          box.value = null;
+        },
+      };
+      return { box, store };
+    };
+    /**
+     * Starts a bulk pull that "dies" while the export runs: its wait between polls never
+     * ends, so like a killed process it never cancels the job or clears the store.
+     */
+    const dieWhilePolling = async (
+      f: Fixture,
+      store: PendingExportStore,
+      options: { resourceTypes?: CentreConfig['pull']['resourceTypes'] } = {},
+    ) => {
+      void pullBulk({
+        client: f.client,
+        centre: f.centre,
+        pending: store,
+        ...options,
+        sleep: () => new Promise<void>(() => undefined),
+      }).next();
+      for (let i = 0; i < 200 && !f.ehr.requests.some((r) => r.kind === 'status'); i++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(f.ehr.requests.some((r) => r.kind === 'status')).toBe(true);
+    };
+    const kickOffs = (ehr: SandboxEhr) => ehr.requests.filter((r) => r.kind === 'export');
+
+    it('when the next run starts, then it polls the same job instead of starting a new export, and forgets it once read', async () => {
+      const f = await startFixture({ mode: 'bulk' });
+      const { box, store } = memoryStore();
+      await dieWhilePolling(f, store);
+      expect(box.value?.statusUrl).toMatch(/\/bulkstatus\//);
+      expect(box.ttlMs).toBe(f.centre.pull.bulkTimeoutMinutes * 60_000);
+      const kept = box.value!;
+      const { logger, text } = createCapturingLogger();
+      const items = await collect(
+        pullBulk({
+          client: f.client,
+          centre: f.centre,
+          pending: store,
+          logger,
+          sleep: async () => undefined,
+        }),
+      );
+      const keys = items.flatMap((i) => (i.kind === 'resource' ? [keyOf(i.resource)] : [])).sort();
+      expect(keys).toEqual(expectedKeys());
+      expect(kickOffs(f.ehr)).toHaveLength(1);
+      expect(text()).toContain('resuming the bulk export');
+      // Read to the end: the job is deleted on the EHR and no longer kept.
+      expect(
+        f.ehr.requests.some(
+          (r) => r.method === 'DELETE' && kept.statusUrl.endsWith(r.url.split('?')[0]!),
+        ),
+      ).toBe(true);
+      expect(box.value).toBeNull();
+    });
+
+    it('when the job it left is gone from the EHR, then a new export starts and the pull completes', async () => {
+      const f = await startFixture({ mode: 'bulk' });
+      const { box, store } = memoryStore();
+      await dieWhilePolling(f, store);
+      // The EHR drops the job (expired, or deleted by its operators).
+      const gone = await f.client.request(new URL(box.value!.statusUrl), {
+        method: 'DELETE',
+        purpose: 'bulk-status',
+      });
+      await gone.body?.cancel();
+      const { logger, text } = createCapturingLogger();
+      const items = await collect(
+        pullBulk({
+          client: f.client,
+          centre: f.centre,
+          pending: store,
+          logger,
+          sleep: async () => undefined,
+        }),
+      );
+      expect(items.filter((i) => i.kind === 'resource')).toHaveLength(expectedKeys().length);
+      expect(kickOffs(f.ehr)).toHaveLength(2);
+      expect(text()).toContain('the resumed bulk export cannot be used; starting a new export');
+      expect(box.value).toBeNull();
+    });
+
+    it('when the next run asks for another export, then the old job is cancelled, not resumed', async () => {
+      const f = await startFixture({ mode: 'bulk' });
+      const { box, store } = memoryStore();
+      await dieWhilePolling(f, store, { resourceTypes: ['Patient'] });
+      const old = box.value!;
+      const items = await collect(
+        pullBulk({
+          client: f.client,
+          centre: f.centre,
+          pending: store,
+          sleep: async () => undefined,
+        }),
+      );
+      expect(items.filter((i) => i.kind === 'resource')).toHaveLength(expectedKeys().length);
+      expect(kickOffs(f.ehr)).toHaveLength(2);
+      const oldPath = new URL(old.statusUrl).pathname;
+      expect(f.ehr.requests.some((r) => r.method === 'DELETE' && r.url === oldPath)).toBe(true);
+      expect(box.value).toBeNull();
+    });
   });
 });

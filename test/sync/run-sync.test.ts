@@ -191,6 +191,25 @@ describe('sync run in bulk mode', () => {
     expect(stored).toMatchObject({ retracted: true, retractionReason: 'deleted' });
   });
 
+  it('when an export is running, then its status URL is kept in Redis for a restarted run to resume, and dropped when the run ends', async () => {
+    const key = `${f.runtime.prefix}:state:${f.centre.id}:export`;
+    f.ehr.faults.set({ slow: { delayMs: 200, kinds: ['status'] } });
+    try {
+      const run = f.runSync('incremental');
+      let kept: string | null = null;
+      for (let i = 0; i < 300 && kept === null; i++) {
+        kept = await f.runtime.redis.get(key);
+        if (kept === null) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(JSON.parse(kept!)).toMatchObject({ statusUrl: expect.stringMatching(/bulkstatus/) });
+      expect(await f.runtime.redis.pttl(key)).toBeGreaterThan(0);
+      expect((await run).status).toBe('succeeded');
+      expect(await f.runtime.redis.exists(key)).toBe(0);
+    } finally {
+      f.ehr.faults.reset();
+    }
+  });
+
   it('when nothing changed, then an incremental export enqueues nothing', async () => {
     const record = await f.runSync('incremental');
     expect(record.counts.enqueued).toBe(0);
