@@ -16,6 +16,7 @@ import type { Metrics } from '../util/metrics.js';
 import { createAlertMonitor, type AlertMonitor } from '../alerts/alert-monitor.js';
 import { authenticate, getCaller, requireRole } from './auth.js';
 import { createBullBoardRouter } from './bull-board.js';
+import { csrfGuard } from './csrf.js';
 import type { ApiContext, CheckCentre } from './context.js';
 import { handleErrors, notFoundHandler } from './error-middleware.js';
 import { createFailureLimiter, type FailureLimiterOptions } from './rate-limit.js';
@@ -128,6 +129,8 @@ export function createApp(deps: AppDeps): Express {
   );
 
   const api = express.Router();
+  // Before auth and the JSON parser: a cross-site or non-JSON state change never gets further.
+  api.use(csrfGuard({ publicUrl: deps.config.api.publicUrl }));
   api.use(apiAuth);
   api.use(express.json({ limit: '64kb' }));
   api.use((_req, res, next) => {

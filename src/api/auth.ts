@@ -49,14 +49,17 @@ export function matchApiKey(
 }
 
 /**
- * Reads the presented key from `Authorization: Bearer <key>`, `X-API-Key`, or HTTP Basic
- * (any user name, the key as password: what a browser sends after a Basic challenge).
+ * Reads the presented key from `Authorization: Bearer <key>`, `X-API-Key`, or, with
+ * `allowBasic`, HTTP Basic (any user name, the key as password: what a browser sends after a
+ * Basic challenge). Basic is for Bull Board only: a browser replays cached Basic credentials
+ * on requests other sites make it send, which is never true of a Bearer header.
  */
-export function readPresentedKey(req: Request): string | undefined {
+export function readPresentedKey(req: Request, allowBasic = false): string | undefined {
   const header = req.get('authorization');
   if (header !== undefined) {
     const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (bearer) return bearer[1];
+    if (!allowBasic) return undefined;
     const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
     if (!basic?.[1]) return undefined;
     const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
@@ -79,7 +82,10 @@ export function getCaller(res: Response): ApiCaller {
 export interface AuthenticateOptions {
   keys: readonly ConfiguredKey[];
   limiter: FailureLimiter;
-  /** The WWW-Authenticate scheme of 401s; default Bearer. */
+  /**
+   * The WWW-Authenticate scheme of 401s; default Bearer. `Basic` also accepts HTTP Basic
+   * credentials (Bull Board only: everywhere else they are ignored, as a CSRF defence).
+   */
   challenge?: 'Bearer' | 'Basic';
 }
 
@@ -96,12 +102,16 @@ export function authenticate(options: AuthenticateOptions): RequestHandler {
       next(tooManyRequestsProblem(wait));
       return;
     }
-    const presented = readPresentedKey(req);
+    const allowBasic = options.challenge === 'Basic';
+    const presented = readPresentedKey(req, allowBasic);
     if (presented === undefined) {
       // Not a guess, so not counted as a failed attempt.
+      const basicSent = !allowBasic && /^Basic\s/i.test(req.get('authorization') ?? '');
       next(
         unauthorizedProblem(
-          'send an API key as "Authorization: Bearer <key>" or in the X-API-Key header',
+          basicSent
+            ? 'HTTP Basic credentials are accepted only by Bull Board (/admin/queues); send the API key as "Authorization: Bearer <key>" or in the X-API-Key header'
+            : 'send an API key as "Authorization: Bearer <key>" or in the X-API-Key header',
           options.challenge,
         ),
       );
