@@ -15,13 +15,17 @@ import type { ServiceConfig } from '../config/service.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import {
+  describeIssue,
   FhirHttpError,
   FhirNetworkError,
+  IncompleteSearchError,
+  isIncompleteIssue,
   MalformedFhirResponseError,
   OriginRefusedError,
   parseOutcomeIssues,
   redactUrl,
   type OriginPurpose,
+  type OutcomeIssue,
 } from './errors.js';
 import type { FhirLimiter, LimiterLease } from './limiter.js';
 import {
@@ -102,7 +106,11 @@ export interface FhirClient {
   request(url: string | URL, init?: FhirRequestInit): Promise<Response>;
   /** Like request(), but reads and parses the JSON body inside the retry loop. */
   requestJson<T = unknown>(url: string | URL, init?: FhirRequestInit): Promise<FhirJsonResponse<T>>;
-  /** Pages of a type-level search, following `next` links (origin-guarded). */
+  /**
+   * Pages of a type-level search, following `next` links (origin-guarded). A page whose
+   * OperationOutcome entries say the result is incomplete throws IncompleteSearchError;
+   * information and warning entries are logged.
+   */
   searchPages(
     resourceType: string,
     params: SearchParams,
@@ -545,6 +553,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         throw err;
       }
       const bundle = assertSearchBundle(response.body, { url, page, resourceType });
+      checkSearchOutcomes(bundle, { url, page, resourceType });
       yield restarted && yielded ? withoutYielded(bundle, yielded) : bundle;
       if (yielded) yielded = noteYielded(bundle, yielded);
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
@@ -570,6 +579,37 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         });
       url = nextUrl;
       purpose = 'next-link';
+    }
+  }
+
+  // Notices (information, warning) in searchsets, by what they say: a server that adds the
+  // same warning to every search would otherwise log it once per patient and type.
+  const notices = new Map<string, number>();
+  const MAX_NOTICE_KINDS = 200;
+
+  /**
+   * The OperationOutcome entries of a search page: an issue that says the result is
+   * incomplete (error, fatal; incomplete, too-costly, throttled) fails the search before the
+   * page is used; information and warnings are logged (1st, 10th, 100th... time).
+   */
+  function checkSearchOutcomes(
+    bundle: FhirBundle,
+    where: { url: URL; page: number; resourceType: string },
+  ): void {
+    const issues = searchOutcomeIssues(bundle);
+    if (issues.length === 0) return;
+    const incomplete = issues.filter(isIncompleteIssue);
+    if (incomplete.length > 0) throw new IncompleteSearchError({ ...where, issues: incomplete });
+    for (const issue of issues) {
+      const text = describeIssue(issue);
+      const key = `${where.resourceType}\u0000${text}`;
+      const times = (notices.get(key) ?? 0) + 1;
+      if (notices.size < MAX_NOTICE_KINDS || notices.has(key)) notices.set(key, times);
+      if (!/^10*$/.test(String(times))) continue;
+      logger.warn(
+        { centre: centreId, resourceType: where.resourceType, issue: text, times },
+        'the EHR added a notice to a search result (not an error; the search goes on)',
+      );
     }
   }
 
@@ -639,8 +679,9 @@ export function buildSearchUrl(baseUrl: string, resourceType: string, params: Se
 /** Checks that a search answer is a Bundle whose entries hold resources. */
 /**
  * The data resources of a search page. An OperationOutcome in a searchset is the server's
- * notice ("no results", "some data withheld"), not data, whether or not the server marked it
- * search.mode outcome.
+ * notice ("no results", a parameter ignored), not data, whether or not the server marked it
+ * search.mode outcome; searchPages has already failed a page whose notice says the result is
+ * incomplete (see checkSearchOutcomes).
  */
 export function searchMatches(bundle: FhirBundle): FhirResource[] {
   const out: FhirResource[] = [];
@@ -650,6 +691,18 @@ export function searchMatches(bundle: FhirBundle): FhirResource[] {
     out.push(entry.resource);
   }
   return out;
+}
+
+/**
+ * The issues of a search page's OperationOutcome entries (marked search.mode outcome or not).
+ */
+export function searchOutcomeIssues(bundle: FhirBundle): OutcomeIssue[] {
+  const issues: OutcomeIssue[] = [];
+  for (const entry of bundle.entry ?? []) {
+    if (entry.resource?.resourceType === 'OperationOutcome')
+      issues.push(...parseOutcomeIssues(entry.resource));
+  }
+  return issues;
 }
 
 /** Most resource ids one search remembers for de-duplicating a restart (about 10 MB). */

@@ -205,12 +205,59 @@ export class MalformedFhirResponseError extends Error {
   }
 }
 
+/**
+ * A search the EHR itself marked incomplete: an OperationOutcome entry in a searchset with an
+ * issue of severity error or fatal, or code incomplete, too-costly or throttled ("some results
+ * could not be returned"). Taking such an answer as complete would retract visits that still
+ * exist, so the search fails. The message names the resource type, the page and the issues
+ * (severity, code, details text truncated), never the query values or diagnostics.
+ */
+export class IncompleteSearchError extends Error {
+  readonly url: string;
+  readonly page: number;
+  readonly resourceType: string;
+  readonly issues: OutcomeIssue[];
+
+  constructor(options: {
+    url: string | URL;
+    page: number;
+    resourceType: string;
+    issues: OutcomeIssue[];
+  }) {
+    const hint = options.issues.some((i) => i.code === 'too-costly')
+      ? 'The EHR found the search too costly: narrow it with pull.searches in the centre file (e.g. a category or code), or ask centre IT about its search limits'
+      : options.issues.some((i) => i.code === 'throttled')
+        ? 'The EHR throttled the search: lower limits.requestsPerSecond or limits.maxConcurrentRequests in the centre file, or ask centre IT about its rate limits'
+        : 'Ask centre IT to look the search up in the FHIR server log; the run fails so that nothing is retracted and the watermarks stay';
+    super(
+      `the EHR returned an incomplete ${options.resourceType} search (page ${options.page}, ` +
+        `${redactUrl(options.url)}): OperationOutcome ${summariseIssues(options.issues)}. ${hint}`,
+    );
+    this.name = 'IncompleteSearchError';
+    this.url = redactUrl(options.url);
+    this.page = options.page;
+    this.resourceType = options.resourceType;
+    this.issues = options.issues;
+  }
+}
+
+/** Issue severities and codes that mean a search answer is incomplete (not a mere notice). */
+const INCOMPLETE_SEVERITIES: ReadonlySet<string> = new Set(['error', 'fatal']);
+const INCOMPLETE_CODES: ReadonlySet<string> = new Set(['incomplete', 'too-costly', 'throttled']);
+
+/** True when an OperationOutcome issue in a searchset means the results are incomplete. */
+export function isIncompleteIssue(issue: OutcomeIssue): boolean {
+  return INCOMPLETE_SEVERITIES.has(issue.severity) || INCOMPLETE_CODES.has(issue.code);
+}
+
+/** `severity code: details` of one issue, details truncated (diagnostics stay out). */
+export function describeIssue(issue: OutcomeIssue): string {
+  return `${issue.severity} ${issue.code}${issue.details ? `: ${truncate(issue.details, 120)}` : ''}`;
+}
+
 /** `severity code: details` of the first three issues (diagnostics stay out: free text). */
 function summariseIssues(issues: readonly OutcomeIssue[]): string {
-  return issues
-    .slice(0, 3)
-    .map((i) => `${i.severity} ${i.code}${i.details ? `: ${truncate(i.details, 120)}` : ''}`)
-    .join('; ');
+  return issues.slice(0, 3).map(describeIssue).join('; ');
 }
 
 function truncate(text: string, max: number): string {

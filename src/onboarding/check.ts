@@ -17,8 +17,10 @@ import {
 } from '../auth/smart-client.js';
 import { createFhirClient, searchMatches, type FhirClient } from '../fhir/client.js';
 import {
+  describeIssue,
   FhirHttpError,
   FhirNetworkError,
+  IncompleteSearchError,
   MalformedFhirResponseError,
   OriginRefusedError,
 } from '../fhir/errors.js';
@@ -525,6 +527,13 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
       status: 'failed',
       reason: `the EHR linked to another host (${err.origin}); the token was not sent there`,
       hint: 'Ask centre IT why paging or export links point to another host than the FHIR base URL.',
+    };
+  if (err instanceof IncompleteSearchError)
+    return {
+      status: 'failed',
+      reason: err.message,
+      hint: 'The EHR said its search result is incomplete (listed issues); syncs fail the same way until it answers in full.',
+      details: err.issues.map(describeIssue),
     };
   if (err instanceof CohortError)
     return { status: 'failed', reason: err.message.replace(`. ${err.hint}`, ''), hint: err.hint };

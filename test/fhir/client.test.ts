@@ -3,6 +3,7 @@ import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import {
   FhirHttpError,
   FhirNetworkError,
+  IncompleteSearchError,
   MalformedFhirResponseError,
   OriginRefusedError,
 } from '../../src/fhir/errors.js';
@@ -348,6 +349,109 @@ describe('FHIR client paging and the origin guard', () => {
       });
     const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
     expect(resources.map((r) => `${r.resourceType}/${r.id}`)).toEqual(['Observation/o1']);
+  });
+
+  it('when a searchset carries an error OperationOutcome entry, then the search fails as incomplete naming the type and issue, never the query values', async () => {
+    const { client } = makeClient();
+    nock(EHR)
+      .get('/fhir/Encounter')
+      .query(true)
+      .reply(200, bundle([{ resourceType: 'Encounter', id: 'e1' }], `${BASE}/Encounter?page=2`))
+      .get('/fhir/Encounter')
+      .query({ page: '2' })
+      .reply(200, {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        entry: [
+          { resource: { resourceType: 'Encounter', id: 'e2' }, search: { mode: 'match' } },
+          {
+            resource: {
+              resourceType: 'OperationOutcome',
+              issue: [
+                {
+                  severity: 'error',
+                  code: 'processing',
+                  details: { text: `Some results could not be returned ${'x'.repeat(300)}` },
+                  diagnostics: 'secret diagnostics for MRN-4711',
+                },
+              ],
+            },
+            search: { mode: 'outcome' },
+          },
+        ],
+      });
+    const got: string[] = [];
+    const err = await (async () => {
+      for await (const r of client.searchResources('Encounter', { patient: 'MRN-4711' }))
+        got.push(r.id!);
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IncompleteSearchError);
+    const message = (err as Error).message;
+    expect(message).toMatch(/incomplete Encounter search \(page 2/);
+    expect(message).toMatch(/error processing: Some results could not be returned x+…/);
+    expect(message).not.toMatch(/MRN-4711|secret diagnostics/);
+    expect(message.length).toBeLessThan(600);
+    // The incomplete page is not handed on.
+    expect(got).toEqual(['e1']);
+  });
+
+  it('when a searchset notice has code incomplete, too-costly or throttled (even as a warning), or severity fatal, then the search fails', async () => {
+    for (const [severity, code] of [
+      ['warning', 'incomplete'],
+      ['warning', 'too-costly'],
+      ['information', 'throttled'],
+      ['fatal', 'exception'],
+    ]) {
+      const { client } = makeClient();
+      nock(EHR)
+        .get('/fhir/Observation')
+        .query(true)
+        .reply(200, {
+          resourceType: 'Bundle',
+          type: 'searchset',
+          entry: [
+            // no search.mode: still an OperationOutcome entry
+            { resource: { resourceType: 'OperationOutcome', issue: [{ severity, code }] } },
+          ],
+        });
+      await expect(
+        collect(client.searchResources('Observation', { patient: 'p1' })),
+      ).rejects.toThrow(new RegExp(`incomplete Observation search.*${severity} ${code}`));
+    }
+  });
+
+  it('when a searchset carries warning or information notices, then the data is yielded and each notice is logged without query values', async () => {
+    const { client, log } = makeClient();
+    const notice = {
+      resourceType: 'OperationOutcome',
+      issue: [
+        { severity: 'warning', code: 'not-supported', details: { text: 'parameter ignored' } },
+      ],
+    };
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .times(2)
+      .reply(200, {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        entry: [
+          { resource: { resourceType: 'Observation', id: 'o1' } },
+          { resource: notice, search: { mode: 'outcome' } },
+        ],
+      });
+    expect(
+      await collect(client.searchResources('Observation', { patient: 'MRN-4711' })),
+    ).toHaveLength(1);
+    expect(
+      await collect(client.searchResources('Observation', { patient: 'MRN-4711' })),
+    ).toHaveLength(1);
+    const lines = log.lines.filter((l) => l.includes('notice to a search result'));
+    // Logged the first time; the same notice again is counted, not logged again.
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/"level":40/);
+    expect(lines[0]).toMatch(/warning not-supported: parameter ignored/);
+    expect(log.text()).not.toMatch(/MRN-4711/);
   });
 
   it('when a next link points to another origin, then it is refused, recorded, and that host gets no request', async () => {

@@ -156,6 +156,36 @@ describe('sync run against the sandbox EHR and registry', () => {
       await f.runtime.redis.hgetall(`${f.runtime.prefix}:state:${f.centre.id}:watermarks`),
     ).toEqual(marksBefore);
   });
+
+  it('when the Encounter search comes back with an error OperationOutcome (partial results), then the run fails, nothing is retracted and the watermark stays', async () => {
+    const marksBefore = await f.runtime.redis.hgetall(
+      `${f.runtime.prefix}:state:${f.centre.id}:watermarks`,
+    );
+    f.ehr.faults.set({
+      searchOutcome: {
+        severity: 'error',
+        code: 'incomplete',
+        text: 'Some encounters could not be returned',
+        resourceType: 'Encounter',
+        keepEntries: 1,
+      },
+    });
+    try {
+      const err = await f.runSync('full').catch((e: unknown) => e);
+      expect((err as Error).name).toBe('SyncFailedError');
+    } finally {
+      f.ehr.faults.reset();
+    }
+    const latest = await f.runtime.runStore.latest(f.centre.id);
+    expect(latest!.status).toBe('failed');
+    expect(latest!.counts.retracted).toBe(0);
+    expect(latest!.errors[0]!.message).toMatch(
+      /incomplete Encounter search.*error incomplete: Some encounters could not be returned/,
+    );
+    expect(
+      await f.runtime.redis.hgetall(`${f.runtime.prefix}:state:${f.centre.id}:watermarks`),
+    ).toEqual(marksBefore);
+  });
 });
 
 describe('sync run in bulk mode', () => {

@@ -67,6 +67,18 @@ export interface SandboxFaultSettings {
    * answer 400, as HAPI FHIR does for Patient- and Group-level exports.
    */
   nonCompartmentTypes?: 'reject';
+  /**
+   * Search pages (of `resourceType`, or every type) carry an OperationOutcome entry
+   * (search.mode outcome) with this issue, and at most `keepEntries` matches each, as a server
+   * does when "some results could not be returned".
+   */
+  searchOutcome?: {
+    severity: 'information' | 'warning' | 'error' | 'fatal';
+    code: string;
+    text: string;
+    resourceType?: string;
+    keepEntries?: number;
+  };
   /** Search results carry no meta (versionId, lastUpdated): FHIR makes meta optional. */
   omitMeta?: boolean;
   /** Manifests list an error file with these OperationOutcome lines (e.g. information). */

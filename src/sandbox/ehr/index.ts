@@ -380,7 +380,13 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     const included = new Set<string>();
     const canIncludeMedication = scopesAllow(token.scopes, 'Medication', 'r');
     const omitMeta = faults.live.omitMeta === true;
-    for (const entry of result.entries) {
+    const notice = faults.live.searchOutcome;
+    const addNotice = notice && (!notice.resourceType || notice.resourceType === query.type);
+    const entries =
+      addNotice && notice.keepEntries !== undefined
+        ? result.entries.slice(0, notice.keepEntries)
+        : result.entries;
+    for (const entry of entries) {
       const json = omitMeta ? withoutMeta(entry.json) : entry.json;
       emit(
         `${first ? '' : ','}{"fullUrl":"${baseUrl}/${entry.type}/${entry.id}","resource":${json},"search":{"mode":"match"}}`,
@@ -395,6 +401,12 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         emit(
           `,{"fullUrl":"${baseUrl}/Medication/${id}","resource":${med.json},"search":{"mode":"include"}}`,
         );
+    }
+    if (addNotice) {
+      emit(
+        `${first ? '' : ','}{"resource":${JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: notice.severity, code: notice.code, details: { text: notice.text } }] })},"search":{"mode":"outcome"}}`,
+      );
+      first = false;
     }
     if (query.ignored.length > 0)
       emit(
