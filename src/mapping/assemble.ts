@@ -1528,7 +1528,9 @@ function assembleVisit(
     const lm = meds[i]!;
     const undated = lm.dates.undated;
     if (lm.mode === 3 && !undated) {
-      const end = lm.dates.end;
+      // A stopped use counts only when its course ended on or after the visit; one dated by
+      // a single date (effectiveDateTime / authoredOn) ends on that date's last day.
+      const end = lm.dates.periods.length > 0 ? lm.dates.end : lm.dates.singleEnd;
       if (!end || end < visit.date) continue;
     }
     if (!undated && !isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
