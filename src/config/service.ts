@@ -84,6 +84,8 @@ export const ServiceConfigSchema = z
         maxRetries: z.number().int().min(0).max(20).default(5),
         /** Longest Retry-After honoured; larger values are capped to this. */
         maxRetryAfterSeconds: z.number().int().min(1).default(300),
+        /** Most pages one search follows before it fails (default 10,000; a paging loop guard). */
+        maxPagesPerSearch: z.number().int().min(1).optional(),
       })
       .strict()
       .prefault({}),

@@ -150,6 +150,8 @@ export interface CreateFhirClientOptions {
 }
 
 const MAX_REDIRECTS = 5;
+/** Most pages one search follows (fhir.maxPagesPerSearch): a guard against endless paging. */
+export const DEFAULT_MAX_PAGES_PER_SEARCH = 10_000;
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 
 /** A known FHIR resource type name at the start of a path segment. */
@@ -175,6 +177,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     ...(options.onOriginEvent ? { onEvent: options.onOriginEvent } : {}),
   });
   const timeoutMs = options.config.requestTimeoutMs;
+  const maxPages = options.config.maxPagesPerSearch ?? DEFAULT_MAX_PAGES_PER_SEARCH;
 
   const resolveUrl = (url: string): URL => new URL(url, ensureSlash(baseUrl));
 
@@ -516,7 +519,17 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     // more than MAX_TRACKED_IDS resources): a restart then is refused rather than duplicating.
     let yielded: Set<string> | undefined = new Set<string>();
     let restarted = false;
+    // The data resources of this pass over the search (reset on a restart), to notice an EHR
+    // whose next links change while its pages repeat: undefined once that cannot be told.
+    let pass: Set<string> | undefined = new Set<string>();
     for (let page = 1; ; page++) {
+      if (page > maxPages)
+        throw new MalformedFhirResponseError({
+          url,
+          page,
+          resourceType,
+          reason: `the search has more than ${maxPages} pages (fhir.maxPagesPerSearch); the EHR's paging does not seem to end`,
+        });
       seen.add(url.href);
       let response: FhirJsonResponse;
       try {
@@ -545,6 +558,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
             url = firstUrl;
             purpose = 'request';
             seen = new Set<string>();
+            pass = new Set<string>();
             page = 0;
             continue;
           }
@@ -554,6 +568,17 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
       }
       const bundle = assertSearchBundle(response.body, { url, page, resourceType });
       checkSearchOutcomes(bundle, { url, page, resourceType });
+      if (pass) {
+        const fresh = notePass(bundle, pass);
+        if (fresh === undefined) pass = undefined;
+        else if (page > 1 && fresh.data > 0 && fresh.added === 0) {
+          logger.warn(
+            { centre: centreId, resourceType, page, resources: fresh.data },
+            'the next page of a search holds only resources this search already returned; paging stopped there (the EHR keeps linking to new pages that repeat old results)',
+          );
+          return;
+        }
+      }
       yield restarted && yielded ? withoutYielded(bundle, yielded) : bundle;
       if (yielded) yielded = noteYielded(bundle, yielded);
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
@@ -710,6 +735,28 @@ const MAX_TRACKED_IDS = 100_000;
 
 const entryKey = (resource: FhirResource): string | undefined =>
   typeof resource.id === 'string' ? `${resource.resourceType}/${resource.id}` : undefined;
+
+/**
+ * Adds a page's data resources to `pass`: how many it holds and how many were new; undefined
+ * when they cannot all be tracked (a resource without an id, too many resources).
+ */
+function notePass(
+  bundle: FhirBundle,
+  pass: Set<string>,
+): { data: number; added: number } | undefined {
+  let data = 0;
+  let added = 0;
+  for (const resource of searchMatches(bundle)) {
+    const key = entryKey(resource);
+    if (key === undefined || pass.size >= MAX_TRACKED_IDS) return undefined;
+    data += 1;
+    if (!pass.has(key)) {
+      pass.add(key);
+      added += 1;
+    }
+  }
+  return { data, added };
+}
 
 /** Adds a page's data resources to `yielded`; undefined when they cannot all be tracked. */
 function noteYielded(bundle: FhirBundle, yielded: Set<string>): Set<string> | undefined {

@@ -730,6 +730,56 @@ describe('FHIR client paging and the origin guard', () => {
       /already read/,
     );
   });
+
+  it('when next links keep changing but the pages repeat resources already returned, then paging stops there with a warning', async () => {
+    const { client, log } = makeClient();
+    let n = 0;
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .times(50)
+      .reply(() => {
+        n += 1;
+        return [
+          200,
+          bundle(
+            [
+              { resourceType: 'Observation', id: 'same' },
+              ...(n === 2 ? [{ resourceType: 'Observation', id: 'second' }] : []),
+            ],
+            `${BASE}/Observation?patient=p1&_getpagesoffset=${n * 50}`,
+          ),
+        ];
+      });
+    const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
+    // Page 2 adds `second`; page 3 repeats `same` only: the search ends there.
+    expect(resources.map((r) => r.id)).toEqual(['same', 'same', 'second']);
+    expect(n).toBe(3);
+    expect(log.text()).toMatch(/"level":40.*already returned; paging stopped there/);
+  });
+
+  it('when a search has more pages than fhir.maxPagesPerSearch, then it fails saying so', async () => {
+    const { client } = makeClient({ maxPagesPerSearch: 3 });
+    let n = 0;
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .times(10)
+      .reply(() => {
+        n += 1;
+        return [
+          200,
+          bundle(
+            [{ resourceType: 'Observation', id: `o${n}` }],
+            `${BASE}/Observation?page=${n + 1}`,
+          ),
+        ];
+      });
+    await expect(collect(client.searchResources('Observation', { patient: 'p1' }))).rejects.toThrow(
+      /page 4 of the Observation search.*more than 3 pages \(fhir\.maxPagesPerSearch\)/,
+    );
+    expect(n).toBe(3);
+  });
 });
 
 describe('FHIR client metrics', () => {

@@ -80,6 +80,7 @@ export function makeClient(
     maxRetries?: number;
     maxRetryAfterSeconds?: number;
     requestTimeoutMs?: number;
+    maxPagesPerSearch?: number;
     now?: () => number;
     centre?: CentreConfig;
   } & Partial<Pick<CreateFhirClientOptions, 'metrics' | 'limiter'>> = {},
@@ -97,6 +98,7 @@ export function makeClient(
       maxRetries: options.maxRetries ?? 3,
       maxRetryAfterSeconds: options.maxRetryAfterSeconds ?? 120,
       requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+      ...(options.maxPagesPerSearch ? { maxPagesPerSearch: options.maxPagesPerSearch } : {}),
     },
     retry: {
       sleep: async (ms: number) => {
