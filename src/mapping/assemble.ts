@@ -234,6 +234,10 @@ const MISSING_PGA = 'no PGA observation links to this visit';
 const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
 const NO_BIRTH_DATE = 'the patient has no birth date';
 const NO_PATIENT = 'no Patient resource for this visit';
+const NO_SEX =
+  'the patient has no administrative gender (Patient.gender), so sex is sent as unknown and growth z-scores cannot be computed';
+const INVALID_SEX =
+  'Patient.gender is not one of male, female, other, unknown (FHIR administrative-gender), so sex is sent as unknown and growth z-scores cannot be computed';
 const BIRTH_YEAR_ONLY =
   'the birth date gives only the year, too imprecise for an age at the visit in months (age not sent)';
 const NO_AGE =
@@ -264,6 +268,8 @@ const FIXED_MESSAGE_JSON = new Map<string, string>();
     ['missing-birth-date', 'birthDate', NO_BIRTH_DATE],
     ['missing-birth-date', 'birthDate', NO_PATIENT],
     ['missing-birth-date', 'birthDate', BIRTH_YEAR_ONLY],
+    ['missing-value', 'sex', NO_SEX],
+    ['missing-value', 'sex', INVALID_SEX],
     ['implausible-value', 'birthDate', NO_AGE],
     ['missing-value', 'height', MISSING_VITAL.height],
     ['missing-value', 'weight', MISSING_VITAL.weight],
@@ -1436,6 +1442,8 @@ interface PatientInfo {
   missingBirthDate: string | null;
   birthDate: string | null;
   sex: VisitSubmission['patient']['sex'];
+  /** Why sex is unknown when the Patient gave no valid gender (NO_SEX, INVALID_SEX), else null. */
+  missingSex: string | null;
   /** `,"birthDate":..,"sex":..},"patientKey":..,"pga":` of the canonical JSON. */
   afterAge: string;
 }
@@ -1447,7 +1455,12 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
     fullBirthDate && spec.settings.birthDatePrecision === 'month'
       ? fullBirthDate.slice(0, 7)
       : fullBirthDate;
-  const sex = SEX[p?.gender ?? 'unknown'] ?? 'unknown';
+  const gender = p?.gender ?? null;
+  const known = gender !== null && Object.hasOwn(SEX, gender) ? SEX[gender] : undefined;
+  const sex = known ?? 'unknown';
+  // No Patient at all is reported once, as NO_PATIENT; a Patient without a valid gender here.
+  const missingSex =
+    p === null || known !== undefined ? null : gender === null ? NO_SEX : INVALID_SEX;
   // The Patient's own id is a patient identifier at the source: provenance names it by its
   // pseudonymous key instead (its version still tells the registry what changed).
   const source = p
@@ -1460,6 +1473,7 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
     missingBirthDate: fullBirthDate ? null : p ? NO_BIRTH_DATE : NO_PATIENT,
     birthDate,
     sex,
+    missingSex,
     afterAge: `,"birthDate":${birthDate === null ? 'null' : jsonString(birthDate)},"sex":${jsonString(sex)}},"patientKey":${jsonString(patientKey)},"pga":`,
   };
 }
@@ -1510,6 +1524,7 @@ function assembleVisit(
         : finding('implausible-value', 'birthDate', NO_AGE),
     );
   }
+  if (info.missingSex) findings.push(finding('missing-value', 'sex', info.missingSex));
 
   // PGA and remission
   const pga = choosePga(run, byField.pga, visit, findings);
