@@ -143,6 +143,41 @@ export class FhirNetworkError extends Error {
 export type OriginPurpose =
   'next-link' | 'bulk-status' | 'bulk-file' | 'bulk-error-file' | 'bulk-deleted-file' | 'request';
 
+/**
+ * What to do about a refused URL. Paging links and export status URLs on another origin
+ * (`http://` for an https base, `localhost:8080`, an internal host name) almost always mean the
+ * EHR builds its links from a wrong idea of its own address, as a FHIR server behind a
+ * TLS-terminating proxy does when it is not told its public URL.
+ */
+function originRefusedHint(options: {
+  origin: string;
+  allowedOrigin: string;
+  purpose: OriginPurpose;
+}): string {
+  if (options.purpose === 'next-link' || options.purpose === 'bulk-status') {
+    const what = options.purpose === 'next-link' ? 'paging (next) links' : 'export status URLs';
+    return (
+      `The EHR builds its ${what} from a wrong base address (${options.origin} instead of ` +
+      `${options.allowedOrigin}, the fhir.baseUrl in the centre file): ask centre IT to set the ` +
+      "FHIR server's public base URL (HAPI FHIR: hapi.fhir.server_address) or, behind a reverse " +
+      'proxy, to forward X-Forwarded-Host and X-Forwarded-Proto (and X-Forwarded-Port / ' +
+      "X-Forwarded-Prefix where needed). The link is not followed: the token goes only to fhir.baseUrl's origin."
+    );
+  }
+  if (TOKENLESS_PURPOSES.has(options.purpose))
+    return (
+      'Ask the EHR team why the server links to another host, or let it serve export files ' +
+      'without a token (requiresAccessToken: false in the manifest).'
+    );
+  return 'Ask the EHR team why the server sends us to another host.';
+}
+
+const TOKENLESS_PURPOSES: ReadonlySet<OriginPurpose> = new Set<OriginPurpose>([
+  'bulk-file',
+  'bulk-error-file',
+  'bulk-deleted-file',
+]);
+
 /** A URL on another origin than the one the access token was issued for. */
 export class OriginRefusedError extends Error {
   /** Origin the URL pointed to (no path, no query). */
@@ -155,8 +190,7 @@ export class OriginRefusedError extends Error {
     super(
       `refused to send the access token to ${options.origin} (${options.purpose}): ` +
         `the token was issued for ${options.allowedOrigin} only. ` +
-        'Ask the EHR team why the server links to another host, or allow it to serve this data ' +
-        'without a token.',
+        originRefusedHint(options),
     );
     this.name = 'OriginRefusedError';
     this.origin = options.origin;

@@ -526,7 +526,10 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
     return {
       status: 'failed',
       reason: `the EHR linked to another host (${err.origin}); the token was not sent there`,
-      hint: 'Ask centre IT why paging or export links point to another host than the FHIR base URL.',
+      hint:
+        err.purpose === 'next-link' || err.purpose === 'bulk-status'
+          ? `The EHR builds its ${err.purpose === 'next-link' ? 'paging' : 'export status'} links from a wrong base address (${err.origin} instead of ${err.allowedOrigin}): set the FHIR server's public base URL (HAPI FHIR: hapi.fhir.server_address) or, behind a reverse proxy, forward X-Forwarded-Host and X-Forwarded-Proto.`
+          : 'Ask centre IT why export links point to another host than the FHIR base URL.',
     };
   if (err instanceof IncompleteSearchError)
     return {

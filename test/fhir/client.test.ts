@@ -502,6 +502,33 @@ describe('FHIR client paging and the origin guard', () => {
     );
   });
 
+  it("when a next link names the EHR's internal address (proxy misconfiguration), then it is refused and the error says the EHR's base address is wrong", async () => {
+    for (const next of [
+      'http://ehr.example/fhir?_getpages=abc&_getpagesoffset=10',
+      'http://localhost:8080/fhir?_getpages=abc&_getpagesoffset=10',
+    ]) {
+      const { client } = makeClient();
+      const internal = nock('http://localhost:8080').get(/.*/).reply(200, bundle([]));
+      nock(EHR)
+        .get('/fhir/Observation')
+        .query(true)
+        .reply(200, bundle([{ resourceType: 'Observation', id: 'o1' }], next));
+      const err = await collect(client.searchPages('Observation', { patient: 'p1' })).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(OriginRefusedError);
+      const message = (err as Error).message;
+      expect(message).toContain(`(${new URL(next).origin} instead of ${EHR}`);
+      expect(message).toMatch(/paging \(next\) links from a wrong base address/);
+      expect(message).toMatch(/hapi\.fhir\.server_address/);
+      expect(message).toMatch(/X-Forwarded-Host and X-Forwarded-Proto/);
+      // Not the bulk-file advice, and no query values.
+      expect(message).not.toMatch(/without a token|requiresAccessToken|abc/);
+      expect(internal.isDone()).toBe(false);
+      nock.cleanAll();
+    }
+  });
+
   it('when a redirect points to another origin, then the token is not sent there', async () => {
     const { client } = makeClient();
     nock(EHR).get('/fhir/Patient/p1').reply(302, '', { location: 'https://other.example/p1' });
