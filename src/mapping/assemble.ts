@@ -385,6 +385,50 @@ function visitClassMap(
   return addSystemAliases(map, { [V3_ACT_CODE]: [''] });
 }
 
+/**
+ * The HL7 v3 ActEncounterCode classes (http://terminology.hl7.org/ValueSet/v3-ActEncounterCode,
+ * the R4 Encounter.class extensible binding): an encounter of one of these that is not a
+ * visit class of the pack is silently not a visit. Any other code under the HL7 system is
+ * reported.
+ */
+const HL7_ENCOUNTER_CLASSES: ReadonlySet<string> = new Set([
+  'AMB',
+  'EMER',
+  'FLD',
+  'HH',
+  'IMP',
+  'ACUTE',
+  'NONAC',
+  'OBSENC',
+  'PRENC',
+  'SS',
+  'VR',
+]);
+
+/** The HL7 ActCode system, one of its aliases, or no system (read as ActCode for classes). */
+function isActCodeSystem(system: string): boolean {
+  return (
+    system === '' || system === V3_ACT_CODE || (SYSTEM_ALIASES[V3_ACT_CODE] ?? []).includes(system)
+  );
+}
+
+/** The run finding text for `n` encounters in a visit status of class `key` (`system|code`). */
+function unknownClassMessage(ctx: Context, key: string, n: number): string {
+  const bar = key.indexOf('|');
+  const system = key.slice(0, bar);
+  const code = key.slice(bar + 1);
+  if (code === '')
+    return `${n} encounter(s) in a visit status have no class code, so they were not submitted; the EHR should send Encounter.class`;
+  if (isActCodeSystem(system)) {
+    const upper = code.toUpperCase();
+    const type = lookupCoding(ctx.visitClasses, system, upper);
+    if (type !== undefined && upper !== code)
+      return `${n} encounter(s) in a visit status have the HL7 class code '${code}', which is not an HL7 ActCode (codes are case-sensitive: the ${type} visit class is '${upper}'), so they were not submitted; have the EHR send '${upper}', or if these are clinic visits add the class to the centre file under mapping.overrides.visits.classes`;
+    return `${n} encounter(s) in a visit status have this class, which is not an HL7 encounter class (v3 ActEncounterCode) nor a visit class of the pack, so they were not submitted; if they are clinic visits, add the class to the centre file under mapping.overrides.visits.classes`;
+  }
+  return `${n} encounter(s) in a visit status have this class, which is not a visit class of the pack, so they were not submitted; if they are clinic visits, add the class to the centre file under mapping.overrides.visits.classes`;
+}
+
 interface Context {
   pack: MappingPack;
   index: PackIndex;
@@ -426,8 +470,11 @@ function createAssemblerFor(ctx: Context): Assembler {
   const unknownClasses = new Map<string, number>();
   const noteUnknownClass = (system: unknown, code: unknown): void => {
     const s = typeof system === 'string' ? system : '';
-    if (s === V3_ACT_CODE || (SYSTEM_ALIASES[V3_ACT_CODE] ?? []).includes(s)) return;
-    const key = `${s}|${typeof code === 'string' ? code : ''}`;
+    const c = typeof code === 'string' ? code : '';
+    // The HL7 encounter classes that are not visits (IMP, EMER...) are silent; any other code
+    // under the HL7 system, a wrong-case 'amb' included (codes are case-sensitive), is not.
+    if (HL7_ENCOUNTER_CLASSES.has(c) && isActCodeSystem(s)) return;
+    const key = `${s}|${c}`;
     unknownClasses.set(key, (unknownClasses.get(key) ?? 0) + 1);
   };
 
@@ -793,9 +840,9 @@ function createAssemblerFor(ctx: Context): Assembler {
         finding(
           'unmapped-code',
           'visit.class',
-          `${n} encounter(s) in a visit status have this class, which is not a visit class of the pack, so they were not submitted; if they are clinic visits, add the class to the centre file under mapping.overrides.visits.classes`,
+          unknownClassMessage(ctx, code, n),
           undefined,
-          code,
+          code === '|' ? undefined : code,
         ),
       );
     }

@@ -238,6 +238,49 @@ describe('assembler', () => {
     expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
   });
 
+  it('when an HL7 class code is not an encounter class (a wrong-case amb), then it is reported; HL7 non-visit classes stay silent', () => {
+    const patientId = resources.find((r) => r.resourceType === 'Patient')!.id;
+    const ofClass = (id: string, cls: object) => ({
+      resourceType: 'Encounter',
+      id,
+      status: 'finished',
+      class: cls,
+      subject: { reference: `Patient/${patientId}` },
+      period: { start: '2024-03-05T15:00:00Z' },
+    });
+    const actCode = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+    const extra = [
+      ofClass('e-amb', { system: actCode, code: 'amb' }),
+      ofClass('e-amb2', { system: actCode, code: 'amb' }),
+      ofClass('e-xyz', { system: actCode, code: 'XYZ' }),
+      ofClass('e-hh', { system: actCode, code: 'HH' }),
+      ofClass('e-ss', { code: 'SS' }),
+      ofClass('e-none', {}),
+    ];
+    const result = mapperFor().mapResources([...resources, ...extra]);
+    expect(
+      result.findings
+        .filter((f) => f.field === 'visit.class')
+        .map((f) => [f.kind, f.code, f.message]),
+    ).toEqual([
+      [
+        'unmapped-code',
+        `${actCode}|XYZ`,
+        expect.stringMatching(/^1 encounter\(s\) .* not an HL7 encounter class/),
+      ],
+      [
+        'unmapped-code',
+        `${actCode}|amb`,
+        expect.stringMatching(/^2 encounter\(s\) .* HL7 class code 'amb'/),
+      ],
+      ['unmapped-code', undefined, expect.stringMatching(/^1 encounter\(s\) .* no class code/)],
+    ]);
+    expect(result.findings.find((f) => f.code === `${actCode}|amb`)!.message).toMatch(
+      /case-sensitive: the outpatient visit class is 'AMB'/,
+    );
+    expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
+  });
+
   it('when resource types the pack does not use arrive, then they are counted and ignored', () => {
     const extra = [
       { resourceType: 'Practitioner', id: 'dr' },
