@@ -44,6 +44,30 @@ export class CohortError extends Error {
   }
 }
 
+/**
+ * The error for a Group that yields no active Patient member. A sync of such a cohort would
+ * "succeed" with nothing, every night: the Group may be definitional (`actual: false`), may
+ * only count its patients (`quantity`, as servers may for large Groups), or may have been
+ * emptied or rebuilt by the EHR.
+ */
+function emptyGroupError(groupId: string, group: FhirResource, members: number): CohortError {
+  const holds: string[] = [
+    members === 0 ? 'no member entries' : `${members} member entries, none an active Patient`,
+  ];
+  if (typeof group.quantity === 'number') holds.push(`quantity ${group.quantity}`);
+  if (typeof group.actual === 'boolean') holds.push(`actual ${group.actual}`);
+  return new CohortError(
+    `the cohort Group "${groupId}" lists no active Patient members (it holds ${holds.join(', ')})`,
+    'Ask centre IT to list the registry patients in the Group as member entries (Patient references, not inactive): ' +
+      (group.actual === false
+        ? 'a definitional Group (actual: false) has no members to read; '
+        : typeof group.quantity === 'number' && members === 0
+          ? 'the EHR reports only how many patients it holds, not which; '
+          : '') +
+      'or check cohort.group in the centre file, or use a roster (cohort.roster) instead',
+  );
+}
+
 /** `Patient/123`, `https://ehr/fhir/Patient/123/_history/2` -> { type, id }. */
 export function parseReference(
   reference: string | undefined,
@@ -108,6 +132,7 @@ export async function resolveCohort(
       ids.add(ref.id);
       if (ids.size >= limit) break;
     }
+    if (ids.size === 0) throw emptyGroupError(groupId, group, members.length);
     logger.info(
       { centre: client.centreId, patients: ids.size, skippedMembers: skipped },
       'cohort resolved from Group',

@@ -231,14 +231,9 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   let patientId: string | undefined;
   const cohortStep = await run('cohort', 'Cohort', true, async () => {
     if ('group' in centre.cohort) {
+      // A Group without active Patient members throws CohortError (what it holds, a hint).
       const cohort = await resolveCohort(client, centre, signalOpt);
       patientId = cohort.patientIds[0];
-      if (!patientId)
-        return {
-          status: 'failed',
-          reason: `Group "${centre.cohort.group}" has no active Patient members`,
-          hint: 'Ask centre IT to add the IBD patients to the Group (or check cohort.group).',
-        };
       return {
         status: 'ok',
         reason: `Group "${centre.cohort.group}" lists ${cohort.patientIds.length} active patient(s)`,

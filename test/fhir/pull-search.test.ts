@@ -41,6 +41,39 @@ describe('cohort resolution', () => {
     expect(cohort.skippedMembers).toBe(2);
   });
 
+  it('when the Group lists no members (only quantity, or a definitional Group, or none at all), then a CohortError names the Group and what it holds', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ quantity: 300 }, /holds no member entries, quantity 300\).*only how many patients/],
+      [{ actual: false, member: [] }, /holds no member entries, actual false\).*definitional/],
+      [{ actual: true }, /holds no member entries, actual true\)/],
+      [
+        { member: [{ entity: { reference: 'Patient/p9' }, inactive: true }] },
+        /holds 1 member entries, none an active Patient\)/,
+      ],
+    ];
+    for (const [fields, expected] of cases) {
+      const { client } = makeClient();
+      nock(EHR)
+        .get('/fhir/Group/ibd')
+        .reply(200, { resourceType: 'Group', id: 'ibd', type: 'person', ...fields });
+      const err = await resolveCohort(client, makeCentre()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CohortError);
+      expect((err as Error).message).toMatch(
+        /the cohort Group "ibd" lists no active Patient members/,
+      );
+      expect((err as Error).message).toMatch(expected);
+      expect((err as CohortError).hint).toMatch(/centre IT.*member entries.*cohort\.roster/);
+    }
+  });
+
+  it('when the cohort Group is empty, then a search pull fails instead of finishing with no patients', async () => {
+    const { client } = makeClient();
+    nock(EHR).get('/fhir/Group/ibd').reply(200, { resourceType: 'Group', quantity: 12 });
+    await expect(collect(pullSearch({ client, centre: makeCentre() }))).rejects.toThrow(
+      /Group "ibd" lists no active Patient members \(it holds no member entries, quantity 12\)/,
+    );
+  });
+
   it('when the Group does not exist, then a CohortError says which Group and what to check', async () => {
     const { client } = makeClient();
     nock(EHR).get('/fhir/Group/ibd').reply(404);

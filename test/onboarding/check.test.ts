@@ -415,4 +415,26 @@ describe('onboarding check verdicts on EHR answers (nock)', () => {
     expect(search.details).toEqual(['error too-costly: Search too broad']);
     expect(search.hint).toMatch(/OperationOutcome instead of results/);
   });
+
+  it('when the cohort Group holds no members (only quantity), then the cohort step fails naming what the Group holds and the searches are skipped', async () => {
+    nock.disableNetConnect();
+    nock('https://ehr.example')
+      .get('/fhir/metadata')
+      .reply(200, {
+        resourceType: 'CapabilityStatement',
+        fhirVersion: '4.0.1',
+        rest: [{ mode: 'server', resource: [{ type: 'Observation' }, { type: 'Group' }] }],
+      })
+      .get('/fhir/Group/ibd')
+      .reply(200, { resourceType: 'Group', id: 'ibd', actual: true, quantity: 300 });
+    const report = await runCheck(centre, { auth });
+    const cohort = report.steps.find((s) => s.id === 'cohort')!;
+    expect(cohort.status).toBe('failed');
+    expect(cohort.reason).toBe(
+      'the cohort Group "ibd" lists no active Patient members (it holds no member entries, quantity 300, actual true)',
+    );
+    expect(cohort.hint).toMatch(/Ask centre IT to list the registry patients in the Group/);
+    expect(statusOf(report)['search:Observation']).toBe('skipped');
+    expect(report.ok).toBe(false);
+  });
 });
