@@ -147,6 +147,8 @@ interface ObservationRecord extends Versioned {
 interface ConditionRecord extends Versioned {
   /** Null: this version does not count (refuted, entered-in-error, no IBD code). */
   diagnosis: Diagnosis | null;
+  /** In a preferred verification status (confirmed): outranks the others before dates. */
+  preferred: boolean;
   date: string | null;
 }
 
@@ -710,13 +712,15 @@ function createAssemblerFor(ctx: Context): Assembler {
     if (!first || !patient || !str(first.id)) return;
     // Any of its codings (EHRs send a local one next to the HL7 one) can exclude it.
     const statuses = first.verification_statuses;
-    const excluded =
-      Array.isArray(statuses) &&
-      statuses.some(
-        (v) =>
-          typeof v === 'string' &&
-          pack.assembly.fields.diagnosis.excludeVerificationStatuses.includes(v),
-      );
+    const dxSpec = pack.assembly.fields.diagnosis;
+    let excluded = false;
+    let preferred = false;
+    if (Array.isArray(statuses))
+      for (const v of statuses) {
+        if (typeof v !== 'string') continue;
+        if (dxSpec.excludeVerificationStatuses.includes(v)) excluded = true;
+        else if (dxSpec.preferVerificationStatuses.includes(v)) preferred = true;
+      }
     let diagnosis: Diagnosis | null = null;
     if (!excluded)
       for (const row of rows) {
@@ -730,6 +734,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       versionId: str(first.version_id),
       lastUpdated: str(first.last_updated),
       diagnosis,
+      preferred,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
     };
     keepLatest(bucketOf(patient).conditions, rec.id, rec);
@@ -1390,11 +1395,24 @@ interface DiagnosisChoice {
   value: Diagnosis | null;
   winner: ConditionRecord | null;
   conflicting: boolean;
+  /** The winner is confirmed, and a later Condition that is not names another diagnosis. */
+  overLater: boolean;
   source: Source | null;
   /** `,"centreId":..,"diagnosis":..,"findings":` of the canonical JSON. */
   json: string;
 }
 
+/** True when Condition `a` was recorded after `b` (the id breaks a tie). */
+function recordedAfter(a: ConditionRecord, b: ConditionRecord): boolean {
+  const ad = a.date ?? '';
+  const bd = b.date ?? '';
+  return ad > bd || (ad === bd && a.id > b.id);
+}
+
+/**
+ * The patient's diagnosis: a Condition in a preferred verification status (confirmed) first,
+ * then the latest recorded.
+ */
 function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
   let winner: ConditionRecord | null = null;
   const seen = new Set<Diagnosis>();
@@ -1403,16 +1421,23 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
     seen.add(c.diagnosis);
     if (
       !winner ||
-      (c.date ?? '') > (winner.date ?? '') ||
-      ((c.date ?? '') === (winner.date ?? '') && c.id > winner.id)
+      (c.preferred && !winner.preferred) ||
+      (c.preferred === winner.preferred && recordedAfter(c, winner))
     )
       winner = c;
   }
   const value = winner?.diagnosis ?? null;
+  // Whether the rank decided over a later Condition naming another diagnosis.
+  let overLater = false;
+  if (winner !== null && seen.size > 1 && winner.preferred)
+    for (const c of bucket.conditions.values())
+      if (c.diagnosis !== null && c.diagnosis !== value && recordedAfter(c, winner))
+        overLater = true;
   return {
     value,
     winner,
     conflicting: seen.size > 1,
+    overLater,
     source: winner ? sourceOf('Condition', winner) : null,
     json: `,"centreId":${run.centreJson},"diagnosis":${value === null ? 'null' : jsonString(value)},"findings":`,
   };
@@ -1681,7 +1706,9 @@ function assembleVisit(
       finding(
         'conflicting-values',
         'diagnosis',
-        `the patient's Conditions name different IBD diagnoses; the latest recorded (${diagnosis.value}) was used`,
+        diagnosis.overLater
+          ? `the patient's Conditions name different IBD diagnoses; the latest confirmed one (${diagnosis.value}) was used over a later one that is not confirmed`
+          : `the patient's Conditions name different IBD diagnoses; the latest recorded (${diagnosis.value}) was used`,
         `Condition/${diagnosis.winner!.id}`,
       ),
     );

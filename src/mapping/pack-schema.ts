@@ -254,7 +254,11 @@ export const AssemblySpecSchema = z
           .strict(),
         diagnosis: z
           .object({
-            excludeVerificationStatuses: z.array(nonEmpty).default(['entered-in-error', 'refuted']),
+            excludeVerificationStatuses: z
+              .array(nonEmpty)
+              .default(['entered-in-error', 'refuted', 'differential']),
+            /** Conditions in one of these outrank the others before dates are compared. */
+            preferVerificationStatuses: z.array(nonEmpty).default(['confirmed']),
           })
           .strict(),
       })
