@@ -102,8 +102,10 @@ export interface SubmissionProcessorDeps {
   metrics?: Metrics;
   logger?: Logger;
   /**
-   * How long one delivery may hold its visit (default 120 s; the worker passes twice the
-   * registry timeout plus 5 s); a crashed holder's claim lapses after it.
+   * How long one delivery may hold its visit (default 120 s; the worker passes
+   * visitClaimMs(registry config)); renewed while the request is in flight, so a crashed
+   * holder's claim lapses after it. After a delivery whose outcome is unknown (timeout,
+   * reset) the claim is kept for this long again, not released.
    */
   visitLockMs?: number;
   /** Wait before trying again when another version of the visit is being delivered (1 s). */
@@ -112,6 +114,26 @@ export interface SubmissionProcessorDeps {
 
 /** Deletes a visit's delivery claim only if this delivery still holds it. */
 const RELEASE_VISIT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
+/** Extends a visit's delivery claim (PX ARGV[2]) only if this delivery still holds it. */
+const RENEW_VISIT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0`;
+/**
+ * Marks this delivery's claim "in doubt" (its request may still land) and holds it for a
+ * full lease from now, only if this delivery still holds it.
+ */
+const DOUBT_VISIT = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], 'doubt:' .. ARGV[1], 'PX', ARGV[2]) return 1 end return 0`;
+
+/**
+ * The lease of a visit's delivery claim for a registry config: the longest one delivery can
+ * take (with client credentials: token fetch, post, 401, token fetch, post, each up to
+ * timeoutMs; else one post), plus one more timeoutMs in which the registry must commit or
+ * abandon the last request (docs/registry-contract.md), plus 5 s for clocks and Redis.
+ */
+export function visitClaimMs(
+  registry: Pick<ServiceConfig['registry'], 'timeoutMs' | 'auth'>,
+): number {
+  const requests = registry.auth.type === 'client-credentials' ? 4 : 1;
+  return registry.timeoutMs * (requests + 1) + 5_000;
+}
 
 /** Result of a submission job, kept on completed jobs. */
 export type SubmissionJobResult =
@@ -140,13 +162,39 @@ export function createSubmissionProcessor(
     if ((await deps.redis.set(claim, owner, 'PX', lockMs, 'NX')) !== 'OK') {
       if (token === undefined)
         throw new RegistryUnavailableError('another delivery of this visit is in flight');
-      await job.moveToDelayed(Date.now() + (deps.visitBusyDelayMs ?? 1_000), token);
+      // A claim in doubt stays until its lease lapses: wait that long rather than poll.
+      const [holder, ttl] = await Promise.all([deps.redis.get(claim), deps.redis.pttl(claim)]);
+      const busyDelay = deps.visitBusyDelayMs ?? 1_000;
+      const delay = holder?.startsWith('doubt:') ? Math.max(busyDelay, ttl) : busyDelay;
+      await job.moveToDelayed(Date.now() + delay, token);
       throw new DelayedError();
     }
+    // Renewed while the request is in flight (a slow token fetch, a stalled event loop), so
+    // the claim never lapses under a delivery that is still running.
+    const renew = setInterval(
+      () => void deps.redis.eval(RENEW_VISIT, 1, claim, owner, lockMs).catch(() => undefined),
+      Math.max(Math.floor(lockMs / 3), 50),
+    );
+    let inDoubt = false;
     try {
       return await deliverClaimed(job, submission);
+    } catch (err) {
+      // The request may still be stored (a timeout or a reset after the body went out): keep
+      // the visit claimed for a full lease, by which time the registry has committed or
+      // abandoned it, so no newer version can be posted before it and then be overwritten.
+      if (err instanceof RegistryUnavailableError && err.outcomeUnknown) {
+        inDoubt = true;
+        clearInterval(renew);
+        await deps.redis.eval(DOUBT_VISIT, 1, claim, owner, lockMs).catch(() => undefined);
+        log.warn(
+          { jobId: job.id, centreId: submission.centreId },
+          'delivery outcome unknown; the visit stays claimed until the request can no longer land',
+        );
+      }
+      throw err;
     } finally {
-      await deps.redis.eval(RELEASE_VISIT, 1, claim, owner).catch(() => undefined);
+      clearInterval(renew);
+      if (!inDoubt) await deps.redis.eval(RELEASE_VISIT, 1, claim, owner).catch(() => undefined);
     }
   };
 

@@ -17,6 +17,7 @@ import {
   SUBMISSIONS_QUEUE,
   createSubmissionBackoff,
   createSubmissionProcessor,
+  visitClaimMs,
   type SubmissionJobData,
   type SubmissionJobResult,
 } from '../queues/submissions.js';
@@ -179,9 +180,10 @@ export async function startWorker(
           prefix: runtime.prefix,
           metrics: runtime.metrics,
           logger,
-          // A delivery's claim on its visit outlives one registry request (and a token fetch)
-          // but not much more, so a crashed worker's claim soon lapses.
-          visitLockMs: config.registry.timeoutMs * 2 + 5_000,
+          // A delivery's claim on its visit covers its longest delivery (auth retries
+          // included) plus the registry's window to commit or abandon a request, but not much
+          // more, so a crashed worker's claim soon lapses.
+          visitLockMs: visitClaimMs(config.registry),
         }),
         {
           connection: runtime.redis,

@@ -42,6 +42,12 @@ export class RegistryUnavailableError extends Error {
     readonly httpStatus?: number,
     /** The registry's Retry-After, in ms (capped at MAX_RETRY_AFTER_MS), when it sent one. */
     readonly retryAfterMs?: number,
+    /**
+     * True when the request may still be stored: it timed out, or the connection broke after
+     * the body could have been sent (or a gateway timed out waiting on the registry). The
+     * delivery worker keeps the visit claimed until such a request can no longer land.
+     */
+    readonly outcomeUnknown = false,
   ) {
     super(message);
     this.name = 'RegistryUnavailableError';
@@ -63,6 +69,31 @@ export function parseRetryAfterMs(value: string | null, now = Date.now()): numbe
     ms = at - now;
   }
   return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
+}
+
+/** Connection errors that come before any byte of the request is sent. */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+/**
+ * Whether a failed fetch may still have reached the registry: a timeout, a reset or a socket
+ * error after connecting may leave the registry storing the body; a refused connection or a
+ * failed DNS lookup cannot. Unknown errors count as "may have landed".
+ */
+function mayHaveLanded(err: Error): boolean {
+  if (err.name === 'TimeoutError' || err.name === 'AbortError') return true;
+  const cause = (err as { cause?: unknown }).cause as
+    { code?: unknown; errors?: { code?: unknown }[] } | undefined;
+  const codes = [cause?.code, ...(cause?.errors ?? []).map((e) => e.code)].filter(
+    (c): c is string => typeof c === 'string',
+  );
+  return !(codes.length > 0 && codes.every((c) => NOT_SENT_CODES.has(c)));
 }
 
 /** The contract's acknowledgement statuses (docs/registry-contract.md, Responses). */
@@ -240,7 +271,12 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     } catch (err) {
       const e = err as Error;
       const what = e.name === 'TimeoutError' ? `timed out after ${config.timeoutMs} ms` : e.message;
-      throw new RegistryUnavailableError(`registry unreachable: ${what}`);
+      throw new RegistryUnavailableError(
+        `registry unreachable: ${what}`,
+        undefined,
+        undefined,
+        mayHaveLanded(e),
+      );
     }
   }
 
@@ -283,6 +319,8 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         `registry answered HTTP ${res.status}: ${reason}`,
         res.status,
         parseRetryAfterMs(res.headers.get('retry-after'), now()),
+        // A gateway timeout: the registry behind it may still store the submission.
+        res.status === 504,
       );
     },
   };

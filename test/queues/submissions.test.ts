@@ -7,6 +7,7 @@ import {
   createSubmissionProcessor,
   retrySpanMs,
   submissionJobOptions,
+  visitClaimMs,
   type SubmissionJobData,
   type SubmissionProcessorDeps,
 } from '../../queues/submissions.js';
@@ -48,6 +49,19 @@ describe('submission options', () => {
     expect(opts.removeOnFail).toBe(false);
     expect(opts.backoff).toEqual({ type: 'registry', delay: 5000 });
     expect(opts.removeOnComplete).toEqual({ age: 7 * 24 * 3600, count: 100_000 });
+  });
+});
+
+describe('visit claim lease', () => {
+  it('when auth is client credentials, then the lease covers token fetch, post, 401, token fetch, post and the commit window', () => {
+    const cc = {
+      type: 'client-credentials' as const,
+      tokenUrl: 'https://r.example/token',
+      clientId: 'c',
+      clientSecret: 's',
+    };
+    expect(visitClaimMs({ timeoutMs: 30_000, auth: cc })).toBe(5 * 30_000 + 5_000);
+    expect(visitClaimMs({ timeoutMs: 30_000, auth: { type: 'none' } })).toBe(2 * 30_000 + 5_000);
   });
 });
 
@@ -94,7 +108,9 @@ async function startDeliveryBed(options: {
   concurrency?: number;
   /** Wraps the real registry client (to hold or observe deliveries). */
   client?: (real: RegistryClient) => RegistryClient;
-  processor?: Partial<Pick<SubmissionProcessorDeps, 'metrics' | 'visitBusyDelayMs'>>;
+  processor?: Partial<
+    Pick<SubmissionProcessorDeps, 'metrics' | 'visitBusyDelayMs' | 'visitLockMs'>
+  >;
 }): Promise<DeliveryBed> {
   const redis = testRedis();
   const prefix = testPrefix();
@@ -438,5 +454,53 @@ describe('deliveries of one visit', () => {
     ).toBe(newer.submissionId);
     const visit = registry.visits().find((v) => v.visitKey === newer.visitKey)!;
     expect(visit.current).toEqual(newer);
+  });
+});
+
+describe('a delivery whose outcome is unknown', () => {
+  const centreId = 'c-doubt';
+  const timeoutMs = 300;
+  let bed: DeliveryBed;
+  beforeAll(async () => {
+    bed = await startDeliveryBed({
+      attempts: 5,
+      timeoutMs,
+      processor: {
+        visitBusyDelayMs: 100,
+        visitLockMs: visitClaimMs({ timeoutMs, auth: { type: 'none' } }),
+      },
+    });
+  });
+  afterAll(async () => {
+    await bed?.close();
+  });
+
+  it('when the older version times out while the registry still stores it, then a newer one waits for the claim to lapse, and the registry ends with the newer', async () => {
+    const { queue, registry, redis, prefix } = bed;
+    const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    // The registry stores the older version 1.2 s after it arrived; the client gave up at 0.3 s.
+    registry.faults.slowCommit(older.submissionId, 1200);
+    await bed.enqueue(centreId, [older], 'run-older');
+    await waitFor(async () => registry.counts().requests > 0, 10_000, 'the older post');
+    await new Promise((r) => setTimeout(r, timeoutMs + 200));
+    // The visit stays claimed, marked in doubt.
+    const claim = await redis.get(`${prefix}:deliver:${centreId}:${older.visitKey}`);
+    expect(claim).toMatch(/^doubt:/);
+    await bed.enqueue(centreId, [newer], 'run-newer');
+    const finished = async (id: string) =>
+      ['completed', 'failed'].includes((await (await queue.getJob(id))?.getState()) ?? '');
+    await waitFor(
+      async () => (await finished(older.submissionId)) && (await finished(newer.submissionId)),
+      20_000,
+      'both jobs to finish',
+    );
+    expect(registry.submissions().map((s) => s.submissionId)).toEqual([
+      older.submissionId,
+      newer.submissionId,
+    ]);
+    const visit = registry.visits().find((v) => v.visitKey === newer.visitKey)!;
+    expect(visit.current).toEqual(newer);
+    expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
   });
 });

@@ -89,6 +89,8 @@ describe('registry delivery', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RegistryUnavailableError);
     expect((err as Error).message).toMatch(/timed out/);
+    // The registry may still store it: the outcome is unknown.
+    expect((err as RegistryUnavailableError).outcomeUnknown).toBe(true);
   });
 
   it('when nothing listens at the registry URL, then the delivery fails as retryable', async () => {
@@ -98,6 +100,8 @@ describe('registry delivery', () => {
       .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RegistryUnavailableError);
+    // Nothing was sent: the outcome is known (not stored).
+    expect((err as RegistryUnavailableError).outcomeUnknown).toBe(false);
   });
 
   it('when no registry URL is configured, then creating the client says which setting is missing', () => {

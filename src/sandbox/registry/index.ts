@@ -72,6 +72,12 @@ export interface SandboxRegistryFaults {
   rejectSubmission(submissionId: string, reason?: string): void;
   /** Delay each submission response by `ms` (0 turns it off). */
   delayMs(ms: number): void;
+  /**
+   * The next post of this submission id is read, then stored only after `ms` (and answered
+   * if the client is still there): a registry still committing a request the client has
+   * given up on (a timeout).
+   */
+  slowCommit(submissionId: string, ms: number): void;
   /** Turns every fault off. */
   clear(): void;
 }
@@ -157,6 +163,7 @@ export async function startSandboxRegistry(
   let unavailableUntil = 0;
   let delay = 0;
   const rejections = new Map<string, string>();
+  const slowCommits = new Map<string, number>();
 
   const faults: SandboxRegistryFaults = {
     unavailableFor(requests) {
@@ -171,11 +178,15 @@ export async function startSandboxRegistry(
     delayMs(ms) {
       delay = ms;
     },
+    slowCommit(submissionId, ms) {
+      slowCommits.set(submissionId, ms);
+    },
     clear() {
       unavailableRequests = 0;
       unavailableUntil = 0;
       delay = 0;
       rejections.clear();
+      slowCommits.clear();
     },
   };
 
@@ -306,6 +317,11 @@ export async function startSandboxRegistry(
       sendProblem(res, { status: 400, title: 'Invalid submission', detail: reason });
       return;
     }
+    const commitAfter = slowCommits.get(submission.submissionId);
+    if (commitAfter !== undefined) {
+      slowCommits.delete(submission.submissionId);
+      await new Promise((r) => setTimeout(r, commitAfter));
+    }
     const previous = byId.get(submission.submissionId);
     if (previous) {
       if (previous.submission.contentHash !== submission.contentHash) {
@@ -326,7 +342,7 @@ export async function startSandboxRegistry(
       // An earlier version posted again after a newer one: the source reverted to it.
     }
     const result = apply(submission);
-    sendJson(res, result.status, result.body);
+    if (!res.destroyed) sendJson(res, result.status, result.body);
   }
 
   async function handleToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
