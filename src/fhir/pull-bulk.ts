@@ -31,11 +31,14 @@ export type BulkItem =
   | { kind: 'deleted'; resourceType: string; id: string }
   | {
       kind: 'error';
-      /** `error-file`: an OperationOutcome the server listed; `malformed-line`: a line we could not parse. */
-      source: 'error-file' | 'malformed-line';
+      /**
+       * `error-file`: an OperationOutcome the server listed; `malformed-line`: a line we could
+       * not parse; `count-mismatch`: an output file with fewer lines than its manifest `count`.
+       */
+      source: 'error-file' | 'malformed-line' | 'count-mismatch';
       /** The manifest entry's type (e.g. Observation, OperationOutcome). */
       fileType: string;
-      /** 1-based line in that file. */
+      /** 1-based line in that file (for `count-mismatch`, the lines read). */
       line: number;
       issues: OutcomeIssue[];
       /** A PHI-free one-line summary for run records. */
@@ -495,12 +498,16 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     options.onManifest?.(summary);
 
     const counts = { resources: 0, deleted: 0, errors: 0, notices: 0, filtered: 0 };
-    for (const file of manifest.output) {
+    for (const [index, file] of manifest.output.entries()) {
+      // Lines read (resources, filtered or not, and malformed lines) against the manifest's
+      // `count`: a file cut short in storage or by a proxy must not pass as complete.
+      let lines = 0;
       for await (const { line, text } of readFileLines(
         file,
         'bulk-file',
         manifest.requiresAccessToken,
       )) {
+        lines += 1;
         const item = parseResourceLine(text, file.type, line);
         if (
           item.kind === 'resource' &&
@@ -513,6 +520,12 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         if (item.kind === 'resource') counts.resources += 1;
         else counts.errors += 1;
         yield item;
+      }
+      const mismatch = countMismatch(file, index + 1, manifest.output.length, lines);
+      if (mismatch) {
+        if (mismatch.kind === 'error') counts.errors += 1;
+        else counts.notices += 1;
+        yield mismatch;
       }
     }
     for (const file of manifest.deleted ?? []) {
@@ -750,6 +763,40 @@ function malformed(fileType: string, line: number, what: string): BulkItem {
     line,
     issues: [{ severity: 'error', code: 'structure', details: what }],
     message: `line ${line} of the ${fileType} export file ${what} (skipped; content not shown)`,
+  };
+}
+
+/**
+ * Compares the lines of output file `k` (of `n`) with the manifest's `count`: fewer is an
+ * error (resources missing: the run must fail, so nothing is retracted and the watermark
+ * stays), more a notice. Undefined when the manifest gives no count or it matches.
+ */
+function countMismatch(
+  file: { type: string; count?: number | undefined },
+  k: number,
+  n: number,
+  lines: number,
+): BulkItem | undefined {
+  if (file.count === undefined || file.count === lines) return undefined;
+  const where = `${file.type} resources in export file ${k} (of ${n})`;
+  if (lines < file.count)
+    return {
+      kind: 'error',
+      source: 'count-mismatch',
+      fileType: file.type,
+      line: lines,
+      issues: [],
+      message:
+        `the EHR announced ${file.count} ${where} and sent ${lines}: the file was cut short ` +
+        '(in storage, or by a proxy); the run fails so that nothing is retracted, and the next ' +
+        'run exports again. If it repeats, ask centre IT to check the bulk export file storage',
+    };
+  return {
+    kind: 'notice',
+    fileType: file.type,
+    line: lines,
+    issues: [],
+    message: `the EHR announced ${file.count} ${where} and sent ${lines} (more than announced; all were read)`,
   };
 }
 

@@ -225,6 +225,58 @@ describe('bulk pull', () => {
     expect((items[4] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(/processing/);
   });
 
+  it('when an output file holds fewer lines than its manifest count, then an error item says how many were announced and sent; more lines give a notice', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({
+          output: [
+            { type: 'Patient', url: `${EHR}/files/patient.ndjson`, count: 1 },
+            { type: 'Observation', url: `${EHR}/files/obs.ndjson`, count: 3 },
+          ],
+        }),
+      )
+      .get('/files/patient.ndjson')
+      .reply(
+        200,
+        ndjson({ resourceType: 'Patient', id: 'p1' }, { resourceType: 'Patient', id: 'p2' }),
+      )
+      // Two lines, one of them malformed (a malformed line counts as a line): 3 announced.
+      .get('/files/obs.ndjson')
+      .reply(200, ndjson({ resourceType: 'Observation', id: 'o1' }) + 'not json\n\n')
+      .delete(STATUS)
+      .reply(202);
+    const items = await collect(pullBulk({ client, centre: makeCentre(), sleep }));
+    expect(items.map((i) => i.kind)).toEqual([
+      'resource',
+      'resource',
+      'notice',
+      'resource',
+      'error',
+      'error',
+    ]);
+    expect(items[2]).toMatchObject({
+      kind: 'notice',
+      fileType: 'Patient',
+      message: expect.stringMatching(
+        /announced 1 Patient resources in export file 1 \(of 2\) and sent 2 \(more than announced/,
+      ),
+    });
+    expect(items[4]).toMatchObject({ kind: 'error', source: 'malformed-line' });
+    expect(items[5]).toMatchObject({
+      kind: 'error',
+      source: 'count-mismatch',
+      fileType: 'Observation',
+      line: 2,
+      message: expect.stringMatching(
+        /^the EHR announced 3 Observation resources in export file 2 \(of 2\) and sent 2: the file was cut short/,
+      ),
+    });
+  });
+
   it('when the error file holds only information and warning outcomes, then they are notices, not errors', async () => {
     const { client } = makeClient();
     const { sleep } = sleepsOf();
@@ -545,7 +597,15 @@ describe('bulk pull', () => {
       .query(true)
       .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
       .get(STATUS)
-      .reply(200, manifest())
+      .reply(
+        200,
+        manifest({
+          output: [
+            { type: 'Patient', url: `${EHR}/files/patient.ndjson`, count: 2 },
+            { type: 'Observation', url: `${EHR}/files/obs.ndjson`, count: 2 },
+          ],
+        }),
+      )
       .get('/files/patient.ndjson')
       .reply(
         200,

@@ -208,6 +208,28 @@ describe('sync run in bulk mode', () => {
     }
   });
 
+  it('when an export file holds fewer lines than the manifest announced, then the full run fails, nothing is retracted and the watermark stays', async () => {
+    const marksBefore = await f.runtime.redis.hgetall(
+      `${f.runtime.prefix}:state:${f.centre.id}:watermarks`,
+    );
+    f.ehr.faults.set({ truncateExportFile: { resourceType: 'Encounter', keepLines: 1 } });
+    try {
+      const err = await f.runSync('full').catch((e: unknown) => e);
+      expect((err as Error).name).toBe('SyncFailedError');
+    } finally {
+      f.ehr.faults.reset();
+    }
+    const latest = await f.runtime.runStore.latest(f.centre.id);
+    expect(latest!.status).toBe('failed');
+    expect(latest!.counts.retracted).toBe(0);
+    expect(latest!.errors.map((e) => e.message).join('\n')).toMatch(
+      /the EHR announced \d+ Encounter resources in export file \d+ \(of \d+\) and sent 1:/,
+    );
+    expect(
+      await f.runtime.redis.hgetall(`${f.runtime.prefix}:state:${f.centre.id}:watermarks`),
+    ).toEqual(marksBefore);
+  });
+
   it("when an encounter is deleted, then the incremental export's deleted entry retracts its visit", async () => {
     const t = f.gen.truth.find((x) => !x.retracted)!;
     expect(f.ehr.delete('Encounter', t.encounterId)).toBe(true);

@@ -79,6 +79,11 @@ export interface SandboxFaultSettings {
     resourceType?: string;
     keepEntries?: number;
   };
+  /**
+   * Export files of this type send only their first `keepLines` lines (the manifest still
+   * announces the full `count`), as a file cut short in storage or by a proxy.
+   */
+  truncateExportFile?: { resourceType: string; keepLines: number };
   /** Search results carry no meta (versionId, lastUpdated): FHIR makes meta optional. */
   omitMeta?: boolean;
   /** Manifests list an error file with these OperationOutcome lines (e.g. information). */

@@ -672,11 +672,16 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       return send(res, 404, outcome('not-found', 'no such export file'));
     res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
     let i = 0;
+    const cut = faults.live.truncateExportFile;
+    const end =
+      cut && cut.resourceType === file.type && job.files.includes(file)
+        ? Math.min(cut.keepLines, file.lines.length)
+        : file.lines.length;
     // Lines go out in ~64 KB chunks (one write per line is slow), honouring backpressure.
     const pump = () => {
-      while (i < file.lines.length) {
+      while (i < end) {
         let chunk = '';
-        while (i < file.lines.length && chunk.length < 65_536) chunk += `${file.lines[i++]}\n`;
+        while (i < end && chunk.length < 65_536) chunk += `${file.lines[i++]}\n`;
         const ok = res.write(chunk);
         if (!ok) {
           res.once('drain', pump);
