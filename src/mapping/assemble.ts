@@ -25,6 +25,7 @@ import { createZoneCalendar, dayNumberOf, wholeMonthsBetween, type ZoneCalendar 
 import { applyCentreOverrides, parseCentreOverrides } from './overrides.js';
 import { UCUM, type LinkRule, type MappingPack, type VitalField } from './pack-schema.js';
 import {
+  durationUnitOf,
   isActiveOnDates,
   judgeSteroid,
   useDatesOf,
@@ -661,6 +662,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       routeTexts: [],
       periods: [],
       durations: [],
+      unreadDurationUnit: null,
       validity: null,
       singleDate:
         type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
@@ -686,14 +688,15 @@ function createAssemblerFor(ctx: Context): Assembler {
         use.periods.push({ start, end });
       }
       if (!useDurations) continue;
-      // boundsDuration: a UCUM code (d, wk...), else the unit text when it is one.
+      // boundsDuration: a UCUM code (d, wk...), else a unit word (days, weeks...).
       const durationValue = num(row.bounds_duration_value);
-      const durationUnit = str(row.bounds_duration_code) ?? str(row.bounds_duration_unit);
-      if (
-        durationValue !== null &&
-        durationUnit &&
-        !use.durations.some((d) => d.value === durationValue && d.unit === durationUnit)
-      ) {
+      if (durationValue === null) continue;
+      const code = str(row.bounds_duration_code);
+      const unitText = str(row.bounds_duration_unit);
+      const durationUnit = durationUnitOf(code, unitText);
+      if (!durationUnit) {
+        use.unreadDurationUnit ??= code ?? unitText ?? '';
+      } else if (!use.durations.some((d) => d.value === durationValue && d.unit === durationUnit)) {
         use.durations.push({ value: durationValue, unit: durationUnit });
       }
     }
@@ -1355,6 +1358,23 @@ function linkMedications(
   return out;
 }
 
+/** The use's steroid judgement, worked out at its first visit and kept for the others. */
+function judgeOnce(ctx: Context, lm: LinkedMed): SteroidJudgement | null {
+  let judgement = lm.judgement;
+  if (judgement === undefined) {
+    judgement = judgeSteroid(ctx.index, lm.use, lm.medication);
+    lm.judgement = judgement;
+  }
+  return judgement;
+}
+
+/** The earliest day a use's course is known to start: a period start, else its lone date. */
+function courseStartOf(dates: UseDates): string | null {
+  let start: string | null = null;
+  for (const p of dates.periods) if (p.start && (!start || p.start < start)) start = p.start;
+  return start ?? dates.single;
+}
+
 /** A Medication with its ingredients' referenced Medications read in (one level). */
 interface ExpandedMedication {
   medication: MedicationInfo;
@@ -1620,13 +1640,31 @@ function assembleVisit(
       const end = lm.dates.periods.length > 0 ? lm.dates.end : lm.dates.singleEnd;
       if (!end || end < visit.date) continue;
     }
-    if (!undated && !isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
     const m = lm.use;
-    let judgement = lm.judgement;
-    if (judgement === undefined) {
-      judgement = judgeSteroid(ctx.index, m, lm.medication);
-      lm.judgement = judgement;
+    if (m.unreadDurationUnit !== null && !undated) {
+      // A boundsDuration in a unit the rules cannot read was left out of the course: say so
+      // at the visits from the course start on (where it could have counted), for a
+      // corticosteroid that would count. Rare, so judged here before the date check.
+      const judged = judgeOnce(ctx, lm);
+      const start = courseStartOf(lm.dates);
+      if (
+        judged?.systemic &&
+        (judged.ingredient !== 'budesonide' || budesonideCounts) &&
+        start !== null &&
+        start <= visit.date
+      ) {
+        findings.push(
+          finding(
+            'unconvertible-unit',
+            'steroidUse',
+            `the dosage boundsDuration unit ${m.unreadDurationUnit === '' ? '(none)' : `"${m.unreadDurationUnit.slice(0, 24)}"`} is not a unit of time (h, d, wk, mo, a; hours, days, weeks, months, years), so the course length was not used and the course was placed by its other dates`,
+            `${m.resourceType}/${m.id}`,
+          ),
+        );
+      }
     }
+    if (!undated && !isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
+    const judgement = judgeOnce(ctx, lm);
     if (undated) {
       // No usable date at all: it cannot be placed at any visit, so it is not counted, and
       // the visit says so (only for a systemic corticosteroid that would otherwise count).

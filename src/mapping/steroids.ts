@@ -49,6 +49,12 @@ export interface MedicationUse {
    * an MR, and of an MS with no effective[x].
    */
   durations: { value: number; unit: string }[];
+  /**
+   * A dosage boundsDuration whose unit is not a unit of time the rules read (see
+   * durationUnitOf): its unit as sent ('' when it has none), else null. That duration is
+   * left out of the course, and the visits say so.
+   */
+  unreadDurationUnit: string | null;
   /** MR dispenseRequest.validityPeriod: used only when the dosage gives no bounds. */
   validity: { start: string | null; end: string | null } | null;
   /** MS.effectiveDateTime or MR.authoredOn, used when there is no period. */
@@ -288,6 +294,52 @@ const DAYS_PER_UNIT: Record<string, number> = {
   d: 1,
   wk: 7,
 };
+
+/**
+ * The units of time a boundsDuration may give, by their UCUM code (FHIR R4 units-of-time,
+ * http://hl7.org/fhir/ValueSet/units-of-time: s, min, h, d, wk, mo, a) and, for a Duration
+ * sent with a unit word and no code (FHIR rule drt-1 asks for a code, but EHRs send one
+ * without), by the English unit names, singular, plural and "(s)", meaning those UCUM codes
+ * (UCUM, unitsofmeasure.org). Looked up after trimming and lower-casing: no pattern matching.
+ */
+const DURATION_UNITS: ReadonlyMap<string, string> = new Map([
+  ['s', 's'],
+  ['min', 'min'],
+  ['h', 'h'],
+  ['d', 'd'],
+  ['wk', 'wk'],
+  ['mo', 'mo'],
+  ['a', 'a'],
+  ['hour', 'h'],
+  ['hours', 'h'],
+  ['hour(s)', 'h'],
+  ['day', 'd'],
+  ['days', 'd'],
+  ['day(s)', 'd'],
+  ['week', 'wk'],
+  ['weeks', 'wk'],
+  ['week(s)', 'wk'],
+  ['month', 'mo'],
+  ['months', 'mo'],
+  ['month(s)', 'mo'],
+  ['year', 'a'],
+  ['years', 'a'],
+  ['year(s)', 'a'],
+]);
+
+function durationUnitFrom(text: string | null): string | undefined {
+  if (!text) return undefined;
+  return DURATION_UNITS.get(text) ?? DURATION_UNITS.get(text.trim().toLowerCase());
+}
+
+/**
+ * The UCUM code of a boundsDuration's unit: its code when that is a unit of time (UCUM codes
+ * are case-sensitive, but EHRs also put a unit word in `code`), else its unit word. Null when
+ * neither is a unit of time the rules read.
+ */
+export function durationUnitOf(code: string | null, unit: string | null): string | null {
+  return durationUnitFrom(code) ?? durationUnitFrom(unit) ?? null;
+}
 
 /**
  * The day a course of `value` `unit` (UCUM: s, min, h, d, wk, mo, a) starting on `start`

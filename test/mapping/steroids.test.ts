@@ -6,6 +6,7 @@ import { createZoneCalendar } from '../../src/mapping/dates.js';
 import { RXNORM, SNOMED } from '../../src/mapping/pack-schema.js';
 import {
   addDuration,
+  durationUnitOf,
   endDateOf,
   isActiveOn,
   useDatesOf,
@@ -35,6 +36,7 @@ function use(partial: Partial<MedicationUse>): MedicationUse {
     routeTexts: [],
     periods: [],
     durations: [],
+    unreadDurationUnit: null,
     validity: null,
     singleDate: null,
     dateAsserted: null,
@@ -319,6 +321,21 @@ describe('course dates (review items 2, 3, 6, 11)', () => {
     expect(addDuration('2024-01-31', 1, 'mo')).toBe('2024-02-29');
     expect(addDuration('2024-02-29', 1, 'a')).toBe('2025-02-28');
     expect(addDuration('2024-03-05', 5, 'days')).toBeNull();
+  });
+
+  it('when a boundsDuration has a unit word and no UCUM code, then the word is read as its UCUM unit', () => {
+    expect(durationUnitOf(null, 'days')).toBe('d');
+    expect(durationUnitOf(null, 'Day(s)')).toBe('d');
+    expect(durationUnitOf(null, ' weeks ')).toBe('wk');
+    expect(durationUnitOf(null, 'month')).toBe('mo');
+    expect(durationUnitOf(null, 'hours')).toBe('h');
+    expect(durationUnitOf(null, 'year(s)')).toBe('a');
+    expect(durationUnitOf('d', 'days')).toBe('d');
+    expect(durationUnitOf('days', null)).toBe('d');
+    expect(durationUnitOf('wk', 'fortnight')).toBe('wk');
+    expect(durationUnitOf(null, 'fortnight')).toBeNull();
+    expect(durationUnitOf('cycles', null)).toBeNull();
+    expect(durationUnitOf(null, null)).toBeNull();
   });
 
   it('when a request has a boundsDuration, then its course runs from authoredOn (or the boundsPeriod start)', () => {
