@@ -11,7 +11,6 @@ import type { RegistrySubmission } from '../registry/submission.js';
 import { pseudonymKey } from '../registry/keys.js';
 import type { VisitState, VisitStateEntry } from './visit-state.js';
 import { compactFindings } from './quality.js';
-import { FRESH_ATTEMPTS } from './submission-admin.js';
 
 export interface EnqueueCounts {
   /** Jobs added (visits and retractions). */
@@ -100,6 +99,15 @@ function sourceIds(
   };
 }
 
+/**
+ * Job id of a version enqueued again (its content reverted to an earlier version whose job
+ * still exists): unique by the enqueue sequence number; the submission, and so the
+ * Idempotency-Key the registry sees, is the earlier version's.
+ */
+export function revertJobId(submissionId: string, seq: number): string {
+  return `${submissionId}-r${seq}`;
+}
+
 /** Creates a batching, idempotent enqueuer for one centre's run. */
 export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): SubmissionEnqueuer {
   const { queue, state, centreId, pseudonymSecret, runId } = options;
@@ -154,7 +162,10 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
 
     // A job with this id may already exist when a visit's content reverts to an earlier
     // version (or after a crash between addBulk and the state write). addBulk ignores
-    // existing ids, so find them first and requeue the completed ones.
+    // existing ids, so find them first: such a version gets a fresh job (id
+    // `<submissionId>-r<seq>`, same submission and Idempotency-Key), whatever the old job's
+    // state. Reviving the old job instead loses the visit when it is active and has just
+    // decided it is superseded (or leaves it failed while the state names it current).
     const maybeExisting = toAdd.filter((_, i) => previous[i] !== undefined);
     let existing = new Set<string>();
     if (maybeExisting.length > 0) {
@@ -171,16 +182,14 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       toAdd.map((submission, i) => ({
         name: submission.kind,
         data: { runId, seq: firstSeq + i, submission },
-        opts: { jobId: submission.submissionId },
+        opts: {
+          jobId: existing.has(submission.submissionId)
+            ? revertJobId(submission.submissionId, firstSeq + i)
+            : submission.submissionId,
+        },
       })),
     );
-    for (const id of existing) {
-      const job = await queue.getJob(id);
-      if (job && (await job.getState()) === 'completed') {
-        await job.retry('completed', FRESH_ATTEMPTS);
-        counts.reverted += 1;
-      }
-    }
+    counts.reverted += existing.size;
 
     const now = Date.now();
     const stateEntries: [string, VisitStateEntry][] = [];

@@ -111,6 +111,10 @@ async function startDeliveryBed(options: {
   processor?: Partial<
     Pick<SubmissionProcessorDeps, 'metrics' | 'visitBusyDelayMs' | 'visitLockMs'>
   >;
+  /** Wraps the connection the processor reads the visit state with (to slow it). */
+  processorRedis?: (real: Redis) => Redis;
+  /** Create the worker without starting it (the test calls `worker.run()`). */
+  paused?: boolean;
 }): Promise<DeliveryBed> {
   const redis = testRedis();
   const prefix = testPrefix();
@@ -130,13 +134,14 @@ async function startDeliveryBed(options: {
     SUBMISSIONS_QUEUE,
     createSubmissionProcessor({
       client: options.client ? options.client(real) : real,
-      redis,
+      redis: options.processorRedis ? options.processorRedis(redis) : redis,
       prefix,
       ...options.processor,
     }),
     {
       connection: redis,
       prefix,
+      autorun: !options.paused,
       concurrency: options.concurrency ?? 4,
       settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
     },
@@ -502,5 +507,72 @@ describe('a delivery whose outcome is unknown', () => {
     const visit = registry.visits().find((v) => v.visitKey === newer.visitKey)!;
     expect(visit.current).toEqual(newer);
     expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+  });
+});
+
+describe('a revert while the older job is deciding', () => {
+  const centreId = 'c-revert-race';
+  const a = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+  const b = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+  let bed: DeliveryBed;
+  let holdNextLookup = false;
+  let lookupHeld: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (lookupHeld = resolve));
+  beforeAll(async () => {
+    bed = await startDeliveryBed({
+      attempts: 5,
+      concurrency: 1,
+      paused: true,
+      processor: { visitBusyDelayMs: 100 },
+      // The first supersede lookup comes back late (a GC pause, Redis latency): A has read
+      // "B is newer" and is about to complete as superseded when the source reverts to A.
+      processorRedis: (real) =>
+        new Proxy(real, {
+          get(target, prop, receiver) {
+            const value = Reflect.get(target, prop, receiver) as unknown;
+            if (prop === 'hmget' && typeof value === 'function')
+              return async (...args: unknown[]) => {
+                const result = (await (value as (...a: unknown[]) => Promise<unknown>).apply(
+                  target,
+                  args,
+                )) as unknown;
+                if (holdNextLookup) {
+                  holdNextLookup = false;
+                  lookupHeld();
+                  await new Promise((r) => setTimeout(r, 800));
+                }
+                return result;
+              };
+            return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+          },
+        }),
+    });
+  });
+  afterAll(async () => {
+    await bed?.close();
+  });
+
+  it('when the visit reverts to a version whose job is active and superseded, then that version is still delivered', async () => {
+    const { queue, registry, worker } = bed;
+    await bed.enqueue(centreId, [a], 'run-1');
+    await bed.enqueue(centreId, [b], 'run-2');
+    holdNextLookup = true;
+    void worker.run();
+    await held;
+    expect(await (await queue.getJob(a.submissionId))!.getState()).toBe('active');
+    const counts = await bed.enqueue(centreId, [a], 'run-3');
+    await waitFor(
+      async () => {
+        const k = await queue.getJobCounts('waiting', 'active', 'delayed');
+        return k.waiting + k.active + k.delayed === 0;
+      },
+      15_000,
+      'every job to finish',
+    );
+    expect((await queue.getJob(a.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+    expect((await queue.getJob(b.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+    const visit = registry.visits().find((v) => v.visitKey === a.visitKey);
+    expect(visit?.current).toEqual(a);
+    expect(counts).toMatchObject({ enqueued: 1, reverted: 1 });
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createSubmissionEnqueuer } from '../../src/sync/enqueue.js';
+import { createSubmissionEnqueuer, revertJobId } from '../../src/sync/enqueue.js';
 import { isSuperseded, openVisitState } from '../../src/sync/visit-state.js';
 import { SUBMISSIONS_QUEUE, type SubmissionJobData } from '../../queues/submissions.js';
 import {
@@ -138,7 +138,7 @@ describe('idempotent enqueue', () => {
     expect(await openVisitState(redis, prefix, c).size()).toBe(1);
   });
 
-  it('when content reverts to an earlier version whose job completed, then that job is queued again', async () => {
+  it('when content reverts to an earlier version whose job completed, then a fresh job with the same submission is queued', async () => {
     const c = 'c-revert';
     const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
     const b = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
@@ -163,7 +163,13 @@ describe('idempotent enqueue', () => {
     await e3.add(a);
     await e3.flush();
     expect(e3.counts).toMatchObject({ enqueued: 1, reverted: 1 });
-    expect(await (await queue.getJob(a.submissionId))!.getState()).toBe('waiting');
+    // The old job stays as it was; a fresh one (id with the enqueue sequence) carries A again.
+    expect(await (await queue.getJob(a.submissionId))!.getState()).toBe('completed');
+    const [entry] = await openVisitState(redis, prefix, c).getMany([a.visitKey]);
+    const fresh = await queue.getJob(revertJobId(a.submissionId, entry!.n!));
+    expect(await fresh!.getState()).toBe('waiting');
+    expect(fresh!.data.submission).toEqual(a);
+    expect(fresh!.data.seq).toBe(entry!.n);
   });
 
   it('when a newer version was enqueued after a job was created, then that job counts as superseded', async () => {
