@@ -80,13 +80,18 @@ export function evaluateCentreAlerts(input: CentreAlertInput): Alert[] {
   const n = input.thresholds.failuresInARow;
   const lastN = finished.slice(0, n);
   if (lastN.length === n && lastN.every((r) => r.status === 'failed')) {
-    const lastError = lastN[0]?.errors.at(-1);
+    const latest = lastN[0];
+    const lastError = latest?.errors.at(-1);
     alerts.push({
       centreId: input.centreId,
       kind: 'failing',
+      // The step and run id only: an alert goes to a webhook (often a third-party chat), and
+      // a run's error message can quote what the EHR said. The dashboard shows the message.
       message:
         `the last ${n} sync run${n === 1 ? '' : 's'} failed` +
-        (lastError ? `; latest error at ${lastError.step}: ${lastError.message}` : ''),
+        (lastError && latest
+          ? `; latest error at ${lastError.step} in run ${latest.runId} (its message is on the dashboard)`
+          : ''),
       raisedAt: nowIso,
       ...(lastSuccessAt ? { lastSuccessAt } : {}),
       threshold: n,

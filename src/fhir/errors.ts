@@ -3,15 +3,35 @@
 // path and the *names* of query parameters only, because values such as `identifier=` or
 // `patient=` can identify a person. Response bodies are never copied into a message.
 
-/** One OperationOutcome issue, reduced to the fields an operator needs. */
+/**
+ * One OperationOutcome issue, reduced to the fields an operator needs. Only `severity`, `code`
+ * and the coded `details` go into messages (which reach run records, the dashboard and alert
+ * webhooks); the free text (`details.text`, a coding's `display`, `diagnostics`) is EHR prose
+ * that can name a patient, so it stays on the error object and is never formatted.
+ */
 export interface OutcomeIssue {
   severity: string;
   code: string;
-  /** `details.text`, or the first coding's display / code. */
+  /** The codes of `details.coding`, as `system|code` (or `code`), comma-separated; never text. */
   details?: string;
+  /** `details.text`, else the first coding's display: free text, never in a message. */
+  text?: string;
   /** Free text from the server; kept on the error object, not in its message. */
   diagnostics?: string;
   expression?: string[];
+}
+
+/** A coding's code as `system|code` (truncated; anything but a printable token is dropped). */
+function codingCode(coding: unknown): string | undefined {
+  if (typeof coding !== 'object' || coding === null) return undefined;
+  const { system, code } = coding as { system?: unknown; code?: unknown };
+  if (typeof code !== 'string' || code.trim() === '') return undefined;
+  const token = (value: string, max: number) =>
+    value.length <= max && /^[\x21-\x7e]+( [\x21-\x7e]+)*$/.test(value) ? value : undefined;
+  const c = token(code.trim(), 64);
+  if (c === undefined) return undefined;
+  const sys = typeof system === 'string' ? token(system.trim(), 120) : undefined;
+  return sys ? `${sys}|${c}` : c;
 }
 
 /**
@@ -38,15 +58,19 @@ export function parseOutcomeIssues(body: unknown): OutcomeIssue[] {
   return outcome.issue.flatMap((raw: unknown): OutcomeIssue[] => {
     if (typeof raw !== 'object' || raw === null) return [];
     const issue = raw as Record<string, any>;
-    const coding = Array.isArray(issue.details?.coding) ? issue.details.coding[0] : undefined;
-    const details =
+    const codings: unknown[] = Array.isArray(issue.details?.coding) ? issue.details.coding : [];
+    const codes = codings
+      .map(codingCode)
+      .filter((c): c is string => c !== undefined)
+      .slice(0, 3);
+    const details = codes.length > 0 ? codes.join(', ') : undefined;
+    const first = codings[0] as { display?: unknown } | undefined;
+    const text =
       typeof issue.details?.text === 'string'
         ? issue.details.text
-        : typeof coding?.display === 'string'
-          ? coding.display
-          : typeof coding?.code === 'string'
-            ? coding.code
-            : undefined;
+        : typeof first?.display === 'string'
+          ? first.display
+          : undefined;
     const expression = Array.isArray(issue.expression)
       ? issue.expression.filter((e: unknown): e is string => typeof e === 'string')
       : undefined;
@@ -55,6 +79,7 @@ export function parseOutcomeIssues(body: unknown): OutcomeIssue[] {
         severity: typeof issue.severity === 'string' ? issue.severity : 'error',
         code: typeof issue.code === 'string' ? issue.code : 'unknown',
         ...(details !== undefined ? { details } : {}),
+        ...(text !== undefined ? { text } : {}),
         ...(typeof issue.diagnostics === 'string' ? { diagnostics: issue.diagnostics } : {}),
         ...(expression && expression.length > 0 ? { expression } : {}),
       },
@@ -244,7 +269,7 @@ export class MalformedFhirResponseError extends Error {
  * issue of severity error or fatal, or code incomplete, too-costly or throttled ("some results
  * could not be returned"). Taking such an answer as complete would retract visits that still
  * exist, so the search fails. The message names the resource type, the page and the issues
- * (severity, code, details text truncated), never the query values or diagnostics.
+ * (severity, code, coded details), never the query values or any free text.
  */
 export class IncompleteSearchError extends Error {
   readonly url: string;
@@ -284,14 +309,23 @@ export function isIncompleteIssue(issue: OutcomeIssue): boolean {
   return INCOMPLETE_SEVERITIES.has(issue.severity) || INCOMPLETE_CODES.has(issue.code);
 }
 
-/** `severity code: details` of one issue, details truncated (diagnostics stay out). */
+/**
+ * `severity code: system|code` of one issue. Only coded values: `details.text`, a coding's
+ * display and `diagnostics` are free text that can name a patient, so they stay out.
+ */
 export function describeIssue(issue: OutcomeIssue): string {
-  return `${issue.severity} ${issue.code}${issue.details ? `: ${truncate(issue.details, 120)}` : ''}`;
+  return `${issue.severity} ${issue.code}${issue.details ? `: ${truncate(issue.details, 200)}` : ''}`;
 }
 
-/** `severity code: details` of the first three issues (diagnostics stay out: free text). */
-function summariseIssues(issues: readonly OutcomeIssue[]): string {
-  return issues.slice(0, 3).map(describeIssue).join('; ');
+/** What a message says when it leaves an outcome's free text out. */
+export const OUTCOME_TEXT_LEFT_OUT =
+  "the outcome's free text is left out because it may contain patient data; the EHR's server log has the full OperationOutcome";
+
+/** `severity code: system|code` of the first three issues, and a note when free text was dropped. */
+export function summariseIssues(issues: readonly OutcomeIssue[]): string {
+  const shown = issues.slice(0, 3);
+  const dropped = shown.some((i) => i.text !== undefined || i.diagnostics !== undefined);
+  return shown.map(describeIssue).join('; ') + (dropped ? ` [${OUTCOME_TEXT_LEFT_OUT}]` : '');
 }
 
 function truncate(text: string, max: number): string {

@@ -75,9 +75,11 @@ describe('alert rules', () => {
       expect.objectContaining({
         kind: 'failing',
         failedRunIds: ['r8', 'r7', 'r6'],
-        message: expect.stringContaining('HTTP 503 from the EHR (8)'),
+        message: expect.stringContaining('latest error at pull in run r8'),
       }),
     ]);
+    // The error message itself stays out: alerts go to webhooks, messages may quote the EHR.
+    expect(alerts[0]!.message).not.toContain('HTTP 503 from the EHR');
   });
 
   it('when fewer than N runs failed since a success, then no failing alert', () => {
@@ -204,7 +206,8 @@ describe('alert monitor over Redis with a webhook', () => {
       ['alert.raised', 'failing'],
     ]);
     expect(receiver.events[0]!.text).toContain('[alpha] failing');
-    expect(receiver.events[0]!.alert.message).toContain('EHR timed out');
+    expect(receiver.events[0]!.alert.message).toContain('latest error at pull in run');
+    expect(receiver.events[0]!.alert.message).not.toContain('EHR timed out');
 
     // Evaluating again changes nothing and posts nothing.
     await m.evaluate();

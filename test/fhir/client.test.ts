@@ -190,12 +190,14 @@ describe('FHIR client errors', () => {
       {
         severity: 'error',
         code: 'not-supported',
-        details: 'Parameter not supported',
+        text: 'Parameter not supported',
         diagnostics: 'patient MRN-778812 Jane Doe',
         expression: ['Observation.code'],
       },
     ]);
-    expect(error.message).toMatch(/not-supported: Parameter not supported/);
+    // Free text (details.text, diagnostics) stays on the error, out of the message.
+    expect(error.message).toMatch(/error not-supported \[the outcome's free text is left out/);
+    expect(error.message).not.toMatch(/Parameter not supported/);
     expect(error.message).not.toMatch(/MRN-778812|Jane/);
     expect(error.url).toBe(`${BASE}/Observation?patient=…&code=…`);
   });
@@ -641,7 +643,7 @@ describe('FHIR client paging and the origin guard', () => {
       { severity: 'error', code: 'too-costly', diagnostics: 'Search too broad' },
     ]);
     expect(error.message).toMatch(
-      /page 1 of the Observation search.*OperationOutcome instead of a Bundle \(OperationOutcome: error too-costly\)/,
+      /page 1 of the Observation search.*OperationOutcome instead of a Bundle \(OperationOutcome: error too-costly \[the outcome's free text is left out[^\]]*\]\)/,
     );
     expect(error.message).toMatch(/pull\.searches/);
     // Diagnostics are free text (may name a patient): on the error object, not in the message.

@@ -218,9 +218,7 @@ describe('bulk pull', () => {
       kind: 'error',
       source: 'error-file',
       fileType: 'OperationOutcome',
-      issues: [
-        { severity: 'error', code: 'processing', details: 'MedicationStatement unavailable' },
-      ],
+      issues: [{ severity: 'error', code: 'processing', text: 'MedicationStatement unavailable' }],
     });
     expect((items[4] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(/processing/);
   });
@@ -312,8 +310,9 @@ describe('bulk pull', () => {
     expect(items[1]).toMatchObject({ kind: 'notice', line: 2, issues: [{ severity: 'warning' }] });
     // A line with an error among warnings is an error, and its message leads with the error.
     expect((items[2] as Extract<BulkItem, { kind: 'error' }>).message).toMatch(
-      /line 3: error processing: Condition unavailable/,
+      /line 3: error processing/,
     );
+    expect((items[2] as Extract<BulkItem, { kind: 'error' }>).message).not.toMatch(/unavailable/);
   });
 
   it('when the status URL fails transiently more often than the retry limit, then polling rides it out', async () => {
@@ -364,9 +363,7 @@ describe('bulk pull', () => {
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(BulkExportError);
-    expect((error as Error).message).toMatch(
-      /export failed \(HTTP 500: fatal exception export crashed\)/,
-    );
+    expect((error as Error).message).toMatch(/export failed \(HTTP 500: fatal exception\)/);
     expect(status.isDone()).toBe(true);
     expect(cancel.isDone()).toBe(true);
   });
@@ -533,7 +530,7 @@ describe('bulk pull', () => {
       });
     await expect(collect(pullBulk({ client, centre: makeCentre() }))).rejects.toMatchObject({
       status: 403,
-      issues: [{ code: 'forbidden', details: 'bulk export not enabled' }],
+      issues: [{ code: 'forbidden', text: 'bulk export not enabled' }],
     });
   });
 
