@@ -1,5 +1,8 @@
 // The one error middleware of the admin API: every failure leaves as problem+json. Known
-// problems keep their status and detail; body-parser errors become 400/413; anything else is
+// problems keep their status and detail; any error carrying a 4xx status (body-parser, a
+// malformed percent-encoding, a body that does not match its Content-Encoding) becomes a 4xx
+// with a generic detail of our own (never the error's message, which can quote input),
+// logged at warn without stack; anything else is
 // logged with the request id and answered with a bare 500 (no stack, no message, no data).
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { ZodError } from 'zod';
@@ -35,13 +38,46 @@ export function notFoundHandler(): RequestHandler {
   };
 }
 
-function isBodyParserError(err: unknown): err is { type: string; status: number } {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    typeof (err as { type?: unknown }).type === 'string' &&
-    typeof (err as { status?: unknown }).status === 'number'
-  );
+/**
+ * The 4xx status an error carries (`status` or `statusCode`, as body-parser, http-errors and
+ * express set them), or undefined. Express 5 answers a path parameter that is not validly
+ * percent-encoded with a URIError of status 400; a body whose Content-Encoding does not
+ * match it is a zlib error with status 400 and no `type`.
+ */
+function clientErrorStatus(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const { status, statusCode } = err as { status?: unknown; statusCode?: unknown };
+  const value = typeof status === 'number' ? status : statusCode;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 400 && value < 500
+    ? value
+    : undefined;
+}
+
+/** What a client error means, in words of our own: an error's own message may quote input. */
+function clientErrorProblem(err: unknown, status: number): HttpProblem {
+  const type = (err as { type?: unknown }).type;
+  if (type === 'entity.too.large' || status === 413)
+    return new HttpProblem(413, 'too-large', 'Request body too large', 'the body is too large');
+  if (type === 'entity.parse.failed') return badRequestProblem('the body is not valid JSON');
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported')
+    return new HttpProblem(
+      415,
+      'unsupported-media-type',
+      'Unsupported media type',
+      type === 'charset.unsupported'
+        ? 'the body must be UTF-8 JSON'
+        : 'the Content-Encoding of the body is not supported (use gzip, deflate, br or none)',
+    );
+  if (err instanceof URIError) return badRequestProblem('the URL is not validly percent-encoded');
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && code.startsWith('Z_'))
+    return badRequestProblem(
+      'the body could not be decompressed: it does not match its Content-Encoding',
+    );
+  if (typeof type === 'string' && type.startsWith('request.'))
+    return badRequestProblem('the body could not be read completely');
+  if (status === 400) return badRequestProblem('the request could not be read');
+  return new HttpProblem(status, 'client-error', 'Client error', 'the request was refused');
 }
 
 /** True for errors that mean Redis is unreachable (the request may work again later). */
@@ -60,13 +96,18 @@ export function handleErrors(logger: Logger): ErrorRequestHandler {
     let problem: HttpProblem;
     if (err instanceof HttpProblem) problem = err;
     else if (err instanceof ZodError) problem = validationProblem(issuesFromZodError(err, 'body'));
-    else if (isBodyParserError(err) && err.status >= 400 && err.status < 500) {
-      problem =
-        err.type === 'entity.too.large'
-          ? new HttpProblem(413, 'too-large', 'Request body too large', 'the body is too large')
-          : err.type === 'entity.parse.failed'
-            ? badRequestProblem('the body is not valid JSON')
-            : badRequestProblem(`the body could not be read (${err.type})`);
+    else if (clientErrorStatus(err) !== undefined) {
+      problem = clientErrorProblem(err, clientErrorStatus(err)!);
+      // A client mistake, not ours: a warning without stack or message (it may quote input).
+      (getRequestLogger(res) ?? logger).warn(
+        {
+          path: req.path,
+          method: req.method,
+          status: problem.status,
+          kind: (err as { type?: unknown }).type ?? (err as Error).name,
+        },
+        'request refused: the client sent something unreadable',
+      );
     } else if (isRedisUnavailable(err)) {
       problem = new HttpProblem(
         503,

@@ -162,3 +162,79 @@ describe('unexpected errors', () => {
     expect(errorLine).toBeDefined();
   });
 });
+
+describe('client mistakes are 4xx, not 500 (security review finding 4)', () => {
+  let api: TestApi;
+
+  beforeAll(async () => {
+    api = await startTestApi();
+  });
+  afterAll(async () => {
+    await api.close();
+  });
+
+  const warned = () =>
+    api.logs
+      .lines()
+      .filter((l) => l.msg === 'request refused: the client sent something unreadable');
+
+  it('when a path parameter is not validly percent-encoded, then the answer is 400 saying so, logged at warn without stack', async () => {
+    for (const path of ['/api/centres/%E0%A4%A', '/api/runs/%ZZ']) {
+      const res = await call(`${api.url}${path}`, { key: api.keys.viewer });
+      expect(res.status, path).toBe(400);
+      expect(res.headers.get('content-type')).toContain('application/problem+json');
+      expect(res.body.detail).toBe('the URL is not validly percent-encoded');
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(warned().length).toBeGreaterThanOrEqual(2);
+    for (const line of warned()) {
+      expect(line.level).toBe(40);
+      expect(JSON.stringify(line)).not.toMatch(/stack|Failed to decode/);
+    }
+    expect(api.logs.lines().some((l) => l.msg === 'unhandled error in request')).toBe(false);
+  });
+
+  it('when a body does not match its Content-Encoding, then the answer is 400 (not 500), without the parser message', async () => {
+    const res = await fetch(`${api.url}/api/alerts/evaluate`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${api.keys.operator}`,
+        'content-type': 'application/json',
+        'content-encoding': 'gzip',
+      },
+      body: '{"secret":"S3CRET-value"}',
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { detail: string };
+    expect(body.detail).toBe(
+      'the body could not be decompressed: it does not match its Content-Encoding',
+    );
+    expect(JSON.stringify(body)).not.toMatch(/S3CRET|incorrect header check/);
+  });
+
+  it('when a body has an unsupported Content-Encoding or charset, then the answer is its own 415 with a generic message', async () => {
+    const encoding = await fetch(`${api.url}/api/alerts/evaluate`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${api.keys.operator}`,
+        'content-type': 'application/json',
+        'content-encoding': 'zstd-nope',
+      },
+      body: '{}',
+    });
+    expect(encoding.status).toBe(415);
+    expect(((await encoding.json()) as { detail: string }).detail).toContain('Content-Encoding');
+    const charset = await fetch(`${api.url}/api/alerts/evaluate`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${api.keys.operator}`,
+        'content-type': 'application/json; charset=klingon',
+      },
+      body: '{}',
+    });
+    expect(charset.status).toBe(415);
+    const text = await charset.text();
+    expect(text).toContain('UTF-8');
+    expect(text).not.toContain('klingon');
+  });
+});
