@@ -20,6 +20,12 @@ import {
 } from '../mapping/index.js';
 import { loadMappingPack, MappingPackError } from '../packs/load-pack.js';
 import { CliError } from './cli-error.js';
+import {
+  describeIoError,
+  describeJsonError,
+  isIoError,
+  locateJsonError,
+} from '../config/parse-error.js';
 
 interface MapCommandOptions {
   mapping: string;
@@ -105,21 +111,30 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
         try {
           value = JSON.parse(line);
         } catch {
-          throw new CliError(`${basename(file)} line ${n}: not valid JSON`);
+          const where = locateJsonError(line);
+          throw new CliError(
+            `${basename(file)} line ${n}: not valid JSON` +
+              (where ? ` at column ${where.column} (${where.kind})` : ''),
+          );
         }
         yield check(value, `${basename(file)} line ${n}`);
       }
       continue;
     }
-    let value: unknown;
+    let text: string;
     try {
-      value = JSON.parse(await readFile(file, 'utf8'));
+      text = await readFile(file, 'utf8');
     } catch (err) {
       throw new CliError(
-        err instanceof SyntaxError
-          ? `${basename(file)}: not valid JSON (${err.message})`
-          : `${basename(file)}: cannot be read`,
+        `${basename(file)}: ${isIoError(err) ? describeIoError(err) : 'cannot be read'}`,
       );
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      // Line, column and kind only: V8's message quotes the input (a patient's name, say).
+      throw new CliError(`${basename(file)}: ${describeJsonError(text)}`);
     }
     if (file !== path && isBulkManifest(value)) {
       // A Bulk Data client's output folder holds its manifest beside the NDJSON files.

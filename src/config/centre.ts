@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs';
 import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
 import { parse as parseYaml } from 'yaml';
+import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
 
@@ -282,17 +283,21 @@ export async function loadCentreFile(path: string): Promise<CentreConfig> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     throw new ConfigError(path, [
-      { path: '', message: `cannot read file: ${(err as Error).message}` },
+      {
+        path: '',
+        message: `cannot read the centre file: ${isIoError(err) ? describeIoError(err) : 'read failed'}`,
+      },
     ]);
   }
   let data: unknown;
   try {
     data = extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
+    // Line, column and kind only: the parser's message quotes the file around the error.
     throw new ConfigError(path, [
       {
         path: '',
-        message: `not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`,
+        message: extname(path) === '.json' ? describeJsonError(text) : describeYamlError(err),
       },
     ]);
   }

@@ -3,6 +3,7 @@
 // process.env; everything receives a typed ServiceConfig.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
 import { secureUrl } from './centre.js';
@@ -271,23 +272,36 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
   const issues: { path: string; message: string }[] = [];
   const file = env.LHN_CONFIG;
   if (file) {
+    let text: string;
     try {
-      const text = readFileSync(file, 'utf8');
-      const data: unknown = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
-      if (typeof data !== 'object' || data === null)
-        throw new Error('expected a mapping at the top level');
-      raw = data as Record<string, unknown>;
+      text = readFileSync(file, 'utf8');
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       throw new ConfigError(file, [
         {
           path: '',
-          message: e.code
-            ? `cannot read the config file named by LHN_CONFIG (${e.code})`
-            : `not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${e.message}`,
+          message: `cannot read the config file named by LHN_CONFIG: ${isIoError(e) ? describeIoError(e) : 'read failed'}`,
         },
       ]);
     }
+    // The parser's own message quotes the text around the error (a secret, perhaps): only
+    // the line, column and kind are reported.
+    let data: unknown;
+    try {
+      data = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    } catch (err) {
+      throw new ConfigError(file, [
+        {
+          path: '',
+          message: file.endsWith('.json') ? describeJsonError(text) : describeYamlError(err),
+        },
+      ]);
+    }
+    if (typeof data !== 'object' || data === null || Array.isArray(data))
+      throw new ConfigError(file, [
+        { path: '', message: 'expected a mapping of settings at the top level' },
+      ]);
+    raw = data as Record<string, unknown>;
   }
   applyEnv(raw, env, Object.keys(ENV_VARS), issues);
   const result = ServiceConfigSchema.safeParse(raw);

@@ -100,3 +100,35 @@ describe('map with a folder', () => {
     expect(r.stderr).not.toMatch(/assembly\.yaml/);
   });
 });
+
+describe('map with malformed JSON (security review finding 5)', () => {
+  const pack = ['--mapping', 'mappings/ibd'];
+
+  it('when a .json input is malformed next to a name, then the error gives line and column and does not quote the input', async () => {
+    const path = join(work, 'bundle.json');
+    writeFileSync(
+      path,
+      '{"resourceType":"Bundle","entry":[\n  {"family":Smithson,"given":"Alice"}]}',
+    );
+    const r = await run(['map', ...pack, '--input', path]);
+    expectCleanError(r, /bundle\.json: not valid JSON at line 2, column 13 \(unexpected character/);
+    expect(r.stderr).not.toMatch(/Smithson|Alice/);
+  });
+
+  it('when an NDJSON line is malformed, then the error gives line and column without quoting it', async () => {
+    const path = join(work, 'patients.ndjson');
+    writeFileSync(
+      path,
+      '{"resourceType":"Patient","id":"p1"}\n{"resourceType":"Patient","name":Smithson}\n',
+    );
+    const r = await run(['map', ...pack, '--input', path]);
+    expectCleanError(r, /patients\.ndjson line 2: not valid JSON at column 34/);
+    expect(r.stderr).not.toMatch(/Smithson/);
+  });
+
+  it('when the input file does not exist, then it says so rather than calling it unreadable JSON', async () => {
+    const r = await run(['map', ...pack, '--input', join(work, 'missing.json')]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).not.toMatch(/not valid JSON|\n\s+at /);
+  });
+});

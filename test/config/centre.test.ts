@@ -116,7 +116,9 @@ describe('centre files', () => {
     writeFileSync(join(dir, 'b.json'), JSON.stringify(valid));
     writeFileSync(join(dir, 'c.yaml'), 'id: [unclosed');
     await expect(loadCentres(dir)).rejects.toThrow(/duplicate centre id[\s\S]*|not valid YAML/);
-    await expect(loadCentreFile(join(dir, 'missing.yaml'))).rejects.toThrow(/cannot read file/);
+    await expect(loadCentreFile(join(dir, 'missing.yaml'))).rejects.toThrow(
+      /cannot read the centre file: the file does not exist \(ENOENT\)/,
+    );
   });
 });
 
@@ -241,7 +243,7 @@ describe('service environment messages', () => {
 
   it('when LHN_CONFIG names a missing file or has an unknown key, then both say so', () => {
     expect(message({ LHN_CONFIG: join(tmpdir(), 'no-such-lhn-config.yaml') })).toMatch(
-      /cannot read the config file named by LHN_CONFIG \(ENOENT\)/,
+      /cannot read the config file named by LHN_CONFIG: the file does not exist \(ENOENT\)/,
     );
     const dir = mkdtempSync(join(tmpdir(), 'svc-'));
     writeFileSync(join(dir, 'c.yaml'), 'redis:\n  urll: redis://x\n');
