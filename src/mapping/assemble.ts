@@ -143,6 +143,13 @@ interface ObservationRecord extends Versioned {
   unmappedText: boolean;
   /** PGA: a numeric answer that no centre answer maps. */
   unmappedValue: number | null;
+  /**
+   * PGA without any answer: `panel` (hasMember, no value of its own), `absent` (a
+   * dataAbsentReason), else null.
+   */
+  noAnswer: 'panel' | 'absent' | null;
+  /** The dataAbsentReason code of an `absent` PGA, when it has one. */
+  absentReason: string | null;
 }
 
 interface ConditionRecord extends Versioned {
@@ -254,7 +261,10 @@ const PGA_UNMAPPED_CODE =
   'PGA answer code is not mapped to a PGA category; add it to the centre file under mapping.overrides.valueSets.pga.answers';
 const PGA_UNMAPPED_TEXT =
   'PGA answer text matches no PGA category synonym; add it to the centre file under mapping.overrides.valueSets.pga.answers as { text, category }';
-const PGA_NO_ANSWER = 'PGA observation has no answer';
+const PGA_NO_ANSWER =
+  'the PGA observation has no coded, text or numeric answer, so it gives no PGA for this visit';
+const PGA_PANEL =
+  "the PGA observation is a panel (hasMember) with no answer of its own; add its member observation's code to the centre file under mapping.overrides.valueSets.pga.questions";
 
 /**
  * The canonical JSON of the findings that carry only a fixed message (no resource, no code)
@@ -285,7 +295,7 @@ const FIXED_MESSAGE_JSON = new Map<string, string>();
       json: `{"field":${jsonString(field)},"kind":${jsonString(kind)},"message":${jsonString(message)}}`,
     });
   }
-  for (const message of [PGA_UNMAPPED_CODE, PGA_UNMAPPED_TEXT, PGA_NO_ANSWER]) {
+  for (const message of [PGA_UNMAPPED_CODE, PGA_UNMAPPED_TEXT, PGA_NO_ANSWER, PGA_PANEL]) {
     FIXED_MESSAGE_JSON.set(message, jsonString(message));
   }
 }
@@ -582,6 +592,8 @@ function createAssemblerFor(ctx: Context): Assembler {
       unmappedCode: null,
       unmappedText: false,
       unmappedValue: null,
+      noAnswer: null,
+      absentReason: null,
     };
     const value = num(first.value_number);
     if (!status || !ctx.observationStatuses.has(status)) {
@@ -636,7 +648,13 @@ function createAssemblerFor(ctx: Context): Assembler {
     }
     if (firstUnmapped) rec.unmappedCode = firstUnmapped;
     else if (text === null && score !== null) rec.unmappedValue = score;
-    else rec.unmappedText = text !== null;
+    else if (text !== null) rec.unmappedText = true;
+    else if (first.has_member === true) rec.noAnswer = 'panel';
+    else {
+      // No answer the PGA can read: said so (with the EHR's dataAbsentReason), not 'unmapped'.
+      rec.noAnswer = 'absent';
+      rec.absentReason = str(first.data_absent_reason);
+    }
   };
 
   const addMedicationUse = (resource: FhirResource, type: MedicationUse['resourceType']): void => {
@@ -1861,12 +1879,14 @@ function choosePga(
               `PGA answer ${c.obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
               `Observation/${c.obs.id}`,
             )
-          : finding(
-              'unmapped-code',
-              'pga',
-              c.obs.unmappedText ? PGA_UNMAPPED_TEXT : PGA_NO_ANSWER,
-              `Observation/${c.obs.id}`,
-            ),
+          : c.obs.unmappedText
+            ? finding('unmapped-code', 'pga', PGA_UNMAPPED_TEXT, `Observation/${c.obs.id}`)
+            : finding(
+                'missing-value',
+                'pga',
+                c.obs.noAnswer === 'panel' ? PGA_PANEL : noAnswerMessage(c.obs.absentReason),
+                `Observation/${c.obs.id}`,
+              ),
     );
   }
   if (winner === null) return null;
@@ -1887,6 +1907,14 @@ function choosePga(
     );
   }
   return winner.obs.category;
+}
+
+/** The finding text of a PGA without an answer, naming its dataAbsentReason code if any. */
+function noAnswerMessage(reason: string | null): string {
+  // A dataAbsentReason is a code (asked-unknown, not-asked...); anything else is not echoed.
+  return reason !== null && /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(reason)
+    ? `the PGA observation has no answer (dataAbsentReason ${reason}), so it gives no PGA for this visit`
+    : PGA_NO_ANSWER;
 }
 
 /**

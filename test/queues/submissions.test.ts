@@ -532,10 +532,8 @@ describe('a revert while the older job is deciding', () => {
             const value = Reflect.get(target, prop, receiver) as unknown;
             if (prop === 'hmget' && typeof value === 'function')
               return async (...args: unknown[]) => {
-                const result = (await (value as (...a: unknown[]) => Promise<unknown>).apply(
-                  target,
-                  args,
-                )) as unknown;
+                const call = value as (...a: unknown[]) => Promise<unknown>;
+                const result = await call.apply(target, args);
                 if (holdNextLookup) {
                   holdNextLookup = false;
                   lookupHeld();
@@ -564,7 +562,7 @@ describe('a revert while the older job is deciding', () => {
     await waitFor(
       async () => {
         const k = await queue.getJobCounts('waiting', 'active', 'delayed');
-        return k.waiting + k.active + k.delayed === 0;
+        return (k.waiting ?? 0) + (k.active ?? 0) + (k.delayed ?? 0) === 0;
       },
       15_000,
       'every job to finish',
