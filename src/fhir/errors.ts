@@ -225,6 +225,22 @@ export class OriginRefusedError extends Error {
 }
 
 /**
+ * A bulk file URL that is plain `http://` on a host that is not loopback: refused whether or
+ * not the manifest asks for the token, because the file holds patient data and would cross
+ * the network unencrypted. A kind of OriginRefusedError, so it is handled as one (not retried).
+ */
+export class PlainHttpRefusedError extends OriginRefusedError {
+  constructor(options: { origin: string; allowedOrigin: string; purpose: OriginPurpose }) {
+    super(options);
+    this.name = 'PlainHttpRefusedError';
+    this.message =
+      `refused to download a ${options.purpose} from ${options.origin}: it is plain http:// on a ` +
+      'host that is not loopback, so patient data would cross the network unencrypted (with or ' +
+      'without the access token). Ask the EHR team to serve export files over https.';
+  }
+}
+
+/**
  * A 2xx answer whose body is not what FHIR promises (bad JSON, not a Bundle...). When the
  * body was an OperationOutcome (a server explaining why it gave no results, with HTTP 200),
  * its issues are kept, and summarised in the message as FhirHttpError does.

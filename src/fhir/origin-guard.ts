@@ -7,7 +7,8 @@
 // on a cross-origin redirect. Every outcome is logged (origin only) and kept so a run record
 // can show them.
 import type { Logger } from '../util/logger.js';
-import { OriginRefusedError, type OriginPurpose } from './errors.js';
+import { isLoopbackHost } from '../config/centre.js';
+import { OriginRefusedError, PlainHttpRefusedError, type OriginPurpose } from './errors.js';
 
 /** One decision about a URL on a foreign origin, kept for the run record. */
 export interface OriginEvent {
@@ -116,6 +117,15 @@ export function createOriginGuard(options: OriginGuardOptions): OriginGuard {
       if (url.protocol !== 'https:' && url.protocol !== 'http:') {
         record({ purpose, origin: `${url.protocol}`, action: 'refused' });
         throw new OriginRefusedError({ origin: url.protocol, allowedOrigin, purpose });
+      }
+      // Bulk files hold patient data: never over plain http off this machine, token or not.
+      if (
+        url.protocol === 'http:' &&
+        TOKENLESS_REDIRECT_PURPOSES.has(purpose) &&
+        !isLoopbackHost(url.hostname)
+      ) {
+        record({ purpose, origin: url.origin, action: 'refused' });
+        throw new PlainHttpRefusedError({ origin: url.origin, allowedOrigin, purpose });
       }
       const tokenRequired = checkOptions.tokenRequired ?? true;
       if (url.origin === allowedOrigin) return { url, sendToken: tokenRequired };

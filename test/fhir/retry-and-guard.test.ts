@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { OriginRefusedError } from '../../src/fhir/errors.js';
+import { OriginRefusedError, PlainHttpRefusedError } from '../../src/fhir/errors.js';
 import { createOriginGuard } from '../../src/fhir/origin-guard.js';
 import {
   computeBackoffMs,
@@ -89,6 +89,42 @@ describe('origin guard', () => {
     expect(() =>
       guard().check('file:///etc/passwd', 'bulk-file', { tokenRequired: false }),
     ).toThrow(OriginRefusedError);
+  });
+
+  it('when a bulk file URL is plain http on a host that is not loopback, then it is refused even without a token (security review 6)', () => {
+    for (const purpose of ['bulk-file', 'bulk-error-file', 'bulk-deleted-file'] as const) {
+      const g = guard();
+      let error: unknown;
+      try {
+        g.check('http://files.example.net/export/Patient.ndjson', purpose, {
+          tokenRequired: false,
+        });
+      } catch (err) {
+        error = err;
+      }
+      expect(error, purpose).toBeInstanceOf(PlainHttpRefusedError);
+      expect(error).toBeInstanceOf(OriginRefusedError);
+      expect((error as Error).message).toMatch(/plain http:\/\/ .*unencrypted.*https/);
+      expect(g.events.at(-1)).toMatchObject({
+        purpose,
+        origin: 'http://files.example.net',
+        action: 'refused',
+      });
+    }
+    // The same with the token asked for, and a redirect chain ending on plain http.
+    expect(() => guard().check('http://files.example.net/f.ndjson', 'bulk-file')).toThrow(
+      PlainHttpRefusedError,
+    );
+    // Loopback (the sandbox) stays allowed.
+    const local = createOriginGuard({ baseUrl: 'http://127.0.0.1:8080/fhir' });
+    expect(
+      local.check('http://127.0.0.1:8080/files/1.ndjson', 'bulk-file', { tokenRequired: true })
+        .sendToken,
+    ).toBe(true);
+    expect(
+      local.check('http://localhost:9000/files/1.ndjson', 'bulk-file', { tokenRequired: false })
+        .sendToken,
+    ).toBe(false);
   });
 
   it('when many foreign URLs are seen, then only the most recent events are kept', () => {
