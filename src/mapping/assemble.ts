@@ -150,6 +150,8 @@ interface ObservationRecord extends Versioned {
   noAnswer: 'panel' | 'absent' | null;
   /** The dataAbsentReason code of an `absent` PGA, when it has one. */
   absentReason: string | null;
+  /** An excluded PGA in a pending status (preliminary...): that status, else null. */
+  pendingStatus: string | null;
 }
 
 interface ConditionRecord extends Versioned {
@@ -368,6 +370,7 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
     visitStatuses: new Set(spec.visits.statuses),
     retractStatuses: new Set(spec.visits.retractStatuses),
     observationStatuses: new Set(spec.observations.statuses),
+    pendingStatuses: new Set(spec.observations.pendingStatuses),
     validate: options.validate ?? false,
   };
   return {
@@ -454,6 +457,8 @@ interface Context {
   visitStatuses: Set<string>;
   retractStatuses: Set<string>;
   observationStatuses: Set<string>;
+  /** Observation statuses of a PGA not final yet (preliminary...), named in missing-pga. */
+  pendingStatuses: Set<string>;
   validate: boolean;
 }
 
@@ -594,11 +599,14 @@ function createAssemblerFor(ctx: Context): Assembler {
       unmappedValue: null,
       noAnswer: null,
       absentReason: null,
+      pendingStatus: null,
     };
     const value = num(first.value_number);
     if (!status || !ctx.observationStatuses.has(status)) {
       // Kept only to stand for its version: an older one read later must not count.
       rec.excluded = true;
+      // A PGA not final yet is named when the visit has no PGA that counts.
+      if (field === 'pga' && status && ctx.pendingStatuses.has(status)) rec.pendingStatus = status;
     } else if (field === 'pga') {
       classifyPga(rec, rows, first);
     } else if (value === null) {
@@ -1253,18 +1261,22 @@ function assemblePatient(
   }
 }
 
+/** A patient's observations by field; `pendingPga`: its PGAs not final yet (preliminary...). */
+type LinkedByField = Record<ObservationField, LinkedObs[]> & { pendingPga: LinkedObs[] };
+
 /** The patient's observations by field, with what every visit needs worked out once. */
 function linkObservations(
   run: Run,
   bucket: PatientBucket,
   visits: readonly Visit[],
-): Record<ObservationField, LinkedObs[]> {
+): LinkedByField {
   const fields = run.spec.fields;
-  const byField: Record<ObservationField, LinkedObs[]> = {
+  const byField: LinkedByField = {
     pga: [],
     height: [],
     weight: [],
     bmi: [],
+    pendingPga: [],
   };
   // Many visits: a map from encounter id rather than a scan per observation.
   let byId: Map<string, number> | null = null;
@@ -1273,7 +1285,7 @@ function linkObservations(
     for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
   }
   for (const o of bucket.observations.values()) {
-    if (o.excluded) continue;
+    if (o.excluded && o.pendingStatus === null) continue;
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
     let rounded = 0;
@@ -1286,7 +1298,7 @@ function linkObservations(
         if (rounded < spec.plausible.min || rounded > spec.plausible.max) problem = 2;
       }
     }
-    byField[field].push({
+    (o.excluded ? byField.pendingPga : byField[field]).push({
       obs: o,
       visit: o.encounter === null ? -1 : visitIndexOf(visits, byId, o.encounter),
       order: o.instant ?? -Infinity,
@@ -1602,7 +1614,7 @@ function assembleVisit(
   run: Run,
   info: PatientInfo,
   visit: Visit,
-  byField: Record<ObservationField, LinkedObs[]>,
+  byField: LinkedByField,
   meds: readonly LinkedMed[],
   diagnosis: DiagnosisChoice,
 ): VisitSubmission {
@@ -1637,7 +1649,7 @@ function assembleVisit(
   if (info.missingSex) findings.push(finding('missing-value', 'sex', info.missingSex));
 
   // PGA and remission
-  const pga = choosePga(run, byField.pga, visit, findings);
+  const pga = choosePga(run, byField.pga, byField.pendingPga, visit, findings);
   const remission = pga === null ? null : spec.derivations.remission.whenCategories.includes(pga);
 
   // Vitals
@@ -1842,12 +1854,28 @@ function assembleVisit(
 function choosePga(
   run: Run,
   list: readonly LinkedObs[],
+  pending: readonly LinkedObs[],
   visit: Visit,
   findings: Finding[],
 ): PgaCategory | null {
-  const n = linkCandidates(run, list, visit, run.spec.fields.pga.link, run.closest.pga);
+  const rule = run.spec.fields.pga.link;
+  const n = linkCandidates(run, list, visit, rule, run.closest.pga);
   if (n === 0) {
-    findings.push(finding('missing-pga', 'pga', MISSING_PGA));
+    // A PGA that would link but is not final yet (an unsigned note) is named, so the centre
+    // can finalise it; else no PGA at all.
+    const p = pending.length === 0 ? 0 : linkCandidates(run, pending, visit, rule, run.closest.pga);
+    if (p === 0) findings.push(finding('missing-pga', 'pga', MISSING_PGA));
+    for (let i = 0; i < p; i++) {
+      const o = run.candidates[i]!.obs;
+      findings.push(
+        finding(
+          'missing-pga',
+          'pga',
+          `a PGA observation links to this visit but its status is ${o.pendingStatus!} (only ${run.spec.observations.statuses.join(', ')} count), so the visit has no PGA; finalise (sign) the note in the EHR`,
+          `Observation/${o.id}`,
+        ),
+      );
+    }
     return null;
   }
   const candidates = run.candidates;

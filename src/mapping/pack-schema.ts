@@ -229,7 +229,13 @@ export const AssemblySpecSchema = z
         retractStatuses: z.array(nonEmpty).default(['entered-in-error']),
       })
       .strict(),
-    observations: z.object({ statuses: z.array(nonEmpty).min(1) }).strict(),
+    observations: z
+      .object({
+        statuses: z.array(nonEmpty).min(1),
+        /** Not counting yet (an unsigned note): a PGA in one is named when no PGA counts. */
+        pendingStatuses: z.array(nonEmpty).default(['registered', 'preliminary', 'unknown']),
+      })
+      .strict(),
     fields: z
       .object({
         pga: z
