@@ -688,8 +688,9 @@ function createAssemblerFor(ctx: Context): Assembler {
       routeTexts: [],
       periods: [],
       durations: [],
-      unreadDurationUnit: null,
+      unreadDuration: null,
       validity: null,
+      supply: null,
       singleDate:
         type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
       dateAsserted: str(first.date_asserted),
@@ -721,7 +722,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       const unitText = str(row.bounds_duration_unit);
       const durationUnit = durationUnitOf(code, unitText);
       if (!durationUnit) {
-        use.unreadDurationUnit ??= code ?? unitText ?? '';
+        use.unreadDuration ??= { element: 'dosage boundsDuration', unit: code ?? unitText ?? '' };
       } else if (!use.durations.some((d) => d.value === durationValue && d.unit === durationUnit)) {
         use.durations.push({ value: durationValue, unit: durationUnit });
       }
@@ -729,6 +730,28 @@ function createAssemblerFor(ctx: Context): Assembler {
     const vStart = str(first.validity_start);
     const vEnd = str(first.validity_end);
     if (vStart || vEnd) use.validity = { start: vStart, end: vEnd };
+    // expectedSupplyDuration (with its refills): the course when nothing else gives one.
+    const supplyValue = type === 'MedicationRequest' ? num(first.supply_duration_value) : null;
+    if (
+      supplyValue !== null &&
+      !use.validity &&
+      use.periods.length === 0 &&
+      use.durations.length === 0
+    ) {
+      const code = str(first.supply_duration_code);
+      const unitText = str(first.supply_duration_unit);
+      const unit = durationUnitOf(code, unitText);
+      const repeats = num(first.repeats_allowed);
+      if (unit) {
+        const fills = repeats !== null && repeats > 0 ? 1 + Math.floor(repeats) : 1;
+        use.supply = { value: supplyValue * fills, unit };
+      } else {
+        use.unreadDuration ??= {
+          element: 'dispenseRequest.expectedSupplyDuration',
+          unit: code ?? unitText ?? '',
+        };
+      }
+    }
     const contained = resource.contained;
     if (Array.isArray(contained)) use.contained = readContainedMedications(contained);
     keepLatest(bucketOf(patient).medications, `${type}/${id}`, use);
@@ -1671,7 +1694,7 @@ function assembleVisit(
       if (!end || end < visit.date) continue;
     }
     const m = lm.use;
-    if (m.unreadDurationUnit !== null && !undated) {
+    if (m.unreadDuration !== null && !undated) {
       // A boundsDuration in a unit the rules cannot read was left out of the course: say so
       // at the visits from the course start on (where it could have counted), for a
       // corticosteroid that would count. Rare, so judged here before the date check.
@@ -1687,7 +1710,7 @@ function assembleVisit(
           finding(
             'unconvertible-unit',
             'steroidUse',
-            `the dosage boundsDuration unit ${m.unreadDurationUnit === '' ? '(none)' : `"${m.unreadDurationUnit.slice(0, 24)}"`} is not a unit of time (h, d, wk, mo, a; hours, days, weeks, months, years), so the course length was not used and the course was placed by its other dates`,
+            `the ${m.unreadDuration.element} unit ${m.unreadDuration.unit === '' ? '(none)' : `"${m.unreadDuration.unit.slice(0, 24)}"`} is not a unit of time (h, d, wk, mo, a; hours, days, weeks, months, years), so the course length was not used and the course was placed by its other dates`,
             `${m.resourceType}/${m.id}`,
           ),
         );

@@ -50,13 +50,19 @@ export interface MedicationUse {
    */
   durations: { value: number; unit: string }[];
   /**
-   * A dosage boundsDuration whose unit is not a unit of time the rules read (see
-   * durationUnitOf): its unit as sent ('' when it has none), else null. That duration is
-   * left out of the course, and the visits say so.
+   * A course length (dosage boundsDuration, MR expectedSupplyDuration when it would be used)
+   * whose unit is not a unit of time the rules read (see durationUnitOf): the element and its
+   * unit as sent ('' when it has none), else null. That length is left out of the course, and
+   * the visits say so.
    */
-  unreadDurationUnit: string | null;
+  unreadDuration: { element: string; unit: string } | null;
   /** MR dispenseRequest.validityPeriod: used only when the dosage gives no bounds. */
   validity: { start: string | null; end: string | null } | null;
+  /**
+   * MR dispenseRequest.expectedSupplyDuration times (1 + numberOfRepeatsAllowed), UCUM unit:
+   * the course from authoredOn when the dosage gives no bounds and there is no validityPeriod.
+   */
+  supply: { value: number; unit: string } | null;
   /** MS.effectiveDateTime or MR.authoredOn, used when there is no period. */
   singleDate: string | null;
   /** MS.dateAsserted: by then a statement no longer active was over. */
@@ -380,7 +386,8 @@ function dayBefore(date: string): string {
  * 1 February, an end "2024-02" is 29 February). A dosage boundsDuration gives a period from
  * the course start (the earliest boundsPeriod start, else MR authoredOn; an MS reads its
  * dosage bounds only when it has no effective[x], so it has no lone date); the dispense validity
- * period is used only when the dosage gives no bounds. When `openEnded` is false (a status
+ * period is used only when the dosage gives no bounds, and the expected supply duration (from
+ * authoredOn) only when there is no validity period either. When `openEnded` is false (a status
  * that is no longer active: completed, stopped, intended), a period without an end closes
  * on the day before MS.dateAsserted when that is on or after its start (the statement says
  * the course was over by then), else on its start date.
@@ -411,6 +418,12 @@ export function useDatesOf(
     }
   }
   if (periods.length === 0 && use.validity) pushPeriod(use.validity);
+  else if (periods.length === 0 && use.supply && singleRange) {
+    // The expected supply (with its refills) from authoredOn: a 30-day supply ordered on
+    // 28 February lasts to 29 March.
+    const end = addDuration(singleRange.first, use.supply.value, use.supply.unit);
+    if (end) periods.push({ start: singleRange.first, end });
+  }
   if (!openEnded) {
     const asserted = dayRangeOf(use.dateAsserted, dateOf)?.first ?? null;
     for (const p of periods) {
