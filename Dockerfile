@@ -27,7 +27,8 @@ COPY bin ./bin
 COPY mappings ./mappings
 COPY src/api/dashboard ./dist/src/api/dashboard
 RUN mkdir -p /etc/lhn-bridge/centres /var/lib/lhn-bridge/keys \
- && chown -R node:node /var/lib/lhn-bridge
+ && chown -R node:node /var/lib/lhn-bridge \
+ && chmod 700 /var/lib/lhn-bridge/keys
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

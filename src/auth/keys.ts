@@ -130,10 +130,47 @@ export async function writePrivateKeyFile(file: string, jwk: JWK): Promise<void>
 }
 
 /**
+ * The permission bits of a private key file when group or others may read or write it (mode
+ * & 0o077), else undefined (also when the file cannot be stat'ed, or on Windows).
+ */
+export async function insecureKeyFileMode(file: string): Promise<number | undefined> {
+  if (process.platform === 'win32') return undefined;
+  try {
+    const mode = (await stat(file)).mode & 0o777;
+    return (mode & 0o077) !== 0 ? mode : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What to say about a private key file others can read, and how to fix it. */
+export function insecureKeyFileMessage(file: string, mode: number): string {
+  return (
+    `the private key file ${file} has mode 0${mode.toString(8)}: group or others can read it. ` +
+    `Run \`chmod 600 ${file}\` (owner only); on Kubernetes, mount the secret with ` +
+    'defaultMode: 0400 (secret volumes default to 0644)'
+  );
+}
+
+/** Key files already warned about in this process (the warning is logged once per file). */
+const warnedKeyFiles = new Set<string>();
+
+/**
  * Loads a private signing key from a JWK (.json) or PKCS#8 PEM file.
  * The kid is the JWK's own kid when present, else the thumbprint of its public half.
+ * A file group or others can read is still used (Kubernetes secret volumes are 0644 unless
+ * defaultMode says otherwise), but `logger` gets a warning, once per file and process.
  */
-export async function loadPrivateKey(file: string, alg: SigningAlg): Promise<LoadedPrivateKey> {
+export async function loadPrivateKey(
+  file: string,
+  alg: SigningAlg,
+  options: { logger?: Logger } = {},
+): Promise<LoadedPrivateKey> {
+  const mode = await insecureKeyFileMode(file);
+  if (mode !== undefined && options.logger && !warnedKeyFiles.has(file)) {
+    warnedKeyFiles.add(file);
+    options.logger.warn({ file, mode: `0${mode.toString(8)}` }, insecureKeyFileMessage(file, mode));
+  }
   let text: string;
   try {
     text = await readFile(file, 'utf8');

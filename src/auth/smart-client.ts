@@ -337,17 +337,19 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
   }
 
   async function loadKey(): Promise<LoadedPrivateKey> {
-    key ??= loadPrivateKey(centre.auth.privateKeyFile, centre.auth.alg).catch((err: unknown) => {
-      key = undefined;
-      const reason = err instanceof KeyFileError ? err.message : (err as Error).message;
-      throw new SmartAuthError({
-        step: 'key',
-        code: 'key_unusable',
-        description: reason,
-        hint: `Check auth.privateKeyFile in ${centre.sourceFile}: the file must exist, be readable by this process and hold the ${centre.auth.alg} private key (\`lhn-bridge keys generate --centre ${centre.id}\`).`,
-        cause: err,
-      });
-    });
+    key ??= loadPrivateKey(centre.auth.privateKeyFile, centre.auth.alg, { logger }).catch(
+      (err: unknown) => {
+        key = undefined;
+        const reason = err instanceof KeyFileError ? err.message : (err as Error).message;
+        throw new SmartAuthError({
+          step: 'key',
+          code: 'key_unusable',
+          description: reason,
+          hint: `Check auth.privateKeyFile in ${centre.sourceFile}: the file must exist, be readable by this process and hold the ${centre.auth.alg} private key (\`lhn-bridge keys generate --centre ${centre.id}\`).`,
+          cause: err,
+        });
+      },
+    );
     return key;
   }
 

@@ -8,6 +8,7 @@ import { CapabilityTool } from 'fhir-kit-client';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
 import { SmartAuthError } from '../auth/errors.js';
+import { insecureKeyFileMessage, insecureKeyFileMode } from '../auth/keys.js';
 import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
 import {
   createSmartAuth,
@@ -132,6 +133,15 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   };
   const skip = (id: string, title: string, required: boolean, reason: string) =>
     steps.push({ id, title, required, status: 'skipped', reason, durationMs: 0 });
+
+  // 0. A private key file group or others can read fails the check (it still signs).
+  const keyMode = await insecureKeyFileMode(centre.auth.privateKeyFile);
+  if (keyMode !== undefined)
+    await run('key-file', 'Private key file permissions', true, () => ({
+      status: 'failed',
+      reason: `group or others can read the private key file (mode 0${keyMode.toString(8)})`,
+      hint: insecureKeyFileMessage(centre.auth.privateKeyFile, keyMode),
+    }));
 
   // 1. Discovery. Not required when the centre file names the token URL.
   await run('discovery', 'SMART discovery', !centre.fhir.tokenUrl, async () => {

@@ -41,6 +41,11 @@ describe('Dockerfile', () => {
     expect(runtime.find((l) => /^ENTRYPOINT\s/i.test(l))).toMatch(/bin\/lhn-bridge\.js/);
   });
 
+  it('when the keys folder is created, then only its owner may enter it (0700)', () => {
+    const runtime = stages[stages.length - 1]!.join('\n');
+    expect(runtime).toMatch(/chmod 700 \/var\/lib\/lhn-bridge\/keys\b/);
+  });
+
   it('when it copies from the build context, then every source path exists', () => {
     const sources = instructions
       .filter((l) => /^COPY\s/i.test(l) && !/--from=/i.test(l))
