@@ -225,6 +225,31 @@ function keepLatest<T extends Versioned>(map: Map<string, T>, key: string, rec: 
   if (supersedes(rec, map.get(key))) map.set(key, rec);
 }
 
+/**
+ * keepLatest across patients: `owners` holds, per key, the map (a patient bucket's) that has
+ * the current version. A later version naming another patient (a wrong-patient correction)
+ * moves the resource there, so the older one no longer counts for the first patient.
+ */
+function keepLatestAcross<T extends Versioned>(
+  owners: Map<string, Map<string, T>>,
+  map: Map<string, T>,
+  key: string,
+  rec: T,
+): void {
+  const owner = owners.get(key);
+  if (owner === undefined) {
+    owners.set(key, map);
+    map.set(key, rec);
+    return;
+  }
+  if (!supersedes(rec, owner.get(key))) return;
+  if (owner !== map) {
+    owner.delete(key);
+    owners.set(key, map);
+  }
+  map.set(key, rec);
+}
+
 // Objects that go into the content hash are built with their keys in sorted order, so that
 // JSON.stringify gives the canonical JSON directly (keys.ts canonicalJson would sort them at
 // several times the cost). test/mapping checks the two always agree.
@@ -468,6 +493,12 @@ function createAssemblerFor(ctx: Context): Assembler {
   const buckets = new Map<string, PatientBucket>();
   const medications = new Map<string, MedicationInfo>();
   const unattributed = new Map<string, EncounterRecord>();
+  // Version precedence over the whole input, not per patient: where each resource's current
+  // version is (keepLatestAcross), one map per type.
+  const observationOwners = new Map<string, Map<string, ObservationRecord>>();
+  const encounterOwners = new Map<string, Map<string, EncounterRecord>>();
+  const medicationUseOwners = new Map<string, Map<string, MedicationUse>>();
+  const conditionOwners = new Map<string, Map<string, ConditionRecord>>();
   // Resources by type, in first-seen order: the types the views read are counted in the
   // switch below (no keyed store per resource), others in a map.
   const typeOrder: string[] = [];
@@ -622,7 +653,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       else rec.value = value * factor;
       if (str(first.value_comparator) !== null) rec.problem = 'censored';
     }
-    keepLatest(bucketOf(patient).observations, id, rec);
+    keepLatestAcross(observationOwners, bucketOf(patient).observations, id, rec);
   };
 
   const classifyPga = (rec: ObservationRecord, rows: Row[], first: Row): void => {
@@ -754,7 +785,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     }
     const contained = resource.contained;
     if (Array.isArray(contained)) use.contained = readContainedMedications(contained);
-    keepLatest(bucketOf(patient).medications, `${type}/${id}`, use);
+    keepLatestAcross(medicationUseOwners, bucketOf(patient).medications, `${type}/${id}`, use);
   };
 
   const addCondition = (resource: FhirResource): void => {
@@ -789,7 +820,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       preferred,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
     };
-    keepLatest(bucketOf(patient).conditions, rec.id, rec);
+    keepLatestAcross(conditionOwners, bucketOf(patient).conditions, rec.id, rec);
   };
 
   const add = (resource: FhirResource): void => {
@@ -822,7 +853,12 @@ function createAssemblerFor(ctx: Context): Assembler {
         if (rec.visitType === null && rec.status && ctx.visitStatuses.has(rec.status))
           noteUnknownClass(first.class_system, first.class_code);
         const patient = str(first.patient);
-        keepLatest(patient ? bucketOf(patient).encounters : unattributed, rec.id, rec);
+        keepLatestAcross(
+          encounterOwners,
+          patient ? bucketOf(patient).encounters : unattributed,
+          rec.id,
+          rec,
+        );
         return;
       }
       case 'Patient': {
