@@ -75,6 +75,12 @@ export const ServiceConfigSchema = z
          */
         trustProxy: z
           .union([z.boolean(), z.number().int().min(0), z.string().min(1)])
+          // `true` trusts every X-Forwarded-For entry: the left-most one, which the client
+          // chooses, becomes its address, so the failed-key limit could be dodged at will.
+          .refine((v) => v !== true && String(v).trim().toLowerCase() !== 'true', {
+            message:
+              'true is not accepted: it would trust every X-Forwarded-For entry, so any client could pick its own address and dodge the failed-key limit; set the number of proxy hops in front of the API (1 for one reverse proxy), or the proxy\'s address or CIDR ("10.0.0.5", "10.0.0.0/8", "loopback"), or false when clients connect directly',
+          })
           .default(false),
       })
       .strict()
