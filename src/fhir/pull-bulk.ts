@@ -254,6 +254,43 @@ export interface NarrowedKickOff {
   typeFilterRefused: boolean;
   /** Types outside the Patient compartment dropped from `_type` (read one by one instead). */
   typesDropped: string[];
+  /**
+   * Types dropped from `_type` because the EHR's 400 OperationOutcome named them as not
+   * supported (Epic R4 has no MedicationStatement): not exported at all.
+   */
+  typesUnsupported: string[];
+}
+
+/** Words of an OperationOutcome that say a named resource type is not served. */
+const UNSUPPORTED_WORDS =
+  /not[ -]supported|unsupported|unknown|invalid|not (?:allowed|available|enabled|recogni[sz]ed|valid)/i;
+
+/**
+ * The requested types a 400 OperationOutcome names as unsupported: an issue whose text
+ * (details, diagnostics, expression) names the type as a whole word and says it is not
+ * supported, unknown or invalid (or has code not-supported). Non-compartment types are left
+ * to their own fallback (they are read one by one instead).
+ */
+export function typesNamedUnsupported(
+  issues: readonly OutcomeIssue[],
+  types: readonly string[],
+): string[] {
+  const texts = issues.map((issue) => ({
+    code: issue.code,
+    text: Object.values(issue)
+      .flatMap((v: unknown) => (Array.isArray(v) ? v : [v]))
+      .filter((v): v is string => typeof v === 'string')
+      .join(' '),
+  }));
+  return types.filter(
+    (type) =>
+      !NON_COMPARTMENT_TYPES.has(type) &&
+      texts.some(
+        ({ code, text }) =>
+          new RegExp(`(?<![A-Za-z])${type}(?![A-Za-z])`).test(text) &&
+          (code === 'not-supported' || UNSUPPORTED_WORDS.test(text)),
+      ),
+  );
 }
 
 /**
@@ -261,7 +298,9 @@ export interface NarrowedKickOff {
  * HTTP 400. Both are legitimate refusals under Bulk Data Access: `_typeFilter` is optional
  * for servers, and a Patient-level export may refuse types outside the Patient compartment
  * (HAPI FHIR refuses Medication). So a refused kick-off is retried without `_typeFilter`,
- * then without those types (with, then without, the other queries).
+ * then without those types (with, then without, the other queries). A 400 whose
+ * OperationOutcome names requested types as unsupported (Epic R4: MedicationStatement) is
+ * retried without them first, at the same step.
  */
 export async function kickOffNarrowed(
   client: FhirClient,
@@ -286,18 +325,31 @@ export async function kickOffNarrowed(
     attempts.push({ types: inCompartment, typeFilter: kept });
     if (kept.length > 0) attempts.push({ types: inCompartment, typeFilter: [] });
   }
-  for (let i = 0; ; i++) {
-    const attempt = attempts[i]!;
+  const unsupported = new Set<string>();
+  const withoutUnsupported = (a: { types: readonly string[]; typeFilter: readonly string[] }) => ({
+    types: a.types.filter((t) => !unsupported.has(t)),
+    typeFilter: a.typeFilter.filter((f) => !unsupported.has(f.slice(0, f.indexOf('?')))),
+  });
+  for (let i = 0; ;) {
+    const planned = attempts[i]!;
+    const attempt = withoutUnsupported(planned);
     try {
       const statusUrl = await kickOffExport(client, exportUrl(attempt), options);
       return {
         statusUrl,
-        typeFilterRefused: typeFilter.length > 0 && attempt.typeFilter.length === 0,
-        typesDropped: types.filter((t) => !attempt.types.includes(t)),
+        typeFilterRefused: typeFilter.length > 0 && planned.typeFilter.length === 0,
+        typesDropped: types.filter((t) => !planned.types.includes(t)),
+        typesUnsupported: types.filter((t) => unsupported.has(t)),
       };
     } catch (err) {
-      if (!(err instanceof FhirHttpError && err.status === 400) || i + 1 >= attempts.length)
-        throw err;
+      if (!(err instanceof FhirHttpError && err.status === 400)) throw err;
+      const named = typesNamedUnsupported(err.issues, attempt.types);
+      if (named.length > 0 && named.length < attempt.types.length) {
+        for (const t of named) unsupported.add(t);
+        continue;
+      }
+      i += 1;
+      if (i >= attempts.length) throw err;
     }
   }
 }
@@ -398,6 +450,11 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       logger.warn(
         { centre: client.centreId, status: 400, types: kicked.typesDropped },
         'the EHR refused to export types outside the Patient compartment; exporting without them (referenced ones are read one by one)',
+      );
+    if (kicked.typesUnsupported.length > 0)
+      logger.warn(
+        { centre: client.centreId, status: 400, types: kicked.typesUnsupported },
+        'the EHR does not support exporting some configured types; exporting without them (remove them from pull.resourceTypes in the centre file)',
       );
     if (kicked.typeFilterRefused)
       logger.warn(

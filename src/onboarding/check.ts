@@ -290,6 +290,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
         statusUrl,
         typeFilterRefused: refusedTypeFilter,
         typesDropped,
+        typesUnsupported,
       } = await kickOffNarrowed(
         client,
         (parts) =>
@@ -303,6 +304,11 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       );
       const cancelled = await cancelExport(client, statusUrl, logger);
       const hints = [
+        ...(typesUnsupported.length > 0
+          ? [
+              `The EHR does not support exporting ${typesUnsupported.join(', ')} and accepted the export without: remove ${typesUnsupported.join(', ')} from pull.resourceTypes in the centre file${typesUnsupported.includes('MedicationStatement') ? ' (Epic R4 has no MedicationStatement; MedicationRequest carries its medication data)' : ''}.`,
+            ]
+          : []),
         ...(typesDropped.length > 0
           ? [
               `The EHR refused to export ${typesDropped.join(', ')} (outside the Patient compartment) and accepted the export without: syncs read the referenced ${typesDropped.join(', ')} resources one by one after the export.`,
@@ -321,7 +327,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       ];
       return {
         status: 'ok',
-        reason: `the EHR accepted the export (202)${typesDropped.length > 0 ? ` without ${typesDropped.join(', ')}` : ''}${refusedTypeFilter ? ' without _typeFilter' : ''} and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
+        reason: `the EHR accepted the export (202)${[...typesUnsupported, ...typesDropped].length > 0 ? ` without ${[...typesUnsupported, ...typesDropped].join(', ')}` : ''}${refusedTypeFilter ? ' without _typeFilter' : ''} and ${cancelled ? 'the test job was cancelled' : 'could not cancel the test job'}`,
         ...(hints.length > 0 ? { hint: hints.join(' ') } : {}),
       };
     });
@@ -431,12 +437,26 @@ function medicationReferenceOf(resource: FhirResource): string | undefined {
   return m?.[1];
 }
 
+/**
+ * What to do about configured types the EHR does not serve: they cannot be "exposed" when the
+ * EHR has no such API (Epic R4 has no MedicationStatement), so leave them out.
+ */
+function removeTypesHint(types: readonly string[]): string {
+  return (
+    `If the EHR has no ${types.join(', ')} API, remove ${types.join(', ')} from pull.resourceTypes in the centre file (syncs skip a type the CapabilityStatement does not list, with a warning)` +
+    (types.includes('MedicationStatement')
+      ? '. Epic R4 has no MedicationStatement: MedicationRequest carries its medication data (medication lists and patient-reported medications), so steroid use still comes through.'
+      : '.')
+  );
+}
+
 /** FHIR version, resource types, search parameters and (bulk) the export operation. */
 function judgeCapabilities(statement: FhirResource, centre: CentreConfig): StepResult {
   const version = typeof statement.fhirVersion === 'string' ? statement.fhirVersion : undefined;
   const tool = new CapabilityTool(statement);
   const details: string[] = [];
   const problems: string[] = [];
+  const unlistedPullTypes: string[] = [];
   if (!version || !version.startsWith('4.0.'))
     problems.push(`FHIR version ${version ?? '(not stated)'} is not R4 (4.0.x)`);
   const server = tool.serverCapabilities();
@@ -447,6 +467,8 @@ function judgeCapabilities(statement: FhirResource, centre: CentreConfig): StepR
       const interactions = tool.interactionsFor({ resourceType: type });
       if (!tool.resourceCapabilities({ resourceType: type })) {
         problems.push(`${type} is not listed`);
+        if ((centre.pull.resourceTypes as readonly string[]).includes(type))
+          unlistedPullTypes.push(type);
         continue;
       }
       if (type === 'Group' || type === 'Medication') {
@@ -482,7 +504,8 @@ function judgeCapabilities(statement: FhirResource, centre: CentreConfig): StepR
       hint:
         'Check that fhir.baseUrl is the FHIR R4 base of the EHR and ask centre IT to expose ' +
         (centre.pull.mode === 'bulk' ? 'Bulk Data export and ' : '') +
-        'these resource types to backend clients.',
+        'these resource types to backend clients.' +
+        (unlistedPullTypes.length > 0 ? ` ${removeTypesHint(unlistedPullTypes)}` : ''),
       ...(details.length > 0 ? { details } : {}),
     };
   return {
@@ -501,6 +524,12 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
       hint: err.hint,
     };
   if (err instanceof FhirHttpError) {
+    // A type-level search (`[base]/Type?...`) of a configured type.
+    const searched = /\/([A-Z][A-Za-z]+)(?:\?|$)/.exec(err.url)?.[1];
+    const typeSearched =
+      searched && (centre.pull.resourceTypes as readonly string[]).includes(searched)
+        ? searched
+        : undefined;
     const issues = err.issues.map(
       (i) => `${i.severity} ${i.code}${i.details ? `: ${i.details}` : ''}`,
     );
@@ -509,11 +538,13 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
         ? 'The EHR rejected our access token for this request: check that the client is enabled for the FHIR API, not only the token endpoint.'
         : err.status === 403
           ? `The EHR refused access: check the scopes granted to client "${centre.auth.clientId}" and any data-access policy for backend clients.`
-          : err.status === 404
-            ? 'Not found: check fhir.baseUrl and the ids in the centre file.'
-            : err.status === 400
-              ? 'The EHR rejected the query; the OperationOutcome above says which parameter. Some EHRs need extra parameters for a type (Epic: category or code on Observation): give them as pull.searches in the centre file.'
-              : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
+          : err.status === 404 && typeSearched !== undefined
+            ? `The EHR does not serve ${typeSearched} searches (404). ${removeTypesHint([typeSearched])}`
+            : err.status === 404
+              ? 'Not found: check fhir.baseUrl and the ids in the centre file.'
+              : err.status === 400
+                ? 'The EHR rejected the query; the OperationOutcome above says which parameter. Some EHRs need extra parameters for a type (Epic: category or code on Observation): give them as pull.searches in the centre file.'
+                : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
     return {
       status: 'failed',
       reason: `HTTP ${err.status} from ${err.url}`,

@@ -42,6 +42,11 @@ export interface RunRecord {
   findingsByKind: Record<string, number>;
   /** What went wrong, by step (`cohort`, `pull`, `map`, `enqueue`, ...); no PHI. */
   errors: { step: string; message: string }[];
+  /**
+   * What the run worked around without failing (e.g. a configured resource type the EHR does
+   * not serve, skipped); no PHI.
+   */
+  warnings?: { step: string; message: string }[];
   /** The BullMQ job that carries (or carried) this run. */
   jobId?: string;
   /** Current phase while running (`cohort`, `pull`, `map`, `enqueue`, `retract`, `done`). */
@@ -93,7 +98,10 @@ export interface StartRunInput {
 }
 
 export type RunPatch = Partial<
-  Pick<RunRecord, 'status' | 'mode' | 'counts' | 'findingsByKind' | 'errors' | 'phase' | 'jobId'>
+  Pick<
+    RunRecord,
+    'status' | 'mode' | 'counts' | 'findingsByKind' | 'errors' | 'warnings' | 'phase' | 'jobId'
+  >
 >;
 
 export interface FinishRunInput {

@@ -186,18 +186,44 @@ export function incrementalSince(
   return min === undefined ? undefined : new Date(min).toISOString();
 }
 
-/** The EHR's clock, from the Date header of its CapabilityStatement answer. */
-async function fetchServerTime(
+/**
+ * The EHR's clock, from the Date header of its CapabilityStatement answer, and the resource
+ * types that CapabilityStatement lists (undefined when it lists none or cannot be read: then
+ * nothing is judged from it).
+ */
+async function fetchServerInfo(
   client: FhirClient,
   signal: AbortSignal | undefined,
-): Promise<number | undefined> {
+): Promise<{ time: number | undefined; resourceTypes: ReadonlySet<string> | undefined }> {
   const res = await client.request(client.resolveUrl('metadata'), {
     resourceType: 'metadata',
     ...(signal ? { signal } : {}),
   });
-  await res.body?.cancel();
   const date = Date.parse(res.headers.get('date') ?? '');
-  return Number.isFinite(date) ? date : undefined;
+  let resourceTypes: ReadonlySet<string> | undefined;
+  try {
+    resourceTypes = listedResourceTypes(JSON.parse(await res.text()));
+  } catch {
+    // not JSON, or the body broke off: judge nothing from it
+  }
+  return { time: Number.isFinite(date) ? date : undefined, resourceTypes };
+}
+
+/**
+ * The resource types a CapabilityStatement lists in its server `rest` entries; undefined
+ * unless it clearly lists some (a statement without rest.resource says nothing about types).
+ */
+export function listedResourceTypes(statement: unknown): ReadonlySet<string> | undefined {
+  const cs = statement as { resourceType?: unknown; rest?: unknown } | null;
+  if (cs?.resourceType !== 'CapabilityStatement' || !Array.isArray(cs.rest)) return undefined;
+  const types = new Set<string>();
+  for (const rest of cs.rest as { mode?: unknown; resource?: unknown }[]) {
+    if (rest?.mode !== undefined && rest.mode !== 'server') continue;
+    if (!Array.isArray(rest.resource)) continue;
+    for (const r of rest.resource as { type?: unknown }[])
+      if (typeof r?.type === 'string') types.add(r.type);
+  }
+  return types.size > 0 ? types : undefined;
 }
 
 function patientOf(resource: FhirResource): string | undefined {
@@ -374,7 +400,34 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
 
   let mode = options.mode;
   try {
-    const types = centre.pull.resourceTypes;
+    // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
+    // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
+    // skipped with a warning instead of failing every run.
+    await setPhase('server-time');
+    const serverInfo = await fetchServerInfo(client, signal);
+    const listed = serverInfo.resourceTypes;
+    const skippedTypes = listed ? centre.pull.resourceTypes.filter((t) => !listed.has(t)) : [];
+    const types = centre.pull.resourceTypes.filter((t) => !skippedTypes.includes(t));
+    if (skippedTypes.length > 0) {
+      const message =
+        `the EHR's CapabilityStatement does not list ${skippedTypes.join(', ')}: skipped ` +
+        '(remove it from pull.resourceTypes in the centre file to silence this' +
+        (skippedTypes.includes('MedicationStatement')
+          ? '; on Epic, MedicationRequest carries the medication data'
+          : '') +
+        ')';
+      log.warn({ skippedTypes }, message);
+      await deps.runStore.update(runId, { warnings: [{ step: 'server-time', message }] });
+    }
+    if (types.length === 0)
+      throw new Error(
+        `the EHR's CapabilityStatement lists none of pull.resourceTypes (${centre.pull.resourceTypes.join(', ')}); check fhir.baseUrl`,
+      );
+    // What the pull reads: the configured types the EHR serves.
+    const pullCentre: CentreConfig =
+      skippedTypes.length > 0
+        ? { ...centre, pull: { ...centre.pull, resourceTypes: types } }
+        : centre;
     const marks = await state.getWatermarks();
     const since = incrementalSince(marks, types);
     if (mode === 'incremental' && !since) {
@@ -397,8 +450,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       await deps.runStore.update(runId, { mode });
     }
 
-    await setPhase('server-time');
-    let serverTime = await fetchServerTime(client, signal);
+    let serverTime = serverInfo.time;
     if (serverTime === undefined) {
       serverTime = Date.now();
       log.warn('the EHR sent no Date header; using this machine clock for the watermark');
@@ -415,7 +467,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         const affected = new Set<string>();
         for await (const batch of pullSearch({
           client,
-          centre,
+          centre: pullCentre,
           since: sinceWithOverlap!,
           concurrency,
           logger: log,
@@ -431,7 +483,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       if (!patientIds || patientIds.length > 0) {
         for await (const batch of pullSearch({
           client,
-          centre,
+          centre: pullCentre,
           lookback: lookbackIso,
           concurrency,
           logger: log,
@@ -446,7 +498,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     } else {
       await setPhase('export');
       const spool = await createPatientSpool(
-        centre.pull.resourceTypes.includes('Medication')
+        types.includes('Medication')
           ? {
               readMedication: async (id) => {
                 const medication = await client.read('Medication', id, signal ? { signal } : {});
@@ -464,7 +516,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       try {
         for await (const item of pullBulk({
           client,
-          centre,
+          centre: pullCentre,
           // A full export has no _since (patients, diagnoses and medication lists are needed
           // whatever their age); the event types are bounded to the lookback window.
           ...(mode === 'incremental'
@@ -529,7 +581,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           if (affected.length > 0)
             for await (const batch of pullSearch({
               client,
-              centre,
+              centre: pullCentre,
               lookback: lookbackIso,
               patientIds: affected,
               concurrency: options.patientConcurrency ?? 4,

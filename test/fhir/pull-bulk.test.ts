@@ -5,7 +5,12 @@ import { join } from 'node:path';
 import nock from 'nock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OriginRefusedError } from '../../src/fhir/errors.js';
-import { BulkExportError, pullBulk, type BulkItem } from '../../src/fhir/pull-bulk.js';
+import {
+  BulkExportError,
+  pullBulk,
+  typesNamedUnsupported,
+  type BulkItem,
+} from '../../src/fhir/pull-bulk.js';
 import { BASE, EHR, collect, makeCentre, makeClient } from './helpers.js';
 
 beforeAll(() => nock.disableNetConnect());
@@ -273,6 +278,74 @@ describe('bulk pull', () => {
         /^the EHR announced 3 Observation resources in export file 2 \(of 2\) and sent 2: the file was cut short/,
       ),
     });
+  });
+
+  it('when the kick-off answers 400 naming a requested type as not supported (Epic: MedicationStatement), then the export is retried without that type', async () => {
+    const { client, log } = makeClient();
+    const { sleep } = sleepsOf();
+    const kickoffTypes: string[] = [];
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .query((q) => {
+        kickoffTypes.push(String(q._type));
+        return true;
+      })
+      .reply(400, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'not-supported',
+            diagnostics: 'Resource type MedicationStatement is not supported',
+          },
+        ],
+      })
+      .get('/fhir/Group/ibd/$export')
+      .query((q) => {
+        kickoffTypes.push(String(q._type));
+        return true;
+      })
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .reply(200, manifest({ output: [] }))
+      .delete(STATUS)
+      .reply(202);
+    const centre = makeCentre({
+      pull: {
+        mode: 'bulk',
+        resourceTypes: ['Patient', 'MedicationStatement', 'MedicationRequest'],
+      },
+    });
+    await collect(pullBulk({ client, centre, sleep, logger: log.logger }));
+    expect(kickoffTypes).toEqual([
+      'Patient,MedicationStatement,MedicationRequest',
+      'Patient,MedicationRequest',
+    ]);
+    expect(log.text()).toMatch(
+      /"types":\["MedicationStatement"\].*does not support exporting some configured types/,
+    );
+  });
+
+  it('when a 400 names a type but not as unsupported, or names only Medication, then the existing fallbacks apply', () => {
+    const issue = (diagnostics: string, code = 'processing') => [
+      { severity: 'error', code, diagnostics },
+    ];
+    const types = ['Patient', 'MedicationStatement', 'Medication'];
+    expect(
+      typesNamedUnsupported(issue('MedicationStatement export is not supported'), types),
+    ).toEqual(['MedicationStatement']);
+    expect(
+      typesNamedUnsupported(issue('Unknown resource type: MedicationStatement'), types),
+    ).toEqual(['MedicationStatement']);
+    // Medication (HAPI: outside the Patient compartment) keeps its own fallback.
+    expect(
+      typesNamedUnsupported(
+        issue('Resource types [Medication] are invalid for this type of export'),
+        types,
+      ),
+    ).toEqual([]);
+    expect(typesNamedUnsupported(issue('MedicationStatement took too long'), types)).toEqual([]);
+    expect(typesNamedUnsupported(issue('bad _typeFilter', 'not-supported'), types)).toEqual([]);
   });
 
   it('when the error file holds only information and warning outcomes, then they are notices, not errors', async () => {

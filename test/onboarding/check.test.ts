@@ -106,6 +106,35 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(text).toMatch(/Result: OK \(12 of 12 steps passed\)/);
   });
 
+  it('when the EHR has no MedicationStatement (Epic R4), then the capabilities and search steps say to remove it from pull.resourceTypes', async () => {
+    const { ehr, centre } = await startFixture();
+    ehr.faults.set({ unsupportedTypes: ['MedicationStatement'] });
+    const report = await runCheck(centre);
+    const capabilities = report.steps.find((s) => s.id === 'capabilities')!;
+    expect(capabilities.status).toBe('failed');
+    expect(capabilities.reason).toMatch(/MedicationStatement is not listed/);
+    expect(capabilities.hint).toMatch(
+      /remove MedicationStatement from pull\.resourceTypes in the centre file.*MedicationRequest carries its medication data/,
+    );
+    const search = report.steps.find((s) => s.id === 'search:MedicationStatement')!;
+    expect(search.status).toBe('failed');
+    expect(search.hint).toMatch(
+      /does not serve MedicationStatement searches \(404\).*remove MedicationStatement from pull\.resourceTypes/,
+    );
+    expect(statusOf(report)['search:MedicationRequest']).toBe('ok');
+  });
+
+  it('when the centre pulls in bulk mode and the EHR refuses MedicationStatement in the export, then the export step passes without it and says to remove it', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    // Listed in the CapabilityStatement, but not exportable.
+    ehr.faults.set({ unsupportedTypes: ['MedicationStatement'] });
+    const report = await runCheck(centre);
+    const step = report.steps.find((s) => s.id === 'export')!;
+    expect(step.status).toBe('ok');
+    expect(step.reason).toMatch(/accepted the export \(202\) without MedicationStatement/);
+    expect(step.hint).toMatch(/remove MedicationStatement from pull\.resourceTypes/);
+  });
+
   it('when the centre pulls in bulk mode, then an export is kicked off and cancelled with DELETE', async () => {
     const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
     const report = await runCheck(centre);

@@ -390,3 +390,39 @@ describe('sync run with schedule.fullEveryDays', () => {
     );
   });
 });
+
+describe('sync run against an EHR without MedicationStatement (Epic R4)', () => {
+  let f: SyncFixture;
+  beforeAll(async () => {
+    f = await startSyncFixture({ patients: 4, seed: 31, centreId: 'sync-no-medstatement' });
+    f.ehr.faults.set({ unsupportedTypes: ['MedicationStatement'] });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('when the CapabilityStatement does not list a configured type, then the run skips it with a warning in the record and succeeds, and incremental runs still work', async () => {
+    expect(f.centre.pull.resourceTypes).toContain('MedicationStatement');
+    const record = await f.runSync('full');
+    expect(record.status).toBe('succeeded');
+    expect(record.errors).toEqual([]);
+    expect(record.counts.enqueued).toBeGreaterThan(0);
+    expect(record.warnings).toEqual([
+      {
+        step: 'server-time',
+        message: expect.stringMatching(
+          /does not list MedicationStatement: skipped \(remove it from pull\.resourceTypes in the centre file.*MedicationRequest carries the medication data/,
+        ),
+      },
+    ]);
+    expect(f.ehr.requests.some((r) => r.resourceType === 'MedicationStatement')).toBe(false);
+    const marks = await f.runtime.redis.hgetall(
+      `${f.runtime.prefix}:state:${f.centre.id}:watermarks`,
+    );
+    expect(Object.keys(marks)).toContain('MedicationRequest');
+    expect(Object.keys(marks)).not.toContain('MedicationStatement');
+    const next = await f.runSync('incremental');
+    expect(next.status).toBe('succeeded');
+    expect(next.mode).toBe('incremental');
+  });
+});

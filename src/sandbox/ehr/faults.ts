@@ -80,6 +80,12 @@ export interface SandboxFaultSettings {
     keepEntries?: number;
   };
   /**
+   * Resource types the server does not have, as Epic R4 has no MedicationStatement: left out
+   * of the CapabilityStatement, searches and reads answer 404, and an export kick-off whose
+   * `_type` names one answers 400 with an OperationOutcome naming it.
+   */
+  unsupportedTypes?: string[];
+  /**
    * Export files of this type send only their first `keepLines` lines (the manifest still
    * announces the full `count`), as a file cut short in storage or by a proxy.
    */

@@ -216,7 +216,9 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
               },
             ],
           },
-          resource: SUPPORTED_TYPES.map((type) => ({
+          resource: SUPPORTED_TYPES.filter(
+            (type) => !(faults.live.unsupportedTypes ?? []).includes(type),
+          ).map((type) => ({
             type,
             interaction: [{ code: 'read' }, { code: 'search-type' }],
             searchParam: ['_id', '_lastUpdated', ...(SEARCH_PARAMS[type] ?? [])].map((name) => ({
@@ -517,7 +519,9 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       .flatMap((v) => v.split(','))
       .map((t) => t.trim())
       .filter(Boolean);
-    const unknown = typeParam.filter((t) => !EXPORT_TYPES.includes(t));
+    const unknown = typeParam.filter(
+      (t) => !EXPORT_TYPES.includes(t) || (faults.live.unsupportedTypes ?? []).includes(t),
+    );
     if (unknown.length > 0)
       return send(res, 400, outcome('not-supported', `_type not supported: ${unknown.join(', ')}`));
     if (faults.live.nonCompartmentTypes === 'reject' && typeParam.includes('Medication'))
@@ -534,7 +538,11 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     const types =
       typeParam.length > 0
         ? typeParam
-        : EXPORT_TYPES.filter((t) => scopesAllow(token.scopes, t, 'r'));
+        : EXPORT_TYPES.filter(
+            (t) =>
+              scopesAllow(token.scopes, t, 'r') &&
+              !(faults.live.unsupportedTypes ?? []).includes(t),
+          );
     const sinceRaw = url.searchParams.get('_since');
     let since: number | undefined;
     if (sinceRaw) {
@@ -751,7 +759,11 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     if (kind === 'status') return handleStatus(req, res, path[2] ?? '', token);
     if (kind === 'file')
       return handleFile(res, path[2] ?? '', Number.parseInt(path[3] ?? '', 10), token);
-    if (!resourceType || !(SUPPORTED_TYPES as readonly string[]).includes(resourceType))
+    if (
+      !resourceType ||
+      !(SUPPORTED_TYPES as readonly string[]).includes(resourceType) ||
+      (faults.live.unsupportedTypes ?? []).includes(resourceType)
+    )
       return send(
         res,
         404,
