@@ -1,9 +1,10 @@
 // Enqueues submissions idempotently, in batches: a visit whose content hash equals the last
 // enqueued version is skipped (`unchanged`), a changed visit is added as a new job whose id
 // is its submission id, and a retraction is added only for a visit that was sent (and not
-// already retracted). The visit state is written after addBulk succeeds; a crash in between
-// re-adds the same job ids on the next run, which BullMQ ignores (and the registry answers
-// as duplicates), so nothing is lost and nothing is delivered twice.
+// already retracted). The visit state is written ahead of addBulk, marked pending (`w`), and
+// confirmed after it: a delivery of an older version sees the newer sequence number from the
+// moment the newer job can exist, whatever fails in between; a pending entry whose job is
+// missing (the run died before or in addBulk) is enqueued again by the next run.
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { SubmissionJobData } from '../../queues/submissions.js';
@@ -108,6 +109,24 @@ export function revertJobId(submissionId: string, seq: number): string {
   return `${submissionId}-r${seq}`;
 }
 
+/**
+ * The entry as written ahead of addBulk: marked pending, and not yet a retraction (so a run
+ * that dies before confirming it still finds the visit sent, and retracts it again).
+ */
+function pendingEntry(entry: VisitStateEntry): VisitStateEntry {
+  const ahead: VisitStateEntry = { ...entry, w: 1 };
+  delete ahead.r;
+  return ahead;
+}
+
+/** A pending entry confirmed: its job exists. */
+function confirmedEntry(entry: VisitStateEntry, retraction: boolean): VisitStateEntry {
+  const done: VisitStateEntry = { ...entry };
+  delete done.w;
+  if (retraction) done.r = 1;
+  return done;
+}
+
 /** Creates a batching, idempotent enqueuer for one centre's run. */
 export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): SubmissionEnqueuer {
   const { queue, state, centreId, pseudonymSecret, runId } = options;
@@ -144,9 +163,13 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       : await state.getMany(subs.map((s) => s.visitKey));
     const toAdd: RegistrySubmission[] = [];
     const previous: (VisitStateEntry | undefined)[] = [];
+    // Written ahead for this very version by a run that failed before confirming it: enqueued
+    // only if its job does not exist.
+    const pending: [RegistrySubmission, VisitStateEntry][] = [];
     subs.forEach((s, i) => {
       const entry = entries[i];
-      if (s.kind === 'visit') {
+      if (entry?.w && entry.h === s.contentHash) pending.push([s, entry]);
+      else if (s.kind === 'visit') {
         if (entry && !entry.r && entry.h === s.contentHash) counts.unchanged += 1;
         else {
           toAdd.push(s);
@@ -158,6 +181,22 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
         previous.push(entry);
       }
     });
+    if (pending.length > 0) {
+      const pipeline = options.redis.pipeline();
+      for (const [s, e] of pending) pipeline.exists(queue.toKey(e.j ?? s.submissionId));
+      const results = (await pipeline.exec()) ?? [];
+      const confirmed: [string, VisitStateEntry][] = [];
+      pending.forEach(([s, e], i) => {
+        if (results[i]?.[1] === 1) {
+          confirmed.push([s.visitKey, confirmedEntry(e, s.kind === 'retraction')]);
+          counts.unchanged += 1;
+        } else {
+          toAdd.push(s);
+          previous.push(e);
+        }
+      });
+      await state.setMany(confirmed);
+    }
     if (toAdd.length === 0) return;
 
     // A job with this id may already exist when a visit's content reverts to an earlier
@@ -178,18 +217,11 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     }
 
     const firstSeq = await state.reserveSequence(toAdd.length);
-    await queue.addBulk(
-      toAdd.map((submission, i) => ({
-        name: submission.kind,
-        data: { runId, seq: firstSeq + i, submission },
-        opts: {
-          jobId: existing.has(submission.submissionId)
-            ? revertJobId(submission.submissionId, firstSeq + i)
-            : submission.submissionId,
-        },
-      })),
+    const jobIds = toAdd.map((submission, i) =>
+      existing.has(submission.submissionId)
+        ? revertJobId(submission.submissionId, firstSeq + i)
+        : submission.submissionId,
     );
-    counts.reverted += existing.size;
 
     const now = Date.now();
     const stateEntries: [string, VisitStateEntry][] = [];
@@ -197,6 +229,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       const ids = given.get(s.visitKey) ?? sourceIds(s, pseudonymSecret, centreId);
       const prev = previous[i];
       const entry: VisitStateEntry = { h: s.contentHash, t: now, n: firstSeq + i };
+      if (jobIds[i] !== s.submissionId) entry.j = jobIds[i];
       if (s.kind === 'retraction') entry.r = 1;
       const patientId = ids.patientId ?? prev?.p;
       const encounterId = ids.encounterId ?? prev?.e;
@@ -213,8 +246,18 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       if (findings) entry.q = findings;
       stateEntries.push([s.visitKey, entry]);
     });
-    // Written after addBulk succeeded (a crash before this only re-adds existing job ids on
-    // the next run, which BullMQ ignores); not awaited here, so it overlaps with what follows.
+    // Written ahead, pending: from here on an older version's delivery finds itself
+    // superseded, even if addBulk or the confirmation below fails or the process dies.
+    await state.setMany(stateEntries.map(([k, e]) => [k, pendingEntry(e)]));
+    await queue.addBulk(
+      toAdd.map((submission, i) => ({
+        name: submission.kind,
+        data: { runId, seq: firstSeq + i, submission },
+        opts: { jobId: jobIds[i]! },
+      })),
+    );
+    counts.reverted += existing.size;
+    // Confirmed once addBulk succeeded; not awaited here, so it overlaps with what follows.
     const write = state.setMany(stateEntries);
     write.catch(() => undefined);
     pendingWrites.push(write);

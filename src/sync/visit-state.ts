@@ -16,6 +16,14 @@ export interface VisitStateEntry {
   n?: number;
   /** 1 when the last enqueued version is a retraction. */
   r?: 1;
+  /**
+   * 1 while the version is written ahead of its addBulk and not yet confirmed (its job may not
+   * exist: the next run checks and enqueues it again if not). The supersede check counts it
+   * as enqueued, so an older version is never delivered after it.
+   */
+  w?: 1;
+  /** Its job id, when not the submission id (a reverted version's fresh job). */
+  j?: string;
   /** Source Patient id (to build a retraction later); stays in Redis, never logged. */
   p?: string;
   /** Source Encounter id. */

@@ -574,3 +574,67 @@ describe('a revert while the older job is deciding', () => {
     expect(counts).toMatchObject({ enqueued: 1, reverted: 1 });
   });
 });
+
+describe('a state write that fails after addBulk', () => {
+  const centreId = 'c-ahead';
+  let bed: DeliveryBed;
+  beforeAll(async () => {
+    bed = await startDeliveryBed({ attempts: 20, processor: { visitBusyDelayMs: 50 } });
+  });
+  afterAll(async () => {
+    await bed?.close();
+  });
+
+  it('when the newer version is added but its state write fails, then the older retrying version is still superseded', async () => {
+    const { queue, registry, redis, prefix } = bed;
+    const older = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const newer = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    registry.faults.unavailableForMs(800);
+    await bed.enqueue(centreId, [older], 'run-older');
+    await waitFor(async () => registry.counts().faulted > 0, 10_000, 'a first failed attempt');
+    // The next run: every HSET once addBulk was called fails, as if Redis ran out of memory
+    // or the process died right after addBulk.
+    let added = false;
+    const watchedQueue = new Proxy(queue, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'addBulk')
+          return (...args: unknown[]) => {
+            added = true;
+            return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          };
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const failing = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'hset')
+          return (...args: unknown[]) =>
+            added
+              ? Promise.reject(new Error('OOM command not allowed (simulated)'))
+              : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const e = createSubmissionEnqueuer({
+      queue: watchedQueue,
+      redis,
+      state: openVisitState(failing, prefix, centreId),
+      centreId,
+      pseudonymSecret: SECRET,
+      runId: 'run-newer',
+    });
+    await e.add(newer);
+    await expect(e.flush()).rejects.toThrow(/OOM/);
+    const finished = async (id: string) =>
+      ['completed', 'failed'].includes((await (await queue.getJob(id))?.getState()) ?? '');
+    await waitFor(
+      async () => (await finished(older.submissionId)) && (await finished(newer.submissionId)),
+      20_000,
+      'both jobs to finish',
+    );
+    expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
+    expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+  });
+});

@@ -188,4 +188,131 @@ describe('idempotent enqueue', () => {
     expect(isSuperseded(entry, a.contentHash, jobA.timestamp)).toBe(true);
     expect(isSuperseded(entry, b.contentHash, jobB.timestamp)).toBe(false);
   });
+
+  /**
+   * The queue, and a connection whose HSETs fail once the queue's addBulk was called (OOM,
+   * a cut connection, the process killed right after addBulk).
+   */
+  function failingAfterAddBulk(): { queue: Queue<SubmissionJobData>; redis: Redis } {
+    let added = false;
+    const watched = new Proxy(queue, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'addBulk')
+          return (...args: unknown[]) => {
+            added = true;
+            return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          };
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const failing = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'hset')
+          return (...args: unknown[]) =>
+            added
+              ? Promise.reject(new Error('OOM command not allowed (simulated)'))
+              : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    return { queue: watched, redis: failing };
+  }
+
+  it('when the state write after addBulk fails, then the newer version is already recorded (pending) and the next run only confirms it', async () => {
+    const c = 'c-ahead';
+    const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const b = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
+    const first = enqueuer(c);
+    await first.add(a);
+    await first.flush();
+    const jobA = (await queue.getJob(a.submissionId))!;
+    // The state write after addBulk fails.
+    const failing = failingAfterAddBulk();
+    const broken = createSubmissionEnqueuer({
+      queue: failing.queue,
+      redis,
+      state: openVisitState(failing.redis, prefix, c),
+      centreId: c,
+      pseudonymSecret: SECRET,
+      runId: 'run-2',
+    });
+    await broken.add(b);
+    await expect(broken.flush()).rejects.toThrow(/OOM/);
+    expect(await queue.getJob(b.submissionId)).toBeDefined();
+    const [entry] = await openVisitState(redis, prefix, c).getMany([a.visitKey]);
+    expect(entry).toMatchObject({ h: b.contentHash, w: 1 });
+    // A's delivery (still pending) is superseded from now on.
+    expect(isSuperseded(entry, a.contentHash, jobA.timestamp, jobA.data.seq)).toBe(true);
+    const next = enqueuer(c);
+    await next.add(b);
+    await next.flush();
+    expect(next.counts).toMatchObject({ enqueued: 0, unchanged: 1 });
+    const [confirmed] = await openVisitState(redis, prefix, c).getMany([a.visitKey]);
+    expect(confirmed?.w).toBeUndefined();
+    expect(confirmed?.h).toBe(b.contentHash);
+  });
+
+  it('when addBulk fails after the state was written ahead, then the next run enqueues that version', async () => {
+    const c = 'c-ahead-lost';
+    const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
+    const failingQueue = new Proxy(queue, {
+      get(target, prop, receiver) {
+        if (prop === 'addBulk') return () => Promise.reject(new Error('connection lost'));
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const broken = createSubmissionEnqueuer({
+      queue: failingQueue,
+      redis,
+      state: openVisitState(redis, prefix, c),
+      centreId: c,
+      pseudonymSecret: SECRET,
+      runId: 'run-1',
+    });
+    await broken.add(a);
+    await expect(broken.flush()).rejects.toThrow(/connection lost/);
+    expect(await queue.getJob(a.submissionId)).toBeUndefined();
+    const next = enqueuer(c);
+    await next.add(a);
+    await next.flush();
+    expect(next.counts).toMatchObject({ enqueued: 1, unchanged: 0 });
+    expect(await (await queue.getJob(a.submissionId))!.getState()).toBe('waiting');
+    const [entry] = await openVisitState(redis, prefix, c).getMany([a.visitKey]);
+    expect(entry?.w).toBeUndefined();
+  });
+
+  it('when a retraction is written ahead but never enqueued, then the visit still counts as sent and the retraction is enqueued again', async () => {
+    const c = 'c-ahead-retract';
+    const first = enqueuer(c);
+    await first.add(makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1' }));
+    await first.flush();
+    const failingQueue = new Proxy(queue, {
+      get(target, prop, receiver) {
+        if (prop === 'addBulk') return () => Promise.reject(new Error('connection lost'));
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const broken = createSubmissionEnqueuer({
+      queue: failingQueue,
+      redis,
+      state: openVisitState(redis, prefix, c),
+      centreId: c,
+      pseudonymSecret: SECRET,
+      runId: 'run-2',
+    });
+    const retraction = makeRetraction({ centreId: c, patientId: 'p1', encounterId: 'e1' });
+    await broken.add(retraction);
+    await expect(broken.flush()).rejects.toThrow(/connection lost/);
+    const next = enqueuer(c);
+    await next.add(retraction);
+    await next.flush();
+    expect(next.counts).toMatchObject({ enqueued: 1, retracted: 1 });
+    const [entry] = await openVisitState(redis, prefix, c).getMany([retraction.visitKey]);
+    expect(entry).toMatchObject({ r: 1 });
+    expect(entry?.w).toBeUndefined();
+  });
 });
