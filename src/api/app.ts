@@ -15,7 +15,7 @@ import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import { createAlertMonitor, type AlertMonitor } from '../alerts/alert-monitor.js';
 import { authenticate, getCaller, requireRole } from './auth.js';
-import { createBullBoardRouter } from './bull-board.js';
+import { bullBoardHeaders, createBullBoardRouter } from './bull-board.js';
 import { csrfGuard } from './csrf.js';
 import type { ApiContext, CheckCentre } from './context.js';
 import { handleErrors, notFoundHandler } from './error-middleware.js';
@@ -123,6 +123,7 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(
     '/admin/queues',
+    bullBoardHeaders,
     authenticate({ keys, limiter, challenge: 'Basic' }),
     requireRole('operator'),
     createBullBoardRouter([deps.queues.sync, deps.queues.submissions], '/admin/queues'),
