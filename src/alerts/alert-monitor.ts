@@ -84,6 +84,19 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0`;
 
+// Raises an alert and queues its event in one step (no failure between the two can leave an
+// alert raised that the webhook never hears of). KEYS: active, outbox; ARGV: field, alert,
+// event ('' without a webhook).
+const RAISE = `if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+return 1`;
+// Clears an alert, if it is still the one read (ARGV[2]), and queues its event in one step.
+// KEYS: active, outbox; ARGV: field, alert as read, event ('' without a webhook).
+const CLEAR = `if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+return 1`;
+
 // Renew or release the flush lock only while it holds our token.
 const RENEW_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
@@ -149,12 +162,9 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
       .sort((a, b) => a.centreId.localeCompare(b.centreId) || a.kind.localeCompare(b.kind));
   }
 
-  async function queueEvent(event: AlertEvent['event'], alert: Alert): Promise<void> {
-    logger.warn(
-      { centreId: alert.centreId, kind: alert.kind, event },
-      event === 'alert.raised' ? 'alert raised' : 'alert cleared',
-    );
-    if (!webhookUrl) return;
+  /** The outbox entry of an event ('' when no webhook is configured). */
+  function eventText(event: AlertEvent['event'], alert: Alert): string {
+    if (!webhookUrl) return '';
     const payload: AlertEvent = {
       event,
       at: now().toISOString(),
@@ -162,7 +172,44 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
       text: describe(event, alert),
       source: 'lhn-bridge',
     };
-    await redis.rpush(outboxKey, JSON.stringify(payload));
+    return JSON.stringify(payload);
+  }
+
+  function logEvent(event: AlertEvent['event'], alert: Alert): void {
+    logger.warn(
+      { centreId: alert.centreId, kind: alert.kind, event },
+      event === 'alert.raised' ? 'alert raised' : 'alert cleared',
+    );
+  }
+
+  /** Raises an alert and queues its event atomically; false if it was raised already. */
+  async function raise(field: string, alert: Alert): Promise<boolean> {
+    const text = JSON.stringify(alert);
+    const done = await redis.eval(
+      RAISE,
+      2,
+      activeKey,
+      outboxKey,
+      field,
+      text,
+      eventText('alert.raised', alert),
+    );
+    if (done === 1) logEvent('alert.raised', alert);
+    return done === 1;
+  }
+
+  /** Clears the alert read as `previous` and queues its event (about `announced`) atomically. */
+  async function clear(field: string, previous: string, announced: Alert): Promise<void> {
+    const done = await redis.eval(
+      CLEAR,
+      2,
+      activeKey,
+      outboxKey,
+      field,
+      previous,
+      eventText('alert.cleared', announced),
+    );
+    if (done === 1) logEvent('alert.cleared', announced);
   }
 
   async function postEvent(url: string, text: string): Promise<PostOutcome> {
@@ -298,17 +345,11 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
       const field = fieldOf(centre.id, kind);
       const alert = raised.find((a) => a.kind === kind);
       if (alert) {
-        const text = JSON.stringify(alert);
-        if ((await redis.hsetnx(activeKey, field, text)) === 1) {
-          await queueEvent('alert.raised', alert);
-        } else {
-          await redis.eval(UPDATE_IF_RAISED, 1, activeKey, field, text);
-        }
+        if (!(await raise(field, alert)))
+          await redis.eval(UPDATE_IF_RAISED, 1, activeKey, field, JSON.stringify(alert));
       } else {
         const previous = await redis.hget(activeKey, field);
-        if (previous !== null && (await redis.hdel(activeKey, field)) === 1) {
-          await queueEvent('alert.cleared', JSON.parse(previous) as Alert);
-        }
+        if (previous !== null) await clear(field, previous, JSON.parse(previous) as Alert);
       }
     }
   }
@@ -319,12 +360,10 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
     for (const [field, text] of Object.entries(all)) {
       const alert = JSON.parse(text) as Alert;
       if (known.has(alert.centreId)) continue;
-      if ((await redis.hdel(activeKey, field)) === 1) {
-        await queueEvent('alert.cleared', {
-          ...alert,
-          message: `${alert.message} (cleared: the centre is no longer configured)`,
-        });
-      }
+      await clear(field, text, {
+        ...alert,
+        message: `${alert.message} (cleared: the centre is no longer configured)`,
+      });
     }
   }
 
