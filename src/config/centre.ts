@@ -204,6 +204,12 @@ export const CentreFileSchema = z
           .min(1)
           .max(7 * 24 * 60)
           .default(240),
+        /**
+         * Bulk mode with a roster: accept `Patient/$export`, which exports every patient of
+         * the EHR (the roster is applied here, after the transfer). Off: such a centre file
+         * is refused, since only the registry's patients should leave the EHR.
+         */
+        patientLevelExport: z.boolean().default(false),
       })
       .strict()
       .prefault({}),
@@ -253,7 +259,16 @@ export const CentreFileSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((centre, ctx) => {
+    if (centre.pull.mode === 'bulk' && 'roster' in centre.cohort && !centre.pull.patientLevelExport)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cohort'],
+        message:
+          'bulk mode with a roster would export every patient of the EHR (Patient/$export) and drop the others here; ask centre IT for a Group of the registry patients (cohort.group: Group/[id]/$export), or use pull.mode: search, or set pull.patientLevelExport: true to accept the whole-EHR export',
+      });
+  });
 
 /** A parsed centre file, with file references resolved to absolute paths. */
 export type CentreConfig = z.infer<typeof CentreFileSchema> & {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../../src/config/errors.js';
 import { loadCentreFile, loadCentres, parseCentre } from '../../src/config/centre.js';
 import { loadServiceConfig } from '../../src/config/service.js';
+import { SECRET } from '../sync/helpers.js';
 
 const valid = {
   id: 'centre-a',
@@ -131,7 +132,7 @@ describe('service config', () => {
 
   it('when the environment is complete, then it parses with defaults', () => {
     const config = loadServiceConfig({
-      LHN_PSEUDONYM_SECRET: 'x'.repeat(32),
+      LHN_PSEUDONYM_SECRET: SECRET,
       REDIS_URL: 'redis://10.0.0.1:6379',
     });
     expect(config.redis.url).toBe('redis://10.0.0.1:6379');
@@ -155,6 +156,18 @@ describe('centre file messages centre IT can act on', () => {
     expect(problems({ ...valid, fhir: { baseUrl: 'ehr.example.org/fhir' } })).toEqual([
       expect.stringMatching(/^fhir\.baseUrl: expected an absolute URL with its scheme/),
     ]);
+  });
+
+  it('when bulk mode is given a roster, then the file is refused unless the whole-EHR export is accepted', () => {
+    const roster = { ...valid, cohort: { roster: 'roster.txt' } };
+    expect(problems({ ...roster, pull: { mode: 'bulk' } })).toEqual([
+      expect.stringMatching(
+        /^cohort: bulk mode with a roster would export every patient of the EHR/,
+      ),
+    ]);
+    expect(problems({ ...roster, pull: { mode: 'bulk', patientLevelExport: true } })).toEqual([]);
+    expect(problems(roster)).toEqual([]);
+    expect(problems({ ...valid, pull: { mode: 'bulk' } })).toEqual([]);
   });
 
   it('when a key is misspelt, then it is reported at its path with the setting meant', () => {
@@ -228,7 +241,7 @@ describe('service environment messages', () => {
 
   it('when a variable holds a bad value, then the message names the variable, never a secret', () => {
     const text = message({
-      LHN_PSEUDONYM_SECRET: 'x'.repeat(32),
+      LHN_PSEUDONYM_SECRET: SECRET,
       LHN_REDIS_URL: 'localhost:6379',
       HTTPS_PROXY: 'ftp://proxy',
       LHN_REGISTRY_AUTH: '{"type":"bearer","token":"tok-SECRET-1"',
@@ -247,8 +260,8 @@ describe('service environment messages', () => {
     );
     const dir = mkdtempSync(join(tmpdir(), 'svc-'));
     writeFileSync(join(dir, 'c.yaml'), 'redis:\n  urll: redis://x\n');
-    expect(
-      message({ LHN_CONFIG: join(dir, 'c.yaml'), LHN_PSEUDONYM_SECRET: 'x'.repeat(32) }),
-    ).toMatch(/redis\.urll: unknown setting; did you mean "url"\?/);
+    expect(message({ LHN_CONFIG: join(dir, 'c.yaml'), LHN_PSEUDONYM_SECRET: SECRET })).toMatch(
+      /redis\.urll: unknown setting; did you mean "url"\?/,
+    );
   });
 });
