@@ -160,6 +160,11 @@ interface ConditionRecord extends Versioned {
   /** In a preferred verification status (confirmed): outranks the others before dates. */
   preferred: boolean;
   date: string | null;
+  /**
+   * A Condition that counts by status but has no IBD code: `system|code` of its first coding
+   * ('' when it has none), named by the missing-diagnosis finding. Null otherwise.
+   */
+  unrecognised: string | null;
 }
 
 interface PatientBucket {
@@ -269,6 +274,8 @@ function ref(type: string, rec: Versioned): SourceRef {
 // The fixed finding texts, as `finding` is called with them.
 const MISSING_PGA = 'no PGA observation links to this visit';
 const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
+/** How many unrecognised Conditions the missing-diagnosis finding names. */
+const MAX_UNRECOGNISED_NAMED = 3;
 const NO_BIRTH_DATE = 'the patient has no birth date';
 const NO_PATIENT = 'no Patient resource for this visit';
 const NO_SEX =
@@ -810,6 +817,12 @@ function createAssemblerFor(ctx: Context): Assembler {
         diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
         if (diagnosis) break;
       }
+    // A Condition the value set does not know: its first code leads the data manager to it.
+    let unrecognised: string | null = null;
+    if (!excluded && diagnosis === null) {
+      const code = str(first.code);
+      unrecognised = code === null ? '' : `${str(first.code_system) ?? ''}|${code}`;
+    }
     // A version that does not count is kept too (diagnosis null): it stands in for an earlier
     // version read before or after it.
     const rec: ConditionRecord = {
@@ -819,6 +832,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       diagnosis,
       preferred,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
+      unrecognised,
     };
     keepLatestAcross(conditionOwners, bucketOf(patient).conditions, rec.id, rec);
   };
@@ -1506,6 +1520,11 @@ interface DiagnosisChoice {
   conflicting: boolean;
   /** The winner is confirmed, and a later Condition that is not names another diagnosis. */
   overLater: boolean;
+  /** No diagnosis: the finding text, naming the Conditions with codes not recognised. */
+  missingMessage: string;
+  /** No diagnosis: the first unrecognised Condition (`Condition/id`) and its code, if any. */
+  missingResource: string | undefined;
+  missingCode: string | undefined;
   source: Source | null;
   /** `,"centreId":..,"diagnosis":..,"findings":` of the canonical JSON. */
   json: string;
@@ -1542,11 +1561,35 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
     for (const c of bucket.conditions.values())
       if (c.diagnosis !== null && c.diagnosis !== value && recordedAfter(c, winner))
         overLater = true;
+  let missingMessage = MISSING_DIAGNOSIS;
+  let missingResource: string | undefined;
+  let missingCode: string | undefined;
+  if (value === null) {
+    const unknown: ConditionRecord[] = [];
+    for (const c of bucket.conditions.values()) if (c.unrecognised !== null) unknown.push(c);
+    if (unknown.length > 0) {
+      unknown.sort((a, b) => (a.id < b.id ? -1 : 1));
+      const named = unknown
+        .slice(0, MAX_UNRECOGNISED_NAMED)
+        .map(
+          (c) =>
+            `Condition/${c.id} (${c.unrecognised === '' ? 'no code' : c.unrecognised!.slice(0, 100)})`,
+        );
+      if (unknown.length > MAX_UNRECOGNISED_NAMED)
+        named.push(`and ${unknown.length - MAX_UNRECOGNISED_NAMED} more`);
+      missingMessage = `${MISSING_DIAGNOSIS}; Conditions whose code the ibd-diagnoses value set does not know: ${named.join(', ')}; if one is an IBD diagnosis, add its code to the centre file under mapping.overrides.valueSets.ibd-diagnoses.include`;
+      missingResource = `Condition/${unknown[0]!.id}`;
+      missingCode = unknown[0]!.unrecognised || undefined;
+    }
+  }
   return {
     value,
     winner,
     conflicting: seen.size > 1,
     overLater,
+    missingMessage,
+    missingResource,
+    missingCode,
     source: winner ? sourceOf('Condition', winner) : null,
     json: `,"centreId":${run.centreJson},"diagnosis":${value === null ? 'null' : jsonString(value)},"findings":`,
   };
@@ -1827,7 +1870,15 @@ function assembleVisit(
   // Diagnosis
   if (diagnosis.source) addSource(run, diagnosis.source);
   if (!diagnosis.value) {
-    findings.push(finding('missing-diagnosis', 'diagnosis', MISSING_DIAGNOSIS));
+    findings.push(
+      finding(
+        'missing-diagnosis',
+        'diagnosis',
+        diagnosis.missingMessage,
+        diagnosis.missingResource,
+        diagnosis.missingCode,
+      ),
+    );
   } else if (diagnosis.conflicting) {
     findings.push(
       finding(
