@@ -1,6 +1,7 @@
 // `lhn-bridge keys`: generate, list and retire the signing keys centres register with their
 // EHR. Generating writes the private key (0600, folder 0700) and prints only public material:
 // the JWKS to paste into the EHR, the kid, and the lines for the centre file.
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import {
@@ -30,7 +31,8 @@ function resolveKeysDir(opts: KeysDirOption): string {
   if (opts.keysDir) return opts.keysDir;
   const config = loadServiceConfig({
     ...process.env,
-    LHN_PSEUDONYM_SECRET: 'keys-command-placeholder-not-a-secret-0000',
+    // Random, so this stand-in can never be copied into a deployment as its secret.
+    LHN_PSEUDONYM_SECRET: randomBytes(32).toString('hex'),
   });
   return config.keysDir;
 }

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import r4 from 'fhirpath/fhir-context/r4';
 import { loadCentreFile } from '../config/centre.js';
 import { ConfigError } from '../config/errors.js';
-import { loadServiceConfig } from '../config/service.js';
+import { loadServiceConfig, pseudonymSecretProblem } from '../config/service.js';
 import {
   bundleEntryResources,
   createMapper,
@@ -213,8 +213,9 @@ async function runMap(options: MapCommandOptions): Promise<void> {
       }
       throw err;
     }
-  } else if (secret.length < 32) {
-    throw new CliError('--secret must be at least 32 characters (use a random secret)');
+  } else {
+    const problem = pseudonymSecretProblem(secret);
+    if (problem) throw new CliError(`--secret ${problem}`);
   }
   const centre = options.centre ? await loadCentreFile(options.centre) : undefined;
   const packInfo = await stat(options.mapping).catch(() => undefined);

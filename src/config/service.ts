@@ -37,8 +37,11 @@ export const ServiceConfigSchema = z
     mappingsDir: z.string().min(1).default('./mappings'),
     /** Where `keys generate` writes private keys (mode 0600) and JWKS reads public ones. */
     keysDir: z.string().min(1).default('./keys'),
-    /** Per-deployment secret for HMAC-SHA256 pseudonyms; at least 32 characters. */
-    pseudonymSecret: z.string().min(32, 'must be at least 32 characters (use a random secret)'),
+    /** Per-deployment secret for HMAC-SHA256 pseudonyms; see pseudonymSecretProblem. */
+    pseudonymSecret: z.string().superRefine((secret, ctx) => {
+      const problem = pseudonymSecretProblem(secret);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
     registry: z
       .object({
         url: secureUrl.optional(),
@@ -316,6 +319,33 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
   if (issues.length > 0 || !result.success)
     throw new ConfigError(file ? `${file} + environment` : 'environment', issues);
   return result.data;
+}
+
+/** How to make a good pseudonym secret (said by every refusal). */
+const SECRET_ADVICE =
+  'use a random secret of at least 32 characters, e.g. `openssl rand -hex 32`, and keep it stable (pseudonyms depend on it)';
+
+/** Placeholders people leave in place: a secret that starts with one of these is refused. */
+const PLACEHOLDER_SECRET =
+  /^(change[\W_]*me|changeit|secret|password|passw0rd|example|sample|test|placeholder|dummy|default|insecure|your[\W_]*secret|replace[\W_]*me|xxx|todo|fixme)/i;
+
+/** Earlier placeholders of this code base that must never become a real secret. */
+const KNOWN_PLACEHOLDERS = new Set(['keys-command-placeholder-not-a-secret-0000']);
+
+/**
+ * Why a pseudonym secret is too weak, or undefined when it will do: at least 32 characters,
+ * at least 10 distinct ones (`'a'` x 32 is no secret), and not a known placeholder
+ * (`changeme...`, `secret...`, `password...`, `test...`, `example...`). The secret itself is
+ * never quoted.
+ */
+export function pseudonymSecretProblem(secret: string): string | undefined {
+  if (secret.length < 32) return `must be at least 32 characters; ${SECRET_ADVICE}`;
+  const distinct = new Set(secret).size;
+  if (distinct < 10)
+    return `has only ${distinct} distinct characters, so it is easy to guess; ${SECRET_ADVICE}`;
+  if (KNOWN_PLACEHOLDERS.has(secret) || PLACEHOLDER_SECRET.test(secret.trim()))
+    return `looks like a placeholder (it starts with a word such as changeme, secret, password, test or example); ${SECRET_ADVICE}`;
+  return undefined;
 }
 
 /** Parses a config object given in code (tests, the demo); throws ConfigError. */

@@ -6,7 +6,7 @@ import { contentHash, pseudonymKey, submissionId } from '../../src/registry/keys
 import type { Retraction, VisitSubmission } from '../../src/registry/submission.js';
 
 export const REDIS_URL = 'redis://127.0.0.1:6379';
-export const SECRET = 'test-secret-test-secret-test-secret-0123';
+export const SECRET = 'lhn-sync-tests-7f3a9c21e8b04d65a1c2e9f0b3d47a86';
 
 /** A prefix no other test run uses. */
 export function testPrefix(): string {

@@ -9,7 +9,7 @@ import { createRegistryClient } from '../../src/registry/delivery.js';
 import { startSandboxRegistry, type SandboxRegistry } from '../../src/sandbox/registry/index.js';
 import { bypassesProxy, createOutboundFetch, describeProxy } from '../../src/util/outbound.js';
 import { isRetryableNetworkCode, networkErrorCode } from '../../src/fhir/retry.js';
-import { makeVisit } from '../sync/helpers.js';
+import { SECRET, makeVisit } from '../sync/helpers.js';
 
 const REGISTRY_HOST = 'registry.lhn-proxy.test';
 
@@ -189,7 +189,7 @@ describe('outbound requests through a proxy', () => {
   });
 
   it('when proxy variables are set, then LHN_ names win, lower case over upper, HTTPS over HTTP', () => {
-    const secret = { LHN_PSEUDONYM_SECRET: 'x'.repeat(32) };
+    const secret = { LHN_PSEUDONYM_SECRET: SECRET };
     const from = (env: Record<string, string>) => loadServiceConfig({ ...secret, ...env }).outbound;
     expect(from({})).toEqual({ noProxy: '' });
     expect(from({ HTTP_PROXY: 'http://a:1', HTTPS_PROXY: 'http://b:2' }).proxyUrl).toBe(
