@@ -346,7 +346,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
           now: policy.now(),
           maxSeconds: policy.maxRetryAfterSeconds,
         });
-        const hint = hintForStatus(response.status, state.reauthDone, method, url);
+        const hint = hintForStatus(response.status, state.reauthDone, method, url, token);
         throw new FhirHttpError({
           status: response.status,
           method,
@@ -857,6 +857,7 @@ function hintForStatus(
   reauthDone: boolean,
   method: string,
   url: URL,
+  token: string | undefined,
 ): string | undefined {
   // A search (GET [base]/Type?...) refused as a bad request: usually a parameter the EHR
   // wants or does not support, which the centre file can supply.
@@ -866,6 +867,9 @@ function hintForStatus(
     return reauthDone
       ? 'The EHR rejected a freshly issued access token too: check that the client is enabled for this FHIR endpoint'
       : 'The EHR rejected the request as unauthenticated';
+  // Sent without a token: a bulk file on storage (pre-signed URL), where scopes play no part.
+  if ((status === 403 || status === 401) && token === undefined)
+    return 'The file server refused a request sent without a token: a pre-signed storage URL (bulk export files) may have expired, which happens when the files are read long after the export finished; run the sync again for a fresh export, and ask centre IT how long export links stay valid';
   if (status === 403)
     return 'The EHR refused access: check the scopes granted to the client and any patient/data access policy';
   return undefined;

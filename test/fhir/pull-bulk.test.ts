@@ -150,6 +150,30 @@ describe('bulk pull', () => {
     ]);
   });
 
+  it('when a file fetched without the token is refused (an expired pre-signed URL), then the hint says so, not scopes', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    kickoff()
+      .get(STATUS)
+      .reply(
+        200,
+        manifest({
+          requiresAccessToken: false,
+          output: [{ type: 'Patient', url: 'https://files.example/bucket/p.ndjson?sig=x' }],
+        }),
+      )
+      .delete(STATUS)
+      .reply(202);
+    nock('https://files.example').get('/bucket/p.ndjson').query(true).reply(403, 'AccessDenied');
+    const message = await collect(pullBulk({ client, centre: makeCentre(), sleep })).then(
+      () => 'no error',
+      (err: unknown) => (err as Error).message,
+    );
+    expect(message).toMatch(/pre-signed storage URL .* may have expired/);
+    expect(message).not.toMatch(/scopes/);
+    expect(message).not.toContain('sig=x');
+  });
+
   it('when files on another origin require the token, then they are refused and the export is cancelled', async () => {
     const { client } = makeClient();
     const { sleep } = sleepsOf();
