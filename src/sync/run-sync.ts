@@ -405,6 +405,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     // skipped with a warning instead of failing every run.
     await setPhase('server-time');
     const serverInfo = await fetchServerInfo(client, signal);
+    const warnings: { step: string; message: string }[] = [];
     const listed = serverInfo.resourceTypes;
     const skippedTypes = listed ? centre.pull.resourceTypes.filter((t) => !listed.has(t)) : [];
     const types = centre.pull.resourceTypes.filter((t) => !skippedTypes.includes(t));
@@ -417,7 +418,8 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           : '') +
         ')';
       log.warn({ skippedTypes }, message);
-      await deps.runStore.update(runId, { warnings: [{ step: 'server-time', message }] });
+      warnings.push({ step: 'server-time', message });
+      await deps.runStore.update(runId, { warnings: [...warnings] });
     }
     if (types.length === 0)
       throw new Error(
@@ -436,11 +438,15 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       await deps.runStore.update(runId, { mode });
     }
     const fullEvery = centre.schedule.fullEveryDays;
+    // A last full sync in the future (written by a clock that ran ahead) tells nothing: it
+    // counts as due, rather than turning fullEveryDays (and deletion detection) off until
+    // real time catches up.
     const lastFull = Date.parse(marks[LAST_FULL_MARK] ?? '');
+    const lastFullKnown = lastFull <= Date.now() + overlapMs ? lastFull : Number.NaN;
     if (
       mode === 'incremental' &&
       fullEvery !== undefined &&
-      !(Date.now() - lastFull < fullEvery * DAY_MS)
+      !(Date.now() - lastFullKnown < fullEvery * DAY_MS)
     ) {
       mode = 'full';
       log.info(
@@ -450,11 +456,21 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       await deps.runStore.update(runId, { mode });
     }
 
-    let serverTime = serverInfo.time;
-    if (serverTime === undefined) {
-      serverTime = Date.now();
+    // The watermark's clock: the earlier of the EHR's Date and this machine's, so neither
+    // clock running ahead (a proxy in front of the EHR, a forward jump) moves the watermark
+    // past changes the EHR has yet to stamp.
+    const localNow = Date.now();
+    let serverTime = serverInfo.time ?? localNow;
+    if (serverInfo.time === undefined)
       log.warn('the EHR sent no Date header; using this machine clock for the watermark');
+    else if (Math.abs(serverInfo.time - localNow) > overlapMs) {
+      const skewS = Math.round((serverInfo.time - localNow) / 1000);
+      const message = `the EHR's clock (Date header) and this machine's differ by ${skewS} s, more than the watermark overlap of ${Math.round(overlapMs / 1000)} s; the watermark uses the earlier one (check NTP on both)`;
+      log.warn({ skewSeconds: skewS }, message);
+      warnings.push({ step: 'server-time', message });
+      await deps.runStore.update(runId, { warnings: [...warnings] });
     }
+    serverTime = Math.min(serverTime, localNow);
     const lookbackStart = serverTime - centre.pull.firstSyncLookbackDays * DAY_MS;
     const lookbackIso = new Date(lookbackStart).toISOString();
     const sinceWithOverlap = since;
@@ -529,7 +545,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ...(signal ? { signal } : {}),
           onManifest: (m) => {
             const t = Date.parse(m.transactionTime);
-            if (Number.isFinite(t)) serverTime = t;
+            if (Number.isFinite(t)) serverTime = Math.min(t, localNow);
           },
         })) {
           if (item.kind === 'resource') {
