@@ -27,7 +27,13 @@ describe('readiness when Redis is unreachable', () => {
     expect(ready.status).toBe(503);
     expect(ready.headers.get('content-type')).toContain('application/problem+json');
     expect(ready.body).toMatchObject({ status: 503, title: 'Service unavailable' });
-    expect(ready.body.detail).toContain('Redis');
+    // The reason is logged, never sent to this unauthenticated caller (security review 11).
+    expect(ready.body.detail).toBe('Redis is not answering');
+    await new Promise((r) => setTimeout(r, 50));
+    const logged = api.logs
+      .lines()
+      .find((l) => l.msg === 'readiness check failed: Redis is not answering');
+    expect(logged?.err).toEqual(expect.any(String));
     const health = await call(`${api.url}/health`);
     expect(health.status).toBe(200);
     expect(health.body).toEqual({ status: 'ok' });

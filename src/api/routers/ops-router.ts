@@ -6,6 +6,7 @@ import { Router, type RequestHandler } from 'express';
 import type { ApiContext } from '../context.js';
 import { readRelayedMetrics, renderMergedMetrics } from '../metrics-relay.js';
 import { unavailableProblem } from '../problem.js';
+import { getRequestLogger } from '../request-log.js';
 
 const READY_TIMEOUT_MS = 2_000;
 
@@ -42,7 +43,13 @@ export function createProbesRouter(ctx: ApiContext): Router {
     try {
       await pingRedis(ctx);
     } catch (err) {
-      throw unavailableProblem(`Redis is not answering (${(err as Error).message})`);
+      // /ready is public: the client's error text (host, port, client internals) stays in
+      // the log.
+      (getRequestLogger(res) ?? ctx.logger).warn(
+        { err: (err as Error).message },
+        'readiness check failed: Redis is not answering',
+      );
+      throw unavailableProblem('Redis is not answering');
     }
     res.json({ status: 'ready', redis: 'ok' });
   });
