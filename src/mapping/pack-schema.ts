@@ -82,6 +82,19 @@ export const NonSystemicValueSetSchema = z
     forms: z.array(z.object({ ...codedEntry, systemic: z.boolean() }).strict()).default([]),
     /** Whole route texts (abbreviations such as PR, OU) that mean a local route. */
     routeTexts: z.array(z.object({ text: nonEmpty, source: sourceKey }).strict()).default([]),
+    /** Brand names of local corticosteroid products (Pred Forte...), matched as whole words. */
+    brands: z.array(z.object({ text: nonEmpty, source: sourceKey }).strict()).default([]),
+    /**
+     * A strength written as a percentage (`1 %`) marks a local form, except the strength of a
+     * diluent named next to it (`sodium chloride 0.9 %`, `0.9% NaCl`).
+     */
+    percentStrength: z
+      .object({
+        source: sourceKey,
+        diluents: z.array(z.object({ text: nonEmpty, source: sourceKey }).strict()).default([]),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type NonSystemicValueSet = z.infer<typeof NonSystemicValueSetSchema>;

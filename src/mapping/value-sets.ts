@@ -2,7 +2,12 @@
 // ("is this coding a PGA question? a height? which steroid?") is one Map lookup on
 // `system|code`, never a scan of a list.
 import type { Diagnosis, PgaCategory } from '../registry/submission.js';
-import type { MappingPack, SteroidValueSet, VitalField } from './pack-schema.js';
+import type {
+  MappingPack,
+  NonSystemicValueSet,
+  SteroidValueSet,
+  VitalField,
+} from './pack-schema.js';
 
 export type ObservationField = 'pga' | VitalField;
 export type SteroidConcept = SteroidValueSet['concepts'][number];
@@ -126,6 +131,19 @@ function wordPattern(word: string, plural = false): string {
   return `(?<![a-z0-9])${body}${plural ? '(?:e?s)?' : ''}(?![a-z0-9])`;
 }
 
+/**
+ * A strength written as a percentage (`1 %`, `2.5%`, `0.3-0.1 %`), unless a diluent names it
+ * just before (`sodium chloride 0.9 %`) or just after (`0.9% sodium chloride`).
+ */
+function percentPattern(rule: NonNullable<NonSystemicValueSet['percentStrength']>): string {
+  const number = '(?<![0-9.])[0-9]*\\.?[0-9]+\\s*%';
+  if (rule.diluents.length === 0) return number;
+  const diluents = rule.diluents
+    .map((d) => escapeRegExp(d.text.toLowerCase()).replace(/\\?\s+/g, '\\s+'))
+    .join('|');
+  return `(?<!(?<![a-z0-9])(?:${diluents})\\s*)${number}(?!\\s*(?:${diluents})(?![a-z0-9]))`;
+}
+
 /** Normalises an ICD-10-CM style code for prefix matching: upper case, no dot. */
 export function normaliseIcdCode(code: string): string {
   return code.trim().toUpperCase().replace('.', '');
@@ -160,10 +178,13 @@ export function buildPackIndex(pack: MappingPack): PackIndex {
     .sort((a, b) => b[0].length - a[0].length)
     .map(([text, ingredient]) => ({ pattern: new RegExp(wordPattern(text), 'i'), ingredient }));
 
-  const nonSystemicText = new RegExp(
-    nonSystemic.words.map((w) => wordPattern(w.word.toLowerCase(), true)).join('|'),
-    'i',
-  );
+  // One pattern for every local-form signal in text (a single test per text): form words,
+  // brands of local products, and a percent strength that is not a diluent's.
+  const localAlternatives = nonSystemic.words.map((w) => wordPattern(w.word.toLowerCase(), true));
+  for (const b of nonSystemic.brands) localAlternatives.push(wordPattern(b.text.toLowerCase()));
+  if (nonSystemic.percentStrength)
+    localAlternatives.push(percentPattern(nonSystemic.percentStrength));
+  const nonSystemicText = new RegExp(localAlternatives.join('|'), 'i');
   const routeSystemic = new Map<string, boolean>();
   for (const r of nonSystemic.routes) routeSystemic.set(codingKey(r.system, r.code), r.systemic);
   const formSystemic = new Map<string, boolean>();

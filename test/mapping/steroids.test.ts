@@ -192,6 +192,27 @@ describe('judgeSteroid', () => {
       )?.systemic,
     ).toBe(true);
   });
+
+  it('when a strength is a percentage, an Epic route+form pair or a local brand is named, then the form is local; a diluent percentage is not', () => {
+    const systemic = (text: string, code?: string) =>
+      judgeSteroid(index, use({ codings: code ? [rx(code)] : [], text }), undefined)?.systemic;
+    expect(systemic('PREDNISOLONE ACETATE 1 % OP SUSP')).toBe(false);
+    expect(systemic('HYDROCORTISONE 2.5% cream')).toBe(false);
+    expect(systemic('prednisolone 0.12% drops')).toBe(false);
+    expect(systemic('DEXAMETHASONE 0.1 % OT SUSP')).toBe(false);
+    expect(systemic('BUDESONIDE 0.5 MG/2ML IN SUSP')).toBe(false);
+    expect(systemic('budesonide', '19831')).toBe(true);
+    expect(systemic('BUDESONIDE 0.5 MG/2ML IN SUSP', '19831')).toBe(false);
+    expect(systemic('Pred Forte', '8638')).toBe(false);
+    expect(systemic('PROCTOFOAM HC', '5492')).toBe(false);
+    expect(systemic('Colocort', '5492')).toBe(false);
+    // The two-letter route alone is no local form, nor is a diluent's percentage.
+    expect(systemic('methylprednisolone 40 mg in sodium chloride 0.9 % IV')).toBe(true);
+    expect(systemic('methylprednisolone 125 mg in 0.9% NaCl 50 mL')).toBe(true);
+    expect(systemic('dexamethasone 10 mg in dextrose 5 % 50 mL')).toBe(true);
+    expect(systemic('hydrocortisone 100 mg IV in NS')).toBe(true);
+    expect(systemic('prednisone 20 mg tablet', '8640')).toBe(true);
+  });
 });
 
 describe('isActiveOn', () => {
