@@ -23,7 +23,13 @@ import {
 } from '../registry/submission.js';
 import { createZoneCalendar, dayNumberOf, wholeMonthsBetween, type ZoneCalendar } from './dates.js';
 import { applyCentreOverrides, parseCentreOverrides } from './overrides.js';
-import { UCUM, type LinkRule, type MappingPack, type VitalField } from './pack-schema.js';
+import {
+  UCUM,
+  type LinkRule,
+  type MappingPack,
+  type VisitIncludeRule,
+  type VitalField,
+} from './pack-schema.js';
 import {
   durationUnitOf,
   isActiveOnDates,
@@ -399,6 +405,7 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
     centreId: options.centreId,
     secret: options.pseudonymSecret,
     visitClasses: visitClassMap(spec.visits.classes),
+    visitInclude: visitIncludeIndex(spec.visits.include),
     visitStatuses: new Set(spec.visits.statuses),
     retractStatuses: new Set(spec.visits.retractStatuses),
     observationStatuses: new Set(spec.observations.statuses),
@@ -431,6 +438,70 @@ function visitClassMap(
     codes.set(c.code, c.type);
   }
   return addSystemAliases(map, { [V3_ACT_CODE]: [''] });
+}
+
+/** The visit include rules as lookups: one per element an encounter is matched on. */
+interface VisitIncludeIndex {
+  types: CodingMap<true>;
+  serviceTypes: CodingMap<true>;
+  /** Organization ids (Encounter.serviceProvider). */
+  providers: Set<string>;
+  /** Location ids (Encounter.location.location). */
+  locations: Set<string>;
+}
+
+function visitIncludeIndex(rules: readonly VisitIncludeRule[]): VisitIncludeIndex | null {
+  if (rules.length === 0) return null;
+  const index: VisitIncludeIndex = {
+    types: new Map(),
+    serviceTypes: new Map(),
+    providers: new Set(),
+    locations: new Set(),
+  };
+  const addCoding = (map: CodingMap<true>, c: { system: string; code: string }): void => {
+    let codes = map.get(c.system);
+    if (!codes) {
+      codes = new Map();
+      map.set(c.system, codes);
+    }
+    codes.set(c.code, true);
+  };
+  const idOf = (reference: string): string => reference.slice(reference.indexOf('/') + 1);
+  for (const r of rules) {
+    if (r.type) addCoding(index.types, r.type);
+    if (r.serviceType) addCoding(index.serviceTypes, r.serviceType);
+    if (r.serviceProvider) index.providers.add(idOf(r.serviceProvider));
+    if (r.location) index.locations.add(idOf(r.location));
+  }
+  for (const map of [index.types, index.serviceTypes]) {
+    // A rule written with an alias system (the SNOMED CT OID) counts under the canonical URI,
+    // then under every alias.
+    for (const [canonical, aliases] of Object.entries(SYSTEM_ALIASES))
+      for (const alias of aliases) {
+        const codes = map.get(alias);
+        if (!codes) continue;
+        map.delete(alias);
+        for (const code of codes.keys()) addCoding(map, { system: canonical, code });
+      }
+    addSystemAliases(map);
+  }
+  return index;
+}
+
+/** True when an include rule matches the encounter (its view rows). */
+function matchesVisitInclude(index: VisitIncludeIndex, rows: readonly Row[]): boolean {
+  const first = rows[0]!;
+  const provider = first.service_provider;
+  if (typeof provider === 'string' && index.providers.has(provider)) return true;
+  const locations = first.locations;
+  if (Array.isArray(locations) && index.locations.size > 0)
+    for (const l of locations) if (typeof l === 'string' && index.locations.has(l)) return true;
+  for (const row of rows) {
+    if (lookupCoding(index.types, row.type_system, row.type_code)) return true;
+    if (lookupCoding(index.serviceTypes, row.service_type_system, row.service_type_code))
+      return true;
+  }
+  return false;
 }
 
 /**
@@ -486,6 +557,8 @@ interface Context {
   secret: string;
   /** system -> code -> visit type. */
   visitClasses: CodingMap<string>;
+  /** The visit include rules, null when there are none (every visit-class encounter counts). */
+  visitInclude: VisitIncludeIndex | null;
   visitStatuses: Set<string>;
   retractStatuses: Set<string>;
   observationStatuses: Set<string>;
@@ -532,6 +605,34 @@ function createAssemblerFor(ctx: Context): Assembler {
     if (HL7_ENCOUNTER_CLASSES.has(c) && isActCodeSystem(s)) return;
     const key = `${s}|${c}`;
     unknownClasses.set(key, (unknownClasses.get(key) ?? 0) + 1);
+  };
+
+  /**
+   * Encounters of a visit class and status that no include rule matched, by their type coding
+   * (`system|code` of the first type, else service type) and department (`Location/id`, else
+   * `Organization/id`), with how many: reported at the end, so the rules' effect is seen.
+   */
+  const excludedVisits = new Map<string, number>();
+  const noteExcludedVisit = (first: Row): void => {
+    const typeCode = str(first.type_code);
+    const serviceCode = str(first.service_type_code);
+    const code =
+      typeCode !== null
+        ? `${str(first.type_system) ?? ''}|${typeCode}`
+        : serviceCode !== null
+          ? `${str(first.service_type_system) ?? ''}|${serviceCode}`
+          : '';
+    const locations = first.locations;
+    const location = Array.isArray(locations) ? str(locations[0]) : null;
+    const provider = str(first.service_provider);
+    const department =
+      location !== null
+        ? `Location/${location}`
+        : provider !== null
+          ? `Organization/${provider}`
+          : '';
+    const key = `${code}\n${department}`;
+    excludedVisits.set(key, (excludedVisits.get(key) ?? 0) + 1);
   };
 
   // Resources mostly arrive grouped by patient (searches are per patient; export files are
@@ -854,7 +955,8 @@ function createAssemblerFor(ctx: Context): Assembler {
         return;
       case 'Encounter': {
         count(1, type);
-        const first = views.encounter.rows(resource)[0];
+        const rows = views.encounter.rows(resource);
+        const first = rows[0];
         if (!first || !str(first.id)) return;
         const rec: EncounterRecord = {
           id: str(first.id) ?? '',
@@ -864,8 +966,14 @@ function createAssemblerFor(ctx: Context): Assembler {
           visitType: lookupCoding(ctx.visitClasses, first.class_system, first.class_code) ?? null,
           periodStart: str(first.period_start),
         };
-        if (rec.visitType === null && rec.status && ctx.visitStatuses.has(rec.status))
-          noteUnknownClass(first.class_system, first.class_code);
+        if (rec.status && ctx.visitStatuses.has(rec.status)) {
+          if (rec.visitType === null) noteUnknownClass(first.class_system, first.class_code);
+          else if (ctx.visitInclude !== null && !matchesVisitInclude(ctx.visitInclude, rows)) {
+            // Of a visit class, but not a clinic the centre's rules include: not a visit.
+            rec.visitType = null;
+            noteExcludedVisit(first);
+          }
+        }
         const patient = str(first.patient);
         keepLatestAcross(
           encounterOwners,
@@ -950,6 +1058,28 @@ function createAssemblerFor(ctx: Context): Assembler {
           unknownClassMessage(ctx, code, n),
           undefined,
           code === '|' ? undefined : code,
+        ),
+      );
+    }
+    for (const [key, n] of [...excludedVisits].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      const cut = key.indexOf('\n');
+      const code = key.slice(0, cut);
+      const department = key.slice(cut + 1);
+      const what =
+        code !== ''
+          ? department !== ''
+            ? 'with this type (or service type) at this department'
+            : 'with this type (or service type) and no location or service provider'
+          : department !== ''
+            ? 'at this department with no type or service type'
+            : 'with no type, service type, location or service provider';
+      orphanFindings.push(
+        finding(
+          'unmapped-code',
+          'visit.include',
+          `${n} encounter(s) of a visit class and status ${what} match no visit include rule, so they were not submitted; if they are GI clinic visits, add a rule for their type, service type, location or service provider to the centre file under mapping.overrides.visits.include`,
+          department === '' ? undefined : department,
+          code === '' ? undefined : code,
         ),
       );
     }

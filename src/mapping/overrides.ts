@@ -8,6 +8,7 @@ import {
   PgaAnswerSchema,
   PgaQuestionSchema,
   VITAL_FIELDS,
+  VisitIncludeRuleSchema,
   type LinkRule,
   type MappingPack,
 } from './pack-schema.js';
@@ -85,6 +86,11 @@ export const CentreOverridesSchema = z
         classes: z
           .array(z.object({ system: nonEmpty, code: nonEmpty, type: nonEmpty }).strict())
           .default([]),
+        /**
+         * Which encounters of a visit class are registry visits at this centre (the GI clinic
+         * by type, service type, location or service provider), added to the pack's rules.
+         */
+        include: z.array(VisitIncludeRuleSchema).default([]),
       })
       .strict()
       .optional(),
@@ -198,7 +204,11 @@ export function applyCentreOverrides(pack: MappingPack, overrides: CentreOverrid
   const assembly = {
     ...pack.assembly,
     visits: visits
-      ? { ...pack.assembly.visits, classes: [...pack.assembly.visits.classes, ...visits.classes] }
+      ? {
+          ...pack.assembly.visits,
+          classes: [...pack.assembly.visits.classes, ...visits.classes],
+          include: [...pack.assembly.visits.include, ...visits.include],
+        }
       : pack.assembly.visits,
     fields: {
       ...fields,

@@ -216,6 +216,43 @@ const vitalFieldSpec = z
   .strict();
 export type VitalFieldSpec = z.infer<typeof vitalFieldSpec>;
 
+const includeCoding = z
+  .object({ system: nonEmpty, code: nonEmpty, display: z.string().optional() })
+  .strict();
+const includeReference = (type: string) =>
+  z
+    .string()
+    .regex(
+      new RegExp(`^${type}/[A-Za-z0-9\\-.]{1,64}$`),
+      `expected a reference ${type}/<id> (the id the EHR gives the ${type})`,
+    );
+
+/**
+ * A rule that makes an encounter of a visit class a registry visit (e.g. the GI clinic):
+ * its Encounter.type or serviceType coding, its serviceProvider (Organization) or one of its
+ * locations (Location). A rule names exactly one; an encounter matching any rule is a visit.
+ */
+export const VisitIncludeRuleSchema = z
+  .object({
+    type: includeCoding.optional(),
+    serviceType: includeCoding.optional(),
+    serviceProvider: includeReference('Organization').optional(),
+    location: includeReference('Location').optional(),
+    /** What the rule stands for (e.g. "GI clinic"), for people reading the file. */
+    note: z.string().optional(),
+  })
+  .strict()
+  .refine(
+    (r) =>
+      Number(r.type !== undefined) +
+        Number(r.serviceType !== undefined) +
+        Number(r.serviceProvider !== undefined) +
+        Number(r.location !== undefined) ===
+      1,
+    'a visit include rule names exactly one of type, serviceType, serviceProvider, location',
+  );
+export type VisitIncludeRule = z.infer<typeof VisitIncludeRuleSchema>;
+
 export const AssemblySpecSchema = z
   .object({
     schema: z.literal('lhn-bridge/assembly/v1'),
@@ -240,6 +277,11 @@ export const AssemblySpecSchema = z
           .min(1),
         statuses: z.array(nonEmpty).min(1),
         retractStatuses: z.array(nonEmpty).default(['entered-in-error']),
+        /**
+         * When not empty, an encounter of a visit class and status is a visit only if one rule
+         * matches it (empty: every such encounter is a visit).
+         */
+        include: z.array(VisitIncludeRuleSchema).default([]),
       })
       .strict(),
     observations: z

@@ -281,6 +281,71 @@ describe('assembler', () => {
     expect(result.submissions).toEqual(mapperFor().mapResources(resources).submissions);
   });
 
+  it('when visit include rules are set, then other encounters of a visit class are not visits and one finding per type and department counts them', () => {
+    const patientId = resources.find((r) => r.resourceType === 'Patient')!.id;
+    const snomed = 'http://snomed.info/sct';
+    const amb = (id: string, extra: object) => ({
+      resourceType: 'Encounter',
+      id,
+      status: 'finished',
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+      subject: { reference: `Patient/${patientId}` },
+      period: { start: '2024-03-05T15:00:00Z' },
+      ...extra,
+    });
+    const gi = { coding: [{ system: snomed, code: '394584008' }] };
+    const infusion = {
+      type: [{ coding: [{ system: 'urn:centre:visit-type', code: 'INF' }] }],
+      location: [{ location: { reference: 'Location/infusion' } }],
+    };
+    const extra = [
+      amb('e-gi', { serviceType: gi }),
+      amb('e-dept', { location: [{ location: { reference: 'Location/gi-clinic' } }] }),
+      amb('e-org', { serviceProvider: { reference: 'Organization/gi' } }),
+      amb('e-inf1', infusion),
+      amb('e-inf2', infusion),
+      amb('e-none', {}),
+    ];
+    const overrides = {
+      ...centre.centreOverrides,
+      visits: {
+        include: [
+          { serviceType: { system: 'urn:oid:2.16.840.1.113883.6.96', code: '394584008' } },
+          { location: 'Location/gi-clinic' },
+          { serviceProvider: 'Organization/gi' },
+        ],
+      },
+    };
+    const result = mapperFor({ overrides }).mapResources([...extra]);
+    const submitted = result.submissions.map(
+      (s) => s.provenance.find((p) => p.resourceType === 'Encounter')!.id,
+    );
+    expect(submitted.sort()).toEqual(['e-dept', 'e-gi', 'e-org']);
+    expect(
+      result.findings
+        .filter((f) => f.field === 'visit.include')
+        .map((f) => [f.code, f.resource, f.message.slice(0, 16)]),
+    ).toEqual([
+      [undefined, undefined, '1 encounter(s) o'],
+      ['urn:centre:visit-type|INF', 'Location/infusion', '2 encounter(s) o'],
+    ]);
+    // No rules (the pack default): every encounter of a visit class is a visit, as before.
+    expect(mapperFor().mapResources([...extra]).submissions).toHaveLength(extra.length);
+  });
+
+  it('when a visit include rule is malformed, then the centre file is refused with its path', () => {
+    expect(() =>
+      mapperFor({ overrides: { visits: { include: [{ location: 'gi-clinic' }] } } }),
+    ).toThrow(/visits\.include\[0\]\.location: expected a reference Location\/<id>/);
+    expect(() =>
+      mapperFor({
+        overrides: {
+          visits: { include: [{ location: 'Location/a', serviceProvider: 'Organization/b' }] },
+        },
+      }),
+    ).toThrow(/visits\.include\[0\]: a visit include rule names exactly one of/);
+  });
+
   it('when resource types the pack does not use arrive, then they are counted and ignored', () => {
     const extra = [
       { resourceType: 'Practitioner', id: 'dr' },
