@@ -14,7 +14,7 @@ import {
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { CentreConfig } from '../src/config/centre.js';
-import { acquireCentreLock } from '../src/sync/centre-lock.js';
+import { CentreLockLostError, acquireCentreLock } from '../src/sync/centre-lock.js';
 import type { PrepareCentre } from '../src/sync/centre-services.js';
 import { SyncInterruptedError, syncCentre, type SyncCentreOptions } from '../src/sync/run-sync.js';
 import type { RunCounts, RunStore } from '../src/sync/run-store.js';
@@ -125,7 +125,7 @@ export function createSyncProcessor(
       { runId, jobId },
       {
         ...(deps.lockLeaseMs ? { leaseMs: deps.lockLeaseMs } : {}),
-        onLost: () => controller.abort(new Error('centre lock lost')),
+        onLost: () => controller.abort(new CentreLockLostError(centre.id)),
       },
     );
     if (!lock.acquired) {
@@ -179,6 +179,14 @@ export function createSyncProcessor(
       );
       return { status: 'succeeded', runId, counts: record.counts };
     } catch (err) {
+      if (err instanceof SyncInterruptedError && err.reason === 'lock-lost' && !signal?.aborted) {
+        // The lease lapsed under the run: another run may hold the centre now. Not a failed
+        // attempt: hand the job back for after a lease, by when that run has the lock or the
+        // centre is free again (the message says what happened; the run record too).
+        log.warn({ centreId: centre.id, jobId, runId }, err.message);
+        await job.moveToDelayed(Date.now() + (deps.lockLeaseMs ?? 60_000), token);
+        throw new DelayedError();
+      }
       if (
         err instanceof SyncInterruptedError &&
         (signal?.aborted || err.reason === 'redis-connection')

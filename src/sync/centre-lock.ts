@@ -45,6 +45,19 @@ const RENEW_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis
 const RELEASE_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 
 /** Redis key of a centre's sync lock. */
+/**
+ * The reason a run is aborted with when its centre lock lapsed under it (Redis unreachable
+ * longer than the lease, or a worker stalled past it): another run may hold the centre now.
+ */
+export class CentreLockLostError extends Error {
+  constructor(readonly centreId: string) {
+    super(
+      `the centre lock of ${centreId} lapsed under the run (Redis unreachable or the worker stalled for longer than the lease)`,
+    );
+    this.name = 'CentreLockLostError';
+  }
+}
+
 export function centreLockKey(prefix: string, centreId: string): string {
   return `${prefix}:lock:sync:${centreId}`;
 }

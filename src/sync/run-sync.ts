@@ -41,6 +41,7 @@ import {
 } from './run-store.js';
 import { openVisitState } from './visit-state.js';
 import { createPatientSpool } from './bulk-spool.js';
+import { CentreLockLostError } from './centre-lock.js';
 
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
@@ -99,6 +100,13 @@ export interface SyncTimings {
   enqueueMs: number;
 }
 
+const INTERRUPT_CAUSES = {
+  shutdown: 'worker shutting down',
+  'redis-connection': 'the Redis connection dropped under a command',
+  'lock-lost':
+    "the centre lock's lease lapsed: Redis was unreachable or the worker stalled for longer than the lease",
+} as const;
+
 /**
  * A run stopped before its end for a reason outside it: its signal (worker shutdown) or a
  * Redis connection that dropped under a command in flight. The job should be handed back to
@@ -107,12 +115,10 @@ export interface SyncTimings {
 export class SyncInterruptedError extends Error {
   constructor(
     readonly runId: string,
-    readonly reason: 'shutdown' | 'redis-connection' = 'shutdown',
+    readonly reason: 'shutdown' | 'redis-connection' | 'lock-lost' = 'shutdown',
   ) {
     super(
-      reason === 'shutdown'
-        ? 'the sync was interrupted (worker shutting down); it will run again from its watermarks'
-        : 'the sync was interrupted (the Redis connection dropped under a command); it will run again from its watermarks',
+      `the sync was interrupted (${INTERRUPT_CAUSES[reason]}); it will run again from its watermarks`,
     );
     this.name = 'SyncInterruptedError';
   }
@@ -399,13 +405,13 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   };
 
   let mode = options.mode;
+  const warnings: { step: string; message: string }[] = [];
   try {
     // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
     // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
     // skipped with a warning instead of failing every run.
     await setPhase('server-time');
     const serverInfo = await fetchServerInfo(client, signal);
-    const warnings: { step: string; message: string }[] = [];
     const listed = serverInfo.resourceTypes;
     const skippedTypes = listed ? centre.pull.resourceTypes.filter((t) => !listed.has(t)) : [];
     const types = centre.pull.resourceTypes.filter((t) => !skippedTypes.includes(t));
@@ -663,17 +669,23 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     }
     const redisDropped = !signal?.aborted && isRedisConnectionAbort(err);
     if (signal?.aborted || redisDropped) {
+      const reason = redisDropped
+        ? 'redis-connection'
+        : signal?.reason instanceof CentreLockLostError
+          ? 'lock-lost'
+          : 'shutdown';
+      const interrupted = new SyncInterruptedError(runId, reason);
       await deps.runStore.update(runId, {
         status: 'queued',
         phase: 'interrupted',
         counts: { ...counts },
         findingsByKind,
+        ...(reason === 'lock-lost'
+          ? { warnings: [...warnings, { step: phase, message: interrupted.message }] }
+          : {}),
       });
-      log.info(
-        { counts, reason: redisDropped ? 'redis-connection' : 'shutdown' },
-        'sync interrupted; it will run again from its watermarks',
-      );
-      throw new SyncInterruptedError(runId, redisDropped ? 'redis-connection' : 'shutdown');
+      log.info({ counts, reason }, 'sync interrupted; it will run again from its watermarks');
+      throw interrupted;
     }
     errors.add({ step: phase, message: describeError(err) });
   }

@@ -3,7 +3,7 @@ import { requestSync } from '../../src/sync/request-sync.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
 import type { FhirClient } from '../../src/fhir/client.js';
 import type { PrepareCentre } from '../../src/sync/centre-services.js';
-import { getCentreLockHolder } from '../../src/sync/centre-lock.js';
+import { centreLockKey, getCentreLockHolder } from '../../src/sync/centre-lock.js';
 import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
 import { waitFor } from '../sync/helpers.js';
 
@@ -137,5 +137,38 @@ describe('sync worker', () => {
       'the run to finish',
     );
     expect((await f.runtime.runStore.get(runId!))!.reason).toBe('manual');
+  });
+
+  it('when the centre lock lapses under a running sync, then the run is handed back with that reason, not as a shutdown or a failed attempt, and finishes later', async () => {
+    await worker?.close();
+    f.ehr.faults.set({ slow: { delayMs: 15_000, kinds: ['search'] } });
+    worker = await startWorker(f.runtime, { prepareCentre: f.prepareCentre, lockLeaseMs: 600 });
+    const { runId } = await trigger();
+    await waitFor(
+      async () => (await f.runtime.runStore.get(runId!))?.phase === 'pull',
+      20_000,
+      'the pull to start',
+    );
+    // The lease lapses (Redis was unreachable longer than it, or the event loop stalled).
+    await f.runtime.redis.del(centreLockKey(f.runtime.prefix, f.centre.id));
+    await waitFor(
+      async () => (await f.runtime.runStore.get(runId!))?.phase === 'interrupted',
+      10_000,
+      'the run to be interrupted',
+    );
+    const interrupted = (await f.runtime.runStore.get(runId!))!;
+    expect(interrupted.status).toBe('queued');
+    const note = interrupted.warnings?.map((w) => w.message).join(' ') ?? '';
+    expect(note).toMatch(/centre lock's lease lapsed/);
+    expect(note).not.toMatch(/shutting down/);
+    f.ehr.faults.reset();
+    await waitFor(async () => (await runStatus(runId!)) === 'succeeded', 60_000, 'the run');
+    const job = await f.runtime.queues.sync.getJob(interrupted.jobId!);
+    // One attempt, the one that succeeded: the interruption was not a failure.
+    expect(job!.attemptsMade).toBe(1);
+    expect(job!.failedReason).toBeFalsy();
+    expect(job!.stacktrace ?? []).toEqual([]);
+    await worker.close();
+    worker = undefined;
   });
 });
