@@ -41,8 +41,18 @@ export const centreIdSchema = z
 /** A run id (UUIDs from the run store; other safe tokens accepted). */
 export const runIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'expected a run id');
 
-/** A BullMQ job id of a submission. */
-export const jobIdSchema = z.string().regex(/^[A-Za-z0-9:_-]{1,200}$/, 'expected a submission id');
+/**
+ * A BullMQ job id of a submission: its submission id (32 hex of the visit key, a dash, 16 hex
+ * of the content hash; registry/keys.ts submissionId), and `-r<seq>` for a version enqueued
+ * again after a revert (sync/enqueue.ts revertJobId). Nothing else, so no id can name one of
+ * BullMQ's own keys (`meta`, `events`...).
+ */
+export const jobIdSchema = z
+  .string()
+  .regex(
+    /^[0-9a-f]{32}-[0-9a-f]{16}(-r[0-9]{1,15})?$/,
+    'expected a submission id (32 hex digits, a dash, 16 hex digits)',
+  );
 
 /** A `limit` query parameter. */
 export const limitSchema = z.coerce.number().int().min(1).max(1000);

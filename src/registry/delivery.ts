@@ -143,9 +143,13 @@ function isRejection(status: number): boolean {
   return status >= 400 && status < 500 && ![401, 403, 404, 408, 409, 425, 429].includes(status);
 }
 
-/** Extracts a short, human-readable reason from a problem+json or JSON error body. */
-function reasonFromBody(text: string): string {
-  let reason = text;
+/**
+ * Extracts a short, human-readable reason from a problem+json or JSON error body. A body that
+ * is not JSON (an HTML error page, a proxy's text) is described (content type, length), not
+ * quoted: it becomes the failed reason viewers see, and could echo anything.
+ */
+function reasonFromBody(text: string, contentType: string | null = null): string {
+  let reason = describeBody(contentType, text);
   try {
     const body = JSON.parse(text) as Record<string, unknown>;
     const parts: string[] = [];
@@ -163,7 +167,7 @@ function reasonFromBody(text: string): string {
       }
     if (parts.length > 0) reason = parts.join('; ');
   } catch {
-    // Not JSON: keep the text.
+    // Not JSON: described above.
   }
   reason = reason.replace(/\s+/g, ' ').trim() || '(no reason given)';
   return reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}...` : reason;
@@ -215,7 +219,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     const text = await res.text();
     if (!res.ok)
       throw new RegistryUnavailableError(
-        `registry token request failed (HTTP ${res.status}): ${reasonFromBody(text)}`,
+        `registry token request failed (HTTP ${res.status}): ${reasonFromBody(text, res.headers.get('content-type'))}`,
         res.status,
       );
     let body: { access_token?: unknown; expires_in?: unknown };
@@ -311,7 +315,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
           httpStatus: res.status,
         };
       }
-      const reason = reasonFromBody(text);
+      const reason = reasonFromBody(text, res.headers.get('content-type'));
       if (res.status === 409 && /duplicate/i.test(text))
         return { status: 'duplicate', httpStatus: res.status };
       if (isRejection(res.status)) throw new RegistryRejectedError(res.status, reason);

@@ -57,11 +57,14 @@ describe('validation and problem details', () => {
   });
 
   it('when a resolve note is missing, then the problem names body.note', async () => {
-    const res = await call(`${api.url}/api/submissions/failed/abc/resolve`, {
-      key: api.keys.operator,
-      method: 'POST',
-      body: {},
-    });
+    const res = await call(
+      `${api.url}/api/submissions/failed/${'a'.repeat(32)}-${'b'.repeat(16)}/resolve`,
+      {
+        key: api.keys.operator,
+        method: 'POST',
+        body: {},
+      },
+    );
     expect(res.status).toBe(400);
     expect(res.body.issues[0].path).toBe('body.note');
   });
@@ -236,5 +239,41 @@ describe('client mistakes are 4xx, not 500 (security review finding 4)', () => {
     const text = await charset.text();
     expect(text).toContain('UTF-8');
     expect(text).not.toContain('klingon');
+  });
+});
+
+describe('submission ids in routes (security review 12)', () => {
+  let api: TestApi;
+
+  beforeAll(async () => {
+    api = await startTestApi();
+  });
+  afterAll(async () => {
+    await api.close();
+  });
+
+  it('when a submission id is not 32 hex, a dash and 16 hex, then the route answers 400 naming params.id', async () => {
+    for (const id of ['meta', 'events', 'abc', 'x:meta', `${'a'.repeat(32)}-${'b'.repeat(15)}`]) {
+      const res = await call(`${api.url}/api/submissions/failed/${encodeURIComponent(id)}/retry`, {
+        key: api.keys.operator,
+        method: 'POST',
+      });
+      expect(res.status, id).toBe(400);
+      expect(res.body.issues[0].path).toBe('params.id');
+      expect(res.body.issues[0].message).toContain('32 hex digits');
+    }
+  });
+
+  it('when a submission id (or a revert job id) has the right format, then it gets past validation', async () => {
+    for (const id of [
+      `${'a'.repeat(32)}-${'b'.repeat(16)}`,
+      `${'0'.repeat(32)}-${'f'.repeat(16)}-r12`,
+    ]) {
+      const res = await call(`${api.url}/api/submissions/failed/${id}/retry`, {
+        key: api.keys.operator,
+        method: 'POST',
+      });
+      expect(res.status, id).not.toBe(400);
+    }
   });
 });

@@ -282,10 +282,13 @@ describe('admin API routes over real Redis', () => {
     });
     expect(again.status).toBe(409);
     expect(again.body.state).toBe('completed');
-    const unknown = await call(`${api.url}/api/submissions/failed/no-such-job/retry`, {
-      key: api.keys.operator,
-      method: 'POST',
-    });
+    const unknown = await call(
+      `${api.url}/api/submissions/failed/${'0'.repeat(32)}-${'0'.repeat(16)}/retry`,
+      {
+        key: api.keys.operator,
+        method: 'POST',
+      },
+    );
     expect(unknown.status).toBe(404);
   });
 

@@ -283,6 +283,43 @@ describe('registry answers that are not the contract', () => {
     }
   });
 
+  it('when an error answer is not JSON, then the failed reason describes it (type, length) instead of quoting it (security review 12)', async () => {
+    const page = '<html><body>Patient SMITH, ALICE not found at gateway</body></html>';
+    for (const status of [400, 502]) {
+      const server = await serve((res) =>
+        res.writeHead(status, { 'content-type': 'text/html; charset=utf-8' }).end(page),
+      );
+      try {
+        const err = await createRegistryClient({ config: config(server.url) })
+          .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+          .catch((e: unknown) => e);
+        expect(err, String(status)).toBeInstanceOf(
+          status === 400 ? RegistryRejectedError : RegistryUnavailableError,
+        );
+        expect((err as Error).message).toContain(
+          `a body of ${page.length} characters, content type text/html`,
+        );
+        expect((err as Error).message).not.toMatch(/SMITH|html>/);
+      } finally {
+        server.close();
+      }
+    }
+    // A JSON problem body keeps its reason.
+    const server = await serve((res) =>
+      res
+        .writeHead(422, { 'content-type': 'application/problem+json' })
+        .end('{"title":"Invalid","detail":"visit.date is in the future"}'),
+    );
+    try {
+      const err = await createRegistryClient({ config: config(server.url) })
+        .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+        .catch((e: unknown) => e);
+      expect((err as Error).message).toContain('Invalid; visit.date is in the future');
+    } finally {
+      server.close();
+    }
+  });
+
   it('when a 2xx is an acknowledgement, then it is accepted (created, updated, retracted) or a duplicate', async () => {
     for (const [status, ack, expected] of [
       [201, 'created', 'accepted'],
