@@ -381,6 +381,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   const retractMissing = async (lookbackStart: number): Promise<void> => {
     for await (const chunk of state.scan()) {
       for (const [visitKey, e] of chunk) {
+        signal?.throwIfAborted();
         if (e.r || !e.p || !e.e || seen.has(visitKey) || !synced.has(e.p)) continue;
         // Only a visit the pull would have returned had it still existed: its Encounter was
         // updated inside the lookback; without meta.lastUpdated, its date is (a day of margin
@@ -580,6 +581,8 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         await setPhase('map');
         if (mode === 'full') {
           for await (const patient of spool.patients()) {
+            // A shutdown stops the map at the next patient (the job is handed back).
+            signal?.throwIfAborted();
             synced.add(patient.patientId);
             await mapPatient(patient.patientId, patient.resources);
           }
