@@ -41,6 +41,7 @@ import {
   type UseDates,
 } from './steroids.js';
 import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
+import { SeenFilter } from './seen-filter.js';
 import { parseLiteralReference } from './view/resource-keys.js';
 import {
   SYSTEM_ALIASES,
@@ -197,6 +198,12 @@ const KNOWN_TYPES = [
   'Condition',
 ] as const;
 
+/** SeenFilter tags (and `repeats` indexes) of the types kept per patient. */
+const REPEAT_OBSERVATION = 0;
+const REPEAT_ENCOUNTER = 1;
+const REPEAT_MEDICATION_USE = 2;
+const REPEAT_CONDITION = 3;
+
 const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
@@ -208,27 +215,30 @@ function versionNumber(v: string): number {
 }
 
 /**
+ * Which of two versions of one resource is the later: > 0 `a`, < 0 `b`, 0 when neither the
+ * numeric versionIds nor lastUpdated tell.
+ */
+function versionOrder(a: Versioned, b: Versioned): number {
+  if (a.versionId !== null && b.versionId !== null && a.versionId !== b.versionId) {
+    const x = versionNumber(a.versionId);
+    const y = versionNumber(b.versionId);
+    if (Number.isFinite(x) && Number.isFinite(y)) return x - y;
+  }
+  if (a.lastUpdated !== null && b.lastUpdated !== null) {
+    const x = Date.parse(a.lastUpdated);
+    const y = Date.parse(b.lastUpdated);
+    if (Number.isFinite(x) && Number.isFinite(y) && x !== y) return x - y;
+  }
+  return 0;
+}
+
+/**
  * True when `next` should replace `current` (the same resource seen before): the later
  * version wins whatever the input order (HAPI _history, concatenated exports), judged by
  * numeric versionIds, else by lastUpdated; when neither tells, the one read last.
  */
 function supersedes(next: Versioned, current: Versioned | undefined): boolean {
-  if (current === undefined) return true;
-  if (
-    next.versionId !== null &&
-    current.versionId !== null &&
-    next.versionId !== current.versionId
-  ) {
-    const a = versionNumber(next.versionId);
-    const b = versionNumber(current.versionId);
-    if (Number.isFinite(a) && Number.isFinite(b)) return a > b;
-  }
-  if (next.lastUpdated !== null && current.lastUpdated !== null) {
-    const a = Date.parse(next.lastUpdated);
-    const b = Date.parse(current.lastUpdated);
-    if (Number.isFinite(a) && Number.isFinite(b) && a !== b) return a > b;
-  }
-  return true;
+  return current === undefined || versionOrder(next, current) >= 0;
 }
 
 /** Puts `rec` under its id unless a later version of it is already there. */
@@ -237,28 +247,35 @@ function keepLatest<T extends Versioned>(map: Map<string, T>, key: string, rec: 
 }
 
 /**
- * keepLatest across patients: `owners` holds, per key, the map (a patient bucket's) that has
- * the current version. A later version naming another patient (a wrong-patient correction)
- * moves the resource there, so the older one no longer counts for the first patient.
+ * Version precedence across patients, for the ids read more than once (`lastRead`: each with
+ * the version read last): where several patients' maps hold a version of one resource, only
+ * the latest is kept (when the versions do not tell, the one read last), so a resource that a
+ * later version moved to another patient (a wrong-patient correction) counts only there.
  */
-function keepLatestAcross<T extends Versioned>(
-  owners: Map<string, Map<string, T>>,
-  map: Map<string, T>,
-  key: string,
-  rec: T,
+function settleRepeats<T extends Versioned>(
+  lastRead: ReadonlyMap<string, Versioned>,
+  maps: Iterable<Map<string, T>>,
 ): void {
-  const owner = owners.get(key);
-  if (owner === undefined) {
-    owners.set(key, map);
-    map.set(key, rec);
-    return;
+  if (lastRead.size === 0) return;
+  const holders = new Map<string, Map<string, T>[]>();
+  for (const map of maps)
+    for (const key of map.keys()) {
+      if (!lastRead.has(key)) continue;
+      const list = holders.get(key);
+      if (list) list.push(map);
+      else holders.set(key, [map]);
+    }
+  for (const [key, list] of holders) {
+    if (list.length < 2) continue;
+    const last = lastRead.get(key);
+    let best = list[0]!;
+    for (let i = 1; i < list.length; i++) {
+      const rec = list[i]!.get(key)!;
+      const order = versionOrder(rec, best.get(key)!);
+      if (order > 0 || (order === 0 && rec === last)) best = list[i]!;
+    }
+    for (const map of list) if (map !== best) map.delete(key);
   }
-  if (!supersedes(rec, owner.get(key))) return;
-  if (owner !== map) {
-    owner.delete(key);
-    owners.set(key, map);
-  }
-  map.set(key, rec);
 }
 
 // Objects that go into the content hash are built with their keys in sorted order, so that
@@ -573,12 +590,29 @@ function createAssemblerFor(ctx: Context): Assembler {
   const buckets = new Map<string, PatientBucket>();
   const medications = new Map<string, MedicationInfo>();
   const unattributed = new Map<string, EncounterRecord>();
-  // Version precedence over the whole input, not per patient: where each resource's current
-  // version is (keepLatestAcross), one map per type.
-  const observationOwners = new Map<string, Map<string, ObservationRecord>>();
-  const encounterOwners = new Map<string, Map<string, EncounterRecord>>();
-  const medicationUseOwners = new Map<string, Map<string, MedicationUse>>();
-  const conditionOwners = new Map<string, Map<string, ConditionRecord>>();
+  // Version precedence over the whole input, not only per patient: ids read more than once
+  // are noticed as they come (a Bloom filter, no map of every id) with the version read last,
+  // by type (REPEAT_*), and settled across patients in finish().
+  const repeats: Map<string, Versioned>[] = [new Map(), new Map(), new Map(), new Map()];
+  const seen = new SeenFilter((add) => {
+    for (const b of buckets.values()) {
+      for (const key of b.observations.keys()) add(REPEAT_OBSERVATION, key);
+      for (const key of b.encounters.keys()) add(REPEAT_ENCOUNTER, key);
+      for (const key of b.medications.keys()) add(REPEAT_MEDICATION_USE, key);
+      for (const key of b.conditions.keys()) add(REPEAT_CONDITION, key);
+    }
+    for (const key of unattributed.keys()) add(REPEAT_ENCOUNTER, key);
+  });
+  /** keepLatest in a patient's map, noting an id read before (in any patient's). */
+  const keepLatestAcross = <T extends Versioned>(
+    tag: number,
+    map: Map<string, T>,
+    key: string,
+    rec: T,
+  ): void => {
+    if (seen.testAndAdd(tag, key)) repeats[tag]!.set(key, rec);
+    keepLatest(map, key, rec);
+  };
   // Resources by type, in first-seen order: the types the views read are counted in the
   // switch below (no keyed store per resource), others in a map.
   const typeOrder: string[] = [];
@@ -761,7 +795,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       else rec.value = value * factor;
       if (str(first.value_comparator) !== null) rec.problem = 'censored';
     }
-    keepLatestAcross(observationOwners, bucketOf(patient).observations, id, rec);
+    keepLatestAcross(REPEAT_OBSERVATION, bucketOf(patient).observations, id, rec);
   };
 
   const classifyPga = (rec: ObservationRecord, rows: Row[], first: Row): void => {
@@ -893,7 +927,7 @@ function createAssemblerFor(ctx: Context): Assembler {
     }
     const contained = resource.contained;
     if (Array.isArray(contained)) use.contained = readContainedMedications(contained);
-    keepLatestAcross(medicationUseOwners, bucketOf(patient).medications, `${type}/${id}`, use);
+    keepLatestAcross(REPEAT_MEDICATION_USE, bucketOf(patient).medications, `${type}/${id}`, use);
   };
 
   const addCondition = (resource: FhirResource): void => {
@@ -935,7 +969,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       date: str(first.recorded_date) ?? str(first.onset_datetime),
       unrecognised,
     };
-    keepLatestAcross(conditionOwners, bucketOf(patient).conditions, rec.id, rec);
+    keepLatestAcross(REPEAT_CONDITION, bucketOf(patient).conditions, rec.id, rec);
   };
 
   const add = (resource: FhirResource): void => {
@@ -976,7 +1010,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         }
         const patient = str(first.patient);
         keepLatestAcross(
-          encounterOwners,
+          REPEAT_ENCOUNTER,
           patient ? bucketOf(patient).encounters : unattributed,
           rec.id,
           rec,
@@ -1035,6 +1069,20 @@ function createAssemblerFor(ctx: Context): Assembler {
   const finish = (): MapResult => {
     if (finished) throw new Error('finish() was already called on this assembler');
     finished = true;
+    const all = [...buckets.values()];
+    settleRepeats(
+      repeats[REPEAT_OBSERVATION]!,
+      all.map((b) => b.observations),
+    );
+    settleRepeats(repeats[REPEAT_ENCOUNTER]!, [...all.map((b) => b.encounters), unattributed]);
+    settleRepeats(
+      repeats[REPEAT_MEDICATION_USE]!,
+      all.map((b) => b.medications),
+    );
+    settleRepeats(
+      repeats[REPEAT_CONDITION]!,
+      all.map((b) => b.conditions),
+    );
     const submissions: RegistrySubmission[] = [];
     const orphanFindings: Finding[] = [];
     // A visit without a patient cannot be keyed; say so rather than drop it silently.

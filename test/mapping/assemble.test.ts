@@ -165,6 +165,38 @@ describe('assembler', () => {
     );
   });
 
+  it('when a later version of an observation names another patient, then among many patients it counts for neither old patient nor twice, whatever the order', () => {
+    // A PGA of one patient, corrected (version + 1) to a patient read much later, in a centre
+    // large enough that the assembler's id filter has grown several times in between.
+    const pga = resources.find(
+      (r) =>
+        r.resourceType === 'Observation' &&
+        (r as any).encounter &&
+        (r as any).valueCodeableConcept &&
+        (r as any).status === 'final',
+    ) as any;
+    const from = pga.subject.reference as string;
+    const to = (resources.filter((r) => r.resourceType === 'Patient').at(-1) as any).id as string;
+    expect(`Patient/${to}`).not.toBe(from);
+    const { encounter: _encounter, ...rest } = pga;
+    const moved = {
+      ...rest,
+      meta: { ...pga.meta, versionId: `${Number(pga.meta.versionId) + 1}` },
+      subject: { reference: `Patient/${to}` },
+      effectiveDateTime: '1999-01-01',
+    };
+    const withoutIt = mapperFor().mapResources(resources.filter((r) => r !== pga)).submissions;
+    for (const input of [
+      [...resources, moved],
+      [moved, ...resources],
+      shuffled([...resources, moved], 5),
+    ]) {
+      const out = mapperFor().mapResources(input).submissions;
+      // Dated far from every visit, the moved version links to none of the new patient's.
+      expect(out).toEqual(withoutIt);
+    }
+  });
+
   it('when every resource arrives twice, newer versions first, then the output is that of the newer versions alone', () => {
     // Each resource gets an older copy (versionId one lower, one status the pack would count
     // differently) read after it: the newer copy must win whatever the order.
