@@ -35,6 +35,7 @@ import { createMetrics } from '../../src/util/metrics.js';
 import {
   SECRET,
   deletePrefix,
+  failingAfterAddBulk,
   makeVisit,
   testPrefix,
   testRedis,
@@ -594,29 +595,7 @@ describe('a state write that fails after addBulk', () => {
     await waitFor(async () => registry.counts().faulted > 0, 10_000, 'a first failed attempt');
     // The next run: every HSET once addBulk was called fails, as if Redis ran out of memory
     // or the process died right after addBulk.
-    let added = false;
-    const watchedQueue = new Proxy(queue, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (prop === 'addBulk')
-          return (...args: unknown[]) => {
-            added = true;
-            return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          };
-        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-      },
-    });
-    const failing = new Proxy(redis, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (prop === 'hset')
-          return (...args: unknown[]) =>
-            added
-              ? Promise.reject(new Error('OOM command not allowed (simulated)'))
-              : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-      },
-    });
+    const { queue: watchedQueue, redis: failing } = failingAfterAddBulk(queue, redis);
     const e = createSubmissionEnqueuer({
       queue: watchedQueue,
       redis,

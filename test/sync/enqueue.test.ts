@@ -7,6 +7,7 @@ import { SUBMISSIONS_QUEUE, type SubmissionJobData } from '../../queues/submissi
 import {
   SECRET,
   deletePrefix,
+  failingAfterAddBulk,
   makeRetraction,
   makeVisit,
   testPrefix,
@@ -189,37 +190,6 @@ describe('idempotent enqueue', () => {
     expect(isSuperseded(entry, b.contentHash, jobB.timestamp)).toBe(false);
   });
 
-  /**
-   * The queue, and a connection whose HSETs fail once the queue's addBulk was called (OOM,
-   * a cut connection, the process killed right after addBulk).
-   */
-  function failingAfterAddBulk(): { queue: Queue<SubmissionJobData>; redis: Redis } {
-    let added = false;
-    const watched = new Proxy(queue, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (prop === 'addBulk')
-          return (...args: unknown[]) => {
-            added = true;
-            return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          };
-        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-      },
-    });
-    const failing = new Proxy(redis, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (prop === 'hset')
-          return (...args: unknown[]) =>
-            added
-              ? Promise.reject(new Error('OOM command not allowed (simulated)'))
-              : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-      },
-    });
-    return { queue: watched, redis: failing };
-  }
-
   it('when the state write after addBulk fails, then the newer version is already recorded (pending) and the next run only confirms it', async () => {
     const c = 'c-ahead';
     const a = makeVisit({ centreId: c, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
@@ -229,7 +199,7 @@ describe('idempotent enqueue', () => {
     await first.flush();
     const jobA = (await queue.getJob(a.submissionId))!;
     // The state write after addBulk fails.
-    const failing = failingAfterAddBulk();
+    const failing = failingAfterAddBulk(queue, redis);
     const broken = createSubmissionEnqueuer({
       queue: failing.queue,
       redis,

@@ -108,3 +108,37 @@ export async function waitFor(
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * `queue` and `redis` wrapped so that every HSET fails once the queue's addBulk was called
+ * (Redis out of memory, a cut connection, the process killed right after addBulk).
+ */
+export function failingAfterAddBulk<Q extends object>(
+  queue: Q,
+  redis: Redis,
+): { queue: Q; redis: Redis } {
+  let added = false;
+  const watched = new Proxy(queue, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (prop === 'addBulk')
+        return (...args: unknown[]) => {
+          added = true;
+          return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        };
+      return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+    },
+  });
+  const failing = new Proxy(redis, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (prop === 'hset')
+        return (...args: unknown[]) =>
+          added
+            ? Promise.reject(new Error('OOM command not allowed (simulated)'))
+            : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+      return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+    },
+  });
+  return { queue: watched, redis: failing };
+}
