@@ -167,11 +167,8 @@ interface ConditionRecord extends Versioned {
   /** In a preferred verification status (confirmed): outranks the others before dates. */
   preferred: boolean;
   date: string | null;
-  /**
-   * A Condition that counts by status but has no IBD code: `system|code` of its first coding
-   * ('' when it has none), named by the missing-diagnosis finding. Null otherwise.
-   */
-  unrecognised: string | null;
+  /** Counts by status but has no IBD code: the missing-diagnosis finding points to it. */
+  unrecognised: boolean;
 }
 
 interface PatientBucket {
@@ -297,8 +294,6 @@ function ref(type: string, rec: Versioned): SourceRef {
 // The fixed finding texts, as `finding` is called with them.
 const MISSING_PGA = 'no PGA observation links to this visit';
 const MISSING_DIAGNOSIS = 'no IBD diagnosis (Condition) recognised for this patient';
-/** How many unrecognised Conditions the missing-diagnosis finding names. */
-const MAX_UNRECOGNISED_NAMED = 3;
 const NO_BIRTH_DATE = 'the patient has no birth date';
 const NO_PATIENT = 'no Patient resource for this visit';
 const NO_SEX =
@@ -952,12 +947,8 @@ function createAssemblerFor(ctx: Context): Assembler {
         diagnosis = lookupDiagnosis(index, { system: str(row.code_system), code: str(row.code) });
         if (diagnosis) break;
       }
-    // A Condition the value set does not know: its first code leads the data manager to it.
-    let unrecognised: string | null = null;
-    if (!excluded && diagnosis === null) {
-      const code = str(first.code);
-      unrecognised = code === null ? '' : `${str(first.code_system) ?? ''}|${code}`;
-    }
+    // A Condition the value set does not know: the missing-diagnosis finding points to it.
+    const unrecognised = !excluded && diagnosis === null;
     // A version that does not count is kept too (diagnosis null): it stands in for an earlier
     // version read before or after it.
     const rec: ConditionRecord = {
@@ -1698,11 +1689,10 @@ interface DiagnosisChoice {
   conflicting: boolean;
   /** The winner is confirmed, and a later Condition that is not names another diagnosis. */
   overLater: boolean;
-  /** No diagnosis: the finding text, naming the Conditions with codes not recognised. */
+  /** No diagnosis: the finding text (how many Conditions have codes not recognised). */
   missingMessage: string;
-  /** No diagnosis: the first unrecognised Condition (`Condition/id`) and its code, if any. */
+  /** No diagnosis: the first unrecognised Condition (`Condition/id`), if any. */
   missingResource: string | undefined;
-  missingCode: string | undefined;
   source: Source | null;
   /** `,"centreId":..,"diagnosis":..,"findings":` of the canonical JSON. */
   json: string;
@@ -1741,23 +1731,16 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
         overLater = true;
   let missingMessage = MISSING_DIAGNOSIS;
   let missingResource: string | undefined;
-  let missingCode: string | undefined;
   if (value === null) {
     const unknown: ConditionRecord[] = [];
-    for (const c of bucket.conditions.values()) if (c.unrecognised !== null) unknown.push(c);
+    for (const c of bucket.conditions.values()) if (c.unrecognised) unknown.push(c);
     if (unknown.length > 0) {
+      // Submissions go to the registry: the other Conditions' codes (asthma, HIV, a
+      // psychiatric code...) are none of its business, so only the first one's reference
+      // (a source id, as provenance carries) leads the data manager to them in the EHR.
       unknown.sort((a, b) => (a.id < b.id ? -1 : 1));
-      const named = unknown
-        .slice(0, MAX_UNRECOGNISED_NAMED)
-        .map(
-          (c) =>
-            `Condition/${c.id} (${c.unrecognised === '' ? 'no code' : c.unrecognised!.slice(0, 100)})`,
-        );
-      if (unknown.length > MAX_UNRECOGNISED_NAMED)
-        named.push(`and ${unknown.length - MAX_UNRECOGNISED_NAMED} more`);
-      missingMessage = `${MISSING_DIAGNOSIS}; Conditions whose code the ibd-diagnoses value set does not know: ${named.join(', ')}; if one is an IBD diagnosis, add its code to the centre file under mapping.overrides.valueSets.ibd-diagnoses.include`;
+      missingMessage = `${MISSING_DIAGNOSIS}; ${unknown.length} of the patient's Conditions have a code the ibd-diagnoses value set does not know (the first is named); if one is an IBD diagnosis, add its code to the centre file under mapping.overrides.valueSets.ibd-diagnoses.include`;
       missingResource = `Condition/${unknown[0]!.id}`;
-      missingCode = unknown[0]!.unrecognised || undefined;
     }
   }
   return {
@@ -1767,7 +1750,6 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
     overLater,
     missingMessage,
     missingResource,
-    missingCode,
     source: winner ? sourceOf('Condition', winner) : null,
     json: `,"centreId":${run.centreJson},"diagnosis":${value === null ? 'null' : jsonString(value)},"findings":`,
   };
@@ -2054,7 +2036,6 @@ function assembleVisit(
         'diagnosis',
         diagnosis.missingMessage,
         diagnosis.missingResource,
-        diagnosis.missingCode,
       ),
     );
   } else if (diagnosis.conflicting) {
