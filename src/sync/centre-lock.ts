@@ -44,7 +44,6 @@ export interface AcquireCentreLockOptions {
 const RENEW_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE_SCRIPT = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 
-/** Redis key of a centre's sync lock. */
 /**
  * The reason a run is aborted with when its centre lock lapsed under it (Redis unreachable
  * longer than the lease, or a worker stalled past it): another run may hold the centre now.
@@ -58,6 +57,7 @@ export class CentreLockLostError extends Error {
   }
 }
 
+/** Redis key of a centre's sync lock. */
 export function centreLockKey(prefix: string, centreId: string): string {
   return `${prefix}:lock:sync:${centreId}`;
 }
