@@ -38,10 +38,12 @@ export const ServiceConfigSchema = z
     /** Where `keys generate` writes private keys (mode 0600) and JWKS reads public ones. */
     keysDir: z.string().min(1).default('./keys'),
     /** Per-deployment secret for HMAC-SHA256 pseudonyms; see pseudonymSecretProblem. */
-    pseudonymSecret: z.string().superRefine((secret, ctx) => {
-      const problem = pseudonymSecretProblem(secret);
-      if (problem) ctx.addIssue({ code: 'custom', message: problem });
-    }),
+    pseudonymSecret: z.string(),
+    /**
+     * The secret is already in use and cannot change (every pseudonym would): only its length
+     * is checked, not how guessable it looks. For deployments whose secret predates the check.
+     */
+    pseudonymSecretInUse: z.boolean().default(false),
     registry: z
       .object({
         url: secureUrl.optional(),
@@ -152,7 +154,13 @@ export const ServiceConfigSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const problem = pseudonymSecretProblem(config.pseudonymSecret, {
+      lengthOnly: config.pseudonymSecretInUse,
+    });
+    if (problem) ctx.addIssue({ code: 'custom', path: ['pseudonymSecret'], message: problem });
+  });
 
 export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
 export type ServiceConfigInput = z.input<typeof ServiceConfigSchema>;
@@ -183,6 +191,7 @@ export const ENV_VARS: Record<
   LHN_MAPPINGS_DIR: { path: ['mappingsDir'], type: 'string' },
   LHN_KEYS_DIR: { path: ['keysDir'], type: 'string' },
   LHN_PSEUDONYM_SECRET: { path: ['pseudonymSecret'], type: 'string' },
+  LHN_PSEUDONYM_SECRET_IN_USE: { path: ['pseudonymSecretInUse'], type: 'json' },
   LHN_REGISTRY_URL: { path: ['registry', 'url'], type: 'string' },
   LHN_REGISTRY_AUTH: { path: ['registry', 'auth'], type: 'json' },
   LHN_API_HOST: { path: ['api', 'host'], type: 'string' },
@@ -323,7 +332,7 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
 
 /** How to make a good pseudonym secret (said by every refusal). */
 const SECRET_ADVICE =
-  'use a random secret of at least 32 characters, e.g. `openssl rand -hex 32`, and keep it stable (pseudonyms depend on it)';
+  'use a random secret of at least 32 characters, e.g. `openssl rand -hex 32`, and keep it stable (pseudonyms depend on it); a deployment whose secret is already in use sets LHN_PSEUDONYM_SECRET_IN_USE=true instead of changing it';
 
 /** Placeholders people leave in place: a secret that starts with one of these is refused. */
 const PLACEHOLDER_SECRET =
@@ -336,10 +345,15 @@ const KNOWN_PLACEHOLDERS = new Set(['keys-command-placeholder-not-a-secret-0000'
  * Why a pseudonym secret is too weak, or undefined when it will do: at least 32 characters,
  * at least 10 distinct ones (`'a'` x 32 is no secret), and not a known placeholder
  * (`changeme...`, `secret...`, `password...`, `test...`, `example...`). The secret itself is
- * never quoted.
+ * never quoted. `lengthOnly`: a secret already in use (pseudonymSecretInUse), whose change
+ * would re-key every patient and visit, is held to the length rule alone.
  */
-export function pseudonymSecretProblem(secret: string): string | undefined {
+export function pseudonymSecretProblem(
+  secret: string,
+  options: { lengthOnly?: boolean } = {},
+): string | undefined {
   if (secret.length < 32) return `must be at least 32 characters; ${SECRET_ADVICE}`;
+  if (options.lengthOnly) return undefined;
   const distinct = new Set(secret).size;
   if (distinct < 10)
     return `has only ${distinct} distinct characters, so it is easy to guess; ${SECRET_ADVICE}`;

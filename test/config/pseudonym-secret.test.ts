@@ -17,6 +17,21 @@ function errorOf(env: Record<string, string>): string {
 }
 
 describe('pseudonym secret', () => {
+  it('when a deployment says its weak-looking secret is already in use, then only the length rule holds (changing it would re-key every visit)', () => {
+    const weak = 'test-secret-test-secret-test-secret-0123';
+    expect(
+      loadServiceConfig({ LHN_PSEUDONYM_SECRET: weak, LHN_PSEUDONYM_SECRET_IN_USE: 'true' })
+        .pseudonymSecret,
+    ).toBe(weak);
+    expect(errorOf({ LHN_PSEUDONYM_SECRET: weak })).toContain('LHN_PSEUDONYM_SECRET_IN_USE=true');
+    expect(
+      errorOf({
+        LHN_PSEUDONYM_SECRET: 'short-but-random-9f3a',
+        LHN_PSEUDONYM_SECRET_IN_USE: 'true',
+      }),
+    ).toMatch(/at least 32 characters/);
+  });
+
   it.each([
     ['a'.repeat(32), /only 1 distinct characters/],
     ['0'.repeat(64), /only 1 distinct characters/],
