@@ -170,6 +170,11 @@ export interface PullBulkOptions {
    */
   pending?: PendingExportStore;
   onManifest?: (summary: BulkManifestSummary) => void;
+  /**
+   * Told what the run record should say: configured types the EHR refused to export (named
+   * as not supported by the kick-off's 400) and that the export runs without.
+   */
+  onWarning?: (message: string) => void | Promise<void>;
   onProgress?: (status: { progress: string | undefined; polls: number }) => void;
   now?: () => number;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -261,34 +266,58 @@ export interface NarrowedKickOff {
   typesUnsupported: string[];
 }
 
-/** Words of an OperationOutcome that say a named resource type is not served. */
-const UNSUPPORTED_WORDS =
-  /not[ -]supported|unsupported|unknown|invalid|not (?:allowed|available|enabled|recogni[sz]ed|valid)/i;
+/**
+ * Types every visit is built from: never dropped from an export because a 400 seems to name
+ * them (without them a run would re-version every visit empty); the kick-off fails instead.
+ */
+export const VISIT_CORE_TYPES: ReadonlySet<string> = new Set([
+  'Patient',
+  'Encounter',
+  'Observation',
+]);
+
+/** `Type?query` text (a `_typeFilter` value quoted back by a server). */
+const TYPE_QUERY = /(?<![A-Za-z])[A-Z][A-Za-z]+\?\S*/g;
 
 /**
- * The requested types a 400 OperationOutcome names as unsupported: an issue whose text
- * (details, diagnostics, expression) names the type as a whole word and says it is not
- * supported, unknown or invalid (or has code not-supported). Non-compartment types are left
- * to their own fallback (they are read one by one instead).
+ * The requested types a 400 OperationOutcome names as not supported. An issue counts only when
+ * its code is `not-supported`, or its text says so of the type in so many words ("resource
+ * type X is not supported", "X export is not supported", "unknown resource type: X"). Issues
+ * about `_typeFilter` never count, nor does a type quoted inside a `Type?query` (a refused
+ * `_typeFilter` names every filtered type: that refusal has its own fallback). Visit-defining
+ * types (VISIT_CORE_TYPES) and non-compartment types (their own fallback) are never returned.
  */
 export function typesNamedUnsupported(
   issues: readonly OutcomeIssue[],
   types: readonly string[],
 ): string[] {
-  const texts = issues.map((issue) => ({
-    code: issue.code,
-    text: Object.values(issue)
-      .flatMap((v: unknown) => (Array.isArray(v) ? v : [v]))
-      .filter((v): v is string => typeof v === 'string')
-      .join(' '),
-  }));
+  const texts = issues
+    .map((issue) => ({
+      code: issue.code,
+      text: Object.values(issue)
+        .flatMap((v: unknown) => (Array.isArray(v) ? v : [v]))
+        .filter((v): v is string => typeof v === 'string')
+        .join(' '),
+    }))
+    .filter(({ text }) => !/_typeFilter/i.test(text))
+    .map(({ code, text }) => ({ code, text: text.replace(TYPE_QUERY, ' ') }));
+  const refused = (type: string, text: string) => {
+    const t = `['"\\[]?${type}['"\\]]?`;
+    const not = '(?:not[ -]supported|unsupported|not (?:available|enabled|recogni[sz]ed))';
+    return [
+      new RegExp(`resource ?types?\\W*${t}(?: resources?| export)?\\W*(?:is |are )?${not}`, 'i'),
+      new RegExp(`(?<![A-Za-z])${type}(?: resources?| export| exports)? (?:is |are )?${not}`),
+      new RegExp(`(?:unsupported|unknown) resource ?types?\\W*${t}(?![A-Za-z])`, 'i'),
+    ].some((re) => re.test(text));
+  };
   return types.filter(
     (type) =>
       !NON_COMPARTMENT_TYPES.has(type) &&
+      !VISIT_CORE_TYPES.has(type) &&
       texts.some(
         ({ code, text }) =>
-          new RegExp(`(?<![A-Za-z])${type}(?![A-Za-z])`).test(text) &&
-          (code === 'not-supported' || UNSUPPORTED_WORDS.test(text)),
+          (code === 'not-supported' && new RegExp(`(?<![A-Za-z])${type}(?![A-Za-z])`).test(text)) ||
+          refused(type, text),
       ),
   );
 }
@@ -299,8 +328,9 @@ export function typesNamedUnsupported(
  * for servers, and a Patient-level export may refuse types outside the Patient compartment
  * (HAPI FHIR refuses Medication). So a refused kick-off is retried without `_typeFilter`,
  * then without those types (with, then without, the other queries). A 400 whose
- * OperationOutcome names requested types as unsupported (Epic R4: MedicationStatement) is
- * retried without them first, at the same step.
+ * OperationOutcome names requested types as not supported (Epic R4: MedicationStatement; see
+ * typesNamedUnsupported, never a visit-defining type) is retried without them first, at the
+ * same step.
  */
 export async function kickOffNarrowed(
   client: FhirClient,
@@ -451,11 +481,15 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         { centre: client.centreId, status: 400, types: kicked.typesDropped },
         'the EHR refused to export types outside the Patient compartment; exporting without them (referenced ones are read one by one)',
       );
-    if (kicked.typesUnsupported.length > 0)
+    if (kicked.typesUnsupported.length > 0) {
       logger.warn(
         { centre: client.centreId, status: 400, types: kicked.typesUnsupported },
         'the EHR does not support exporting some configured types; exporting without them (remove them from pull.resourceTypes in the centre file)',
       );
+      await options.onWarning?.(
+        `the EHR's export kick-off refused ${kicked.typesUnsupported.join(', ')} as not supported: exported without (remove it from pull.resourceTypes in the centre file)`,
+      );
+    }
     if (kicked.typeFilterRefused)
       logger.warn(
         { centre: client.centreId, status: 400 },

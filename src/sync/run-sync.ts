@@ -550,6 +550,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           logger: log,
           pending: state.pendingExport,
           ...(signal ? { signal } : {}),
+          onWarning: async (message) => {
+            log.warn(message);
+            warnings.push({ step: 'export', message });
+            await deps.runStore.update(runId, { warnings: [...warnings] });
+          },
           onManifest: (m) => {
             const t = Date.parse(m.transactionTime);
             if (Number.isFinite(t)) serverTime = Math.min(t, localNow);

@@ -372,6 +372,111 @@ describe('bulk pull', () => {
     expect(typesNamedUnsupported(issue('bad _typeFilter', 'not-supported'), types)).toEqual([]);
   });
 
+  it('when a 400 refuses _typeFilter and quotes the filtered types back, then no type counts as unsupported', () => {
+    const types = ['Patient', 'Encounter', 'Observation', 'Condition'];
+    expect(
+      typesNamedUnsupported(
+        [
+          {
+            severity: 'error',
+            code: 'invalid',
+            diagnostics:
+              'Invalid _typeFilter value: Observation?_lastUpdated=ge2024-01-01 (unknown search parameter)',
+          },
+        ],
+        types,
+      ),
+    ).toEqual([]);
+    // A quoted Type?query names no type, whatever the code and wording.
+    expect(
+      typesNamedUnsupported(
+        [
+          {
+            severity: 'error',
+            code: 'not-supported',
+            diagnostics: 'search parameter not supported in Condition?clinical-status=active',
+          },
+        ],
+        types,
+      ),
+    ).toEqual([]);
+    // Invalid / unknown wording without not-supported names nothing either.
+    expect(
+      typesNamedUnsupported(
+        [{ severity: 'error', code: 'invalid', diagnostics: 'Condition: unknown parameter foo' }],
+        types,
+      ),
+    ).toEqual([]);
+  });
+
+  it('when a 400 names Patient, Encounter or Observation as not supported, then they are never dropped', () => {
+    const types = ['Patient', 'Encounter', 'Observation', 'MedicationStatement'];
+    expect(
+      typesNamedUnsupported(
+        [
+          {
+            severity: 'error',
+            code: 'not-supported',
+            diagnostics: '_type not supported: Encounter, Observation, MedicationStatement',
+          },
+        ],
+        types,
+      ),
+    ).toEqual(['MedicationStatement']);
+  });
+
+  it('when the kick-off refuses _typeFilter quoting an Observation filter back, then the export is retried without _typeFilter and keeps Observation', async () => {
+    const { client } = makeClient();
+    const { sleep } = sleepsOf();
+    const kickoffs: { type: string; typeFilter: string | undefined }[] = [];
+    const record = (q: Record<string, unknown>) => {
+      kickoffs.push({
+        type: String(q._type),
+        typeFilter: typeof q._typeFilter === 'string' ? q._typeFilter : undefined,
+      });
+      return true;
+    };
+    nock(EHR)
+      .get('/fhir/Group/ibd/$export')
+      .query(record)
+      .reply(400, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'invalid',
+            diagnostics:
+              'Invalid _typeFilter value: Observation?_lastUpdated=ge2024-01-01T00:00:00.000Z (unknown search parameter)',
+          },
+        ],
+      })
+      .get('/fhir/Group/ibd/$export')
+      .query(record)
+      .reply(202, '', { 'content-location': `${EHR}${STATUS}` })
+      .get(STATUS)
+      .reply(200, manifest({ output: [] }))
+      .delete(STATUS)
+      .reply(202);
+    const centre = makeCentre({
+      pull: { mode: 'bulk', resourceTypes: ['Patient', 'Encounter', 'Observation'] },
+    });
+    await collect(
+      pullBulk({
+        client,
+        centre,
+        sleep,
+        updatedSince: { since: '2024-01-01T00:00:00.000Z', types: ['Observation'] },
+      }),
+    );
+    expect(kickoffs).toEqual([
+      {
+        type: 'Patient,Encounter,Observation',
+        typeFilter: 'Observation?_lastUpdated=ge2024-01-01T00:00:00.000Z',
+      },
+      { type: 'Patient,Encounter,Observation', typeFilter: undefined },
+    ]);
+  });
+
   it('when the error file holds only information and warning outcomes, then they are notices, not errors', async () => {
     const { client } = makeClient();
     const { sleep } = sleepsOf();

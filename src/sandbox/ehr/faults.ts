@@ -60,8 +60,12 @@ export interface SandboxFaultSettings {
   requireSearchParams?: Record<string, string[]>;
   /** Search parameters the server silently ignores, as if unsupported (e.g. `['_lastUpdated']`). */
   ignoreSearchParams?: string[];
-  /** Export kick-offs with `_typeFilter` answer 400 (`reject`), or the filters are dropped (`ignore`). */
-  typeFilter?: 'reject' | 'ignore';
+  /**
+   * Export kick-offs with `_typeFilter` answer 400 (`reject`: "_typeFilter is not supported";
+   * `reject-invalid`: code invalid, "Invalid _typeFilter value: <the first filter> (unknown
+   * search parameter)", which names a type), or the filters are dropped (`ignore`).
+   */
+  typeFilter?: 'reject' | 'reject-invalid' | 'ignore';
   /**
    * Export kick-offs whose `_type` lists a type outside the Patient compartment (Medication)
    * answer 400, as HAPI FHIR does for Patient- and Group-level exports.
@@ -85,6 +89,11 @@ export interface SandboxFaultSettings {
    * `_type` names one answers 400 with an OperationOutcome naming it.
    */
   unsupportedTypes?: string[];
+  /**
+   * Types the export does not serve although the CapabilityStatement and searches do: a
+   * kick-off whose `_type` names one answers 400 (not-supported, naming it).
+   */
+  exportUnsupportedTypes?: string[];
   /**
    * Export files of this type send only their first `keepLines` lines (the manifest still
    * announces the full `count`), as a file cut short in storage or by a proxy.

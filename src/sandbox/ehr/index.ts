@@ -520,7 +520,10 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       .map((t) => t.trim())
       .filter(Boolean);
     const unknown = typeParam.filter(
-      (t) => !EXPORT_TYPES.includes(t) || (faults.live.unsupportedTypes ?? []).includes(t),
+      (t) =>
+        !EXPORT_TYPES.includes(t) ||
+        (faults.live.unsupportedTypes ?? []).includes(t) ||
+        (faults.live.exportUnsupportedTypes ?? []).includes(t),
     );
     if (unknown.length > 0)
       return send(res, 400, outcome('not-supported', `_type not supported: ${unknown.join(', ')}`));
@@ -541,7 +544,8 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         : EXPORT_TYPES.filter(
             (t) =>
               scopesAllow(token.scopes, t, 'r') &&
-              !(faults.live.unsupportedTypes ?? []).includes(t),
+              !(faults.live.unsupportedTypes ?? []).includes(t) &&
+              !(faults.live.exportUnsupportedTypes ?? []).includes(t),
           );
     const sinceRaw = url.searchParams.get('_since');
     let since: number | undefined;
@@ -561,6 +565,15 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     const typeFilterMode = faults.live.typeFilter;
     if (typeFilterMode === 'reject' && url.searchParams.has('_typeFilter'))
       return send(res, 400, outcome('not-supported', '_typeFilter is not supported'));
+    if (typeFilterMode === 'reject-invalid' && url.searchParams.has('_typeFilter'))
+      return send(
+        res,
+        400,
+        outcome(
+          'invalid',
+          `Invalid _typeFilter value: ${url.searchParams.get('_typeFilter')!.split(',')[0]} (unknown search parameter)`,
+        ),
+      );
     const typeFilters =
       typeFilterMode === 'ignore'
         ? []
