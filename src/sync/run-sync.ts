@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { FhirClient } from '../fhir/client.js';
 import { EVENT_RESOURCE_TYPES, pullSearch, parseReference } from '../fhir/pull-search.js';
-import { pullBulk } from '../fhir/pull-bulk.js';
+import { pullBulk, VISIT_CORE_TYPES } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
 import type { Mapper } from '../mapping/assemble.js';
 import { buildRetraction } from '../registry/retraction.js';
@@ -410,11 +410,18 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   try {
     // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
     // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
-    // skipped with a warning instead of failing every run.
+    // skipped with a warning instead of failing every run. Never a type every visit is built
+    // from (Patient, Encounter, Observation: a statement that leaves one out is partial, and
+    // skipping it would retract or empty every visit), nor one pulled before (it has a
+    // watermark: an EHR that stopped serving it must fail the run, not re-version every visit
+    // without it). Those are pulled anyway, and the run fails if the EHR refuses them.
     await setPhase('server-time');
     const serverInfo = await fetchServerInfo(client, signal);
     const listed = serverInfo.resourceTypes;
-    const skippedTypes = listed ? centre.pull.resourceTypes.filter((t) => !listed.has(t)) : [];
+    const marks = await state.getWatermarks();
+    const unlisted = listed ? centre.pull.resourceTypes.filter((t) => !listed.has(t)) : [];
+    const skippedTypes = unlisted.filter((t) => !VISIT_CORE_TYPES.has(t) && marks[t] === undefined);
+    const pulledAnyway = unlisted.filter((t) => !skippedTypes.includes(t));
     const types = centre.pull.resourceTypes.filter((t) => !skippedTypes.includes(t));
     if (skippedTypes.length > 0) {
       const message =
@@ -428,6 +435,14 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       warnings.push({ step: 'server-time', message });
       await deps.runStore.update(runId, { warnings: [...warnings] });
     }
+    if (pulledAnyway.length > 0) {
+      const message =
+        `the EHR's CapabilityStatement does not list ${pulledAnyway.join(', ')}: pulled anyway ` +
+        '(every visit is built from Patient, Encounter and Observation, and a type pulled before is not dropped silently); the run fails if the EHR refuses it';
+      log.warn({ pulledAnyway }, message);
+      warnings.push({ step: 'server-time', message });
+      await deps.runStore.update(runId, { warnings: [...warnings] });
+    }
     if (types.length === 0)
       throw new Error(
         `the EHR's CapabilityStatement lists none of pull.resourceTypes (${centre.pull.resourceTypes.join(', ')}); check fhir.baseUrl`,
@@ -437,7 +452,6 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       skippedTypes.length > 0
         ? { ...centre, pull: { ...centre.pull, resourceTypes: types } }
         : centre;
-    const marks = await state.getWatermarks();
     const since = incrementalSince(marks, types);
     if (mode === 'incremental' && !since) {
       mode = 'full';

@@ -95,6 +95,11 @@ export interface SandboxFaultSettings {
    */
   exportUnsupportedTypes?: string[];
   /**
+   * Types left out of the CapabilityStatement only (a partial or generated statement, a
+   * gateway's own): searches, reads and exports still serve them.
+   */
+  capabilityOmitsTypes?: string[];
+  /**
    * Export files of this type send only their first `keepLines` lines (the manifest still
    * announces the full `count`), as a file cut short in storage or by a proxy.
    */

@@ -217,7 +217,9 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
             ],
           },
           resource: SUPPORTED_TYPES.filter(
-            (type) => !(faults.live.unsupportedTypes ?? []).includes(type),
+            (type) =>
+              !(faults.live.unsupportedTypes ?? []).includes(type) &&
+              !(faults.live.capabilityOmitsTypes ?? []).includes(type),
           ).map((type) => ({
             type,
             interaction: [{ code: 'read' }, { code: 'search-type' }],
