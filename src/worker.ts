@@ -26,6 +26,7 @@ import { createCentreServices, type PrepareCentre } from './sync/centre-services
 import { syncCentreSchedules, type ScheduleChanges } from './sync/schedules.js';
 import type { SyncProcessorDeps } from '../queues/sync.js';
 import { startMetricsPublisher } from './api/metrics-relay.js';
+import { WORKER_SHUTDOWN_REASON } from './util/abort.js';
 
 export interface StartWorkerOptions {
   /** Centre syncs run at once by this process (default 1). */
@@ -215,7 +216,7 @@ export async function startWorker(
     close() {
       closing ??= (async () => {
         logger.info('worker closing: no new jobs; releasing running syncs');
-        sync?.cancelAllJobs('worker shutting down');
+        sync?.cancelAllJobs(WORKER_SHUTDOWN_REASON);
         await Promise.all([sync?.close(), submissions?.close()]);
         await metricsPublisher.stop();
         logger.info('worker closed');

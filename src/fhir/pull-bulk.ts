@@ -169,6 +169,12 @@ export interface PullBulkOptions {
    * export of hours is not restarted by every crash. Cleared when the pull ends either way.
    */
   pending?: PendingExportStore;
+  /**
+   * True for an abort reason that hands the run over rather than ends it (the worker shutting
+   * down, the centre lock lost to another run): the export is then neither cancelled on the
+   * EHR nor forgotten, so the run that takes over resumes it. Other aborts cancel it.
+   */
+  keepExportOnAbort?: (reason: unknown) => boolean;
   onManifest?: (summary: BulkManifestSummary) => void;
   /**
    * Told what the run record should say: configured types the EHR refused to export (named
@@ -196,7 +202,11 @@ export interface PendingExportStore {
   load(): Promise<PendingExport | null>;
   /** Keeps it for `ttlMs` at most (the bulk timeout). */
   save(pending: PendingExport, ttlMs: number): Promise<void>;
-  clear(): Promise<void>;
+  /**
+   * Forgets the export kept, only if it is the one at `statusUrl` (compare-and-delete): a run
+   * that finishes late never forgets the export a newer run has saved since.
+   */
+  clear(statusUrl: string): Promise<void>;
 }
 
 /** The kick-off URL: `Group/[id]/$export` for a Group cohort, else `Patient/$export`. */
@@ -472,6 +482,8 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     ],
   }).href;
   const store = options.pending;
+  /** The status URL as kept in the store (what `clear` compares). */
+  let keptHref: string | undefined;
   const kickOff = async (): Promise<URL> => {
     const started = now();
     const kicked = await kickOffNarrowed(client, exportUrl, types, typeFilter, signalOpt);
@@ -499,6 +511,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       { centre: client.centreId, incremental: since !== undefined },
       'bulk export started',
     );
+    keptHref = kicked.statusUrl.href;
     if (store)
       await store
         .save(
@@ -540,7 +553,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       else if (p !== null) {
         // Another request (the centre file changed) or too old: drop the job on the EHR.
         if (sameOrigin) await cancelExport(client, new URL(p.statusUrl), logger);
-        await store.clear();
+        await store.clear(p.statusUrl);
       }
     } catch (err) {
       logger.warn(
@@ -552,6 +565,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   let statusUrl: URL;
   if (resumed) {
     statusUrl = new URL(resumed.statusUrl);
+    keptHref = resumed.statusUrl;
     deadline = resumed.startedAt + timeoutMs;
     logger.info(
       { centre: client.centreId, startedAt: new Date(resumed.startedAt).toISOString() },
@@ -647,24 +661,37 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     finished = true;
     logger.info({ centre: client.centreId, ...counts }, 'bulk export read');
   } finally {
-    if (!finished) {
-      logger.warn(
+    // Handed over (shutdown, lock lost): the job stays on the EHR and in the store for the
+    // run that takes over, which resumes it.
+    const handedOver =
+      !finished &&
+      signal?.aborted === true &&
+      (options.keepExportOnAbort?.(signal.reason) ?? false);
+    if (handedOver) {
+      logger.info(
         { centre: client.centreId },
-        'bulk pull stopped before the end; cancelling the export',
+        'bulk pull handed over before the end; the export is left running for the next run to resume',
       );
-      await cancelExport(client, statusUrl, logger);
-    } else if (options.deleteWhenDone ?? true) {
-      await cancelExport(client, statusUrl, logger);
-    }
-    if (store)
-      await store
-        .clear()
-        .catch((err: unknown) =>
-          logger.warn(
-            { centre: client.centreId, err: (err as Error).message },
-            'could not forget the finished export (the next run will find it gone and start anew)',
-          ),
+    } else {
+      if (!finished) {
+        logger.warn(
+          { centre: client.centreId },
+          'bulk pull stopped before the end; cancelling the export',
         );
+        await cancelExport(client, statusUrl, logger);
+      } else if (options.deleteWhenDone ?? true) {
+        await cancelExport(client, statusUrl, logger);
+      }
+      if (store && keptHref !== undefined)
+        await store
+          .clear(keptHref)
+          .catch((err: unknown) =>
+            logger.warn(
+              { centre: client.centreId, err: (err as Error).message },
+              'could not forget the finished export (the next run will find it gone and start anew)',
+            ),
+          );
+    }
   }
 
   /** Polls until the manifest is ready, the deadline passes, or the signal aborts. */

@@ -28,6 +28,7 @@ import { pseudonymKey } from '../registry/keys.js';
 import type { RegistrySubmission } from '../registry/submission.js';
 import type { Metrics } from '../util/metrics.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { WORKER_SHUTDOWN_REASON } from '../util/abort.js';
 import type { SubmissionJobData } from '../../queues/submissions.js';
 import { createSubmissionEnqueuer } from './enqueue.js';
 import { buildQualityReport } from './quality.js';
@@ -106,6 +107,15 @@ const INTERRUPT_CAUSES = {
   'lock-lost':
     "the centre lock's lease lapsed: Redis was unreachable or the worker stalled for longer than the lease",
 } as const;
+
+/**
+ * True for an abort that hands the run over to the next one rather than ends it: the worker
+ * shutting down, or the centre lock lost (another run may hold the centre now). A bulk export
+ * in progress is then left running for the next run to resume.
+ */
+export function isHandOverAbort(reason: unknown): boolean {
+  return reason instanceof CentreLockLostError || reason === WORKER_SHUTDOWN_REASON;
+}
 
 /**
  * A run stopped before its end for a reason outside it: its signal (worker shutdown) or a
@@ -563,6 +573,8 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               }),
           logger: log,
           pending: state.pendingExport,
+          // Shutdown or lock lost: the run is handed over, and the next one resumes the export.
+          keepExportOnAbort: isHandOverAbort,
           ...(signal ? { signal } : {}),
           onWarning: async (message) => {
             log.warn(message);

@@ -92,6 +92,13 @@ export function isSuperseded(
   return entry.t > jobCreatedAt;
 }
 
+// Deletes the kept export only if it is still the one at ARGV[1] (an unreadable one too).
+const CLEAR_EXPORT_SCRIPT = `local v = redis.call('get', KEYS[1])
+if not v then return 0 end
+local ok, p = pcall(cjson.decode, v)
+if ok and type(p) == 'table' and p.statusUrl ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])`;
+
 function parseEntry(text: string | null | undefined): VisitStateEntry | undefined {
   if (!text) return undefined;
   try {
@@ -180,8 +187,8 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       async save(pending, ttlMs) {
         await redis.set(exportKey, JSON.stringify(pending), 'PX', Math.max(1, Math.ceil(ttlMs)));
       },
-      async clear() {
-        await redis.del(exportKey);
+      async clear(statusUrl) {
+        await redis.eval(CLEAR_EXPORT_SCRIPT, 1, exportKey, statusUrl);
       },
     },
   };

@@ -20,3 +20,6 @@ export function followAbort(
   outer.addEventListener('abort', onAbort, { once: true });
   return () => outer.removeEventListener('abort', onAbort);
 }
+
+/** The abort reason of sync jobs a worker hands back when it shuts down (SIGTERM). */
+export const WORKER_SHUTDOWN_REASON = 'worker shutting down';

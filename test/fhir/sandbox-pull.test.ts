@@ -485,8 +485,8 @@ describe('pull against the sandbox EHR', () => {
           box.value = p;
           box.ttlMs = ttlMs;
         },
-        clear: async () => {
-          box.value = null;
+        clear: async (statusUrl) => {
+          if (box.value?.statusUrl === statusUrl) box.value = null;
         },
       };
       return { box, store };
@@ -566,6 +566,53 @@ describe('pull against the sandbox EHR', () => {
       expect(items.filter((i) => i.kind === 'resource')).toHaveLength(expectedKeys().length);
       expect(kickOffs(f.ehr)).toHaveLength(2);
       expect(text()).toContain('the resumed bulk export cannot be used; starting a new export');
+      expect(box.value).toBeNull();
+    });
+
+    it('when the pull is aborted with a hand-over reason (shutdown, lock lost), then the job is neither cancelled nor forgotten, and the next run resumes it; another abort cancels it', async () => {
+      const f = await startFixture({ mode: 'bulk' });
+      const { box, store } = memoryStore();
+      const abortWhilePolling = async (reason: unknown) => {
+        const controller = new AbortController();
+        const run = collect(
+          pullBulk({
+            client: f.client,
+            centre: f.centre,
+            pending: store,
+            signal: controller.signal,
+            keepExportOnAbort: (r) => r === 'worker shutting down',
+            sleep: (_ms, signal) =>
+              new Promise<void>((_resolve, reject) =>
+                signal?.addEventListener('abort', () => reject(signal.reason as Error), {
+                  once: true,
+                }),
+              ),
+          }),
+        );
+        for (let i = 0; i < 200 && !f.ehr.requests.some((r) => r.kind === 'status'); i++)
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        controller.abort(reason);
+        await run.catch(() => undefined);
+      };
+      await abortWhilePolling('worker shutting down');
+      const kept = box.value!;
+      expect(kept.statusUrl).toMatch(/\/bulkstatus\//);
+      expect(f.ehr.requests.some((r) => r.method === 'DELETE')).toBe(false);
+      const items = await collect(
+        pullBulk({
+          client: f.client,
+          centre: f.centre,
+          pending: store,
+          sleep: async () => undefined,
+        }),
+      );
+      expect(items.filter((i) => i.kind === 'resource')).toHaveLength(expectedKeys().length);
+      expect(kickOffs(f.ehr)).toHaveLength(1);
+      expect(box.value).toBeNull();
+
+      f.ehr.requests.length = 0;
+      await abortWhilePolling(new Error('cancelled by the user'));
+      expect(f.ehr.requests.some((r) => r.method === 'DELETE')).toBe(true);
       expect(box.value).toBeNull();
     });
 
