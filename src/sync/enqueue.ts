@@ -113,9 +113,13 @@ export function revertJobId(submissionId: string, seq: number): string {
  * The entry as written ahead of addBulk: marked pending, and not yet a retraction (so a run
  * that dies before confirming it still finds the visit sent, and retracts it again).
  */
-function pendingEntry(entry: VisitStateEntry): VisitStateEntry {
+function pendingEntry(entry: VisitStateEntry, previous?: VisitStateEntry): VisitStateEntry {
   const ahead: VisitStateEntry = { ...entry, w: 1 };
   delete ahead.r;
+  delete ahead.c;
+  // The registry has the visit already when the previous version was sent (confirmed, or
+  // itself pending over a sent one).
+  if (previous && !previous.r && (!previous.w || previous.c === 1)) ahead.c = 1;
   return ahead;
 }
 
@@ -123,6 +127,7 @@ function pendingEntry(entry: VisitStateEntry): VisitStateEntry {
 function confirmedEntry(entry: VisitStateEntry, retraction: boolean): VisitStateEntry {
   const done: VisitStateEntry = { ...entry };
   delete done.w;
+  delete done.c;
   if (retraction) done.r = 1;
   return done;
 }
@@ -248,7 +253,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     });
     // Written ahead, pending: from here on an older version's delivery finds itself
     // superseded, even if addBulk or the confirmation below fails or the process dies.
-    await state.setMany(stateEntries.map(([k, e]) => [k, pendingEntry(e)]));
+    await state.setMany(stateEntries.map(([k, e], i) => [k, pendingEntry(e, previous[i])]));
     await queue.addBulk(
       toAdd.map((submission, i) => ({
         name: submission.kind,

@@ -24,7 +24,7 @@ import { pullBulk, VISIT_CORE_TYPES } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
 import type { Mapper } from '../mapping/assemble.js';
 import { buildRetraction } from '../registry/retraction.js';
-import { pseudonymKey } from '../registry/keys.js';
+import { pseudonymKey, submissionId } from '../registry/keys.js';
 import type { RegistrySubmission } from '../registry/submission.js';
 import type { Metrics } from '../util/metrics.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -40,7 +40,7 @@ import {
   type SyncMode,
   type SyncReason,
 } from './run-store.js';
-import { openVisitState } from './visit-state.js';
+import { openVisitState, type VisitStateEntry } from './visit-state.js';
 import { createPatientSpool } from './bulk-spool.js';
 import { CentreLockLostError } from './centre-lock.js';
 
@@ -388,6 +388,16 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     await progress();
   };
 
+  /**
+   * True for a visit the registry never got: its entry is written ahead (pending) over no sent
+   * version, and its job does not exist (the run died before addBulk). No retraction for it.
+   */
+  const neverQueued = async (visitKey: string, e: VisitStateEntry): Promise<boolean> =>
+    e.w === 1 &&
+    e.c !== 1 &&
+    (await deps.redis.exists(deps.submissionsQueue.toKey(e.j ?? submissionId(visitKey, e.h)))) ===
+      0;
+
   const retractMissing = async (lookbackStart: number): Promise<void> => {
     for await (const chunk of state.scan()) {
       for (const [visitKey, e] of chunk) {
@@ -399,7 +409,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         const inWindow = e.u
           ? Date.parse(e.u) >= lookbackStart
           : e.d !== undefined && Date.parse(e.d) - DAY_MS >= lookbackStart;
-        if (!inWindow) continue;
+        if (!inWindow || (await neverQueued(visitKey, e))) continue;
         await enqueuer.add(
           buildRetraction({
             centreId: centre.id,
@@ -659,7 +669,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         );
         const entries = await state.getMany(keys);
         for (const [i, e] of entries.entries()) {
-          if (!e || e.r || !e.p) continue;
+          if (!e || e.r || !e.p || (await neverQueued(keys[i]!, e))) continue;
           await enqueuer.add(
             buildRetraction({
               centreId: centre.id,

@@ -22,6 +22,13 @@ export interface VisitStateEntry {
    * as enqueued, so an older version is never delivered after it.
    */
   w?: 1;
+  /**
+   * 1 on a pending (`w`) entry when the visit's previous version was sent (enqueued and not
+   * retracted): the registry has the visit even if this version's job never reached the
+   * queue, so a retraction is due if it disappears. A pending entry without it whose job does
+   * not exist never reached the registry, and no retraction is built from it.
+   */
+  c?: 1;
   /** Its job id, when not the submission id (a reverted version's fresh job). */
   j?: string;
   /** Source Patient id (to build a retraction later); stays in Redis, never logged. */
