@@ -71,6 +71,21 @@ export function parseRetryAfterMs(value: string | null, now = Date.now()): numbe
   return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }
 
+/** TLS handshake failures: the certificate is refused before any byte of the request goes. */
+const TLS_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+]);
+
 /** Connection errors that come before any byte of the request is sent. */
 const NOT_SENT_CODES = new Set([
   'ECONNREFUSED',
@@ -79,7 +94,30 @@ const NOT_SENT_CODES = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'UND_ERR_CONNECT_TIMEOUT',
+  ...TLS_CODES,
 ]);
+
+/** The error codes of a failed fetch (its cause, or each of an AggregateError's). */
+function errorCodes(err: Error): string[] {
+  const cause = (err as { cause?: unknown }).cause as
+    { code?: unknown; errors?: { code?: unknown }[] } | undefined;
+  return [cause?.code, ...(cause?.errors ?? []).map((e) => e.code)].filter(
+    (c): c is string => typeof c === 'string',
+  );
+}
+
+/**
+ * Why a fetch failed, for the job's reason: undici's "fetch failed" says nothing, so the
+ * error code is added, with what to do about a certificate the process does not trust.
+ */
+function describeFetchError(err: Error, timeoutMs: number): string {
+  if (err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
+  const codes = errorCodes(err);
+  const tls = codes.find((c) => TLS_CODES.has(c));
+  if (tls)
+    return `the TLS certificate was refused (${tls}): if the registry uses a private CA, give its certificate to lhn-bridge with NODE_EXTRA_CA_CERTS; otherwise ask the registry to fix its certificate`;
+  return codes.length > 0 ? `${err.message} (${codes.join(', ')})` : err.message;
+}
 
 /**
  * Whether a failed fetch may still have reached the registry: a timeout, a reset or a socket
@@ -88,25 +126,43 @@ const NOT_SENT_CODES = new Set([
  */
 function mayHaveLanded(err: Error): boolean {
   if (err.name === 'TimeoutError' || err.name === 'AbortError') return true;
-  const cause = (err as { cause?: unknown }).cause as
-    { code?: unknown; errors?: { code?: unknown }[] } | undefined;
-  const codes = [cause?.code, ...(cause?.errors ?? []).map((e) => e.code)].filter(
-    (c): c is string => typeof c === 'string',
-  );
+  const codes = errorCodes(err);
   return !(codes.length > 0 && codes.every((c) => NOT_SENT_CODES.has(c)));
 }
 
 /** The contract's acknowledgement statuses (docs/registry-contract.md, Responses). */
 const ACK_STATUSES = new Set(['created', 'updated', 'retracted', 'duplicate']);
 
-/** The `status` of an acknowledgement body, or undefined when the body is not one. */
-function ackStatusOf(text: string): string | undefined {
+/** An acknowledgement body: its status, and the ids it names (when it echoes them). */
+interface Ack {
+  status: string;
+  submissionId?: unknown;
+  visitKey?: unknown;
+}
+
+/** The acknowledgement a body holds, or undefined when the body is not one. */
+function ackOf(text: string): Ack | undefined {
   try {
-    const status = (JSON.parse(text) as { status?: unknown } | null)?.status;
-    return typeof status === 'string' && ACK_STATUSES.has(status) ? status : undefined;
+    const body = JSON.parse(text) as Partial<Ack> | null;
+    const status = body?.status;
+    return typeof status === 'string' && ACK_STATUSES.has(status)
+      ? { status, submissionId: body!.submissionId, visitKey: body!.visitKey }
+      : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Which id an acknowledgement names that is not the one sent (a registry that echoes
+ * `submissionId` or `visitKey` must echo this request's), or undefined when it matches or
+ * names none.
+ */
+function mismatchedId(ack: Ack, submission: RegistrySubmission): string | undefined {
+  if (ack.submissionId !== undefined && ack.submissionId !== submission.submissionId)
+    return 'submissionId';
+  if (ack.visitKey !== undefined && ack.visitKey !== submission.visitKey) return 'visitKey';
+  return undefined;
 }
 
 /** What a body was, for a message (never its content: it may echo submission data). */
@@ -213,7 +269,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       });
     } catch (err) {
       throw new RegistryUnavailableError(
-        `registry token endpoint unreachable: ${(err as Error).message}`,
+        `registry token endpoint unreachable: ${describeFetchError(err as Error, config.timeoutMs)}`,
       );
     }
     const text = await res.text();
@@ -274,9 +330,8 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       });
     } catch (err) {
       const e = err as Error;
-      const what = e.name === 'TimeoutError' ? `timed out after ${config.timeoutMs} ms` : e.message;
       throw new RegistryUnavailableError(
-        `registry unreachable: ${what}`,
+        `registry unreachable: ${describeFetchError(e, config.timeoutMs)}`,
         undefined,
         undefined,
         mayHaveLanded(e),
@@ -304,20 +359,33 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         // Only the contract's acknowledgement counts as stored: a login page, a maintenance
         // notice or an empty 2xx from a gateway in front of the registry must not mark the
         // visit as sent (later syncs would find it unchanged and never send it again).
-        const status = ackStatusOf(text);
-        if (status === undefined)
+        const ack = ackOf(text);
+        if (ack === undefined)
           throw new RegistryUnavailableError(
             `registry answered HTTP ${res.status} without an ingest acknowledgement (${describeBody(res.headers.get('content-type'), text)}; expected JSON with status created, updated, retracted or duplicate)`,
             res.status,
           );
+        // An acknowledgement of another submission (a proxy cache, a registry bug) does not
+        // say this one was stored.
+        const other = mismatchedId(ack, submission);
+        if (other !== undefined)
+          throw new RegistryUnavailableError(
+            `registry acknowledged HTTP ${res.status} with another ${other} than the one sent; not counted as stored`,
+            res.status,
+          );
         return {
-          status: status === 'duplicate' ? 'duplicate' : 'accepted',
+          status: ack.status === 'duplicate' ? 'duplicate' : 'accepted',
           httpStatus: res.status,
         };
       }
       const reason = reasonFromBody(text, res.headers.get('content-type'));
-      if (res.status === 409 && /duplicate/i.test(text))
-        return { status: 'duplicate', httpStatus: res.status };
+      // A 409 is a duplicate only when it says so as the contract's acknowledgement; any other
+      // conflict (even one whose text has the word) is retried.
+      if (res.status === 409) {
+        const ack = ackOf(text);
+        if (ack?.status === 'duplicate' && mismatchedId(ack, submission) === undefined)
+          return { status: 'duplicate', httpStatus: res.status };
+      }
       if (isRejection(res.status)) throw new RegistryRejectedError(res.status, reason);
       throw new RegistryUnavailableError(
         `registry answered HTTP ${res.status}: ${reason}`,

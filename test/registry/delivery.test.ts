@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer } from 'node:net';
 import {
   createServer as createHttpServer,
@@ -340,6 +342,96 @@ describe('registry answers that are not the contract', () => {
       } finally {
         server.close();
       }
+    }
+  });
+
+  it('when an acknowledgement names another submission, then it is not counted as stored', async () => {
+    const visit = makeVisit({ patientId: 'p1', encounterId: 'e1' });
+    for (const ack of [
+      { status: 'created', submissionId: `${visit.submissionId.slice(0, -1)}0` },
+      { status: 'updated', submissionId: visit.submissionId, visitKey: 'f'.repeat(64) },
+      { status: 'duplicate', submissionId: 'another' },
+    ]) {
+      const server = await serve((res) =>
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ack)),
+      );
+      try {
+        const err = await createRegistryClient({ config: config(server.url) })
+          .deliver(visit)
+          .catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(RegistryUnavailableError);
+        expect((err as Error).message).toMatch(
+          /with another (submissionId|visitKey) than the one sent/,
+        );
+      } finally {
+        server.close();
+      }
+    }
+    // An acknowledgement that echoes this submission's ids is stored.
+    const server = await serve((res) =>
+      res.writeHead(201, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          status: 'created',
+          submissionId: visit.submissionId,
+          visitKey: visit.visitKey,
+        }),
+      ),
+    );
+    try {
+      await expect(
+        createRegistryClient({ config: config(server.url) }).deliver(visit),
+      ).resolves.toEqual({ status: 'accepted', httpStatus: 201 });
+    } finally {
+      server.close();
+    }
+  });
+
+  it('when a 409 has the word duplicate but is not the duplicate acknowledgement, then it is retried, not counted as delivered', async () => {
+    for (const [body, expected] of [
+      ['{"title":"Conflict","detail":"this is not a duplicate"}', 'retried'],
+      ['Duplicate visitKey with different content', 'retried'],
+      ['{"status":"duplicate"}', 'duplicate'],
+    ] as const) {
+      const server = await serve((res) =>
+        res.writeHead(409, { 'content-type': 'application/json' }).end(body),
+      );
+      try {
+        const outcome = await createRegistryClient({ config: config(server.url) })
+          .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+          .then(
+            (o) => o.status,
+            (e: unknown) => (e instanceof RegistryUnavailableError ? 'retried' : String(e)),
+          );
+        expect(outcome, body).toBe(expected);
+      } finally {
+        server.close();
+      }
+    }
+  });
+
+  it('when the registry TLS certificate is not trusted, then the error says so with the code and the request counts as not sent', async () => {
+    const dir = new URL('./fixtures/', import.meta.url);
+    const server = createHttpsServer(
+      {
+        key: readFileSync(new URL('self-signed.key.pem', dir)),
+        cert: readFileSync(new URL('self-signed.cert.pem', dir)),
+      },
+      (_req, res) => res.writeHead(201).end('{"status":"created"}'),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const err = await createRegistryClient({ config: config(`https://127.0.0.1:${port}`) })
+        .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RegistryUnavailableError);
+      expect((err as Error).message).toMatch(
+        /TLS certificate was refused \(DEPTH_ZERO_SELF_SIGNED_CERT\).*NODE_EXTRA_CA_CERTS/,
+      );
+      // Refused in the handshake: nothing was sent, so the visit is not held in doubt.
+      expect((err as RegistryUnavailableError).outcomeUnknown).toBe(false);
+    } finally {
+      server.close();
     }
   });
 
