@@ -1759,7 +1759,9 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
  * Puts the observations of one field that link to the visit, at the strongest link, into
  * run.candidates best first (closest within a window when `closest`, then latest, then
  * by id) and returns how many. An observation documented at a visit belongs to that visit
- * only; else same calendar day; else within the window.
+ * only; else same calendar day; else within the window. `below` (4 = no limit) keeps only
+ * links weaker than that strength: the fallback when no candidate at a stronger link was
+ * usable.
  */
 function linkCandidates(
   run: Run,
@@ -1767,6 +1769,7 @@ function linkCandidates(
   visit: Visit,
   rule: LinkRule,
   closest: boolean,
+  below = 4,
 ): number {
   const candidates = run.candidates;
   const distances = run.distances;
@@ -1790,7 +1793,7 @@ function linkCandidates(
         distance = Math.abs((c.obs.instant ?? 0) - visit.instant);
       } else continue;
     }
-    if (strength < best) continue;
+    if (strength < best || strength >= below) continue;
     if (strength > best) {
       best = strength;
       n = 0;
@@ -2245,7 +2248,7 @@ function chooseVital(
   findings: Finding[],
 ): LinkedObs | null {
   const spec = run.spec.fields[field];
-  const n = linkCandidates(run, list, visit, spec.link, run.closest[field]);
+  let n = linkCandidates(run, list, visit, spec.link, run.closest[field]);
   if (n === 0) {
     if (spec.reportMissing) findings.push(finding('missing-value', field, MISSING_VITAL[field]));
     return null;
@@ -2255,47 +2258,55 @@ function chooseVital(
   let valid = 0;
   let min = Infinity;
   let max = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const c = candidates[i]!;
-    const o = c.obs;
-    if (c.problem === 1) {
-      findings.push(
-        finding(
-          'unconvertible-unit',
-          field,
-          `${field} unit ${o.unit ? `"${o.unit}"` : '(none)'} cannot be converted to ${spec.unit}`,
-          `Observation/${o.id}`,
-        ),
-      );
-      continue;
+  // When no candidate at the strongest link is usable, the next strength is tried (the
+  // findings about the unusable ones stay): a mistyped weight documented at the visit does
+  // not hide a valid one taken the same day.
+  for (;;) {
+    for (let i = 0; i < n; i++) {
+      const c = candidates[i]!;
+      const o = c.obs;
+      if (c.problem === 1) {
+        findings.push(
+          finding(
+            'unconvertible-unit',
+            field,
+            `${field} unit ${o.unit ? `"${o.unit}"` : '(none)'} cannot be converted to ${spec.unit}`,
+            `Observation/${o.id}`,
+          ),
+        );
+        continue;
+      }
+      if (c.problem === 3) {
+        findings.push(
+          finding(
+            'implausible-value',
+            field,
+            `${field} is given as a bound (a quantity with a comparator such as > or <), not a measurement, so it was not used`,
+            `Observation/${o.id}`,
+          ),
+        );
+        continue;
+      }
+      if (c.problem === 2) {
+        findings.push(
+          finding(
+            'implausible-value',
+            field,
+            `${field} ${c.rounded} ${spec.unit} is outside the plausible range ${spec.plausible.min}-${spec.plausible.max} ${spec.unit}`,
+            `Observation/${o.id}`,
+          ),
+        );
+        continue;
+      }
+      valid += 1;
+      winner ??= c;
+      const raw = o.value!;
+      if (raw < min) min = raw;
+      if (raw > max) max = raw;
     }
-    if (c.problem === 3) {
-      findings.push(
-        finding(
-          'implausible-value',
-          field,
-          `${field} is given as a bound (a quantity with a comparator such as > or <), not a measurement, so it was not used`,
-          `Observation/${o.id}`,
-        ),
-      );
-      continue;
-    }
-    if (c.problem === 2) {
-      findings.push(
-        finding(
-          'implausible-value',
-          field,
-          `${field} ${c.rounded} ${spec.unit} is outside the plausible range ${spec.plausible.min}-${spec.plausible.max} ${spec.unit}`,
-          `Observation/${o.id}`,
-        ),
-      );
-      continue;
-    }
-    valid += 1;
-    winner ??= c;
-    const raw = o.value!;
-    if (raw < min) min = raw;
-    if (raw > max) max = raw;
+    if (winner || run.strength <= 1) break;
+    n = linkCandidates(run, list, visit, spec.link, run.closest[field], run.strength);
+    if (n === 0) break;
   }
   if (!winner) return null;
   addSource(run, obsSource(winner));
