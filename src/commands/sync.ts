@@ -16,7 +16,7 @@ interface SyncCommandOptions {
   timeout: string;
 }
 
-function formatRun(run: RunRecord): string {
+export function formatRun(run: RunRecord): string {
   const c = run.counts;
   const kinds = Object.entries(run.findingsByKind)
     .map(([k, n]) => `${k} ${n}`)
@@ -28,6 +28,7 @@ function formatRun(run: RunRecord): string {
     `  findings: ${kinds || 'none'}`,
   ];
   for (const e of run.errors) lines.push(`  error in ${e.step}: ${e.message}`);
+  for (const w of run.warnings ?? []) lines.push(`  warning in ${w.step}: ${w.message}`);
   return lines.join('\n');
 }
 

@@ -97,11 +97,34 @@ export interface StartRunInput {
   jobId?: string;
 }
 
+/** A warning of a run: what it worked around, by step; no PHI. */
+export interface RunWarning {
+  step: string;
+  message: string;
+}
+
+/** Most warnings one run record keeps (the first ones; later distinct ones are dropped). */
+export const MAX_RUN_WARNINGS = 100;
+
+/** `existing` with the warnings of `added` it does not hold yet, by (step, message). */
+export function mergeWarnings(
+  existing: readonly RunWarning[] | undefined,
+  added: readonly RunWarning[],
+): RunWarning[] {
+  const out = [...(existing ?? [])];
+  const seen = new Set(out.map((w) => `${w.step}\u0000${w.message}`));
+  for (const w of added) {
+    const key = `${w.step}\u0000${w.message}`;
+    if (seen.has(key) || out.length >= MAX_RUN_WARNINGS) continue;
+    seen.add(key);
+    out.push({ step: w.step, message: w.message });
+  }
+  return out;
+}
+
+/** A change to a run record; warnings change only through addWarnings, which appends. */
 export type RunPatch = Partial<
-  Pick<
-    RunRecord,
-    'status' | 'mode' | 'counts' | 'findingsByKind' | 'errors' | 'warnings' | 'phase' | 'jobId'
-  >
+  Pick<RunRecord, 'status' | 'mode' | 'counts' | 'findingsByKind' | 'errors' | 'phase' | 'jobId'>
 >;
 
 export interface FinishRunInput {
@@ -123,6 +146,12 @@ export interface RunStore {
   start(input: StartRunInput): Promise<RunRecord>;
   /** Merges a patch into a run; undefined when the run is unknown (trimmed). */
   update(runId: string, patch: RunPatch): Promise<RunRecord | undefined>;
+  /**
+   * Appends warnings to a run, skipping any whose (step, message) it already holds (a run
+   * handed back and run again under the same id keeps its earlier warnings); at most
+   * MAX_RUN_WARNINGS are kept. Undefined when the run is unknown.
+   */
+  addWarnings(runId: string, warnings: RunWarning[]): Promise<RunRecord | undefined>;
   /** Ends a run with its outcome; a success becomes the centre's `latestSuccess`. */
   finish(runId: string, outcome: FinishRunInput): Promise<RunRecord | undefined>;
   get(runId: string): Promise<RunRecord | undefined>;
@@ -189,6 +218,20 @@ export function createRunStore(
     await redis.set(runKey(record.runId), JSON.stringify(record));
   }
 
+  // Read-modify-writes of one run, one at a time in this process: a progress update read
+  // before a warning was added would otherwise write the record back without it.
+  const chains = new Map<string, Promise<unknown>>();
+  function serial<T>(runId: string, fn: () => Promise<T>): Promise<T> {
+    const before = chains.get(runId) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    chains.set(runId, tail);
+    void tail.then(() => {
+      if (chains.get(runId) === tail) chains.delete(runId);
+    });
+    return run;
+  }
+
   return {
     async start(input) {
       const now = new Date();
@@ -215,34 +258,47 @@ export function createRunStore(
       return record;
     },
 
-    async update(runId, patch) {
-      const record = await get(runId);
-      if (!record) return undefined;
-      const next: RunRecord = { ...record, ...patch };
-      // A run that is queued and then picked up by a worker starts when it starts running.
-      if (record.status === 'queued' && patch.status === 'running')
-        next.startedAt = new Date().toISOString();
-      await write(next);
-      return next;
-    },
+    update: (runId, patch) =>
+      serial(runId, async () => {
+        const record = await get(runId);
+        if (!record) return undefined;
+        const next: RunRecord = { ...record, ...patch };
+        // A run that is queued and then picked up by a worker starts when it starts running.
+        if (record.status === 'queued' && patch.status === 'running')
+          next.startedAt = new Date().toISOString();
+        await write(next);
+        return next;
+      }),
 
-    async finish(runId, outcome) {
-      const record = await get(runId);
-      if (!record) return undefined;
-      const next: RunRecord = {
-        ...record,
-        status: outcome.status,
-        endedAt: new Date().toISOString(),
-        counts: outcome.counts ?? record.counts,
-        findingsByKind: outcome.findingsByKind ?? record.findingsByKind,
-        errors: outcome.errors ?? record.errors,
-        phase: 'done',
-      };
-      const tx = redis.multi().set(runKey(runId), JSON.stringify(next));
-      if (outcome.status === 'succeeded') tx.set(successKey(record.centreId), runId);
-      await tx.exec();
-      return next;
-    },
+    addWarnings: (runId, added) =>
+      serial(runId, async () => {
+        const record = await get(runId);
+        if (!record) return undefined;
+        const merged = mergeWarnings(record.warnings, added);
+        if (merged.length === (record.warnings?.length ?? 0)) return record;
+        const next: RunRecord = { ...record, warnings: merged };
+        await write(next);
+        return next;
+      }),
+
+    finish: (runId, outcome) =>
+      serial(runId, async () => {
+        const record = await get(runId);
+        if (!record) return undefined;
+        const next: RunRecord = {
+          ...record,
+          status: outcome.status,
+          endedAt: new Date().toISOString(),
+          counts: outcome.counts ?? record.counts,
+          findingsByKind: outcome.findingsByKind ?? record.findingsByKind,
+          errors: outcome.errors ?? record.errors,
+          phase: 'done',
+        };
+        const tx = redis.multi().set(runKey(runId), JSON.stringify(next));
+        if (outcome.status === 'succeeded') tx.set(successKey(record.centreId), runId);
+        await tx.exec();
+        return next;
+      }),
 
     get,
 

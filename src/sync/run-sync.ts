@@ -426,7 +426,6 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   };
 
   let mode = options.mode;
-  const warnings: { step: string; message: string }[] = [];
   try {
     // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
     // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
@@ -452,16 +451,14 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           : '') +
         ')';
       log.warn({ skippedTypes }, message);
-      warnings.push({ step: 'server-time', message });
-      await deps.runStore.update(runId, { warnings: [...warnings] });
+      await deps.runStore.addWarnings(runId, [{ step: 'server-time', message }]);
     }
     if (pulledAnyway.length > 0) {
       const message =
         `the EHR's CapabilityStatement does not list ${pulledAnyway.join(', ')}: pulled anyway ` +
         '(every visit is built from Patient, Encounter and Observation, and a type pulled before is not dropped silently); the run fails if the EHR refuses it';
       log.warn({ pulledAnyway }, message);
-      warnings.push({ step: 'server-time', message });
-      await deps.runStore.update(runId, { warnings: [...warnings] });
+      await deps.runStore.addWarnings(runId, [{ step: 'server-time', message }]);
     }
     if (types.length === 0)
       throw new Error(
@@ -508,8 +505,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       const skewS = Math.round((serverInfo.time - localNow) / 1000);
       const message = `the EHR's clock (Date header) and this machine's differ by ${skewS} s, more than the watermark overlap of ${Math.round(overlapMs / 1000)} s; the watermark uses the earlier one (check NTP on both)`;
       log.warn({ skewSeconds: skewS }, message);
-      warnings.push({ step: 'server-time', message });
-      await deps.runStore.update(runId, { warnings: [...warnings] });
+      await deps.runStore.addWarnings(runId, [{ step: 'server-time', message }]);
     }
     serverTime = Math.min(serverTime, localNow);
     const lookbackStart = serverTime - centre.pull.firstSyncLookbackDays * DAY_MS;
@@ -588,8 +584,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ...(signal ? { signal } : {}),
           onWarning: async (message) => {
             log.warn(message);
-            warnings.push({ step: 'export', message });
-            await deps.runStore.update(runId, { warnings: [...warnings] });
+            await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
           },
           onManifest: (m) => {
             const t = Date.parse(m.transactionTime);
@@ -719,14 +714,13 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ? 'lock-lost'
           : 'shutdown';
       const interrupted = new SyncInterruptedError(runId, reason);
+      if (reason === 'lock-lost')
+        await deps.runStore.addWarnings(runId, [{ step: phase, message: interrupted.message }]);
       await deps.runStore.update(runId, {
         status: 'queued',
         phase: 'interrupted',
         counts: { ...counts },
         findingsByKind,
-        ...(reason === 'lock-lost'
-          ? { warnings: [...warnings, { step: phase, message: interrupted.message }] }
-          : {}),
       });
       log.info({ counts, reason }, 'sync interrupted; it will run again from its watermarks');
       throw interrupted;

@@ -125,4 +125,26 @@ describe('dashboard in a real browser', () => {
     shots.push(await screenshot(page, '07-after-retry'));
     expect(shots).toHaveLength(7);
   });
+
+  it('when a run has warnings, then its run view lists them by step, as text', async () => {
+    const store = world.api.runtime.runStore;
+    const run = await store.start({ centreId: world.centre.id, mode: 'full', reason: 'manual' });
+    await store.addWarnings(run.runId, [
+      { step: 'pull', message: "sync interrupted: the centre lock's lease lapsed" },
+      { step: 'search', message: 'the EHR withheld data <img src=x onerror="window.pwned=1">' },
+    ]);
+    await store.finish(run.runId, { status: 'succeeded' });
+
+    await page.goto(`${world.url}/#/run/${run.runId}`);
+    await page.getByRole('heading', { name: 'Warnings' }).waitFor();
+    const items = page.locator('ul.warnings li');
+    expect(await items.allTextContents()).toEqual([
+      "pull: sync interrupted: the centre lock's lease lapsed",
+      'search: the EHR withheld data <img src=x onerror="window.pwned=1">',
+    ]);
+    // Text only: the message's markup is not parsed.
+    expect(await page.locator('ul.warnings img').count()).toBe(0);
+    expect(await page.evaluate('window.pwned')).toBeUndefined();
+    await screenshot(page, '08-run-warnings');
+  });
 });

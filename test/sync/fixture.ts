@@ -28,7 +28,7 @@ export interface SyncFixture {
   prepareCentre: PrepareCentre;
   keysDir: string;
   /** Runs one sync in this process (no queue). */
-  runSync(mode: SyncMode): Promise<RunRecord>;
+  runSync(mode: SyncMode, options?: { runId?: string }): Promise<RunRecord>;
   /** Delivers every queued submission with a delivery-only worker, then stops it. */
   deliverAll(timeoutMs?: number): Promise<void>;
   visitKey(encounterId: string): string;
@@ -101,7 +101,7 @@ export async function startSyncFixture(options: SyncFixtureOptions = {}): Promis
     runtime,
     prepareCentre,
     keysDir,
-    async runSync(mode) {
+    async runSync(mode, runOptions = {}) {
       const services = await prepareCentre(centre);
       return syncCentre(
         {
@@ -112,7 +112,7 @@ export async function startSyncFixture(options: SyncFixtureOptions = {}): Promis
           pseudonymSecret: SECRET,
           ...services,
         },
-        { centre, mode, reason: 'manual' },
+        { centre, mode, reason: 'manual', ...runOptions },
       );
     },
     async deliverAll(timeoutMs = 60_000) {

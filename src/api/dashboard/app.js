@@ -846,6 +846,18 @@ async function renderRun(id) {
           ),
         ]
       : '',
+    // What the run worked around without failing (a skipped type, clock skew, data the EHR
+    // withheld, a lost lock): a data manager needs to see it, not only a raw API read.
+    Array.isArray(run.warnings) && run.warnings.length > 0
+      ? [
+          h('h3', {}, 'Warnings'),
+          h(
+            'ul',
+            { class: 'warnings' },
+            run.warnings.map((w) => h('li', {}, h('strong', {}, w.step), `: ${w.message}`)),
+          ),
+        ]
+      : '',
   ];
 }
 
