@@ -851,6 +851,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       codings: [],
       text: str(first.medication_text),
       medicationReference: str(first.medication_reference),
+      medicationReferenceDisplay: str(first.medication_reference_display),
       contained: new Map(),
       routeCodings: [],
       routeTexts: [],
@@ -1634,10 +1635,29 @@ function linkMedications(
 function judgeOnce(ctx: Context, lm: LinkedMed): SteroidJudgement | null {
   let judgement = lm.judgement;
   if (judgement === undefined) {
-    judgement = judgeSteroid(ctx.index, lm.use, lm.medication);
+    const use = lm.use;
+    // An unresolved reference (Medication not in the input) with no codings or text of the
+    // use's own: its display is the only name of the medication, judged as text.
+    judgement = judgeSteroid(
+      ctx.index,
+      usesReferenceDisplay(lm) ? { ...use, text: use.medicationReferenceDisplay! } : use,
+      lm.medication,
+    );
     lm.judgement = judgement;
   }
   return judgement;
+}
+
+/** Whether the use is judged by its medicationReference.display (see judgeOnce). */
+function usesReferenceDisplay(lm: LinkedMed): boolean {
+  const use = lm.use;
+  return (
+    !lm.medication &&
+    use.medicationReference !== null &&
+    !!use.medicationReferenceDisplay &&
+    use.codings.length === 0 &&
+    !use.text
+  );
 }
 
 /** The earliest day a use's course is known to start: a period start, else its lone date. */
@@ -2023,7 +2043,9 @@ function assembleVisit(
         finding(
           'text-only-medication',
           'steroidUse',
-          `counted as ${judgement.ingredient} from its text alone (no recognised code); add its code to the systemic-corticosteroids value set`,
+          usesReferenceDisplay(lm)
+            ? `counted as ${judgement.ingredient} from the display of its medication reference alone (the Medication ${m.medicationReference!.slice(0, 80)} is not in the input, and no recognised code); check that the pull includes the referenced Medications`
+            : `counted as ${judgement.ingredient} from its text alone (no recognised code); add its code to the systemic-corticosteroids value set`,
           `${m.resourceType}/${m.id}`,
         ),
       );

@@ -36,6 +36,11 @@ export interface MedicationUse {
   text: string | null;
   /** `#id` for a contained Medication, `Medication/id` (or a URL) otherwise. */
   medicationReference: string | null;
+  /**
+   * medicationReference.display (Epic always sends it): judged as the use's text when the
+   * reference cannot be resolved and the use has no codings and no text of its own.
+   */
+  medicationReferenceDisplay?: string | null;
   contained: Map<string, MedicationInfo>;
   routeCodings: Coding[];
   routeTexts: string[];
