@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import type { CentreConfig, PullResourceType, SearchedType } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { FhirClient, SearchParams } from './client.js';
+import { FhirHttpError } from './errors.js';
 import type { FhirResource } from './types.js';
 import { followAbort } from '../util/abort.js';
 
@@ -32,6 +33,55 @@ export interface CohortResolution {
   unresolved: UnresolvedRosterLine[];
   /** Group members skipped because they are inactive or not Patients. */
   skippedMembers: number;
+}
+
+/**
+ * Statuses that refuse one patient's data rather than the client (a restricted record, as
+ * Epic answers 403 / 4118 "User not authorized" for an employee's or a VIP's chart; a search
+ * the server cannot answer for this patient's data). 401 (after a fresh token), 429 and 5xx
+ * (after retries) are not among them: those are about the client or the server.
+ */
+export const PATIENT_SCOPED_STATUSES: ReadonlySet<number> = new Set([400, 403, 404, 410, 422]);
+
+/** True when a patient's pull failed in a way that concerns that patient only. */
+export function isPatientScopedFailure(err: unknown): err is FhirHttpError {
+  return err instanceof FhirHttpError && PATIENT_SCOPED_STATUSES.has(err.status);
+}
+
+/** A patient whose searches the EHR refused; the pull went on with the others. */
+export interface PatientPullFailure {
+  /** The source id: for the caller's own bookkeeping, never to be logged or recorded. */
+  patientId: string;
+  /** 0-based position in the cohort, and the cohort's size. */
+  index: number;
+  total: number;
+  error: FhirHttpError;
+}
+
+/** Consecutive failures from the start of the cohort that stop the pull as systemic. */
+export const SYSTEMIC_LEADING_FAILURES = 5;
+/** With at least this many patients read, more than half failing stops the pull. */
+export const SYSTEMIC_MIN_PATIENTS = 10;
+
+/**
+ * The pull stopped because patients' searches fail across the cohort: not one restricted
+ * record but the client's access (scopes, the background user's security) or a search the
+ * EHR does not accept. The message carries counts and the last error (no patient ids).
+ */
+export class CohortPullRefusedError extends Error {
+  constructor(
+    readonly failed: number,
+    readonly read: number,
+    readonly last: FhirHttpError,
+  ) {
+    super(
+      `the EHR refused the searches of ${failed} of the ${read} patients read so far ` +
+        `(${failed === read ? 'every one' : 'more than half'}), so the pull stopped: this is the ` +
+        `client's access or a search the EHR does not accept, not one restricted record. Last: ${last.message}`,
+      { cause: last },
+    );
+    this.name = 'CohortPullRefusedError';
+  }
 }
 
 /** A cohort that cannot be read at all (missing Group, unreadable roster). */
@@ -262,13 +312,22 @@ export interface PullSearchOptions {
     total: number;
     resources: number;
   }) => void;
+  /**
+   * Called for a patient whose searches fail with a patient-scoped error (see
+   * isPatientScopedFailure); that patient is then neither yielded nor reported to onPatient,
+   * and the pull goes on. Without it, such an error ends the pull. Systemic failure (the first
+   * SYSTEMIC_LEADING_FAILURES patients in a row, or more than half of at least
+   * SYSTEMIC_MIN_PATIENTS) still ends it, with CohortPullRefusedError.
+   */
+  onPatientError?: (failure: PatientPullFailure) => void | Promise<void>;
 }
 
 /**
  * Pulls the cohort in search mode, yielding one batch per patient that has resources
  * (patients with nothing in the window are reported to onPatient but not yielded).
  * Batches come in cohort order. Any failure after retries ends the pull with that error,
- * so a caller never mistakes a partial pull for a complete one.
+ * so a caller never mistakes a partial pull for a complete one; the exception is a
+ * patient-scoped refusal when onPatientError is given, which the caller then records.
  */
 export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<PatientBatch> {
   const { client, centre } = options;
@@ -371,17 +430,38 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
     }
     const total = patientIds.length;
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? 2));
-    const pending: Promise<PatientBatch>[] = [];
+    const pending: { patientId: string; batch: Promise<PatientBatch> }[] = [];
     let next = 0;
     const startNext = () => {
       const id = patientIds[next++]!;
       const p = pullPatient(id);
       p.catch(() => undefined); // awaited in order below; avoids an unhandled rejection meanwhile
-      pending.push(p);
+      pending.push({ patientId: id, batch: p });
     };
+    let failed = 0;
     while (pending.length < concurrency && next < total) startNext();
     for (let index = 0; pending.length > 0; index++) {
-      const batch = await pending.shift()!;
+      const head = pending.shift()!;
+      let batch: PatientBatch;
+      try {
+        batch = await head.batch;
+      } catch (err) {
+        if (!options.onPatientError || !isPatientScopedFailure(err) || signal.aborted) throw err;
+        failed += 1;
+        const read = index + 1;
+        if (
+          (failed === read && failed >= SYSTEMIC_LEADING_FAILURES) ||
+          (read >= SYSTEMIC_MIN_PATIENTS && failed * 2 > read)
+        )
+          throw new CohortPullRefusedError(failed, read, err);
+        logger.warn(
+          { centre: client.centreId, cohortIndex: index, status: err.status },
+          "the EHR refused one patient's searches; going on with the others",
+        );
+        await options.onPatientError({ patientId: head.patientId, index, total, error: err });
+        if (next < total) startNext();
+        continue;
+      }
       if (next < total) startNext();
       options.onPatient?.({
         patientId: batch.patientId,

@@ -19,7 +19,13 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { FhirClient } from '../fhir/client.js';
-import { EVENT_RESOURCE_TYPES, pullSearch, parseReference } from '../fhir/pull-search.js';
+import {
+  EVENT_RESOURCE_TYPES,
+  pullSearch,
+  parseReference,
+  type PatientPullFailure,
+} from '../fhir/pull-search.js';
+import { summariseIssues } from '../fhir/errors.js';
 import { pullBulk, VISIT_CORE_TYPES } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
 import type { Mapper } from '../mapping/assemble.js';
@@ -166,8 +172,14 @@ function describeError(err: unknown): string {
 /** Distinct errors of a run with how often each happened (a bad page can repeat 10,000 times). */
 function createErrorList(maxDistinct = 20) {
   const seen = new Map<string, { step: string; message: string; count: number }>();
+  /** Errors kept up to date under a name (one summary that grows during the run). */
+  const named = new Map<string, { step: string; message: string; count?: number }>();
   let dropped = 0;
   return {
+    /** Sets (or replaces) the error kept under `name`. */
+    put(name: string, error: { step: string; message: string }): void {
+      named.set(name, error);
+    },
     add(error: { step: string; message: string }): void {
       const key = `${error.step}\u0000${error.message}`;
       const entry = seen.get(key);
@@ -175,11 +187,11 @@ function createErrorList(maxDistinct = 20) {
       else if (seen.size < maxDistinct) seen.set(key, { ...error, count: 1 });
       else dropped += 1;
     },
-    size: () => seen.size + dropped,
+    size: () => seen.size + named.size + dropped,
     list(): { step: string; message: string }[] {
-      const out = [...seen.values()].map((e) => ({
+      const out = [...named.values(), ...seen.values()].map((e) => ({
         step: e.step,
-        message: e.count > 1 ? `${e.message} (${e.count} times)` : e.message,
+        message: (e.count ?? 1) > 1 ? `${e.message} (${e.count} times)` : e.message,
       }));
       if (dropped > 0) out.push({ step: 'run', message: `${dropped} more errors not listed` });
       return out;
@@ -240,6 +252,48 @@ export function listedResourceTypes(statement: unknown): ReadonlySet<string> | u
       if (typeof r?.type === 'string') types.add(r.type);
   }
   return types.size > 0 ? types : undefined;
+}
+
+/** Patients listed by name (cohort position, pseudonymous key) in the failure summary. */
+const LISTED_PATIENT_FAILURES = 5;
+
+/**
+ * The run-record error for cohort patients whose searches the EHR refused: how many, and the
+ * first few by cohort position (1-based) and pseudonymous patient key, with the status, the
+ * searched type and the coded issues. Never a source id or a query value.
+ */
+export function describePatientFailures(
+  failures: readonly {
+    index: number;
+    total: number;
+    key: string;
+    error: PatientPullFailure['error'];
+  }[],
+): string {
+  const total = Math.max(...failures.map((f) => f.total));
+  const listed = failures.slice(0, LISTED_PATIENT_FAILURES).map(({ index, key, error }) => {
+    let type = '';
+    try {
+      type = new URL(error.url).pathname.split('/').filter(Boolean).pop() ?? '';
+    } catch {
+      // keep no type
+    }
+    const issues = summariseIssues(error.issues);
+    return (
+      `#${index + 1} (patient key ${key}): HTTP ${error.status}` +
+      (/^[A-Z][A-Za-z]+$/.test(type) ? ` on the ${type} search` : '') +
+      (issues ? ` (OperationOutcome: ${issues})` : '')
+    );
+  });
+  const more = failures.length - listed.length;
+  return (
+    `${failures.length} of ${total} patients could not be read and were left out of this run ` +
+    `(their visits are neither updated nor retracted; the run is retried from the watermarks): ` +
+    listed.join('; ') +
+    (more > 0 ? `; and ${more} more` : '') +
+    '. A 403 usually means a restricted record (Epic 4118): ask centre IT to give the ' +
+    "background user access to these patients' records, or take them out of the cohort"
+  );
 }
 
 function patientOf(resource: FhirResource): string | undefined {
@@ -332,6 +386,25 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   /** Visit keys produced in this run, and patients whose data was pulled in full. */
   const seen = new Set<string>();
   const synced = new Set<string>();
+  /** Patients whose searches the EHR refused (source ids stay in memory, never recorded). */
+  const failedPatients = new Map<
+    string,
+    { index: number; total: number; key: string; error: PatientPullFailure['error'] }
+  >();
+  const onPatientError = (failure: PatientPullFailure): void => {
+    synced.delete(failure.patientId);
+    if (!failedPatients.has(failure.patientId))
+      failedPatients.set(failure.patientId, {
+        index: failure.index,
+        total: failure.total,
+        key: pseudonymKey(deps.pseudonymSecret, centre.id, 'Patient', failure.patientId),
+        error: failure.error,
+      });
+    errors.put('patients', {
+      step: 'pull',
+      message: describePatientFailures([...failedPatients.values()]),
+    });
+  };
 
   const countPulled = (resources: readonly FhirResource[]) => {
     counts.pulled += resources.length;
@@ -525,6 +598,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           concurrency,
           logger: log,
           ...(signal ? { signal } : {}),
+          onPatientError,
         })) {
           countPulled(batch.resources);
           affected.add(batch.patientId);
@@ -543,6 +617,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ...(patientIds ? { patientIds } : {}),
           ...(signal ? { signal } : {}),
           onPatient: (p) => synced.add(p.patientId),
+          onPatientError,
         })) {
           countPulled(batch.resources);
           await mapPatient(batch.patientId, batch.resources);
@@ -649,6 +724,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               logger: log,
               ...(signal ? { signal } : {}),
               onPatient: (p) => synced.add(p.patientId),
+              onPatientError,
             })) {
               countPulled(batch.resources);
               await mapPatient(batch.patientId, batch.resources);

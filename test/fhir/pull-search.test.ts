@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisLimiter, limiterKeys } from '../../src/fhir/limiter.js';
 import {
   CohortError,
+  CohortPullRefusedError,
   parseReference,
   pullSearch,
   resolveCohort,
@@ -301,5 +302,72 @@ describe('search pull', () => {
       if (keys.length > 0) await redis.del(...keys);
       await redis.quit();
     }
+  });
+});
+
+describe('patients whose searches the EHR refuses', () => {
+  const refused = {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'fatal', code: 'security', details: { coding: [{ code: '4118' }] } }],
+  };
+  /** Patient searches: ids in `failing` answer 403 with an Epic-style 4118 outcome. */
+  const serve = (failing: ReadonlySet<string>) =>
+    nock(EHR)
+      .persist()
+      .get('/fhir/Patient')
+      .query(true)
+      .reply((uri) => {
+        const id = new URL(uri, EHR).searchParams.get('_id')!;
+        return failing.has(id) ? [403, refused] : [200, bundle([{ resourceType: 'Patient', id }])];
+      });
+  const centre = makeCentre({ pull: { resourceTypes: ['Patient'] } });
+
+  it('when onPatientError is given, then a refused patient is reported (not yielded) and the pull goes on', async () => {
+    const { client } = makeClient();
+    serve(new Set(['p2']));
+    const failures: { index: number; total: number; status: number }[] = [];
+    const done: string[] = [];
+    const batches = await collect(
+      pullSearch({
+        client,
+        centre,
+        patientIds: ['p1', 'p2', 'p3'],
+        onPatient: (p) => done.push(p.patientId),
+        onPatientError: (f) =>
+          void failures.push({ index: f.index, total: f.total, status: f.error.status }),
+      }),
+    );
+    expect(batches.map((b) => b.patientId)).toEqual(['p1', 'p3']);
+    expect(done).toEqual(['p1', 'p3']);
+    expect(failures).toEqual([{ index: 1, total: 3, status: 403 }]);
+  });
+
+  it('when no onPatientError is given, then a refused patient still ends the pull', async () => {
+    const { client } = makeClient();
+    serve(new Set(['p2']));
+    await expect(
+      collect(pullSearch({ client, centre, patientIds: ['p1', 'p2', 'p3'] })),
+    ).rejects.toThrow(/HTTP 403/);
+  });
+
+  it('when more than half of at least 10 patients are refused, then the pull stops as systemic', async () => {
+    const { client } = makeClient();
+    const ids = Array.from({ length: 14 }, (_, i) => `p${i + 1}`);
+    serve(new Set(ids.slice(4))); // p1-p4 pass, then every one fails: 6 of 10 after p10
+    const failures: number[] = [];
+    const err = await collect(
+      pullSearch({
+        client,
+        centre,
+        patientIds: ids,
+        concurrency: 1,
+        onPatientError: (f) => void failures.push(f.index),
+      }),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CohortPullRefusedError);
+    expect((err as Error).message).toMatch(
+      /refused the searches of 6 of the 10 patients read so far \(more than half\)/,
+    );
+    expect(failures).toEqual([4, 5, 6, 7, 8]);
   });
 });

@@ -108,6 +108,12 @@ export interface SandboxFaultSettings {
   omitMeta?: boolean;
   /** Manifests list an error file with these OperationOutcome lines (e.g. information). */
   exportNotices?: { severity: 'information' | 'warning' | 'error'; text: string }[];
+  /**
+   * Searches scoped to one of these patients (`patient=`, `subject=`, or `_id=` on Patient),
+   * of `resourceType` or every type, answer `status` (default 403) with an OperationOutcome
+   * as Epic does for a restricted record (fatal security, code 4118 "User not authorized").
+   */
+  restrictedPatients?: { ids: string[]; resourceType?: string; status?: number };
   /** The token endpoint answers this error N times. */
   tokenError?: { count: number; status?: number; error: string; description?: string };
 }

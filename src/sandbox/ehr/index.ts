@@ -441,6 +441,36 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
       from = Number(m[1]);
       page = Number(m[2]);
     }
+    const restricted = faults.live.restrictedPatients;
+    if (
+      restricted &&
+      (restricted.resourceType === undefined || restricted.resourceType === type) &&
+      [type === 'Patient' ? '_id' : 'patient', 'subject']
+        .flatMap((name) => params.getAll(name))
+        .some((v) => restricted.ids.includes(v.replace(/^Patient\//, '')))
+    )
+      return send(
+        res,
+        restricted.status ?? 403,
+        JSON.stringify({
+          resourceType: 'OperationOutcome',
+          issue: [
+            {
+              severity: 'fatal',
+              code: 'security',
+              details: {
+                coding: [
+                  {
+                    system: 'urn:oid:1.2.840.114350.1.13.0.1.7.2.657369',
+                    code: '4118',
+                    display: 'User not authorized for request.',
+                  },
+                ],
+              },
+            },
+          ],
+        }),
+      );
     for (const name of faults.live.ignoreSearchParams ?? []) params.delete(name);
     const required = faults.live.requireSearchParams?.[type];
     if (
