@@ -132,7 +132,16 @@ export interface FhirClient {
   capabilities(options?: { signal?: AbortSignal }): Promise<FhirResource>;
   /** Resolves a (possibly relative) URL against the base URL. */
   resolveUrl(url: string): URL;
+  /**
+   * Calls `listener` with each information or warning issue a search page carries (every
+   * time, not only when logged), until the returned function is called: a sync run subscribes
+   * to record the warnings that say data was withheld.
+   */
+  onSearchNotice?(listener: SearchNoticeListener): () => void;
 }
+
+/** An information or warning issue of a search page, with the type searched. */
+export type SearchNoticeListener = (notice: { resourceType: string; issue: OutcomeIssue }) => void;
 
 /** Options for createFhirClient. */
 export interface CreateFhirClientOptions {
@@ -611,6 +620,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
   // same warning to every search would otherwise log it once per patient and type.
   const notices = new Map<string, number>();
   const MAX_NOTICE_KINDS = 200;
+  const noticeListeners = new Set<SearchNoticeListener>();
 
   /**
    * The OperationOutcome entries of a search page: an issue that says the result is
@@ -626,6 +636,13 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     const incomplete = issues.filter(isIncompleteIssue);
     if (incomplete.length > 0) throw new IncompleteSearchError({ ...where, issues: incomplete });
     for (const issue of issues) {
+      for (const listener of noticeListeners) {
+        try {
+          listener({ resourceType: where.resourceType, issue });
+        } catch {
+          // A listener's failure is its own; the search goes on.
+        }
+      }
       const text = describeIssue(issue);
       const key = `${where.resourceType}\u0000${text}`;
       const times = (notices.get(key) ?? 0) + 1;
@@ -657,6 +674,10 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     searchPages,
     searchResources,
     resolveUrl,
+    onSearchNotice(listener) {
+      noticeListeners.add(listener);
+      return () => noticeListeners.delete(listener);
+    },
     async read(resourceType, id, readOptions = {}) {
       try {
         const { body } = await requestJson<FhirResource>(

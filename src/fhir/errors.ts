@@ -325,6 +325,26 @@ export function isIncompleteIssue(issue: OutcomeIssue): boolean {
   return INCOMPLETE_SEVERITIES.has(issue.severity) || INCOMPLETE_CODES.has(issue.code);
 }
 
+/** Issue codes of a search warning that mean results were left out (not already failing). */
+const WITHHELD_CODES: ReadonlySet<string> = new Set(['suppressed', 'security', 'forbidden']);
+/** Detail codes that say so: Epic's 4119, "Additional data may be present" (any system). */
+const WITHHELD_DETAIL = /(^|[|,] ?)4119($|,)/;
+/** Free text that says so; matched only, never quoted (it may name a patient). */
+const WITHHELD_TEXT =
+  /additional data may be present|withheld|suppressed|restricted|not (all|every)\b|(data|results?|resources?) (were |was )?(not returned|omitted|left out)|may be (incomplete|partial)/i;
+
+/**
+ * True when a warning issue in a searchset says the server left data out (Epic 4119
+ * "Additional data may be present", a suppressed or restricted result): the search goes on,
+ * but the visits built from it may be partial. Not "no results" or an ignored parameter.
+ */
+export function saysDataWithheld(issue: OutcomeIssue): boolean {
+  if (issue.severity !== 'warning') return false;
+  if (WITHHELD_CODES.has(issue.code)) return true;
+  if (issue.details !== undefined && WITHHELD_DETAIL.test(issue.details)) return true;
+  return [issue.text, issue.diagnostics].some((t) => t !== undefined && WITHHELD_TEXT.test(t));
+}
+
 /**
  * `severity code: system|code` of one issue. Only coded values: `details.text`, a coding's
  * display and `diagnostics` are free text that can name a patient, so they stay out.

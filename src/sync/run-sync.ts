@@ -49,6 +49,7 @@ import {
 import { openVisitState, type VisitStateEntry } from './visit-state.js';
 import { createPatientSpool } from './bulk-spool.js';
 import { CentreLockLostError } from './centre-lock.js';
+import { recordWithheldData } from './search-notices.js';
 
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
@@ -499,6 +500,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   };
 
   let mode = options.mode;
+  const withheld = recordWithheldData(client, deps.runStore, runId, log);
   try {
     // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
     // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
@@ -790,6 +792,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ? 'lock-lost'
           : 'shutdown';
       const interrupted = new SyncInterruptedError(runId, reason);
+      await withheld.stop();
       if (reason === 'lock-lost')
         await deps.runStore.addWarnings(runId, [{ step: phase, message: interrupted.message }]);
       await deps.runStore.update(runId, {
@@ -804,6 +807,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     errors.add({ step: phase, message: describeError(err) });
   }
 
+  await withheld.stop();
   const status = errors.size() === 0 ? 'succeeded' : 'failed';
   const record = (await deps.runStore.finish(runId, {
     status,
