@@ -66,9 +66,19 @@ export function lookupCoding<T>(map: CodingMap<T>, system: unknown, code: unknow
   return map.get(typeof system === 'string' ? system : '')?.get(code);
 }
 
-/** Lower-cases and collapses spaces, so ` In  Remission ` matches `in remission`. */
+/**
+ * Lower-cases, collapses spaces and drops trailing `.`, `,`, `;` and `:`, so ` In  Remission. `
+ * matches `in remission`. Matching on the result stays exact (no substring match).
+ */
 export function normaliseText(text: string): string {
-  return text.trim().toLowerCase().replace(/\s+/g, ' ');
+  let end = text.length;
+  while (end > 0) {
+    const c = text.charCodeAt(end - 1);
+    // . , ; : and white space (a loop, not a regex: no backtracking on long input).
+    if (c === 46 || c === 44 || c === 59 || c === 58 || c <= 32 || c === 160) end--;
+    else break;
+  }
+  return text.slice(0, end).trim().toLowerCase().replace(/\s+/g, ' ');
 }
 
 function escapeRegExp(text: string): string {
