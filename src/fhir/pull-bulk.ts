@@ -228,7 +228,12 @@ export function buildExportUrl(
   const types = options.resourceTypes ?? centre.pull.resourceTypes;
   if (types.length > 0) url.searchParams.set('_type', types.join(','));
   if (options.since) url.searchParams.set('_since', options.since);
-  for (const filter of options.typeFilter ?? []) url.searchParams.append('_typeFilter', filter);
+  // One comma-delimited value: Bulk Data v1.0.1 (which Oracle Health follows) defines
+  // `_typeFilter` as one string, and a server reading a single parameter would otherwise
+  // apply one query only; v2 servers accept the comma-separated list too. Each query's own
+  // commas are already %2C (URLSearchParams in narrowingFilters), so they do not split it.
+  if (options.typeFilter && options.typeFilter.length > 0)
+    url.searchParams.set('_typeFilter', options.typeFilter.join(','));
   return url;
 }
 

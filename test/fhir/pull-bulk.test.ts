@@ -7,6 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OriginRefusedError } from '../../src/fhir/errors.js';
 import {
   BulkExportError,
+  buildExportUrl,
+  narrowingFilters,
   pullBulk,
   typesNamedUnsupported,
   type BulkItem,
@@ -826,5 +828,36 @@ describe('bulk pull', () => {
       'p1',
       'o1',
     ]);
+  });
+});
+
+describe('the kick-off URL', () => {
+  it('when several _typeFilter queries apply, then they go as one comma-joined value and a query’s own commas stay %2C', () => {
+    const centre = makeCentre({
+      pull: {
+        mode: 'bulk',
+        resourceTypes: ['Patient', 'Encounter', 'Observation'],
+        searches: { Observation: [{ category: 'vital-signs' }, { code: 'a,b' }] },
+      },
+    });
+    const filters = narrowingFilters(
+      centre,
+      ['Encounter', 'Observation'],
+      new Set(['Encounter', 'Observation']),
+      '2024-01-01T00:00:00.000Z',
+    );
+    const url = buildExportUrl(BASE, centre, { typeFilter: filters });
+    expect(url.searchParams.getAll('_typeFilter')).toEqual([
+      'Encounter?_lastUpdated=ge2024-01-01T00:00:00.000Z,' +
+        'Observation?category=vital-signs&_lastUpdated=ge2024-01-01T00:00:00.000Z,' +
+        'Observation?code=a%2Cb&_lastUpdated=ge2024-01-01T00:00:00.000Z',
+    ]);
+    expect(
+      url.searchParams
+        .get('_typeFilter')!
+        .split(/,(?=[A-Z][A-Za-z]+\?)/)
+        .map((q) => new URLSearchParams(q.slice(q.indexOf('?') + 1)).get('code')),
+    ).toEqual([null, null, 'a,b']);
+    expect(buildExportUrl(BASE, centre).searchParams.has('_typeFilter')).toBe(false);
   });
 });

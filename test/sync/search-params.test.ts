@@ -51,40 +51,50 @@ describe('sync with per-type search parameters', () => {
       expectMatchesTruth(visits.find((v) => v.visitKey === f.visitKey(t.encounterId))?.current, t);
   });
 
-  it('when the centre pulls in bulk mode with the same searches, then they narrow the export and every expected visit still arrives', async () => {
-    const bulk = await startSyncFixture({
-      patients: 4,
-      seed: 29,
-      centreId: 'sync-searches-bulk',
-      centre: {
-        pull: {
-          mode: 'bulk',
-          pageSize: 100,
-          firstSyncLookbackDays: 36500,
-          searches: {
-            Observation: [{ category: `${CATEGORY}|vital-signs` }, { category: 'exam' }],
+  it.each(['honoured', 'first-only'] as const)(
+    'when the centre pulls in bulk mode with the same searches (the EHR reads _typeFilter: %s), then they go as one _typeFilter value, narrow the export, and every expected visit still arrives',
+    async (typeFilter) => {
+      const bulk = await startSyncFixture({
+        patients: 4,
+        seed: 29,
+        centreId: 'sync-searches-bulk',
+        centre: {
+          pull: {
+            mode: 'bulk',
+            pageSize: 100,
+            firstSyncLookbackDays: 36500,
+            searches: {
+              Observation: [{ category: `${CATEGORY}|vital-signs` }, { category: 'exam' }],
+            },
           },
         },
-      },
-    });
-    try {
-      const truth = bulk.gen.truth.filter((t) => !t.retracted);
-      const record = await bulk.runSync('full');
-      expect(record.status).toBe('succeeded');
-      const kickOff = bulk.ehr.requests.find((r) => r.kind === 'export')!;
-      expect(decodeURIComponent(kickOff.url)).toContain('_typeFilter=Observation?category=exam');
-      await bulk.deliverAll();
-      const visits = bulk.registry.visits();
-      expect(visits).toHaveLength(truth.length);
-      for (const t of truth)
-        expectMatchesTruth(
-          visits.find((v) => v.visitKey === bulk.visitKey(t.encounterId))?.current,
-          t,
-        );
-    } finally {
-      await bulk.close();
-    }
-  });
+      });
+      try {
+        if (typeFilter === 'first-only') bulk.ehr.faults.set({ typeFilter });
+        const truth = bulk.gen.truth.filter((t) => !t.retracted);
+        const record = await bulk.runSync('full');
+        expect(record.status).toBe('succeeded');
+        const kickOff = bulk.ehr.requests.find((r) => r.kind === 'export')!;
+        const filters = new URL(kickOff.url, 'http://x').searchParams.getAll('_typeFilter');
+        expect(filters).toHaveLength(1);
+        expect(filters[0]!.split(/,(?=[A-Z][A-Za-z]+\?)/)).toEqual([
+          expect.stringMatching(/^Encounter\?_lastUpdated=ge/),
+          expect.stringMatching(/^Observation\?category=.*vital-signs&_lastUpdated=ge/),
+          expect.stringMatching(/^Observation\?category=exam&_lastUpdated=ge/),
+        ]);
+        await bulk.deliverAll();
+        const visits = bulk.registry.visits();
+        expect(visits).toHaveLength(truth.length);
+        for (const t of truth)
+          expectMatchesTruth(
+            visits.find((v) => v.visitKey === bulk.visitKey(t.encounterId))?.current,
+            t,
+          );
+      } finally {
+        await bulk.close();
+      }
+    },
+  );
 
   it('when the centre file names no searches for Observation, then the same EHR fails the run and the watermark stays', async () => {
     const plain = await startSyncFixture({ patients: 2, seed: 23, centreId: 'sync-no-searches' });

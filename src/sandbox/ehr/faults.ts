@@ -63,9 +63,11 @@ export interface SandboxFaultSettings {
   /**
    * Export kick-offs with `_typeFilter` answer 400 (`reject`: "_typeFilter is not supported";
    * `reject-invalid`: code invalid, "Invalid _typeFilter value: <the first filter> (unknown
-   * search parameter)", which names a type), or the filters are dropped (`ignore`).
+   * search parameter)", which names a type), or the filters are dropped (`ignore`), or only
+   * the first `_typeFilter` parameter is read (`first-only`, as a server that follows Bulk
+   * Data v1.0.1, where `_typeFilter` is one comma-delimited string, may do).
    */
-  typeFilter?: 'reject' | 'reject-invalid' | 'ignore';
+  typeFilter?: 'reject' | 'reject-invalid' | 'ignore' | 'first-only';
   /**
    * Export kick-offs whose `_type` lists a type outside the Patient compartment (Medication)
    * answer 400, as HAPI FHIR does for Patient- and Group-level exports.

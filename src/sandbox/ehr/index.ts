@@ -606,10 +606,16 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
           `Invalid _typeFilter value: ${url.searchParams.get('_typeFilter')!.split(',')[0]} (unknown search parameter)`,
         ),
       );
+    // One comma-delimited value (Bulk Data v1.0.1, Oracle) or repeated parameters (v2); a
+    // query's own commas arrive URL-encoded (%2C), so each comma before `Type?` starts a query.
+    const typeFilterValues = url.searchParams.getAll('_typeFilter');
     const typeFilters =
       typeFilterMode === 'ignore'
         ? []
-        : url.searchParams.getAll('_typeFilter').flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]+\?)/));
+        : (typeFilterMode === 'first-only'
+            ? typeFilterValues.slice(0, 1)
+            : typeFilterValues
+          ).flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]+\?)/));
     const job = jobs.start({
       clientId: token.clientId,
       request: `${origin}${url.pathname}${url.search}`,
