@@ -292,8 +292,14 @@ export function describePatientFailures(
     `(their visits are neither updated nor retracted; the run is retried from the watermarks): ` +
     listed.join('; ') +
     (more > 0 ? `; and ${more} more` : '') +
-    '. A 403 usually means a restricted record (Epic 4118): ask centre IT to give the ' +
-    "background user access to these patients' records, or take them out of the cohort"
+    (failures.some((f) => f.error.status === 403)
+      ? '. A 403 for some patients only usually means restricted records (Epic 4118): ask ' +
+        "centre IT to give the background user access to these patients' records, or take them " +
+        'out of the cohort'
+      : '') +
+    // The first error in full (query values are never in it), for its hint (e.g. a 400 that
+    // asks for pull.searches).
+    `. First error: ${describeError(failures[0]!.error)}`
   );
 }
 
