@@ -2320,8 +2320,11 @@ function chooseVital(
         );
         continue;
       }
-      valid += 1;
       winner ??= c;
+      // Only values of the chosen one's calendar day can conflict: a growing child's weight
+      // legitimately differs between days of a window.
+      if (o.day !== winner.obs.day) continue;
+      valid += 1;
       const raw = o.value!;
       if (raw < min) min = raw;
       if (raw > max) max = raw;
