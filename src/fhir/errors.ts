@@ -104,6 +104,8 @@ export class FhirHttpError extends Error {
   readonly retryable: boolean;
   /** Seconds from a Retry-After header, after capping, when one was sent. */
   readonly retryAfterSeconds: number | undefined;
+  /** The sentence for the person reading the message (also at the end of the message). */
+  readonly hint: string | undefined;
 
   constructor(options: {
     status: number;
@@ -131,6 +133,7 @@ export class FhirHttpError extends Error {
     this.issues = issues;
     this.retryable = RETRYABLE_STATUSES.has(options.status);
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.hint = options.hint;
   }
 }
 

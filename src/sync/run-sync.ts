@@ -297,9 +297,8 @@ export function describePatientFailures(
         "centre IT to give the background user access to these patients' records, or take them " +
         'out of the cohort'
       : '') +
-    // The first error in full (query values are never in it), for its hint (e.g. a 400 that
-    // asks for pull.searches).
-    `. First error: ${describeError(failures[0]!.error)}`
+    // The first refusal's hint (e.g. a 400 that asks for pull.searches).
+    (failures[0]!.error.hint ? `. ${failures[0]!.error.hint}` : '')
   );
 }
 
