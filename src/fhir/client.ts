@@ -355,7 +355,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
           now: policy.now(),
           maxSeconds: policy.maxRetryAfterSeconds,
         });
-        const hint = hintForStatus(response.status, state.reauthDone, method, url, token);
+        const hint = hintForStatus(response.status, state.reauthDone, method, url, token, issues);
         throw new FhirHttpError({
           status: response.status,
           method,
@@ -879,11 +879,26 @@ function hintForStatus(
   method: string,
   url: URL,
   token: string | undefined,
+  issues: readonly OutcomeIssue[] = [],
 ): string | undefined {
   // A search (GET [base]/Type?...) refused as a bad request: usually a parameter the EHR
   // wants or does not support, which the centre file can supply.
-  if (status === 400 && method === 'GET' && /\/[A-Z][A-Za-z]+$/.test(url.pathname))
-    return 'The EHR refused the search: some EHRs need extra parameters for a type (Epic wants category or code on Observation); give them as pull.searches in the centre file';
+  const searched = /\/([A-Z][A-Za-z]+)$/.exec(url.pathname)?.[1];
+  if (status === 400 && method === 'GET' && searched) {
+    // The issues' free text is matched, never quoted (it may name a patient).
+    const aboutCount = issues.some((i) =>
+      [i.diagnostics, i.text, ...(i.expression ?? [])].some((t) => t?.includes('_count')),
+    );
+    if (aboutCount)
+      return `The EHR refused the ${searched} search's page size (_count): lower pull.pageSize in the centre file (some EHRs allow less per type)`;
+    return (
+      `The EHR refused the ${searched} search: it may need a parameter lhn-bridge does not send, or not support one it sends (the OperationOutcome codes may say which)` +
+      (searched === 'Observation'
+        ? '; some EHRs need a category or code on Observation (Epic does): give them as pull.searches.Observation in the centre file'
+        : `; give extra parameters as pull.searches.${searched} in the centre file`) +
+      ', or lower pull.pageSize if the EHR limits _count'
+    );
+  }
   if (status === 401)
     return reauthDone
       ? 'The EHR rejected a freshly issued access token too: check that the client is enabled for this FHIR endpoint'

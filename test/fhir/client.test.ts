@@ -201,6 +201,40 @@ describe('FHIR client errors', () => {
     expect(error.message).not.toMatch(/MRN-778812|Jane/);
     expect(error.url).toBe(`${BASE}/Observation?patient=…&code=…`);
   });
+
+  it('when a search is refused with 400, then the hint names the searched type and the setting to change, and speaks of category or code only for Observation', async () => {
+    const refuse = async (type: string, issue: Record<string, unknown>) => {
+      const { client } = makeClient();
+      nock(EHR)
+        .get(`/fhir/${type}`)
+        .query(true)
+        .reply(400, { resourceType: 'OperationOutcome', issue: [issue] });
+      const error = (await collect(client.searchPages(type, { patient: 'p1', _count: 200 })).catch(
+        (e: unknown) => e,
+      )) as FhirHttpError;
+      expect(error).toBeInstanceOf(FhirHttpError);
+      return error.message;
+    };
+    const invalid = { severity: 'error', code: 'invalid', diagnostics: 'bad request' };
+    const patient = await refuse('Patient', invalid);
+    expect(patient).toMatch(/refused the Patient search/);
+    expect(patient).toMatch(/pull\.searches\.Patient/);
+    expect(patient).toMatch(/pull\.pageSize/);
+    expect(patient).not.toMatch(/Observation|category/);
+    const observation = await refuse('Observation', invalid);
+    expect(observation).toMatch(/refused the Observation search/);
+    expect(observation).toMatch(/category or code on Observation \(Epic does\)/);
+    expect(observation).toMatch(/pull\.searches\.Observation/);
+    const count = await refuse('Encounter', {
+      severity: 'error',
+      code: 'invalid',
+      diagnostics: '_count must not exceed 100',
+    });
+    expect(count).toMatch(
+      /refused the Encounter search's page size \(_count\): lower pull\.pageSize/,
+    );
+    expect(count).not.toMatch(/must not exceed/);
+  });
 });
 
 describe('FHIR client authentication', () => {
