@@ -7,6 +7,7 @@ import type { RequestHandler } from 'express';
 import type { ServiceConfig } from './config/service.js';
 import type { CentreConfig } from './config/centre.js';
 import { createRuntime, type Runtime } from './runtime.js';
+import { ensureSecretFingerprint, SecretMismatchError } from './sync/secret-fingerprint.js';
 import type { Logger } from './util/logger.js';
 import type { Metrics } from './util/metrics.js';
 import { createAlertMonitor, type AlertMonitor } from './alerts/alert-monitor.js';
@@ -83,6 +84,20 @@ export async function startServer(
       ...(options.metrics ? { metrics: options.metrics } : {}),
     }));
   const { logger } = runtime;
+  // Refuse to serve with another pseudonym secret than the one this Redis's state was made
+  // with. Redis unreachable at start is no refusal (/ready says so); workers check again.
+  try {
+    await ensureSecretFingerprint(runtime.redis, runtime.prefix, config.pseudonymSecret);
+  } catch (err) {
+    if (err instanceof SecretMismatchError) {
+      if (ownRuntime) await runtime.close();
+      throw err;
+    }
+    logger.warn(
+      { err: (err as Error).message },
+      'could not compare the pseudonym secret with the one this Redis was used with',
+    );
+  }
   const alerts = createAlertMonitor({
     redis: runtime.redis,
     prefix: runtime.prefix,

@@ -24,6 +24,7 @@ import {
 import { createRegistryClient, type RegistryClient } from './registry/delivery.js';
 import { createCentreServices, type PrepareCentre } from './sync/centre-services.js';
 import { syncCentreSchedules, type ScheduleChanges } from './sync/schedules.js';
+import { ensureSecretFingerprint } from './sync/secret-fingerprint.js';
 import type { SyncProcessorDeps } from '../queues/sync.js';
 import { startMetricsPublisher } from './api/metrics-relay.js';
 import { WORKER_SHUTDOWN_REASON } from './util/abort.js';
@@ -104,6 +105,8 @@ export async function startWorker(
     ...(options.lockDurationMs ? { lockDuration: options.lockDurationMs } : {}),
   };
 
+  // Refuse to start with another pseudonym secret than the one this Redis's state was made with.
+  await ensureSecretFingerprint(runtime.redis, runtime.prefix, config.pseudonymSecret);
   const schedules = await syncCentreSchedules(runtime.queues.sync, runtime.centres.values());
   logger.info(
     {

@@ -50,6 +50,7 @@ import { openVisitState, type VisitStateEntry } from './visit-state.js';
 import { createPatientSpool } from './bulk-spool.js';
 import { CentreLockLostError } from './centre-lock.js';
 import { recordWithheldData } from './search-notices.js';
+import { ensureSecretFingerprint } from './secret-fingerprint.js';
 
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
@@ -507,6 +508,9 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   let mode = options.mode;
   const withheld = recordWithheldData(client, deps.runStore, runId, log);
   try {
+    // A secret other than the one this Redis's visit state was made with would re-key every
+    // visit and drop every change: refuse before anything is pulled.
+    await ensureSecretFingerprint(deps.redis, deps.prefix, deps.pseudonymSecret);
     // The CapabilityStatement gives the EHR's clock (for the watermark) and the types it
     // serves: a configured type it does not list (Epic R4 has no MedicationStatement) is
     // skipped with a warning instead of failing every run. Never a type every visit is built
