@@ -144,6 +144,8 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     reverted: 0,
   };
   let buffer: RegistrySubmission[] = [];
+  /** Visit keys of the visits added in this run (one short string each, like the run's own). */
+  const mappedVisits = new Set<string>();
   let sources = new Map<string, SubmissionSource>();
   // State writes still in flight. They need not finish before the next batch: its lookups go
   // over the same connection after them, and Redis runs one connection's commands in order.
@@ -159,9 +161,13 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     given: Map<string, SubmissionSource>,
   ): Promise<void> {
     await settleWrites(1);
-    // The same visit twice in one batch: the last one wins.
+    // The same visit twice in one batch: the last one wins, but a retraction never replaces
+    // a visit mapped in this run (see add()).
     const byVisit = new Map<string, RegistrySubmission>();
-    for (const s of batch) byVisit.set(s.visitKey, s);
+    for (const s of batch) {
+      if (s.kind === 'retraction' && byVisit.get(s.visitKey)?.kind === 'visit') continue;
+      byVisit.set(s.visitKey, s);
+    }
     const subs = [...byVisit.values()];
     const entries = options.stateEmpty
       ? subs.map(() => undefined)
@@ -277,6 +283,14 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
 
   return {
     async add(submission, source) {
+      // A visit mapped in this run wins over a retraction of the same key (one built from a
+      // state entry under another key that maps to it, e.g. written with another secret):
+      // the retraction would otherwise replace the visit, or retract it a batch later.
+      if (submission.kind === 'visit') mappedVisits.add(submission.visitKey);
+      else if (mappedVisits.has(submission.visitKey)) {
+        counts.retractionsSkipped += 1;
+        return;
+      }
       buffer.push(submission);
       if (source) sources.set(submission.visitKey, source);
       if (buffer.length >= batchSize) {
