@@ -172,13 +172,18 @@ export const DiagnosisValueSetSchema = z
     description: z.string().optional(),
     sources: sourcesTable,
     concepts: z.array(z.object({ ...codedEntry, diagnosis }).strict()),
-    /** Code prefixes, e.g. ICD-10-CM `K50` matches K50, K50.0, K50.012 (dot optional). */
+    /**
+     * Code prefixes, e.g. ICD-10-CM `K50` matches K50, K50.0, K50.012 (dot optional); the
+     * longest match wins. `diagnosis: null` marks a longer prefix that decides nothing (ICD-10-CM
+     * K51.4 inflammatory polyps, under K51 but seen in Crohn's too): its codes count as no
+     * diagnosis, and the Condition's other codings are looked at.
+     */
     prefixes: z.array(
       z
         .object({
           system: nonEmpty,
           prefix: nonEmpty,
-          diagnosis,
+          diagnosis: diagnosis.nullable(),
           display: z.string().optional(),
           source: sourceKey,
         })

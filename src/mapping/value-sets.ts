@@ -40,7 +40,8 @@ export interface PackIndex {
   /** Whole route texts (normalised) that mean a local route: PR, OU, AU... */
   localRouteTexts: Set<string>;
   diagnosisByCode: Map<string, Diagnosis>;
-  diagnosisPrefixes: { system: string; prefix: string; diagnosis: Diagnosis }[];
+  /** Longest first; diagnosis null: a prefix that decides nothing (see the pack schema). */
+  diagnosisPrefixes: { system: string; prefix: string; diagnosis: Diagnosis | null }[];
 }
 
 /** `system|code`, the key of every lookup table. */
