@@ -11,7 +11,7 @@ import { SignJWT } from 'jose';
 import type { CentreConfig } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { describeSkew, networkFailure, SmartAuthError, tokenFailure } from './errors.js';
-import { KeyFileError, loadPrivateKey, type LoadedPrivateKey } from './keys.js';
+import { KeyFileError, loadPrivateKey, SIGNING_ALGS, type LoadedPrivateKey } from './keys.js';
 import { findMissingScopes, splitScopes } from './scopes.js';
 
 /** The parts of `.well-known/smart-configuration` the bridge uses. */
@@ -315,14 +315,11 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     if (!configuration) return;
     const algs = configuration.token_endpoint_auth_signing_alg_values_supported;
     if (Array.isArray(algs) && algs.length > 0 && !algs.includes(centre.auth.alg)) {
-      const usable = algs.filter((a) => a === 'ES384' || a === 'RS384');
       throw new SmartAuthError({
         step: 'key',
         code: 'unsupported_alg',
         description: `the EHR supports ${algs.join(', ')}; the centre key is ${centre.auth.alg}`,
-        hint: usable.length
-          ? `Generate a key the EHR accepts (\`lhn-bridge keys generate --centre ${centre.id} --alg ${usable[0]}\`), register it, and update auth.alg/kid/privateKeyFile.`
-          : `The EHR lists no algorithm lhn-bridge supports (ES384, RS384); ask centre IT to enable one of them.`,
+        hint: unsupportedAlgHint(centre.id, algs),
       });
     }
     const methods = configuration.token_endpoint_auth_methods_supported;
@@ -563,4 +560,16 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
       return clockSkewMs;
     },
   };
+}
+
+/**
+ * What to do when the EHR's `token_endpoint_auth_signing_alg_values_supported` does not list
+ * the centre key's algorithm: the `keys generate` command for one it lists (with `--alg`, as
+ * the command defaults to ES384), or, when it lists none lhn-bridge supports, which it lists.
+ */
+export function unsupportedAlgHint(centreId: string, listed: readonly string[]): string {
+  const usable = listed.find((a) => (SIGNING_ALGS as readonly string[]).includes(a));
+  return usable
+    ? `Generate a key the EHR accepts (\`lhn-bridge keys generate --centre ${centreId} --alg ${usable}\`), register it, and update auth.alg/kid/privateKeyFile.`
+    : `The EHR lists no algorithm lhn-bridge supports: it lists ${listed.join(', ')}, and lhn-bridge signs with ${SIGNING_ALGS.join(' or ')} only; ask centre IT to enable one of them for this client.`;
 }

@@ -13,6 +13,7 @@ import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
 import {
   createSmartAuth,
   describeTokenUrlSource,
+  unsupportedAlgHint,
   type AccessToken,
   type SmartAuth,
 } from '../auth/smart-client.js';
@@ -155,7 +156,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       return {
         status: 'failed',
         reason: `the EHR does not accept ${centre.auth.alg} client assertions`,
-        hint: `Generate a ${algs.find((a) => a === 'ES384' || a === 'RS384') ?? 'supported'} key (\`lhn-bridge keys generate --centre ${centre.id}\`) and register it, then update auth.alg/kid/privateKeyFile.`,
+        hint: unsupportedAlgHint(centre.id, algs),
         details,
       };
     if (Array.isArray(methods) && methods.length > 0 && !methods.includes('private_key_jwt'))

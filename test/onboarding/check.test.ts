@@ -467,4 +467,30 @@ describe('onboarding check verdicts on EHR answers (nock)', () => {
     expect(statusOf(report)['search:Observation']).toBe('skipped');
     expect(report.ok).toBe(false);
   });
+
+  it('when the EHR lists only another algorithm than the key’s, then the discovery hint gives the keys generate command with --alg, and with none usable it names what the EHR lists', async () => {
+    const discoveryWith = async (algs: string[]) => {
+      const report = await runCheck(centre, {
+        auth: {
+          ...auth,
+          discover: async () => ({
+            token_endpoint: 'https://ehr.example/token',
+            token_endpoint_auth_signing_alg_values_supported: algs,
+          }),
+          getAccessToken: async () => {
+            throw new Error('stop here');
+          },
+        },
+      });
+      return report.steps.find((s) => s.id === 'discovery')!;
+    };
+    const rs384 = await discoveryWith(['RS384']);
+    expect(rs384.status).toBe('failed');
+    expect(rs384.reason).toBe('the EHR does not accept ES384 client assertions');
+    expect(rs384.hint).toContain('`lhn-bridge keys generate --centre nock-centre --alg RS384`');
+    const none = await discoveryWith(['RS256', 'PS256']);
+    expect(none.status).toBe('failed');
+    expect(none.hint).not.toMatch(/Generate a supported key|keys generate/);
+    expect(none.hint).toMatch(/lists RS256, PS256, and lhn-bridge signs with ES384 or RS384 only/);
+  });
 });
