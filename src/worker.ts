@@ -107,7 +107,9 @@ export async function startWorker(
 
   // Refuse to start with another pseudonym secret than the one this Redis's state was made with.
   await ensureSecretFingerprint(runtime.redis, runtime.prefix, config.pseudonymSecret);
-  const schedules = await syncCentreSchedules(runtime.queues.sync, runtime.centres.values());
+  const schedules = await syncCentreSchedules(runtime.queues.sync, runtime.centres.values(), {
+    logger,
+  });
   logger.info(
     {
       added: schedules.added.length,

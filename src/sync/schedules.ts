@@ -2,9 +2,12 @@
 // `schedule.cron` gets a scheduler (cron in the centre's time zone) that adds a sync job on
 // each tick; a changed cron, time zone or mode updates it; a centre removed (or whose cron
 // was removed) loses it. Run at worker start; idempotent, so many workers may run it.
+// A worker that loaded no centre at all (an unmounted or mistyped centres folder) leaves
+// every scheduler alone, with a warning: it must not stop the other centres' syncs.
 import type { Queue } from 'bullmq';
 import type { CentreConfig } from '../config/centre.js';
 import type { SyncJobData } from '../../queues/sync.js';
+import { silentLogger, type Logger } from '../util/logger.js';
 
 /** Scheduler ids are `sync-<centreId>`; nothing else in the sync queue uses this prefix. */
 export const SCHEDULER_PREFIX = 'sync-';
@@ -24,7 +27,10 @@ export interface ScheduleChanges {
 export async function syncCentreSchedules(
   queue: Queue<SyncJobData>,
   centres: Iterable<CentreConfig>,
+  options: { logger?: Logger } = {},
 ): Promise<ScheduleChanges> {
+  const logger = options.logger ?? silentLogger;
+  const list = [...centres];
   const changes: ScheduleChanges = { added: [], updated: [], removed: [], unchanged: [] };
   const existing = new Map<
     string,
@@ -41,8 +47,18 @@ export async function syncCentreSchedules(
     });
   }
 
+  if (list.length === 0) {
+    const kept = [...existing.keys()].map((id) => id.slice(SCHEDULER_PREFIX.length)).sort();
+    logger.warn(
+      { schedules: kept.length },
+      'no centres loaded (check LHN_CENTRES_DIR and that the folder is mounted): the sync schedules of other centres are left alone',
+    );
+    changes.unchanged.push(...kept);
+    return changes;
+  }
+
   const wanted = new Set<string>();
-  for (const centre of centres) {
+  for (const centre of list) {
     const cron = centre.schedule.cron;
     if (!cron) continue;
     const id = schedulerId(centre.id);
@@ -70,8 +86,13 @@ export async function syncCentreSchedules(
 
   for (const id of existing.keys()) {
     if (wanted.has(id)) continue;
+    const centreId = id.slice(SCHEDULER_PREFIX.length);
+    logger.warn(
+      { centreId },
+      'removed the sync schedule of a centre this worker has no centre file (or no schedule.cron) for',
+    );
     await queue.removeJobScheduler(id);
-    changes.removed.push(id.slice(SCHEDULER_PREFIX.length));
+    changes.removed.push(centreId);
   }
   return changes;
 }

@@ -5,6 +5,7 @@ import { parseCentre, type CentreConfig } from '../../src/config/centre.js';
 import { SCHEDULER_PREFIX, syncCentreSchedules } from '../../src/sync/schedules.js';
 import { SYNC_QUEUE, type SyncJobData } from '../../queues/sync.js';
 import { deletePrefix, testPrefix, testRedis } from '../sync/helpers.js';
+import { createCapturingLogger } from '../fhir/helpers.js';
 
 function centre(
   id: string,
@@ -104,5 +105,60 @@ describe('centre sync schedules', () => {
     ]);
     expect(changes.removed).toEqual(['alpha']);
     expect(Object.keys(await schedulers())).toEqual(['sync-gamma']);
+  });
+});
+
+describe('centre sync schedules when a worker loads no centre', () => {
+  let redis: Redis;
+  let queue: Queue<SyncJobData>;
+  const prefix = testPrefix();
+  beforeAll(() => {
+    redis = testRedis();
+    queue = new Queue<SyncJobData>(SYNC_QUEUE, { connection: redis, prefix });
+  });
+  afterAll(async () => {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+  });
+
+  const keys = async () =>
+    (await queue.getJobSchedulers(0, -1))
+      .map((s) => s.key)
+      .filter((k) => k.startsWith(SCHEDULER_PREFIX))
+      .sort();
+
+  it('when a worker starts with 0 centres (an empty or unmounted folder), then every schedule is left alone, with a warning', async () => {
+    await syncCentreSchedules(
+      queue,
+      ['c1', 'c2', 'c3'].map((id) => centre(id, { cron: '0 2 * * *' })),
+    );
+    const { logger, lines } = createCapturingLogger();
+    const changes = await syncCentreSchedules(queue, [], { logger });
+    expect(changes).toEqual({
+      added: [],
+      updated: [],
+      removed: [],
+      unchanged: ['c1', 'c2', 'c3'],
+    });
+    expect(await keys()).toEqual(['sync-c1', 'sync-c2', 'sync-c3']);
+    const warning = lines.map((l) => JSON.parse(l)).find((l) => /no centres loaded/.test(l.msg));
+    expect(warning).toMatchObject({ level: 40, schedules: 3 });
+  });
+
+  it('when a schedule is removed, then each removal is logged at warn with the centre id', async () => {
+    const { logger, lines } = createCapturingLogger();
+    const changes = await syncCentreSchedules(queue, [centre('c1', { cron: '0 2 * * *' })], {
+      logger,
+    });
+    expect(changes.removed.sort()).toEqual(['c2', 'c3']);
+    const removals = lines
+      .map((l) => JSON.parse(l))
+      .filter((l) => /removed the sync schedule/.test(l.msg));
+    expect(removals.map((l) => [l.level, l.centreId]).sort()).toEqual([
+      [40, 'c2'],
+      [40, 'c3'],
+    ]);
   });
 });
