@@ -323,7 +323,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
         ...(cancelled
           ? []
           : [
-              'The EHR did not accept DELETE on the status URL; the test export may run to completion.',
+              "The EHR did not accept DELETE on the status URL; the test export may run to completion. On EHRs that run one export per client at a time (Oracle Health), it blocks the next syncs' exports until it ends: ask centre IT to cancel it, or let it finish before the next sync.",
             ]),
       ];
       return {
@@ -516,6 +516,18 @@ function judgeCapabilities(statement: FhirResource, centre: CentreConfig): StepR
   };
 }
 
+/**
+ * An export kick-off answered 429: the Bulk Data IG's answer to a kick-off while another
+ * export runs, and Oracle Health runs one export per client application at a time.
+ */
+function exportInProgressHint(centre: CentreConfig, retryAfterSeconds: number | undefined): string {
+  return (
+    'The EHR refused the export kick-off as throttled (429): another export is probably still running for this client ' +
+    `(Oracle Health runs one export per client at a time): a sync of this centre, an earlier check's test export, or another tool using client id "${centre.auth.clientId}". ` +
+    `Run the check again after that export has ended${retryAfterSeconds !== undefined ? ` (the EHR said to retry after ${retryAfterSeconds} s)` : ''}, or ask centre IT to cancel it.`
+  );
+}
+
 /** Turns an error of any step into a failed result with a hint. */
 function describeFailure(err: unknown, centre: CentreConfig): StepResult {
   if (err instanceof SmartAuthError)
@@ -545,7 +557,9 @@ function describeFailure(err: unknown, centre: CentreConfig): StepResult {
               ? 'Not found: check fhir.baseUrl and the ids in the centre file.'
               : err.status === 400
                 ? 'The EHR rejected the query; the OperationOutcome above says which parameter. Some EHRs need extra parameters for a type (Epic: category or code on Observation): give them as pull.searches in the centre file.'
-                : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
+                : err.status === 429 && err.url.includes('$export')
+                  ? exportInProgressHint(centre, err.retryAfterSeconds)
+                  : 'The EHR answered with an error; ask centre IT to look it up in the FHIR server log.';
     return {
       status: 'failed',
       reason: `HTTP ${err.status} from ${err.url}`,

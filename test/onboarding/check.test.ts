@@ -144,6 +144,31 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(ehr.requests.some((r) => r.method === 'DELETE' && r.kind === 'status')).toBe(true);
   });
 
+  it('when the export kick-off answers 429 (another export running, as Oracle Health allows one per client), then the export step says so and to retry after it ends', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    ehr.faults.set({ rateLimit: { count: 10, kinds: ['export'], retryAfter: 0 } });
+    const report = await runCheck(centre);
+    const step = report.steps.find((s) => s.id === 'export')!;
+    expect(step.status).toBe('failed');
+    expect(step.reason).toMatch(/HTTP 429 from .*\$export/);
+    expect(step.hint).toMatch(/another export is probably still running for this client/);
+    expect(step.hint).toMatch(/Oracle Health runs one export per client at a time/);
+    expect(step.hint).toMatch(/Run the check again after that export has ended/);
+    expect(step.hint).not.toMatch(/server log/);
+  });
+
+  it('when the check cannot cancel its test export, then the export step warns that it can block the next syncs’ exports', async () => {
+    const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
+    ehr.faults.set({ refuseExportCancel: true });
+    const report = await runCheck(centre);
+    const step = report.steps.find((s) => s.id === 'export')!;
+    expect(step.status).toBe('ok');
+    expect(step.reason).toMatch(/could not cancel the test job/);
+    expect(step.hint).toMatch(
+      /one export per client at a time \(Oracle Health\), it blocks the next syncs' exports until it ends/,
+    );
+  });
+
   it('when a bulk centre checks against an EHR that refuses _typeFilter, then the export step passes and says syncs will not be narrowed', async () => {
     const { ehr, centre } = await startFixture({ centre: { pull: { mode: 'bulk' } } });
     ehr.faults.set({ typeFilter: 'reject' });

@@ -47,6 +47,8 @@ export interface SandboxFaultSettings {
   };
   /** Next links point at this origin instead of ours (e.g. `http://evil.example`). */
   foreignNextLink?: { origin: string };
+  /** DELETE on an export's status URL answers 405 (the server cannot cancel export jobs). */
+  refuseExportCancel?: boolean;
   /** Status polls answer this HTTP status (default 500) with an OperationOutcome, N times. */
   statusPollError?: { count: number; status?: number };
   /** The export job fails: the status URL answers 500 with this message. */

@@ -684,6 +684,8 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         ),
       );
     if (req.method === 'DELETE') {
+      if (faults.live.refuseExportCancel)
+        return send(res, 405, outcome('not-supported', 'export jobs cannot be cancelled'));
       jobs.cancel(jobId);
       return send(res, 202, outcome('informational', 'export cancelled', 'information'));
     }
