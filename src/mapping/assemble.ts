@@ -166,6 +166,12 @@ interface ConditionRecord extends Versioned {
   diagnosis: Diagnosis | null;
   /** In a preferred verification status (confirmed): outranks the others before dates. */
   preferred: boolean;
+  /**
+   * Clinical status rank (HL7 condition-clinical), compared after `preferred` and before
+   * dates: 2 active, recurrence, relapse or remission (IBD in remission is still the
+   * diagnosis), or none given; 1 inactive; 0 resolved (a resolved-only diagnosis still counts).
+   */
+  clinicalRank: number;
   date: string | null;
   /** Counts by status but has no IBD code: the missing-diagnosis finding points to it. */
   unrecognised: boolean;
@@ -942,6 +948,14 @@ function createAssemblerFor(ctx: Context): Assembler {
         if (dxSpec.excludeVerificationStatuses.includes(v)) excluded = true;
         else if (dxSpec.preferVerificationStatuses.includes(v)) preferred = true;
       }
+    // The lowest rank any coding gives (a local coding next to the HL7 one cannot raise it).
+    let clinicalRank = 2;
+    const clinical = first.clinical_statuses;
+    if (Array.isArray(clinical))
+      for (const v of clinical) {
+        if (v === 'resolved') clinicalRank = 0;
+        else if (v === 'inactive' && clinicalRank > 1) clinicalRank = 1;
+      }
     let diagnosis: Diagnosis | null = null;
     if (!excluded)
       for (const row of rows) {
@@ -958,6 +972,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       lastUpdated: str(first.last_updated),
       diagnosis,
       preferred,
+      clinicalRank,
       date: str(first.recorded_date) ?? str(first.onset_datetime),
       unrecognised,
     };
@@ -1707,8 +1722,12 @@ interface DiagnosisChoice {
   value: Diagnosis | null;
   winner: ConditionRecord | null;
   conflicting: boolean;
-  /** The winner is confirmed, and a later Condition that is not names another diagnosis. */
-  overLater: boolean;
+  /**
+   * The rank decided over a later Condition naming another diagnosis: 'confirmed' (the winner
+   * is confirmed, the later one not), 'clinical' (the later one is inactive or resolved), else
+   * null.
+   */
+  overLater: 'confirmed' | 'clinical' | null;
   /** No diagnosis: the finding text (how many Conditions have codes not recognised). */
   missingMessage: string;
   /** No diagnosis: the first unrecognised Condition (`Condition/id`), if any. */
@@ -1725,9 +1744,17 @@ function recordedAfter(a: ConditionRecord, b: ConditionRecord): boolean {
   return ad > bd || (ad === bd && a.id > b.id);
 }
 
+/** True when Condition `a` outranks `b`: verification, then clinical status, then date. */
+function conditionBefore(a: ConditionRecord, b: ConditionRecord): boolean {
+  if (a.preferred !== b.preferred) return a.preferred;
+  if (a.clinicalRank !== b.clinicalRank) return a.clinicalRank > b.clinicalRank;
+  return recordedAfter(a, b);
+}
+
 /**
  * The patient's diagnosis: a Condition in a preferred verification status (confirmed) first,
- * then the latest recorded.
+ * then by clinical status (active, recurrence, relapse, remission over inactive over
+ * resolved), then the latest recorded.
  */
 function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
   let winner: ConditionRecord | null = null;
@@ -1735,20 +1762,17 @@ function chooseDiagnosis(run: Run, bucket: PatientBucket): DiagnosisChoice {
   for (const c of bucket.conditions.values()) {
     if (c.diagnosis === null) continue;
     seen.add(c.diagnosis);
-    if (
-      !winner ||
-      (c.preferred && !winner.preferred) ||
-      (c.preferred === winner.preferred && recordedAfter(c, winner))
-    )
-      winner = c;
+    if (!winner || conditionBefore(c, winner)) winner = c;
   }
   const value = winner?.diagnosis ?? null;
   // Whether the rank decided over a later Condition naming another diagnosis.
-  let overLater = false;
-  if (winner !== null && seen.size > 1 && winner.preferred)
+  let overLater: DiagnosisChoice['overLater'] = null;
+  if (winner !== null && seen.size > 1)
     for (const c of bucket.conditions.values())
-      if (c.diagnosis !== null && c.diagnosis !== value && recordedAfter(c, winner))
-        overLater = true;
+      if (c.diagnosis !== null && c.diagnosis !== value && recordedAfter(c, winner)) {
+        if (winner.preferred && !c.preferred) overLater = 'confirmed';
+        else if (overLater === null && c.clinicalRank < winner.clinicalRank) overLater = 'clinical';
+      }
   let missingMessage = MISSING_DIAGNOSIS;
   let missingResource: string | undefined;
   if (value === null) {
@@ -2068,9 +2092,11 @@ function assembleVisit(
       finding(
         'conflicting-values',
         'diagnosis',
-        diagnosis.overLater
+        diagnosis.overLater === 'confirmed'
           ? `the patient's Conditions name different IBD diagnoses; the latest confirmed one (${diagnosis.value}) was used over a later one that is not confirmed`
-          : `the patient's Conditions name different IBD diagnoses; the latest recorded (${diagnosis.value}) was used`,
+          : diagnosis.overLater === 'clinical'
+            ? `the patient's Conditions name different IBD diagnoses; ${diagnosis.value} was used over a later one whose clinical status is inactive or resolved`
+            : `the patient's Conditions name different IBD diagnoses; the latest recorded (${diagnosis.value}) was used`,
         `Condition/${diagnosis.winner!.id}`,
       ),
     );
