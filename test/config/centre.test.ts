@@ -25,6 +25,16 @@ describe('centre files', () => {
     expect(centre.auth.privateKeyFile).toBe('/etc/lhn/centres/keys/a.json');
   });
 
+  it('when auth.scopes uses SMART v1 forms (Oracle Health lists only system/<Type>.read), then the file parses and the v1 scopes cover what the pull needs', async () => {
+    const { findMissingScopes } = await import('../../src/auth/scopes.js');
+    const v2 = parseCentre(valid, 'a.yaml').auth.scopes;
+    for (const scopes of [['system/*.read'], v2.map((s) => s.replace(/\.rs$/, '.read'))]) {
+      const centre = parseCentre({ ...valid, auth: { ...valid.auth, scopes } }, 'a.yaml');
+      expect(centre.auth.scopes).toEqual(scopes);
+      expect(findMissingScopes(scopes, v2)).toEqual([]);
+    }
+  });
+
   it('when a file has several problems, then all are reported with their paths', () => {
     const bad = {
       ...valid,
