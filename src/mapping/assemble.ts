@@ -779,8 +779,8 @@ function createAssemblerFor(ctx: Context): Assembler {
     if (!status || !ctx.observationStatuses.has(status)) {
       // Kept only to stand for its version: an older one read later must not count.
       rec.excluded = true;
-      // A PGA not final yet is named when the visit has no PGA that counts.
-      if (field === 'pga' && status && ctx.pendingStatuses.has(status)) rec.pendingStatus = status;
+      // A PGA or vital not final yet is named when the visit has none that counts.
+      if (status && ctx.pendingStatuses.has(status)) rec.pendingStatus = status;
     } else if (field === 'pga') {
       classifyPga(rec, rows, first);
     } else if (value === null) {
@@ -1519,8 +1519,14 @@ function assemblePatient(
   }
 }
 
-/** A patient's observations by field; `pendingPga`: its PGAs not final yet (preliminary...). */
-type LinkedByField = Record<ObservationField, LinkedObs[]> & { pendingPga: LinkedObs[] };
+/**
+ * A patient's observations by field; `pending`: those not final yet (preliminary...), by
+ * field, created only for a patient that has one (they are read only for a visit without a
+ * value that counts).
+ */
+type LinkedByField = Record<ObservationField, LinkedObs[]> & {
+  pending: Partial<Record<ObservationField, LinkedObs[]>> | null;
+};
 
 /** The patient's observations by field, with what every visit needs worked out once. */
 function linkObservations(
@@ -1534,7 +1540,7 @@ function linkObservations(
     height: [],
     weight: [],
     bmi: [],
-    pendingPga: [],
+    pending: null,
   };
   // Many visits: a map from encounter id rather than a scan per observation.
   let byId: Map<string, number> | null = null;
@@ -1547,7 +1553,7 @@ function linkObservations(
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
     let rounded = 0;
-    if (field !== 'pga') {
+    if (field !== 'pga' && !o.excluded) {
       const spec = fields[field];
       if (o.problem === 'censored') problem = 3;
       else if (o.value === null) problem = 1;
@@ -1556,7 +1562,12 @@ function linkObservations(
         if (rounded < spec.plausible.min || rounded > spec.plausible.max) problem = 2;
       }
     }
-    (o.excluded ? byField.pendingPga : byField[field]).push({
+    let target = byField[field];
+    if (o.excluded) {
+      const pending = (byField.pending ??= {});
+      target = pending[field] ??= [];
+    }
+    target.push({
       obs: o,
       visit: o.encounter === null ? -1 : visitIndexOf(visits, byId, o.encounter),
       order: o.instant ?? -Infinity,
@@ -1958,13 +1969,27 @@ function assembleVisit(
   if (info.missingSex) findings.push(finding('missing-value', 'sex', info.missingSex));
 
   // PGA and remission
-  const pga = choosePga(run, byField.pga, byField.pendingPga, visit, findings);
+  const pga = choosePga(run, byField.pga, byField.pending?.pga, visit, findings);
   const remission = pga === null ? null : spec.derivations.remission.whenCategories.includes(pga);
 
   // Vitals
-  const height = chooseVital(run, 'height', byField.height, visit, findings);
-  const weight = chooseVital(run, 'weight', byField.weight, visit, findings);
-  const bmi = chooseVital(run, 'bmi', byField.bmi, visit, findings);
+  const height = chooseVital(
+    run,
+    'height',
+    byField.height,
+    byField.pending?.height,
+    visit,
+    findings,
+  );
+  const weight = chooseVital(
+    run,
+    'weight',
+    byField.weight,
+    byField.pending?.weight,
+    visit,
+    findings,
+  );
+  const bmi = chooseVital(run, 'bmi', byField.bmi, byField.pending?.bmi, visit, findings);
 
   // Steroid use
   const steroids: VisitSubmission['steroids'] = [];
@@ -2174,7 +2199,7 @@ function assembleVisit(
 function choosePga(
   run: Run,
   list: readonly LinkedObs[],
-  pending: readonly LinkedObs[],
+  pending: readonly LinkedObs[] | undefined,
   visit: Visit,
   findings: Finding[],
 ): PgaCategory | null {
@@ -2183,7 +2208,7 @@ function choosePga(
   if (n === 0) {
     // A PGA that would link but is not final yet (an unsigned note) is named, so the centre
     // can finalise it; else no PGA at all.
-    const p = pending.length === 0 ? 0 : linkCandidates(run, pending, visit, rule, run.closest.pga);
+    const p = pending ? linkCandidates(run, pending, visit, rule, run.closest.pga) : 0;
     if (p === 0) findings.push(finding('missing-pga', 'pga', MISSING_PGA));
     for (let i = 0; i < p; i++) {
       const o = run.candidates[i]!.obs;
@@ -2292,13 +2317,30 @@ function chooseVital(
   run: Run,
   field: VitalField,
   list: readonly LinkedObs[],
+  pending: readonly LinkedObs[] | undefined,
   visit: Visit,
   findings: Finding[],
 ): LinkedObs | null {
   const spec = run.spec.fields[field];
   let n = linkCandidates(run, list, visit, spec.link, run.closest[field]);
   if (n === 0) {
-    if (spec.reportMissing) findings.push(finding('missing-value', field, MISSING_VITAL[field]));
+    // A vital that would link but is not final yet (an unsigned flowsheet or note) is named,
+    // so the centre can finalise it; this holds for BMI too although its plain missing-value
+    // finding is off by default (reportMissing), since it is something the centre can fix.
+    const p = pending ? linkCandidates(run, pending, visit, spec.link, run.closest[field]) : 0;
+    if (p === 0 && spec.reportMissing)
+      findings.push(finding('missing-value', field, MISSING_VITAL[field]));
+    for (let i = 0; i < p; i++) {
+      const o = run.candidates[i]!.obs;
+      findings.push(
+        finding(
+          'missing-value',
+          field,
+          `a ${field} observation links to this visit but its status is ${o.pendingStatus!} (only ${run.spec.observations.statuses.join(', ')} count), so the visit has no ${field}; finalise (sign) the note in the EHR`,
+          `Observation/${o.id}`,
+        ),
+      );
+    }
     return null;
   }
   const candidates = run.candidates;
