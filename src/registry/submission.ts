@@ -20,6 +20,10 @@ export const STEROID_INGREDIENTS = [
   'hydrocortisone',
   'dexamethasone',
   'budesonide',
+  'betamethasone',
+  'triamcinolone',
+  'cortisone',
+  'deflazacort',
 ] as const;
 
 /** Kinds of data-quality finding carried with a submission. */
