@@ -41,13 +41,28 @@ export interface PatientSpoolOptions {
    * when the EHR has none. Each id is read once. Without it such references stay unresolved.
    */
   readMedication?: (id: string) => Promise<FhirResource | undefined>;
+  /**
+   * patients() yields the patients in id order (sorted as strings, as the assembler sorts
+   * them), at the cost of one more pass over the files: they are regrouped into ranges of
+   * ids first. Without it the order is by partition.
+   */
+  ordered?: boolean;
+}
+
+/** The patient id that starts a spool line (`["id",{...}]`), read without parsing the rest. */
+function leadingPatientId(line: string): string {
+  let i = 2;
+  while (i < line.length && line[i] !== '"') i += line[i] === '\\' ? 2 : 1;
+  return JSON.parse(line.slice(1, i + 1)) as string;
 }
 
 /** Creates a spool in a new private temporary directory. */
 export async function createPatientSpool(options: PatientSpoolOptions = {}): Promise<PatientSpool> {
   const partitions = options.partitions ?? 256;
   const dir = await mkdtemp(join(options.dir ?? tmpdir(), 'lhn-spool-'));
-  const streams = new Map<number, WriteStream>();
+  let streams = new Map<number, WriteStream>();
+  /** File name prefix: `p` (by hash), then `r` once regrouped into ranges of ids. */
+  let prefix = 'p';
   // Resources of no patient (Medications), kept as JSON text: a third of the parsed size.
   const shared = new Map<string, string>();
   const patients = new Set<string>();
@@ -55,7 +70,7 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
   const missing = new Set<string>();
   let closed = false;
 
-  const fileOf = (n: number) => join(dir, `p${n}.ndjson`);
+  const fileOf = (n: number) => join(dir, `${prefix}${n}.ndjson`);
   const partitionOf = (patientId: string) =>
     createHash('sha1').update(patientId).digest().readUInt32BE(0) % partitions;
 
@@ -65,6 +80,43 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
         (s) => new Promise<void>((resolve) => (s.closed ? resolve() : s.end(() => resolve()))),
       ),
     );
+  }
+
+  /** Rewrites the hash partitions as partitions of consecutive ids (in sorted order). */
+  async function regroupByRange(): Promise<void> {
+    const sorted = [...patients].sort();
+    const ranges = Math.max(1, Math.min(partitions, streams.size));
+    /** The first id of each range after the first. */
+    const bounds: string[] = [];
+    for (let r = 1; r < ranges; r++) bounds.push(sorted[Math.floor((r * sorted.length) / ranges)]!);
+    const rangeOf = (id: string): number => {
+      let lo = 0;
+      let hi = bounds.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (bounds[mid]! <= id) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    const hashed = [...streams.keys()].sort((a, b) => a - b).map(fileOf);
+    prefix = 'r';
+    streams = new Map();
+    for (const file of hashed) {
+      const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+      for await (const line of lines) {
+        if (!line) continue;
+        const n = rangeOf(leadingPatientId(line));
+        let stream = streams.get(n);
+        if (!stream) {
+          stream = createWriteStream(fileOf(n), { flags: 'a', mode: 0o600 });
+          streams.set(n, stream);
+        }
+        if (!stream.write(`${line}\n`)) await once(stream, 'drain');
+      }
+      await rm(file, { force: true });
+    }
+    await endStreams();
   }
 
   return {
@@ -88,6 +140,7 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
 
     async *patients() {
       await endStreams();
+      if (options.ordered && prefix === 'p') await regroupByRange();
       for (const n of [...streams.keys()].sort((a, b) => a - b)) {
         const groups = new Map<string, FhirResource[]>();
         const lines = createInterface({
@@ -102,7 +155,10 @@ export async function createPatientSpool(options: PatientSpoolOptions = {}): Pro
           list.push(resource);
         }
         await rm(fileOf(n), { force: true });
-        for (const [patientId, resources] of groups) {
+        const ids = [...groups.keys()];
+        if (options.ordered) ids.sort();
+        for (const patientId of ids) {
+          const resources = groups.get(patientId)!;
           const wanted = new Set<string>();
           for (const r of resources) {
             const ref = parseReference(

@@ -61,4 +61,18 @@ describe('patient spool for bulk exports', () => {
     expect(fileMode & 0o077).toBe(0);
     await spool.close();
   });
+
+  it('when the spool is ordered, then patients come back in id order, each with its resources in the order added', async () => {
+    const spool = await createPatientSpool({ partitions: 8, dir: parent, ordered: true });
+    const ids = Array.from({ length: 60 }, (_, i) => `p${(i * 37) % 60}`).concat(['q"\\x', 'a']);
+    for (const p of ids) await spool.add(p, { resourceType: 'Patient', id: p });
+    for (const p of ids) await spool.add(p, { resourceType: 'Observation', id: `${p}-o` });
+    const seen: string[] = [];
+    for await (const { patientId, resources } of spool.patients()) {
+      seen.push(patientId);
+      expect(resources.map((r) => r.id)).toEqual([patientId, `${patientId}-o`]);
+    }
+    expect(seen).toEqual([...ids].sort());
+    await spool.close();
+  });
 });
