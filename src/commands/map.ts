@@ -1,6 +1,7 @@
 // `lhn-bridge map`: runs a mapping pack over local FHIR data (a Bundle, an NDJSON file or a
 // folder of NDJSON files) and writes registry submissions as NDJSON to stdout, with a data
 // quality summary on stderr. For trying a pack or a centre's overrides without an EHR.
+// Patients are mapped one at a time from a spool on disk, so a large folder fits in memory.
 // Bad input stops with a message naming the file and line, never a stack trace.
 import { createReadStream } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
@@ -17,7 +18,12 @@ import {
   OverridesError,
   type FhirResource,
   type MapResult,
+  type Mapper,
 } from '../mapping/index.js';
+import type { Finding } from '../registry/submission.js';
+import { parseReference } from '../fhir/pull-search.js';
+import { createPatientSpool } from '../sync/bulk-spool.js';
+import { SeenFilter } from '../mapping/seen-filter.js';
 import { loadMappingPack, MappingPackError } from '../packs/load-pack.js';
 import { CliError } from './cli-error.js';
 import {
@@ -170,8 +176,11 @@ function isBulkManifest(value: unknown): boolean {
   return typeof v.transactionTime === 'string' && Array.isArray(v.output);
 }
 
-/** The quality summary printed on stderr: counts, findings by kind, top unmapped codes. */
-export function formatMapSummary(result: MapResult): string {
+/**
+ * The quality summary printed on stderr: counts, findings by kind, top unmapped codes (by
+ * `field code`, counted from the result's findings unless given, in their order).
+ */
+export function formatMapSummary(result: MapResult, unmappedCodes?: Map<string, number>): string {
   const { stats } = result;
   const lines = [
     `mapped ${stats.resources} resources: ${stats.visits} visit submission${stats.visits === 1 ? '' : 's'}, ${stats.retractions} retraction${stats.retractions === 1 ? '' : 's'}`,
@@ -182,11 +191,12 @@ export function formatMapSummary(result: MapResult): string {
       ? 'findings: none'
       : `findings: ${kinds.map(([k, n]) => `${k} ${n}`).join(', ')}`,
   );
-  const unmapped = new Map<string, number>();
-  for (const f of result.findings) {
-    if (f.kind === 'unmapped-code' && f.code)
-      unmapped.set(`${f.field} ${f.code}`, (unmapped.get(`${f.field} ${f.code}`) ?? 0) + 1);
-  }
+  const unmapped = unmappedCodes ?? new Map<string, number>();
+  if (!unmappedCodes)
+    for (const f of result.findings) {
+      if (f.kind === 'unmapped-code' && f.code)
+        unmapped.set(`${f.field} ${f.code}`, (unmapped.get(`${f.field} ${f.code}`) ?? 0) + 1);
+    }
   const top = [...unmapped.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10);
   if (top.length > 0) {
     lines.push('unmapped codes (add them to the centre file, mapping.overrides):');
@@ -245,19 +255,242 @@ async function runMap(options: MapCommandOptions): Promise<void> {
     if (err instanceof RangeError) throw new CliError(`unknown time zone "${options.timeZone}"`);
     throw err;
   }
-  const assembler = mapper.createAssembler();
-  for await (const resource of readFhirInput(options.input)) assembler.add(resource);
-  const result = assembler.finish();
-  let chunk = '';
-  for (const s of result.submissions) {
-    chunk += `${JSON.stringify(s)}\n`;
-    if (chunk.length > 1 << 16) {
-      await writeOut(chunk);
-      chunk = '';
+  if (!(await mapByPatient(mapper, options.input))) {
+    // The same resource under two patients (a version moved to another patient): version
+    // precedence is over the whole input, so one assembler maps it all in memory, as before.
+    const assembler = mapper.createAssembler();
+    for await (const resource of readFhirInput(options.input)) assembler.add(resource);
+    const result = assembler.finish();
+    let chunk = '';
+    for (const s of result.submissions) {
+      chunk += `${JSON.stringify(s)}\n`;
+      if (chunk.length > 1 << 16) {
+        await writeOut(chunk);
+        chunk = '';
+      }
     }
+    if (chunk) await writeOut(chunk);
+    process.stderr.write(formatMapSummary(result));
   }
-  if (chunk) await writeOut(chunk);
-  process.stderr.write(formatMapSummary(result));
+}
+
+/** Bytes of input (the files read), to size the filter of ids seen. */
+async function inputBytes(path: string): Promise<number> {
+  try {
+    const info = await stat(path);
+    if (!info.isDirectory()) return info.size;
+    let total = 0;
+    for (const f of await readdir(path))
+      if (/\.(ndjson|jsonl|json)$/i.test(f)) total += (await stat(join(path, f))).size;
+    return total;
+  } catch {
+    return 0; // reading the input says what is wrong with it
+  }
+}
+
+/** The group of a resource type whose ids the assembler settles versions of across patients. */
+const REPEAT_GROUPS: Record<string, number> = {
+  Observation: 0,
+  Encounter: 1,
+  MedicationStatement: 2,
+  MedicationRequest: 2,
+  Condition: 3,
+};
+
+/** The patient a resource belongs to (as the bulk sync groups them), if any. */
+function patientOf(resource: FhirResource): string | undefined {
+  if (resource.resourceType === 'Patient') return resource.id;
+  for (const field of ['subject', 'patient']) {
+    const ref = parseReference((resource[field] as { reference?: string } | undefined)?.reference);
+    if (ref?.type === 'Patient') return ref.id;
+  }
+  return undefined;
+}
+
+/** Bundles (an NDJSON line may hold one) as their entries, as the assembler reads them. */
+function* flatten(resource: FhirResource): Generator<FhirResource> {
+  if (resource.resourceType !== 'Bundle') {
+    yield resource;
+    return;
+  }
+  const entries =
+    (resource as { entry?: { fullUrl?: unknown; resource?: FhirResource }[] }).entry ?? [];
+  for (const r of bundleEntryResources(entries)) yield* flatten(r);
+}
+
+/** Run-level findings (about the whole input, not a patient): made once per assembler. */
+const RUN_LEVEL_FIELDS = new Set(['visit.class', 'visit.include']);
+
+/**
+ * Maps the input one patient at a time, so memory holds one patient's data (and the
+ * Medications, which belong to no patient), whatever the input's size: resources are spooled
+ * to private temporary files grouped by patient, then each patient is assembled on its own and
+ * its submissions written at once. Patients come in id order, as one assembler over the whole
+ * input orders them; resources of no patient other than Medications (an Encounter without a
+ * subject, say) go to one more assembler, mapped last. The summary is the one a single
+ * assembler would give: run-level findings (unknown visit classes, visits no include rule
+ * matched) are merged over the assemblers, with their counts, and made once.
+ */
+async function mapByPatient(mapper: Mapper, path: string): Promise<boolean> {
+  // Ids read more than once (by the groups the assembler settles versions in), noticed with
+  // a filter sized for the input (no set of every id); those are checked by a second read.
+  const expected = Math.max(1024, Math.ceil((await inputBytes(path)) / 64));
+  let saturated = false;
+  const seen = new SeenFilter(
+    () => {
+      saturated = true;
+    },
+    Math.ceil(Math.log2(expected * 16)),
+  );
+  const candidates = new Set<string>();
+  const spool = await createPatientSpool({ ordered: true });
+  try {
+    /** Medications by `Medication/id`, every version read (the assembler keeps the latest). */
+    const medications = new Map<string, string[]>();
+    const loose = mapper.createAssembler();
+    let resources = 0;
+    const byResourceType = new Map<string, number>();
+    for await (const read of readFhirInput(path)) {
+      for (const resource of flatten(read)) {
+        resources += 1;
+        const patientId = patientOf(resource);
+        const group = REPEAT_GROUPS[resource.resourceType];
+        if (group !== undefined && resource.id && seen.testAndAdd(group, resource.id))
+          candidates.add(`${group}/${resource.id}`);
+        if (patientId) await spool.add(patientId, resource);
+        else if (resource.resourceType === 'Medication' && resource.id) {
+          const key = `Medication/${resource.id}`;
+          const versions = medications.get(key);
+          if (versions) versions.push(JSON.stringify(resource));
+          else medications.set(key, [JSON.stringify(resource)]);
+        } else loose.add(resource);
+        byResourceType.set(
+          resource.resourceType,
+          (byResourceType.get(resource.resourceType) ?? 0) + 1,
+        );
+      }
+    }
+
+    if (saturated) return false;
+    if (candidates.size > 0) {
+      /** Patient ('' for none) of each id read more than once. */
+      const owners = new Map<string, string>();
+      for await (const read of readFhirInput(path))
+        for (const resource of flatten(read)) {
+          const group = REPEAT_GROUPS[resource.resourceType];
+          if (group === undefined || !resource.id) continue;
+          const key = `${group}/${resource.id}`;
+          if (!candidates.has(key)) continue;
+          const patientId = patientOf(resource) ?? '';
+          const owner = owners.get(key);
+          if (owner === undefined) owners.set(key, patientId);
+          else if (owner !== patientId) return false;
+        }
+    }
+
+    let visits = 0;
+    let retractions = 0;
+    const byKind: Record<string, number> = {};
+    // The top unmapped codes list keeps ties in the order one assembler's findings have:
+    // those of submissions, then run-level ones, then the other findings of no submission.
+    const fromSubmissions = new Map<string, number>();
+    const fromOthers = new Map<string, number>();
+    /** Run-level findings by their key (as one assembler sorts them), with their total. */
+    const runLevel = new Map<string, { finding: Finding; n: number }>();
+    const note = (map: Map<string, number>, f: Finding): void => {
+      byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+      if (f.kind === 'unmapped-code' && f.code)
+        map.set(`${f.field} ${f.code}`, (map.get(`${f.field} ${f.code}`) ?? 0) + 1);
+    };
+    const take = async (result: MapResult): Promise<void> => {
+      let chunk = '';
+      let carried = 0;
+      for (const s of result.submissions) {
+        if (s.kind === 'visit') {
+          visits += 1;
+          carried += s.findings.length;
+        } else retractions += 1;
+        chunk += `${JSON.stringify(s)}\n`;
+        if (chunk.length > 1 << 16) {
+          await writeOut(chunk);
+          chunk = '';
+        }
+      }
+      if (chunk) await writeOut(chunk);
+      result.findings.forEach((f, i) => {
+        if (i < carried) return note(fromSubmissions, f);
+        if (!RUN_LEVEL_FIELDS.has(f.field)) return note(fromOthers, f);
+        // visit.class: the class `system|code` ('|' for none); visit.include: type code and
+        // department. The count leads the message.
+        const key = `${f.field}\n${f.code ?? ''}\n${f.resource ?? ''}`;
+        const n = Number(/^\d+/.exec(f.message)?.[0] ?? 1);
+        const seen = runLevel.get(key);
+        if (seen) seen.n += n;
+        else runLevel.set(key, { finding: f, n });
+      });
+    };
+
+    for await (const patient of spool.patients()) {
+      const assembler = mapper.createAssembler();
+      for (const r of patient.resources) assembler.add(r);
+      // The Medications referenced, and those their ingredients reference.
+      const wanted = new Set<string>();
+      const want = (reference: unknown): void => {
+        const ref = parseReference((reference as { reference?: string } | undefined)?.reference);
+        if (ref?.type === 'Medication') wanted.add(`Medication/${ref.id}`);
+      };
+      for (const r of patient.resources) want(r.medicationReference);
+      for (const key of wanted)
+        for (const text of medications.get(key) ?? []) {
+          const medication = JSON.parse(text) as FhirResource;
+          const ingredients = medication.ingredient;
+          if (Array.isArray(ingredients))
+            for (const i of ingredients) want((i as { itemReference?: unknown }).itemReference);
+          assembler.add(medication);
+        }
+      await take(assembler.finish());
+    }
+    await take(loose.finish());
+
+    const merged = new Map(fromSubmissions);
+    const runKeys = [...runLevel.keys()].sort((a, b) => {
+      const [fa, ...ka] = a.split('\n');
+      const [fb, ...kb] = b.split('\n');
+      if (fa !== fb) return fa === 'visit.class' ? -1 : 1;
+      return sortKey(fa!, ka) < sortKey(fb!, kb) ? -1 : 1;
+    });
+    const findings: Finding[] = [];
+    for (const key of runKeys) {
+      const { finding: f, n } = runLevel.get(key)!;
+      findings.push({ ...f, message: f.message.replace(/^\d+/, String(n)) });
+      note(merged, f);
+    }
+    for (const [k, n] of fromOthers) merged.set(k, (merged.get(k) ?? 0) + n);
+    process.stderr.write(
+      formatMapSummary(
+        {
+          submissions: [],
+          findings,
+          stats: {
+            resources,
+            visits,
+            retractions,
+            byKind,
+            byResourceType: Object.fromEntries(byResourceType),
+          },
+        },
+        merged,
+      ),
+    );
+    return true;
+  } finally {
+    await spool.close();
+  }
+}
+
+/** The key one assembler sorts a run-level finding by (visit.class: `system|code`). */
+function sortKey(field: string, [code, location]: string[]): string {
+  return field === 'visit.class' ? code || '|' : `${code}\n${location}`;
 }
 
 export function registerMapCommand(program: Command): void {
