@@ -22,7 +22,7 @@ import {
 } from '../mapping/index.js';
 import type { Finding } from '../registry/submission.js';
 import { parseReference } from '../fhir/pull-search.js';
-import { createPatientSpool } from '../sync/bulk-spool.js';
+import { createPatientSpool, patientOf } from '../sync/bulk-spool.js';
 import { SeenFilter } from '../mapping/seen-filter.js';
 import { loadMappingPack, MappingPackError } from '../packs/load-pack.js';
 import { CliError } from './cli-error.js';
@@ -296,16 +296,6 @@ const REPEAT_GROUPS: Record<string, number> = {
   MedicationRequest: 2,
   Condition: 3,
 };
-
-/** The patient a resource belongs to (as the bulk sync groups them), if any. */
-function patientOf(resource: FhirResource): string | undefined {
-  if (resource.resourceType === 'Patient') return resource.id;
-  for (const field of ['subject', 'patient']) {
-    const ref = parseReference((resource[field] as { reference?: string } | undefined)?.reference);
-    if (ref?.type === 'Patient') return ref.id;
-  }
-  return undefined;
-}
 
 /** Bundles (an NDJSON line may hold one) as their entries, as the assembler reads them. */
 function* flatten(resource: FhirResource): Generator<FhirResource> {

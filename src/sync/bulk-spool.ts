@@ -14,6 +14,16 @@ import { createInterface } from 'node:readline';
 import { parseReference } from '../fhir/pull-search.js';
 import type { FhirResource } from '../fhir/types.js';
 
+/** The patient a resource belongs to, as the bulk sync groups them (its own id for a Patient). */
+export function patientOf(resource: FhirResource): string | undefined {
+  if (resource.resourceType === 'Patient') return resource.id;
+  for (const field of ['subject', 'patient']) {
+    const ref = parseReference((resource[field] as { reference?: string } | undefined)?.reference);
+    if (ref?.type === 'Patient') return ref.id;
+  }
+  return undefined;
+}
+
 export interface PatientResources {
   patientId: string;
   resources: FhirResource[];

@@ -19,12 +19,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { FhirClient } from '../fhir/client.js';
-import {
-  EVENT_RESOURCE_TYPES,
-  pullSearch,
-  parseReference,
-  type PatientPullFailure,
-} from '../fhir/pull-search.js';
+import { EVENT_RESOURCE_TYPES, pullSearch, type PatientPullFailure } from '../fhir/pull-search.js';
 import { summariseIssues } from '../fhir/errors.js';
 import { pullBulk, VISIT_CORE_TYPES } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
@@ -47,7 +42,7 @@ import {
   type SyncReason,
 } from './run-store.js';
 import { openVisitState, type VisitStateEntry } from './visit-state.js';
-import { createPatientSpool } from './bulk-spool.js';
+import { createPatientSpool, patientOf } from './bulk-spool.js';
 import { CentreLockLostError } from './centre-lock.js';
 import { recordWithheldData } from './search-notices.js';
 import { ensureSecretFingerprint } from './secret-fingerprint.js';
@@ -301,15 +296,6 @@ export function describePatientFailures(
     // The first refusal's hint (e.g. a 400 that asks for pull.searches).
     (failures[0]!.error.hint ? `. ${failures[0]!.error.hint}` : '')
   );
-}
-
-function patientOf(resource: FhirResource): string | undefined {
-  if (resource.resourceType === 'Patient') return resource.id;
-  for (const field of ['subject', 'patient']) {
-    const ref = parseReference((resource[field] as { reference?: string } | undefined)?.reference);
-    if (ref?.type === 'Patient') return ref.id;
-  }
-  return undefined;
 }
 
 /**
