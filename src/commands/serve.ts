@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import { startServer } from '../server.js';
+import { STOP_SIGNALS } from '../util/abort.js';
 import { CliError } from './cli-error.js';
 
 interface ServeOptions {
@@ -40,16 +41,14 @@ export function registerServeCommand(program: Command): void {
       await new Promise<void>((resolve) => {
         const stop = (signal: NodeJS.Signals) => {
           server.runtime.logger.info({ signal }, 'shutting down');
-          process.off('SIGTERM', stop);
-          process.off('SIGINT', stop);
+          for (const name of STOP_SIGNALS) process.off(name, stop);
           server.close().then(resolve, (err: unknown) => {
             server.runtime.logger.error({ err }, 'error while shutting down');
             process.exitCode = 1;
             resolve();
           });
         };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
+        for (const name of STOP_SIGNALS) process.on(name, stop);
       });
     });
 }

@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import { createRuntime } from '../runtime.js';
+import { STOP_SIGNALS } from '../util/abort.js';
 import { startWorker } from '../worker.js';
 import { CliError } from './cli-error.js';
 
@@ -66,8 +67,7 @@ export function registerWorkerCommand(program: Command): void {
             )
             .finally(resolve);
         };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
+        for (const name of STOP_SIGNALS) process.on(name, stop);
       });
     });
 }

@@ -23,3 +23,10 @@ export function followAbort(
 
 /** The abort reason of sync jobs a worker hands back when it shuts down (SIGTERM). */
 export const WORKER_SHUTDOWN_REASON = 'worker shutting down';
+
+/**
+ * Signals that stop `serve` and `worker` cleanly. SIGHUP too: a closed terminal or a
+ * supervisor's reload would otherwise kill the process at once, mid-delivery (there is no
+ * configuration to reload in place; restart to pick up changes).
+ */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];

@@ -51,43 +51,46 @@ describe('lhn-bridge serve', () => {
     await redis.quit();
   });
 
-  it('when started from the CLI and sent SIGTERM, then it serves the API and then exits 0 after closing', async () => {
-    const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
-      cwd: process.cwd(),
-      env: {
-        PATH: process.env.PATH,
-        LHN_PSEUDONYM_SECRET: SECRET,
-        LHN_REDIS_URL: REDIS_URL,
-        LHN_QUEUE_PREFIX: prefix,
-        LHN_CENTRES_DIR: dir,
-        LHN_KEYS_DIR: dir,
-        LHN_LOG_LEVEL: 'warn',
-        LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    try {
-      const line = await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:\d+/, 30_000);
-      const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
-      expect((await fetch(`${url}/ready`)).status).toBe(200);
-      const centres = await fetch(`${url}/api/centres`, {
-        headers: { authorization: `Bearer ${key}` },
+  it.each(['SIGTERM', 'SIGHUP'] as const)(
+    'when started from the CLI and sent %s, then it serves the API and then exits 0 after closing',
+    async (signal) => {
+      const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
+        cwd: process.cwd(),
+        env: {
+          PATH: process.env.PATH,
+          LHN_PSEUDONYM_SECRET: SECRET,
+          LHN_REDIS_URL: REDIS_URL,
+          LHN_QUEUE_PREFIX: prefix,
+          LHN_CENTRES_DIR: dir,
+          LHN_KEYS_DIR: dir,
+          LHN_LOG_LEVEL: 'warn',
+          LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
-      expect(centres.status).toBe(200);
-      expect(((await centres.json()) as { centres: { id: string }[] }).centres[0]!.id).toBe(
-        'alpha',
-      );
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
-      expect(stderr).toBe('');
-      await expect(fetch(`${url}/health`)).rejects.toThrow();
-    } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
-  });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      try {
+        const line = await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:\d+/, 30_000);
+        const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
+        expect((await fetch(`${url}/ready`)).status).toBe(200);
+        const centres = await fetch(`${url}/api/centres`, {
+          headers: { authorization: `Bearer ${key}` },
+        });
+        expect(centres.status).toBe(200);
+        expect(((await centres.json()) as { centres: { id: string }[] }).centres[0]!.id).toBe(
+          'alpha',
+        );
+        child.kill(signal);
+        expect(await exited).toBe(0);
+        expect(stderr).toBe('');
+        await expect(fetch(`${url}/health`)).rejects.toThrow();
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+    },
+  );
 
   it('when the configuration is invalid, then serve exits 2 naming the problem', async () => {
     const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve'], {
