@@ -16,6 +16,7 @@ import {
   bundleEntryResources,
   createMapper,
   OverridesError,
+  REPEAT_GROUPS,
   type FhirResource,
   type MapResult,
   type Mapper,
@@ -287,15 +288,6 @@ async function inputBytes(path: string): Promise<number> {
     return 0; // reading the input says what is wrong with it
   }
 }
-
-/** The group of a resource type whose ids the assembler settles versions of across patients. */
-const REPEAT_GROUPS: Record<string, number> = {
-  Observation: 0,
-  Encounter: 1,
-  MedicationStatement: 2,
-  MedicationRequest: 2,
-  Condition: 3,
-};
 
 /** Bundles (an NDJSON line may hold one) as their entries, as the assembler reads them. */
 function* flatten(resource: FhirResource): Generator<FhirResource> {

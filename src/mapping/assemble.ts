@@ -207,6 +207,19 @@ const REPEAT_ENCOUNTER = 1;
 const REPEAT_MEDICATION_USE = 2;
 const REPEAT_CONDITION = 3;
 
+/**
+ * The version-settling group of each resource type the assembler keeps per patient (its
+ * REPEAT_* tag): ids repeat within a group, not across. The map command groups ids the same
+ * way to tell which inputs move a resource between patients.
+ */
+export const REPEAT_GROUPS: Readonly<Record<string, number>> = {
+  Observation: REPEAT_OBSERVATION,
+  Encounter: REPEAT_ENCOUNTER,
+  MedicationStatement: REPEAT_MEDICATION_USE,
+  MedicationRequest: REPEAT_MEDICATION_USE,
+  Condition: REPEAT_CONDITION,
+};
+
 const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);

@@ -3,6 +3,7 @@
 export {
   bundleEntryResources,
   createMapper,
+  REPEAT_GROUPS,
   type Assembler,
   type FhirResource,
   type MapResult,
