@@ -163,6 +163,14 @@ describe('sync worker', () => {
     expect(note).not.toMatch(/shutting down/);
     f.ehr.faults.reset();
     await waitFor(async () => (await runStatus(runId!)) === 'succeeded', 60_000, 'the run');
+    // The run record says succeeded just before BullMQ completes the job (and counts the attempt).
+    await waitFor(
+      async () =>
+        (await (await f.runtime.queues.sync.getJob(interrupted.jobId!))?.getState()) ===
+        'completed',
+      10_000,
+      'the job to complete',
+    );
     const job = await f.runtime.queues.sync.getJob(interrupted.jobId!);
     // One attempt, the one that succeeded: the interruption was not a failure.
     expect(job!.attemptsMade).toBe(1);
