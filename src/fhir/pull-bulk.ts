@@ -63,12 +63,18 @@ const FileEntry = z.looseObject({
   count: z.number().int().nonnegative().optional(),
 });
 
-/** The completion manifest (Bulk Data v2, §Response - Complete Status). */
+/**
+ * The completion manifest (Bulk Data v2, §Response - Complete Status), as deployed servers
+ * send it: HAPI FHIR before 6.2 leaves out `request`, `requiresAccessToken` and `error`, and
+ * HAPI 6.10 and IBM/LinuxForHealth leave out `output` when nothing matched. A missing
+ * `requiresAccessToken` counts as true: the token still goes only to the FHIR server's own
+ * origin (files elsewhere are refused), and a server that needs it gets it.
+ */
 export const BulkManifestSchema = z.looseObject({
   transactionTime: z.string().min(1),
-  request: z.string(),
-  requiresAccessToken: z.boolean(),
-  output: z.array(FileEntry),
+  request: z.string().optional(),
+  requiresAccessToken: z.boolean().default(true),
+  output: z.array(FileEntry).default([]),
   error: z.array(FileEntry).default([]),
   deleted: z.array(FileEntry).optional(),
 });

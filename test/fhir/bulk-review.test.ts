@@ -1,0 +1,140 @@
+// Bulk pull against a loopback EHR emulator (node:http on 127.0.0.1): manifest shapes that
+// deployed servers send, the kick-off's retry policy, a resumed job whose files expired, very
+// long NDJSON lines and the kick-off time in the manifest summary.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
+import { pullBulk, type BulkItem, type PullBulkOptions } from '../../src/fhir/pull-bulk.js';
+import { createCapturingLogger, createTokenSource, makeCentre } from './helpers.js';
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void;
+
+interface Ehr {
+  origin: string;
+  requests: { method: string; path: string; auth: string | undefined }[];
+}
+
+const servers: http.Server[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+async function serve(handler: Handler): Promise<Ehr> {
+  const requests: Ehr['requests'] = [];
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    requests.push({
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      auth: req.headers.authorization,
+    });
+    handler(req, res, url);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { origin: `http://127.0.0.1:${port}`, requests };
+}
+
+function clientFor(
+  origin: string,
+  config: { requestTimeoutMs?: number; maxRetries?: number } = {},
+) {
+  const centre = makeCentre({ fhir: { baseUrl: `${origin}/fhir` } });
+  const log = createCapturingLogger();
+  const client: FhirClient = createFhirClient({
+    centre,
+    auth: createTokenSource(['token-1', 'token-2'], origin),
+    logger: log.logger,
+    config: {
+      maxRetries: config.maxRetries ?? 3,
+      maxRetryAfterSeconds: 120,
+      requestTimeoutMs: config.requestTimeoutMs ?? 5_000,
+    },
+    retry: { sleep: () => Promise.resolve(), random: () => 0.5 },
+  });
+  return { centre, client, log };
+}
+
+async function run(options: Omit<PullBulkOptions, 'sleep'>) {
+  const items: BulkItem[] = [];
+  let error: unknown;
+  try {
+    for await (const item of pullBulk({ sleep: () => Promise.resolve(), ...options }))
+      items.push(item);
+  } catch (err) {
+    error = err;
+  }
+  return { items, error };
+}
+
+const ndjson = (...rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+const ids = (items: BulkItem[]) =>
+  items.map((i) =>
+    i.kind === 'resource' ? `${i.resource.resourceType}/${i.resource.id}` : i.kind,
+  );
+
+/** An EHR with one job at /status/1 answering `manifest`, and /files/* as NDJSON. */
+function exportServer(manifest: (origin: string) => unknown, files: Record<string, string> = {}) {
+  const ehr: { value?: Ehr } = {};
+  const handler: Handler = (req, res, url) => {
+    const origin = ehr.value!.origin;
+    if (url.pathname.endsWith('/$export')) {
+      res.writeHead(202, { 'content-location': `${origin}/status/1` });
+      res.end();
+    } else if (url.pathname === '/status/1') {
+      if (req.method === 'DELETE') {
+        res.writeHead(202);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(manifest(origin)));
+    } else if (files[url.pathname] !== undefined) {
+      res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
+      res.end(files[url.pathname]);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  };
+  return serve(handler).then((e) => (ehr.value = e));
+}
+
+describe('bulk manifests as deployed servers send them', () => {
+  it('when the manifest has no request, requiresAccessToken or error (HAPI before 6.2), then its files are read with the token', async () => {
+    const ehr = await exportServer(
+      (origin) => ({
+        transactionTime: '2022-09-01T10:00:00.000+00:00',
+        output: [{ type: 'Patient', url: `${origin}/files/p.ndjson` }],
+      }),
+      { '/files/p.ndjson': ndjson({ resourceType: 'Patient', id: 'a' }) },
+    );
+    const { client, centre } = clientFor(ehr.origin);
+    let summary: unknown;
+    const { items, error } = await run({ client, centre, onManifest: (s) => (summary = s) });
+    expect(error).toBeUndefined();
+    expect(ids(items)).toEqual(['Patient/a']);
+    expect(summary).toMatchObject({ requiresAccessToken: true, outputFiles: 1, errorFiles: 0 });
+    expect(ehr.requests.find((r) => r.path === '/files/p.ndjson')?.auth).toBe('Bearer token-1');
+  });
+
+  it('when the manifest has no output (nothing matched: HAPI 6.10, LinuxForHealth), then the pull ends with nothing and no error', async () => {
+    const ehr = await exportServer(() => ({
+      transactionTime: '2024-01-25T10:00:00Z',
+      request: 'x',
+      requiresAccessToken: true,
+    }));
+    const { client, centre } = clientFor(ehr.origin);
+    let summary: unknown;
+    const { items, error } = await run({ client, centre, onManifest: (s) => (summary = s) });
+    expect(error).toBeUndefined();
+    expect(items).toEqual([]);
+    expect(summary).toMatchObject({ transactionTime: '2024-01-25T10:00:00Z', outputFiles: 0 });
+    expect(ehr.requests.filter((r) => r.method === 'DELETE')).toHaveLength(1);
+  });
+});
