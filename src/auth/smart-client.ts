@@ -8,7 +8,7 @@
 // act on.
 import { randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
-import type { CentreConfig } from '../config/centre.js';
+import { isLoopbackHost, type CentreConfig } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { describeSkew, networkFailure, SmartAuthError, tokenFailure } from './errors.js';
 import { KeyFileError, loadPrivateKey, SIGNING_ALGS, type LoadedPrivateKey } from './keys.js';
@@ -98,6 +98,22 @@ function absoluteHttpUrl(ref: string, base: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Refuses a discovered token endpoint on plain http to a host other than loopback, as the
+ * centre file refuses such a fhir.tokenUrl: the client assertion (and the token that comes
+ * back) must not cross the network unencrypted. `document` is where the URL was found.
+ */
+function refusePlainHttpTokenEndpoint(endpoint: string, document: string): void {
+  const url = new URL(endpoint);
+  if (url.protocol === 'https:' || isLoopbackHost(url.hostname)) return;
+  throw new SmartAuthError({
+    step: 'discovery',
+    code: 'insecure_token_endpoint',
+    description: 'the token endpoint is plain http on a non-loopback host',
+    hint: `The EHR names a plain-http token endpoint (${endpoint}); ask centre IT for its https URL, or set fhir.tokenUrl. It was found in ${document}; lhn-bridge never sends a client assertion over plain http (http is allowed only for localhost / 127.0.0.1 / ::1).`,
+  });
 }
 
 export interface CreateSmartAuthOptions {
@@ -250,12 +266,14 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
         description: 'token_endpoint is not an http(s) URL',
         hint: `${url} names a token_endpoint that is not a usable URL; ask centre IT to correct the smart-configuration, or set fhir.tokenUrl.`,
       });
+    refusePlainHttpTokenEndpoint(endpoint, url);
     return { config: { ...config, token_endpoint: endpoint }, source: 'smart-configuration' };
   }
 
   /** The token URL of the CapabilityStatement's oauth-uris extension, if it names one. */
   async function tokenEndpointFromCapabilities(): Promise<string | undefined> {
     const url = `${baseUrl}/metadata`;
+    let endpoint: string | undefined;
     try {
       const res = await doFetch(url, {
         headers: { accept: 'application/fhir+json, application/json' },
@@ -267,10 +285,12 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
       }
       noteServerDate(res);
       const token = oauthTokenUri(await res.json());
-      return token === undefined ? undefined : absoluteHttpUrl(token, url);
+      endpoint = token === undefined ? undefined : absoluteHttpUrl(token, url);
     } catch {
       return undefined; // not reachable or not JSON: report the missing smart-configuration
     }
+    if (endpoint) refusePlainHttpTokenEndpoint(endpoint, `the CapabilityStatement (${url})`);
+    return endpoint;
   }
 
   function discover(): Promise<SmartConfiguration> {

@@ -1,0 +1,163 @@
+// What the SMART client makes of the token endpoint a discovery document names, and of the
+// token endpoint's answers, against a loopback EHR whose replies each test scripts.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseCentre, type CentreConfig } from '../../src/config/centre.js';
+import { SmartAuthError } from '../../src/auth/errors.js';
+import { generateKeyPair, privateKeyFileName, writePrivateKeyFile } from '../../src/auth/keys.js';
+import { createSmartAuth } from '../../src/auth/smart-client.js';
+import { makeTempDir } from './helpers.js';
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+interface ScriptedEhr {
+  url: string;
+  requests: string[];
+  close: () => Promise<void>;
+}
+
+let temp: Awaited<ReturnType<typeof makeTempDir>>;
+let keyFile: string;
+let kid: string;
+let ehr: ScriptedEhr | undefined;
+
+beforeEach(async () => {
+  temp = await makeTempDir();
+  const pair = await generateKeyPair('ES384');
+  kid = pair.kid;
+  keyFile = join(temp.dir, privateKeyFileName('centre-t', pair.kid));
+  await writePrivateKeyFile(keyFile, pair.privateJwk);
+});
+afterEach(async () => {
+  await ehr?.close();
+  ehr = undefined;
+  await temp.cleanup();
+});
+
+/** A loopback EHR: `handler` answers every request. */
+async function startEhr(handler: Handler): Promise<ScriptedEhr> {
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      requests.push(`${req.method} ${req.url}`);
+      handler(req, res, body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  ehr = {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  return ehr;
+}
+
+function json(res: ServerResponse, status: number, body: unknown, headers = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+function centre(baseUrl: string): CentreConfig {
+  return parseCentre(
+    {
+      id: 'centre-t',
+      name: 'T',
+      fhir: { baseUrl },
+      auth: { clientId: 'bridge', privateKeyFile: keyFile, kid },
+      cohort: { group: 'g' },
+    },
+    join(temp.dir, 'centre-t.yaml'),
+  );
+}
+
+/** A fetch that only reaches loopback addresses; anything else is recorded and refused. */
+function loopbackOnlyFetch() {
+  const refused: string[] = [];
+  const wrapped: typeof fetch = async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    if (url.hostname !== '127.0.0.1') {
+      refused.push(`${init?.method ?? 'GET'} ${url.href}`);
+      throw new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } });
+    }
+    return fetch(input, init);
+  };
+  return { fetch: wrapped, refused };
+}
+
+async function failure(promise: Promise<unknown>): Promise<SmartAuthError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(SmartAuthError);
+  return err as SmartAuthError;
+}
+
+describe('discovered token endpoint on plain http', () => {
+  it('when smart-configuration names an http token endpoint on another host, then discovery refuses it and no assertion is sent', async () => {
+    const server = await startEhr((req, res) =>
+      req.url === '/fhir/.well-known/smart-configuration'
+        ? json(res, 200, { token_endpoint: 'http://auth.ehr.example/oauth2/token' })
+        : json(res, 404, {}),
+    );
+    const net = loopbackOnlyFetch();
+    const auth = createSmartAuth({ centre: centre(`${server.url}/fhir`), fetch: net.fetch });
+    const err = await failure(auth.getAccessToken());
+    expect(err).toMatchObject({ step: 'discovery', code: 'insecure_token_endpoint' });
+    expect(err.retryable).toBe(false);
+    expect(err.hint).toContain(
+      'The EHR names a plain-http token endpoint (http://auth.ehr.example/oauth2/token); ask centre IT for its https URL, or set fhir.tokenUrl',
+    );
+    expect(net.refused).toEqual([]);
+  });
+
+  it('when the CapabilityStatement names an http token endpoint on another host, then discovery refuses it too', async () => {
+    const server = await startEhr((req, res) =>
+      req.url === '/fhir/metadata'
+        ? json(res, 200, {
+            resourceType: 'CapabilityStatement',
+            rest: [
+              {
+                mode: 'server',
+                security: {
+                  extension: [
+                    {
+                      url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+                      extension: [{ url: 'token', valueUri: 'http://auth.ehr.example/token' }],
+                    },
+                  ],
+                },
+              },
+            ],
+          })
+        : json(res, 404, {}),
+    );
+    const net = loopbackOnlyFetch();
+    const auth = createSmartAuth({ centre: centre(`${server.url}/fhir`), fetch: net.fetch });
+    const err = await failure(auth.getAccessToken());
+    expect(err).toMatchObject({ step: 'discovery', code: 'insecure_token_endpoint' });
+    expect(err.hint).toContain('plain-http token endpoint (http://auth.ehr.example/token)');
+    expect(err.hint).toContain('CapabilityStatement');
+    expect(net.refused).toEqual([]);
+  });
+
+  it('when the token endpoint is plain http on loopback, then it is used (local sandboxes)', async () => {
+    const server = await startEhr((req, res) => {
+      if (req.url === '/fhir/.well-known/smart-configuration')
+        return json(res, 200, { token_endpoint: `${server.url}/token` });
+      if (req.url === '/token')
+        return json(res, 200, { access_token: 'at-1', token_type: 'bearer', expires_in: 300 });
+      json(res, 404, {});
+    });
+    const auth = createSmartAuth({ centre: centre(`${server.url}/fhir`) });
+    expect((await auth.getAccessToken()).token).toBe('at-1');
+  });
+});
