@@ -14,7 +14,15 @@ import {
 } from './pack-schema.js';
 
 const nonEmpty = z.string().min(1);
-const linkOverride = LinkRuleSchema.partial().strict();
+// Each key without its pack default: a centre setting one key (encounterReference: false)
+// keeps the pack's other keys (weight's 7-day window), not the schema defaults.
+const linkOverride = z
+  .object({
+    encounterReference: LinkRuleSchema.shape.encounterReference.removeDefault().optional(),
+    sameDay: LinkRuleSchema.shape.sameDay.removeDefault().optional(),
+    windowDays: LinkRuleSchema.shape.windowDays.removeDefault().optional(),
+  })
+  .strict();
 
 export const CentreOverridesSchema = z
   .object({
