@@ -1848,8 +1848,10 @@ function linkCandidates(
     const c = list[i]!;
     let strength: number;
     let distance = 0;
-    if (c.visit >= 0) {
-      if (!rule.encounterReference || c.visit !== visitIndex) continue;
+    // With encounterReference off (a centre whose encounter references are not to be
+    // trusted), a referenced observation links by its date like any other.
+    if (c.visit >= 0 && rule.encounterReference) {
+      if (c.visit !== visitIndex) continue;
       strength = 3;
     } else {
       const day = c.obs.day;
