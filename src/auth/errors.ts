@@ -163,6 +163,43 @@ export function networkFailure(
   });
 }
 
+/**
+ * The `error` and `error_description` parameters of a `WWW-Authenticate` header
+ * (`Bearer error="invalid_client", error_description="unknown kid"`, RFC 6750 §3), which some
+ * authorization servers send on a 401 with an empty body.
+ */
+export function wwwAuthenticateError(header: string | null | undefined): {
+  error?: string;
+  description?: string;
+} {
+  if (!header) return {};
+  const param = (name: string): string | undefined => {
+    const m = new RegExp(
+      `(?:^|[\\s,])${name}\\s*=\\s*(?:"((?:[^"\\\\]|\\\\.)*)"|([^\\s,]+))`,
+      'i',
+    ).exec(header);
+    if (!m) return undefined;
+    const value = m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2];
+    return value || undefined;
+  };
+  const error = param('error');
+  const description = param('error_description');
+  return { ...(error ? { error } : {}), ...(description ? { description } : {}) };
+}
+
+/** Anything shaped like a JWT (a token or our assertion echoed back), for redaction. */
+const JWT_LIKE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
+
+/**
+ * A server-supplied text (error, error_description) made safe for messages and logs: JWT-like
+ * strings (an echoed assertion or token) and `secret` are replaced, and the length is capped.
+ */
+export function redactServerText(text: string, secret?: string, max = 500): string {
+  let out = secret ? text.split(secret).join('[redacted]') : text;
+  out = out.replace(JWT_LIKE, '[redacted]');
+  return out.slice(0, max);
+}
+
 /** Words in an error_description that point at the assertion's time claims. */
 const TIME_WORDS = /\b(exp|iat|nbf|expired|not yet valid|future|clock|time|skew)\b/i;
 

@@ -10,7 +10,14 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { isLoopbackHost, type CentreConfig } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { describeSkew, networkFailure, SmartAuthError, tokenFailure } from './errors.js';
+import {
+  describeSkew,
+  networkFailure,
+  redactServerText,
+  SmartAuthError,
+  tokenFailure,
+  wwwAuthenticateError,
+} from './errors.js';
 import { KeyFileError, loadPrivateKey, SIGNING_ALGS, type LoadedPrivateKey } from './keys.js';
 import { findMissingScopes, splitScopes } from './scopes.js';
 
@@ -469,12 +476,32 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
     } catch {
       body = undefined;
     }
-    if (!res.ok) {
-      const error = typeof body?.error === 'string' ? body.error : undefined;
+    const accessToken = body?.access_token;
+    const hasToken = typeof accessToken === 'string' && accessToken.length > 0;
+    // The OAuth error: the JSON body's, else the WWW-Authenticate header's (some servers
+    // answer a 401 with an empty body and say why only there).
+    const header =
+      typeof body?.error === 'string'
+        ? {}
+        : wwwAuthenticateError(res.headers.get('www-authenticate'));
+    const rawError = typeof body?.error === 'string' ? body.error : header.error;
+    const rawDescription =
+      typeof body?.error_description === 'string' ? body.error_description : header.description;
+    // A 2xx that carries an OAuth error and no token is a refusal too (seen in the field).
+    if (!res.ok || (!hasToken && rawError !== undefined)) {
+      // A bare 401 from a token endpoint is a client-authentication refusal (RFC 6749 §5.2).
+      const error =
+        rawError !== undefined
+          ? redactServerText(rawError, assertion, 100)
+          : res.status === 401
+            ? 'invalid_client'
+            : undefined;
       const description =
-        typeof body?.error_description === 'string'
-          ? body.error_description.slice(0, 500)
-          : undefined;
+        rawDescription !== undefined
+          ? redactServerText(rawDescription, assertion)
+          : rawError === undefined && res.status === 401
+            ? 'the token endpoint answered 401 without an OAuth error code'
+            : undefined;
       const failure = tokenFailure({
         status: res.status,
         error,
@@ -495,9 +522,8 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
       );
       throw failure;
     }
-    const accessToken = body?.access_token;
     const tokenType = body?.token_type;
-    if (typeof accessToken !== 'string' || accessToken.length === 0)
+    if (!hasToken || typeof accessToken !== 'string')
       throw new SmartAuthError({
         step: 'token',
         code: 'invalid_token_response',

@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseCentre, type CentreConfig } from '../../src/config/centre.js';
-import { SmartAuthError } from '../../src/auth/errors.js';
+import { SmartAuthError, wwwAuthenticateError } from '../../src/auth/errors.js';
 import { generateKeyPair, privateKeyFileName, writePrivateKeyFile } from '../../src/auth/keys.js';
 import { createSmartAuth } from '../../src/auth/smart-client.js';
 import { makeTempDir } from './helpers.js';
@@ -159,5 +159,95 @@ describe('discovered token endpoint on plain http', () => {
     });
     const auth = createSmartAuth({ centre: centre(`${server.url}/fhir`) });
     expect((await auth.getAccessToken()).token).toBe('at-1');
+  });
+});
+
+/** A loopback EHR whose discovery names its /token, answered by `token`. */
+async function startTokenEhr(token: Handler): Promise<ScriptedEhr> {
+  const server = await startEhr((req, res, body) => {
+    if (req.url === '/fhir/.well-known/smart-configuration')
+      return json(res, 200, { token_endpoint: `${server.url}/token` });
+    if (req.url === '/token') return token(req, res, body);
+    json(res, 404, {});
+  });
+  return server;
+}
+
+describe('token endpoint refusals', () => {
+  it('when a 200 carries an OAuth error and no access_token, then the error and description are reported like a 400', async () => {
+    const server = await startTokenEhr((_req, res) =>
+      json(res, 200, {
+        error: 'invalid_client',
+        error_description: 'Client bridge is not approved in this environment',
+      }),
+    );
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`) }).getAccessToken(),
+    );
+    expect(err).toMatchObject({
+      step: 'token',
+      code: 'invalid_client',
+      status: 200,
+      description: 'Client bridge is not approved in this environment',
+    });
+    expect(err.hint).toContain('rejected our client credentials');
+  });
+
+  it('when a 401 has an empty body and the reason in WWW-Authenticate, then that error and description are reported', async () => {
+    const server = await startTokenEhr((_req, res) => {
+      res.writeHead(401, {
+        'www-authenticate':
+          'Bearer realm="ehr", error="invalid_client", error_description="unknown kid"',
+      });
+      res.end();
+    });
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`) }).getAccessToken(),
+    );
+    expect(err).toMatchObject({ code: 'invalid_client', status: 401, description: 'unknown kid' });
+  });
+
+  it('when a 401 says nothing at all, then it is treated as invalid_client with the credentials checklist', async () => {
+    const server = await startTokenEhr((_req, res) => {
+      res.writeHead(401);
+      res.end();
+    });
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`) }).getAccessToken(),
+    );
+    expect(err).toMatchObject({ step: 'token', code: 'invalid_client', status: 401 });
+    expect(err.hint).toContain(`kid "${kid}"`);
+  });
+
+  it('when the EHR echoes the assertion in its error_description, then the message does not contain it', async () => {
+    const server = await startTokenEhr((_req, res, body) => {
+      const assertion = new URLSearchParams(body).get('client_assertion') ?? '';
+      json(res, 400, { error: 'invalid_grant', error_description: `bad assertion ${assertion}` });
+    });
+    const sent: string[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      if (typeof init?.body === 'string')
+        sent.push(new URLSearchParams(init.body).get('client_assertion') ?? '');
+      return fetch(input, init);
+    };
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`), fetch: recording }).getAccessToken(),
+    );
+    expect(sent[0]).toMatch(/^eyJ/);
+    expect(err.code).toBe('invalid_grant');
+    expect(err.message).toContain('bad assertion [redacted]');
+    for (const assertion of sent) expect(err.message).not.toContain(assertion);
+  });
+});
+
+describe('wwwAuthenticateError', () => {
+  it('reads quoted and bare error parameters, with escapes, and nothing from other headers', () => {
+    expect(
+      wwwAuthenticateError(
+        'Bearer error=invalid_client, error_description="the \\"kid\\" is unknown"',
+      ),
+    ).toEqual({ error: 'invalid_client', description: 'the "kid" is unknown' });
+    expect(wwwAuthenticateError('Basic realm="x"')).toEqual({});
+    expect(wwwAuthenticateError(null)).toEqual({});
   });
 });
