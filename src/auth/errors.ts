@@ -245,8 +245,16 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
     : ctx.tokenUrl;
 
   switch (code) {
-    case 'invalid_client':
     case 'unauthorized_client':
+      // The EHR authenticated the client (key and client id are fine) but does not let it
+      // use this grant here: a permission on the EHR side, not a key-registration problem.
+      return new SmartAuthError({
+        ...base,
+        hint:
+          `The EHR accepted the key but does not let client "${ctx.clientId}" use the client_credentials grant (SMART Backend Services) here. ` +
+          `Ask centre IT to enable the system (backend) account of this client for this tenant/domain and to allow the client_credentials grant; the key and kid need no change.${skewNote}`,
+      });
+    case 'invalid_client':
     case 'invalid_grant': {
       const checks: string[] = [];
       if (skewed || timeMentioned)
@@ -257,7 +265,7 @@ export function tokenFailure(ctx: TokenErrorContext): SmartAuthError {
         );
       checks.push(
         `is the public key with kid "${ctx.kid}" (${ctx.alg}) registered for client id "${ctx.clientId}"? ` +
-          `Give the EHR our JWKS (\`lhn-bridge keys list\`) or JWKS URL`,
+          `Give the EHR our JWKS (\`lhn-bridge keys jwks\`) or JWKS URL`,
         `is the client id "${ctx.clientId}" exactly what the EHR issued (and approved/enabled)?`,
         `does the EHR expect the token URL ${tokenAt} as the assertion audience?`,
       );

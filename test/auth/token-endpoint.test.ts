@@ -251,3 +251,31 @@ describe('wwwAuthenticateError', () => {
     expect(wwwAuthenticateError(null)).toEqual({});
   });
 });
+
+describe('token refusal hints', () => {
+  it('when the EHR says unauthorized_client, then the hint asks to enable the backend account and grant, not to re-register the key', async () => {
+    const server = await startTokenEhr((_req, res) =>
+      json(res, 400, {
+        error: 'unauthorized_client',
+        error_description: 'client not authorized for client_credentials',
+      }),
+    );
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`) }).getAccessToken(),
+    );
+    expect(err).toMatchObject({ step: 'token', code: 'unauthorized_client', status: 400 });
+    expect(err.hint).toContain('accepted the key');
+    expect(err.hint).toContain('tenant/domain');
+    expect(err.hint).toContain('client_credentials grant');
+    expect(err.hint).not.toContain('registered for client id');
+  });
+
+  it('when the EHR says invalid_client, then the hint names `lhn-bridge keys jwks`, the command that prints the JWKS', async () => {
+    const server = await startTokenEhr((_req, res) => json(res, 400, { error: 'invalid_client' }));
+    const err = await failure(
+      createSmartAuth({ centre: centre(`${server.url}/fhir`) }).getAccessToken(),
+    );
+    expect(err.hint).toContain('`lhn-bridge keys jwks`');
+    expect(err.hint).not.toContain('keys list');
+  });
+});
