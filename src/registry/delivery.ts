@@ -44,7 +44,7 @@ export class RegistryUnavailableError extends Error {
     readonly retryAfterMs?: number,
     /**
      * True when the request may still be stored: it timed out, or the connection broke after
-     * the body could have been sent (or a gateway timed out waiting on the registry). The
+     * the body could have been sent (or a gateway gave up on the registry: GATEWAY_IN_DOUBT). The
      * delivery worker keeps the visit claimed until such a request can no longer land.
      */
     readonly outcomeUnknown = false,
@@ -193,6 +193,28 @@ export interface RegistryClientOptions {
   fetch?: typeof fetch;
   now?: () => number;
 }
+
+/**
+ * Gateway answers after which the registry behind the gateway may still store the request, so
+ * the visit's claim is kept in doubt (queues/submissions.ts) and no newer version is posted
+ * before this one can no longer land. Erring this way costs one claim lease (about a minute)
+ * for that one visit; erring the other way lets an older version overwrite a newer one.
+ * - 504 (nginx, ALB, most proxies), 524 (Cloudflare): the origin took the request and did not
+ *   answer in time; it may commit after.
+ * - 520 (Cloudflare): the origin sent an empty or invalid answer, or reset the connection,
+ *   after the request was forwarded.
+ * - 522 (Cloudflare): besides "no TCP handshake", also "the origin did not acknowledge the
+ *   request within 90 s" once connected: the bytes may have arrived.
+ * - 502: nginx and ALB answer it when the upstream closes or resets mid-request ("upstream
+ *   prematurely closed connection"), which a registry crashing after its commit also gives.
+ *   It is also the answer to "connection refused", where nothing was sent; the two cannot be
+ *   told apart from here, and the claim lease is cheap, so it counts as in doubt.
+ * - 598, 599 (informal, some proxies and load balancers): a network read timeout behind the
+ *   gateway, so the request was on its way.
+ * Not in doubt: 500, 503 (the registry or its gateway answered itself), 521 (origin refused the
+ * connection), 523 (origin unreachable), 525/526 (TLS handshake with the origin failed).
+ */
+const GATEWAY_IN_DOUBT = new Set([502, 504, 520, 522, 524, 598, 599]);
 
 /** Statuses that say "this submission is wrong", not "try again later". */
 function isRejection(status: number): boolean {
@@ -391,8 +413,8 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         `registry answered HTTP ${res.status}: ${reason}`,
         res.status,
         parseRetryAfterMs(res.headers.get('retry-after'), now()),
-        // A gateway timeout: the registry behind it may still store the submission.
-        res.status === 504,
+        // A gateway that gave up after forwarding: the registry behind it may still store it.
+        GATEWAY_IN_DOUBT.has(res.status),
       );
     },
   };

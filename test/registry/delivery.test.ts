@@ -435,6 +435,38 @@ describe('registry answers that are not the contract', () => {
     }
   });
 
+  it('when a gateway gives up after forwarding (502, 504, 520, 522, 524, 598, 599), then the outcome is unknown; when it answered itself, it is not', async () => {
+    const cases: [number, boolean][] = [
+      [502, true],
+      [504, true],
+      [520, true],
+      [522, true],
+      [524, true],
+      [598, true],
+      [599, true],
+      [500, false],
+      [503, false],
+      [521, false],
+      [523, false],
+      [525, false],
+    ];
+    for (const [status, unknown] of cases) {
+      const server = await serve((res) =>
+        res.writeHead(status, { 'content-type': 'text/html' }).end('<html>gateway</html>'),
+      );
+      try {
+        const err = await createRegistryClient({ config: config(server.url) })
+          .deliver(makeVisit({ patientId: 'p1', encounterId: 'e1' }))
+          .catch((e: unknown) => e);
+        expect(err, `HTTP ${status}`).toBeInstanceOf(RegistryUnavailableError);
+        expect((err as RegistryUnavailableError).httpStatus).toBe(status);
+        expect((err as RegistryUnavailableError).outcomeUnknown, `HTTP ${status}`).toBe(unknown);
+      } finally {
+        server.close();
+      }
+    }
+  });
+
   it('when the registry redirects, then the error names the status and where it pointed', async () => {
     const server = await serve((res) =>
       res
