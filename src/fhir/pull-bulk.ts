@@ -10,6 +10,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import type { FhirClient, FhirRequestInit } from './client.js';
 import {
   FhirHttpError,
+  FhirNetworkError,
   MalformedFhirResponseError,
   parseOutcomeIssues,
   redactUrl,
@@ -23,7 +24,7 @@ import {
   sleepWithSignal,
 } from './retry.js';
 import { parseReference, resolveCohort, searchesOf, updatedBefore } from './pull-search.js';
-import type { FhirResource } from './types.js';
+import { isRetryableTokenFailure, type FhirResource } from './types.js';
 
 /** What a bulk pull yields. */
 export type BulkItem =
@@ -245,20 +246,87 @@ export function buildExportUrl(
 
 const KICKOFF_HEADERS = { prefer: 'respond-async', accept: 'application/fhir+json' };
 
+/** Kick-off retries after answers that say the export was not accepted (see kickOffExport). */
+export const KICKOFF_MAX_RETRIES = 3;
+/**
+ * Statuses that say the kick-off was not accepted, so sending it again starts no second job.
+ * Not 504: a gateway that timed out waiting for the EHR tells nothing of whether the EHR
+ * accepted the job (as our own timeout).
+ */
+const KICKOFF_RETRY_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503]);
+/** Network failures before the request reached the EHR (no connection was made). */
+const KICKOFF_UNSENT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'PROXY_UNAVAILABLE',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+/** Options of a kick-off. */
+export interface KickOffOptions {
+  signal?: AbortSignal;
+  /** Waits between kick-off retries (default: real timers). */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Retries after a "not accepted" answer (default KICKOFF_MAX_RETRIES). */
+  maxRetries?: number;
+}
+
 /**
  * Starts an export and returns its status URL. Throws FhirHttpError (with the server's
  * OperationOutcome) when refused, BulkExportError when the answer is not 202 + Content-Location.
+ *
+ * A kick-off is not idempotent: the EHR may have accepted the job when its answer is lost. So
+ * it is sent again only after an answer that says it was not accepted (408, 429, 500, 502,
+ * 503, Retry-After honoured), a token failure worth retrying, or a connection that was never
+ * made; a timeout, reset or 504 after the request went out fails with BulkExportError, whose
+ * hint says a job may now be running on the EHR.
  */
 export async function kickOffExport(
   client: FhirClient,
   url: URL,
-  options: { signal?: AbortSignal } = {},
+  options: KickOffOptions = {},
 ): Promise<URL> {
-  const response = await client.request(url, {
-    headers: KICKOFF_HEADERS,
-    resourceType: '$export',
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+  const sleep = options.sleep ?? sleepWithSignal;
+  const maxRetries = options.maxRetries ?? KICKOFF_MAX_RETRIES;
+  let response: Response;
+  for (let retry = 0; ; retry++) {
+    try {
+      response = await client.request(url, {
+        headers: KICKOFF_HEADERS,
+        resourceType: '$export',
+        // Retries are decided here: the client's would resend after a timeout or reset.
+        maxRetries: 0,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      break;
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      const notAccepted =
+        err instanceof FhirHttpError
+          ? KICKOFF_RETRY_STATUSES.has(err.status)
+          : err instanceof FhirNetworkError
+            ? KICKOFF_UNSENT_CODES.has(err.code)
+            : // The access token could not be had (token endpoint busy): nothing was sent.
+              isRetryableTokenFailure(err);
+      if (!notAccepted) {
+        const unanswered =
+          err instanceof FhirHttpError
+            ? err.status === 504
+            : err instanceof FhirNetworkError && isRetryableNetworkCode(err.code);
+        if (unanswered) throw unansweredKickOff(url, err);
+        throw err;
+      }
+      if (retry >= maxRetries) throw err;
+      const retryAfter = err instanceof FhirHttpError ? err.retryAfterSeconds : undefined;
+      await sleep(
+        retryAfter !== undefined ? retryAfter * 1000 : Math.min(30_000, 1_000 * 2 ** retry),
+        options.signal,
+      );
+    }
+  }
   await response.body?.cancel();
   const location = response.headers.get('content-location');
   if (response.status !== 202 || !location)
@@ -268,6 +336,22 @@ export async function kickOffExport(
       'The server must answer 202 Accepted with Content-Location (Bulk Data Access); ask centre IT whether bulk export is enabled for this client',
     );
   return new URL(location, url);
+}
+
+/** A kick-off sent and not answered (timeout, reset, 504): the EHR may be running the job. */
+function unansweredKickOff(url: URL, err: unknown): BulkExportError {
+  const what =
+    err instanceof FhirHttpError
+      ? `a gateway answered HTTP ${err.status}`
+      : `no answer came (${networkErrorCode(err) ?? 'network error'})`;
+  return new BulkExportError(
+    `the $export kick-off at ${redactUrl(url)} was sent and ${what}; it is not sent again, since the EHR may have accepted it`,
+    'An export job may now be running on the EHR that lhn-bridge does not know of and cannot cancel; ' +
+      'the next sync starts a new export. On EHRs that run one export per client at a time ' +
+      '(Oracle Health) that kick-off is refused with HTTP 429 until the unknown job ends or ' +
+      'expires (centre IT can cancel it). If kick-offs keep timing out, raise fhir.requestTimeoutMs',
+    { cause: err },
+  );
 }
 
 /** Types lhn-bridge exports that are outside the Patient compartment. */
@@ -358,7 +442,7 @@ export async function kickOffNarrowed(
   exportUrl: (parts: { types: readonly string[]; typeFilter: readonly string[] }) => URL,
   types: readonly string[],
   typeFilter: readonly string[],
-  options: { signal?: AbortSignal } = {},
+  options: KickOffOptions = {},
 ): Promise<NarrowedKickOff> {
   const inCompartment = types.filter((t) => !NON_COMPARTMENT_TYPES.has(t));
   const dropped = types.filter((t) => NON_COMPARTMENT_TYPES.has(t));
@@ -497,7 +581,10 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   let keptHref: string | undefined;
   const kickOff = async (): Promise<URL> => {
     const started = now();
-    const kicked = await kickOffNarrowed(client, exportUrl, types, typeFilter, signalOpt);
+    const kicked = await kickOffNarrowed(client, exportUrl, types, typeFilter, {
+      ...signalOpt,
+      sleep,
+    });
     deadline = started + timeoutMs;
     if (kicked.typesDropped.length > 0)
       logger.warn(

@@ -5,7 +5,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
-import { pullBulk, type BulkItem, type PullBulkOptions } from '../../src/fhir/pull-bulk.js';
+import {
+  KICKOFF_MAX_RETRIES,
+  pullBulk,
+  type BulkItem,
+  type PullBulkOptions,
+} from '../../src/fhir/pull-bulk.js';
 import { createCapturingLogger, createTokenSource, makeCentre } from './helpers.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void;
@@ -136,5 +141,105 @@ describe('bulk manifests as deployed servers send them', () => {
     expect(items).toEqual([]);
     expect(summary).toMatchObject({ transactionTime: '2024-01-25T10:00:00Z', outputFiles: 0 });
     expect(ehr.requests.filter((r) => r.method === 'DELETE')).toHaveLength(1);
+  });
+});
+
+describe('bulk kick-off retries', () => {
+  /** An EHR whose kick-offs answer by `kickOff` (per attempt, 1-based); jobs export one Patient. */
+  async function kickOffServer(
+    kickOff: (attempt: number, res: http.ServerResponse, origin: string) => void,
+  ) {
+    let attempts = 0;
+    const ehr: { value?: Ehr } = {};
+    const value = await serve((req, res, url) => {
+      const origin = ehr.value!.origin;
+      if (url.pathname.endsWith('/$export')) kickOff(++attempts, res, origin);
+      else if (url.pathname === '/status/1') {
+        res.writeHead(req.method === 'DELETE' ? 202 : 200);
+        res.end(
+          req.method === 'DELETE'
+            ? ''
+            : JSON.stringify({
+                transactionTime: '2025-01-01T00:00:00Z',
+                output: [{ type: 'Patient', url: `${origin}/files/p.ndjson` }],
+              }),
+        );
+      } else {
+        res.writeHead(200);
+        res.end(ndjson({ resourceType: 'Patient', id: 'a' }));
+      }
+    });
+    ehr.value = value;
+    return value;
+  }
+  const kickOffs = (ehr: Ehr) => ehr.requests.filter((r) => r.path.endsWith('/$export')).length;
+  const accept = (res: http.ServerResponse, origin: string) => {
+    res.writeHead(202, { 'content-location': `${origin}/status/1` });
+    res.end();
+  };
+
+  it.each([
+    ['answers after the request timeout', 'timeout'],
+    ['resets the connection after reading the request', 'reset'],
+  ])(
+    'when the kick-off is accepted but the EHR %s, then it is not sent again and the error says a job may be running',
+    async (_what, fault) => {
+      const ehr = await kickOffServer((_attempt, res, origin) => {
+        if (fault === 'reset') res.socket?.destroy();
+        else setTimeout(() => accept(res, origin), 600);
+      });
+      const { client, centre } = clientFor(ehr.origin, { requestTimeoutMs: 200, maxRetries: 3 });
+      const saved: unknown[] = [];
+      const { error } = await run({
+        client,
+        centre,
+        pending: {
+          load: () => Promise.resolve(null),
+          save: (p) => {
+            saved.push(p);
+            return Promise.resolve();
+          },
+          clear: () => Promise.resolve(),
+        },
+      });
+      expect(kickOffs(ehr)).toBe(1);
+      expect((error as Error).name).toBe('BulkExportError');
+      expect((error as Error).message).toMatch(/not sent again/);
+      expect((error as { hint: string }).hint).toMatch(
+        /export job may now be running on the EHR.*next sync starts a new export.*Oracle Health.*429/,
+      );
+      expect(saved).toEqual([]);
+    },
+  );
+
+  it('when the kick-off is answered 429 (Retry-After) then 503, then it is sent again and the export runs', async () => {
+    const ehr = await kickOffServer((attempt, res, origin) => {
+      if (attempt === 1) res.writeHead(429, { 'retry-after': '7' }).end();
+      else if (attempt === 2) res.writeHead(503).end();
+      else accept(res, origin);
+    });
+    const { client, centre } = clientFor(ehr.origin);
+    const sleeps: number[] = [];
+    const items: BulkItem[] = [];
+    for await (const item of pullBulk({
+      client,
+      centre,
+      sleep: (ms) => {
+        sleeps.push(ms);
+        return Promise.resolve();
+      },
+    }))
+      items.push(item);
+    expect(ids(items)).toEqual(['Patient/a']);
+    expect(kickOffs(ehr)).toBe(3);
+    expect(sleeps.slice(0, 2)).toEqual([7_000, 2_000]);
+  });
+
+  it('when every kick-off is answered 429, then it is sent 1 + KICKOFF_MAX_RETRIES times and the 429 is the error', async () => {
+    const ehr = await kickOffServer((_attempt, res) => res.writeHead(429).end());
+    const { client, centre } = clientFor(ehr.origin);
+    const { error } = await run({ client, centre });
+    expect(kickOffs(ehr)).toBe(1 + KICKOFF_MAX_RETRIES);
+    expect(error).toMatchObject({ name: 'FhirHttpError', status: 429 });
   });
 });
