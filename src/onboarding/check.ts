@@ -100,15 +100,24 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   const now = deps.now ?? Date.now;
   const logger = deps.logger ?? silentLogger;
   const startedAt = new Date(now()).toISOString();
+  const fhirConfig = deps.fhirConfig ?? DEFAULT_FHIR_CONFIG;
+  // Discovery and the token request honour the check's per-request timeout (--timeout-ms)
+  // too, not only the FHIR requests: a hung authorization server must not stall the check.
   const auth =
-    deps.auth ?? createSmartAuth({ centre, logger, ...(deps.fetch ? { fetch: deps.fetch } : {}) });
+    deps.auth ??
+    createSmartAuth({
+      centre,
+      logger,
+      timeoutMs: fhirConfig.requestTimeoutMs,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    });
   const client =
     deps.client ??
     createFhirClient({
       centre,
       auth,
       logger,
-      config: deps.fhirConfig ?? DEFAULT_FHIR_CONFIG,
+      config: fhirConfig,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
     });
   const signalOpt = deps.signal ? { signal: deps.signal } : {};
