@@ -40,7 +40,7 @@ import {
   type SteroidJudgement,
   type UseDates,
 } from './steroids.js';
-import { createUnitConverter, roundTo, type UnitConverter } from './units.js';
+import { createUnitConverter, roundTo, unitForMessage, type UnitConverter } from './units.js';
 import { SeenFilter } from './seen-filter.js';
 import { parseLiteralReference } from './view/resource-keys.js';
 import {
@@ -2036,7 +2036,7 @@ function assembleVisit(
           finding(
             'unconvertible-unit',
             'steroidUse',
-            `the ${m.unreadDuration.element} unit ${m.unreadDuration.unit === '' ? '(none)' : `"${m.unreadDuration.unit.slice(0, 24)}"`} is not a unit of time (h, d, wk, mo, a; hours, days, weeks, months, years), so the course length was not used and the course was placed by its other dates`,
+            `the ${m.unreadDuration.element} unit ${m.unreadDuration.unit === '' ? '(none)' : unitForMessage(m.unreadDuration.unit)} is not a unit of time (h, d, wk, mo, a; hours, days, weeks, months, years), so the course length was not used and the course was placed by its other dates`,
             `${m.resourceType}/${m.id}`,
           ),
         );
@@ -2375,7 +2375,7 @@ function chooseVital(
           finding(
             'unconvertible-unit',
             field,
-            `${field} unit ${o.unit ? `"${o.unit}"` : '(none)'} cannot be converted to ${spec.unit}`,
+            `${field} unit ${o.unit ? unitForMessage(o.unit) : '(none)'} cannot be converted to ${spec.unit}`,
             `Observation/${o.id}`,
           ),
         );

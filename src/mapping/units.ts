@@ -44,9 +44,32 @@ export function createUnitConverter(
   };
 }
 
+/**
+ * What a finding may say of a unit sent by the EHR: the unit quoted when it looks like a unit
+ * code or word (short, no spaces: `kg.`, `[lb_av]`, `lbs`, `inches`, `days`), else that it
+ * is free text and how long (a unit field can hold a note with names or numbers; finding
+ * messages never carry resource text, and the finding's resource leads to the source).
+ * Pure numbers and runs of 4 digits (a record number, a phone number) count as free text.
+ */
+export function unitForMessage(unit: string): string {
+  return UNIT_LIKE.test(unit) && /[A-Za-z%"]/.test(unit) && !/\d{4}/.test(unit)
+    ? `"${unit}"`
+    : `(free text of ${unit.length} characters, not a unit code)`;
+}
+const UNIT_LIKE = /^(?:[A-Za-z0-9[\]{}/.^*%_()'-]{1,16}|")$/;
+
 /** The factor from one UCUM code to another, or null when UCUM cannot convert it. */
 function convert(code: string, target: string): number | null {
-  const converted = utils!.convertUnitTo(code, 1, target);
+  // ucum-lhc logs the unit string on a parse error (console.log): the unit field may hold
+  // free text from the EHR, which must not reach the logs. Once per distinct unit (cached).
+  const log = console.log;
+  console.log = () => {};
+  let converted: ReturnType<NonNullable<typeof utils>['convertUnitTo']>;
+  try {
+    converted = utils!.convertUnitTo(code, 1, target);
+  } finally {
+    console.log = log;
+  }
   return converted.status === 'succeeded' &&
     typeof converted.toVal === 'number' &&
     Number.isFinite(converted.toVal)

@@ -1,7 +1,7 @@
 // Unit conversion through UCUM with the pack's unit synonyms: factors are right, strings EHRs
 // send are understood, and anything UCUM cannot convert is reported as such (null).
-import { describe, expect, it } from 'vitest';
-import { createUnitConverter, roundTo } from '../../src/mapping/units.js';
+import { describe, expect, it, vi } from 'vitest';
+import { createUnitConverter, roundTo, unitForMessage } from '../../src/mapping/units.js';
 
 const synonyms = { in: '[in_i]', lbs: '[lb_av]', 'kg/m²': 'kg/m2' };
 
@@ -34,5 +34,27 @@ describe('createUnitConverter', () => {
     expect(roundTo(31.75147, 1)).toBe(31.8);
     expect(roundTo(16.25, 1)).toBe(16.3);
     expect(roundTo(140, 1)).toBe(140);
+  });
+});
+
+describe('unitForMessage', () => {
+  it('when a unit looks like a unit code or word, then a finding may quote it', () => {
+    for (const u of ['kg.', '[lb_av]', 'lbs', 'inches', 'kg/m2', '"', 'days', 'bananas'])
+      expect(unitForMessage(u)).toBe(`"${u}"`);
+  });
+
+  it('when a unit is free text, a number or too long, then only its length is said', () => {
+    for (const u of ['kg per mother', '12345678', '555-0100', 'x'.repeat(17), '', 'kg\n'])
+      expect(unitForMessage(u)).toBe(`(free text of ${u.length} characters, not a unit code)`);
+  });
+
+  it('when UCUM cannot parse a free-text unit, then the text is not logged', () => {
+    const spy = vi.spyOn(console, 'log');
+    try {
+      expect(createUnitConverter('kg', {}).factor('kg per mother Ann Example')).toBeNull();
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
