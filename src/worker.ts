@@ -1,7 +1,7 @@
 // The worker process: the sync processor (one centre run per job) and the delivery
 // processor (one submission per job), on the runtime's Redis. Any number of workers may run
-// on any number of machines. At start the centres' job schedulers are brought in step with
-// the centre files. close() stops taking jobs, asks a running sync to stop at its next step
+// on any number of machines. At start, every SCHEDULE_RESYNC_MS and after each Redis
+// reconnect, the centres' job schedulers are brought in step with the centre files. close() stops taking jobs, asks a running sync to stop at its next step
 // (it is handed back to the queue and resumes from its watermarks), lets deliveries in
 // flight finish, and closes the workers.
 import { Worker } from 'bullmq';
@@ -29,6 +29,15 @@ import type { SyncProcessorDeps } from '../queues/sync.js';
 import { startMetricsPublisher } from './api/metrics-relay.js';
 import { WORKER_SHUTDOWN_REASON } from './util/abort.js';
 
+/**
+ * How often a worker brings the job schedulers in step with its centre files again (5 min),
+ * besides at start and after a Redis reconnect: a Redis that came back empty (a flush, a
+ * failover to an empty replica, a restart without AOF) has lost them, and without this no
+ * scheduled sync would run again until a worker restarts. Cheap when nothing changed (one
+ * read of the schedulers); idempotent, so any number of workers may run it.
+ */
+export const SCHEDULE_RESYNC_MS = 5 * 60_000;
+
 export interface StartWorkerOptions {
   /** Centre syncs run at once by this process (default 1). */
   syncConcurrency?: number;
@@ -47,6 +56,8 @@ export interface StartWorkerOptions {
   stalledIntervalMs?: number;
   /** BullMQ job lock duration (ms); a crashed worker's job is recovered after this. */
   lockDurationMs?: number;
+  /** How often the job schedulers are synced again (default SCHEDULE_RESYNC_MS); tests. */
+  scheduleResyncMs?: number;
   tuning?: SyncProcessorDeps['tuning'];
 }
 
@@ -119,6 +130,7 @@ export async function startWorker(
     },
     'centre sync schedules in step with the centre files',
   );
+  const scheduleResync = startScheduleResync(runtime, options.scheduleResyncMs);
 
   let sync: Worker<SyncJobData, SyncJobResult> | undefined;
   if (wantSync) {
@@ -221,12 +233,74 @@ export async function startWorker(
     close() {
       closing ??= (async () => {
         logger.info('worker closing: no new jobs; releasing running syncs');
+        const resyncStopped = scheduleResync.stop();
         sync?.cancelAllJobs(WORKER_SHUTDOWN_REASON);
-        await Promise.all([sync?.close(), submissions?.close()]);
+        await Promise.all([sync?.close(), submissions?.close(), resyncStopped]);
         await metricsPublisher.stop();
         logger.info('worker closed');
       })();
       return closing;
+    },
+  };
+}
+
+/**
+ * Syncs the job schedulers again every `intervalMs` and on each ioredis `ready` (a reconnect:
+ * the first `ready` came before startWorker), one run at a time; a run asked for while one is
+ * going runs after it. Failures are logged and retried at the next tick or reconnect.
+ */
+function startScheduleResync(
+  runtime: Runtime,
+  intervalMs = SCHEDULE_RESYNC_MS,
+): { stop(): Promise<void> } {
+  const { logger } = runtime;
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = false;
+  const resync = (trigger: 'interval' | 'reconnect'): void => {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      try {
+        const changes = await syncCentreSchedules(runtime.queues.sync, runtime.centres.values(), {
+          logger,
+        });
+        const changed = changes.added.length + changes.updated.length + changes.removed.length;
+        // Changes here mean Redis lost the schedulers (or another worker has other centre
+        // files): worth a warning, with the centres.
+        if (changed > 0)
+          logger.warn(
+            { trigger, added: changes.added, updated: changes.updated, removed: changes.removed },
+            'centre sync schedules were out of step with the centre files (Redis lost them, or another worker has other centre files); restored',
+          );
+      } catch (err) {
+        logger.warn(
+          { trigger, err: (err as Error).message },
+          'could not sync the centre sync schedules; trying again later',
+        );
+      } finally {
+        running = undefined;
+        if (again && !stopped) {
+          again = false;
+          resync(trigger);
+        }
+      }
+    })();
+  };
+  const timer = setInterval(() => resync('interval'), intervalMs);
+  timer.unref();
+  const onReady = (): void => resync('reconnect');
+  runtime.redis.on('ready', onReady);
+  return {
+    /** Stops the timer and the reconnect hook; resolves when a run in flight is done. */
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      runtime.redis.off('ready', onReady);
+      await running;
     },
   };
 }

@@ -152,6 +152,19 @@ export function insecureKeyFileMessage(file: string, mode: number): string {
   );
 }
 
+/** The smallest RSA modulus RS384 may use (RFC 7518 3.3; jose refuses to sign with less). */
+export const MIN_RSA_MODULUS_BITS = 2048;
+
+/** The modulus length in bits of an RSA JWK, undefined for other key types. */
+function rsaModulusBits(jwk: JWK): number | undefined {
+  if (jwk.kty !== 'RSA' || typeof jwk.n !== 'string') return undefined;
+  const n = Buffer.from(jwk.n, 'base64url');
+  let start = 0;
+  while (start < n.length && n[start] === 0) start++;
+  if (start === n.length) return 0;
+  return (n.length - start - 1) * 8 + (32 - Math.clz32(n[start]!));
+}
+
 /** Key files already warned about in this process (the warning is logged once per file). */
 const warnedKeyFiles = new Set<string>();
 
@@ -212,6 +225,12 @@ export async function loadPrivateKey(
     }
   }
   const publicJwk = toPublicJwk(await exportJWK(key));
+  const bits = rsaModulusBits(publicJwk);
+  if (bits !== undefined && bits < MIN_RSA_MODULUS_BITS)
+    throw new KeyFileError(
+      file,
+      `the RSA key is ${bits} bits; ${alg} needs at least ${MIN_RSA_MODULUS_BITS} (EHRs refuse smaller keys), so generate a new key`,
+    );
   const kid = fileKid ?? (await thumbprintKid(publicJwk));
   return { key, alg, kid, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } };
 }

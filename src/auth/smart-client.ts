@@ -369,7 +369,7 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
           step: 'key',
           code: 'key_unusable',
           description: reason,
-          hint: `Check auth.privateKeyFile in ${centre.sourceFile}: the file must exist, be readable by this process and hold the ${centre.auth.alg} private key (\`lhn-bridge keys generate --centre ${centre.id}\`).`,
+          hint: keyUnusableHint(centre),
           cause: err,
         });
       },
@@ -606,6 +606,15 @@ export function createSmartAuth(options: CreateSmartAuthOptions): SmartAuth {
       return clockSkewMs;
     },
   };
+}
+
+/**
+ * What to do when the centre's private key cannot be used: check the file, or generate a new
+ * key with the `keys generate` command for the centre's algorithm (it defaults to ES384).
+ */
+export function keyUnusableHint(centre: CentreConfig): string {
+  const alg = centre.auth.alg === 'ES384' ? '' : ` --alg ${centre.auth.alg}`;
+  return `Check auth.privateKeyFile in ${centre.sourceFile}: the file must exist, be readable by this process and hold the ${centre.auth.alg} private key; or generate a new key (\`lhn-bridge keys generate --centre ${centre.id}${alg}\`), register it with the EHR and update auth.kid and auth.privateKeyFile.`;
 }
 
 /**

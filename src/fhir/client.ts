@@ -114,13 +114,13 @@ export interface FhirClient {
   searchPages(
     resourceType: string,
     params: SearchParams,
-    options?: { signal?: AbortSignal },
+    options?: SearchOptions,
   ): AsyncIterable<FhirBundle>;
   /** The resources of a search (entries with search.mode `outcome` are skipped). */
   searchResources(
     resourceType: string,
     params: SearchParams,
-    options?: { signal?: AbortSignal },
+    options?: SearchOptions,
   ): AsyncIterable<FhirResource>;
   /** Reads one resource; undefined on 404/410. */
   read(
@@ -138,6 +138,16 @@ export interface FhirClient {
    * to record the warnings that say data was withheld.
    */
   onSearchNotice?(listener: SearchNoticeListener): () => void;
+}
+
+/** Options of one search. */
+export interface SearchOptions {
+  signal?: AbortSignal;
+  /**
+   * Called with each information or warning issue this search's pages carry (the searcher
+   * can tell which patient's data the EHR said it withheld; onSearchNotice cannot).
+   */
+  onNotice?: (issue: OutcomeIssue) => void;
 }
 
 /** An information or warning issue of a search page, with the type searched. */
@@ -517,7 +527,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
   async function* searchPages(
     resourceType: string,
     params: SearchParams,
-    searchOptions: { signal?: AbortSignal } = {},
+    searchOptions: SearchOptions = {},
   ): AsyncGenerator<FhirBundle> {
     const firstUrl = buildSearchUrl(baseUrl, resourceType, params);
     let url: URL = firstUrl;
@@ -576,7 +586,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         throw err;
       }
       const bundle = assertSearchBundle(response.body, { url, page, resourceType });
-      checkSearchOutcomes(bundle, { url, page, resourceType });
+      checkSearchOutcomes(bundle, { url, page, resourceType }, searchOptions.onNotice);
       if (pass) {
         const fresh = notePass(bundle, pass);
         if (fresh === undefined) pass = undefined;
@@ -630,12 +640,14 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
   function checkSearchOutcomes(
     bundle: FhirBundle,
     where: { url: URL; page: number; resourceType: string },
+    onNotice: SearchOptions['onNotice'],
   ): void {
     const issues = searchOutcomeIssues(bundle);
     if (issues.length === 0) return;
     const incomplete = issues.filter(isIncompleteIssue);
     if (incomplete.length > 0) throw new IncompleteSearchError({ ...where, issues: incomplete });
     for (const issue of issues) {
+      onNotice?.(issue);
       for (const listener of noticeListeners) {
         try {
           listener({ resourceType: where.resourceType, issue });
@@ -658,7 +670,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
   async function* searchResources(
     resourceType: string,
     params: SearchParams,
-    searchOptions: { signal?: AbortSignal } = {},
+    searchOptions: SearchOptions = {},
   ): AsyncGenerator<FhirResource> {
     for await (const bundle of searchPages(resourceType, params, searchOptions)) {
       yield* searchMatches(bundle);

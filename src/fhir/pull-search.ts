@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import type { CentreConfig, PullResourceType, SearchedType } from '../config/centre.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { FhirClient, SearchParams } from './client.js';
-import { FhirHttpError } from './errors.js';
+import { FhirHttpError, saysDataWithheld, type OutcomeIssue } from './errors.js';
 import type { FhirResource } from './types.js';
 import { followAbort } from '../util/abort.js';
 
@@ -18,6 +18,11 @@ import { followAbort } from '../util/abort.js';
 export interface PatientBatch {
   patientId: string;
   resources: FhirResource[];
+  /**
+   * A search of this patient's carried a warning that the EHR left data out (Epic 4119, a
+   * restricted record): what is missing from these resources may still exist.
+   */
+  withheld?: true;
 }
 
 /** Why a roster line did not yield a patient (the line's content is never kept: PHI). */
@@ -311,6 +316,8 @@ export interface PullSearchOptions {
     index: number;
     total: number;
     resources: number;
+    /** The EHR said it left some of this patient's data out (PatientBatch.withheld). */
+    withheld: boolean;
   }) => void;
   /**
    * Called for a patient whose searches fail with a patient-scoped error (see
@@ -371,6 +378,10 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
 
   const pullPatient = async (patientId: string): Promise<PatientBatch> => {
     const resources: FhirResource[] = [];
+    let withheld = false;
+    const onNotice = (issue: OutcomeIssue): void => {
+      if (saysDataWithheld(issue)) withheld = true;
+    };
     // With several searches for a type, a resource matching two of them arrives twice.
     const seen = new Set<string>();
     for (const type of searchTypes) {
@@ -380,7 +391,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
         for await (const resource of client.searchResources(
           type,
           patientSearchParams(type, patientId, { pageSize, since, lookback }, extra),
-          { signal },
+          { signal, onNotice },
         )) {
           if (updatedBefore(resource, from)) {
             outsideWindow += 1;
@@ -418,7 +429,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
           );
       }
     }
-    return { patientId, resources };
+    return withheld ? { patientId, resources, withheld } : { patientId, resources };
   };
 
   try {
@@ -468,6 +479,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
         index,
         total,
         resources: batch.resources.length,
+        withheld: batch.withheld === true,
       });
       if (batch.resources.length > 0) yield batch;
     }

@@ -19,7 +19,12 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { FhirClient } from '../fhir/client.js';
-import { EVENT_RESOURCE_TYPES, pullSearch, type PatientPullFailure } from '../fhir/pull-search.js';
+import {
+  EVENT_RESOURCE_TYPES,
+  pullSearch,
+  resolveCohort,
+  type PatientPullFailure,
+} from '../fhir/pull-search.js';
 import { summariseIssues } from '../fhir/errors.js';
 import { pullBulk, VISIT_CORE_TYPES } from '../fhir/pull-bulk.js';
 import type { FhirResource } from '../fhir/types.js';
@@ -43,6 +48,7 @@ import {
 } from './run-store.js';
 import { openVisitState, type VisitStateEntry } from './visit-state.js';
 import { createPatientSpool, patientOf } from './bulk-spool.js';
+import { openCohortMembers } from './cohort-members.js';
 import { CentreLockLostError } from './centre-lock.js';
 import { recordWithheldData } from './search-notices.js';
 import { ensureSecretFingerprint } from './secret-fingerprint.js';
@@ -166,25 +172,43 @@ function describeError(err: unknown): string {
   return message.length > 500 ? `${message.slice(0, 500)}...` : message;
 }
 
-/** Distinct errors of a run with how often each happened (a bad page can repeat 10,000 times). */
+/**
+ * Distinct errors of a run with how often each happened (a bad page can repeat 10,000 times).
+ * An error `about` patients concerns only them (a refused pull, a mapping failure): the run
+ * fails, but deletion detection and the watermarks go on for the others, since those patients
+ * are pulled in full by the next sync (cohort-members.ts).
+ */
 function createErrorList(maxDistinct = 20) {
-  const seen = new Map<string, { step: string; message: string; count: number }>();
+  type Entry = { step: string; message: string; count?: number; patients: boolean };
+  const seen = new Map<string, Entry & { count: number }>();
   /** Errors kept up to date under a name (one summary that grows during the run). */
-  const named = new Map<string, { step: string; message: string; count?: number }>();
+  const named = new Map<string, Entry>();
   let dropped = 0;
+  let droppedOthers = 0;
   return {
     /** Sets (or replaces) the error kept under `name`. */
-    put(name: string, error: { step: string; message: string }): void {
-      named.set(name, error);
+    put(name: string, error: { step: string; message: string }, about?: 'patients'): void {
+      named.set(name, { ...error, patients: about === 'patients' });
     },
-    add(error: { step: string; message: string }): void {
+    add(error: { step: string; message: string }, about?: 'patients'): void {
       const key = `${error.step}\u0000${error.message}`;
       const entry = seen.get(key);
       if (entry) entry.count += 1;
-      else if (seen.size < maxDistinct) seen.set(key, { ...error, count: 1 });
-      else dropped += 1;
+      else if (seen.size < maxDistinct)
+        seen.set(key, { ...error, count: 1, patients: about === 'patients' });
+      else {
+        dropped += 1;
+        if (about !== 'patients') droppedOthers += 1;
+      }
     },
     size: () => seen.size + named.size + dropped,
+    /** Errors that are not about some patients only. */
+    othersThanPatients(): number {
+      let n = droppedOthers;
+      for (const e of seen.values()) if (!e.patients) n += 1;
+      for (const e of named.values()) if (!e.patients) n += 1;
+      return n;
+    },
     list(): { step: string; message: string }[] {
       const out = [...named.values(), ...seen.values()].map((e) => ({
         step: e.step,
@@ -285,7 +309,7 @@ export function describePatientFailures(
   const more = failures.length - listed.length;
   return (
     `${failures.length} of ${total} patients could not be read and were left out of this run ` +
-    `(their visits are neither updated nor retracted; the run is retried from the watermarks): ` +
+    `(their visits are neither updated nor retracted; the next sync pulls them in full again): ` +
     listed.join('; ') +
     (more > 0 ? `; and ${more} more` : '') +
     (failures.some((f) => f.error.status === 403)
@@ -376,9 +400,36 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     counts.retracted = enqueuer.counts.retracted;
   };
 
-  /** Visit keys produced in this run, and patients whose data was pulled in full. */
+  /**
+   * Visit keys produced in this run, and patients whose data was pulled in full (deletion
+   * detection retracts their visits that are gone; not a patient whose searches said the EHR
+   * left data out).
+   */
   const seen = new Set<string>();
   const synced = new Set<string>();
+  /**
+   * Patients pulled in full (withheld data or not), and patients whose pull or mapping
+   * failed: recorded in the cohort members set at the end, so the next incremental sync pulls
+   * in full the failed ones and the members it has never pulled (cohort-members.ts).
+   */
+  const pulledInFull = new Set<string>();
+  const redo = new Set<string>();
+  const members = openCohortMembers(deps.redis, deps.prefix, centre.id);
+  const patientKeyOf = (patientId: string): string =>
+    pseudonymKey(deps.pseudonymSecret, centre.id, 'Patient', patientId);
+  /** Patients whose searches carried a warning that the EHR left data out. */
+  let withheldPatients = 0;
+  /** Some patient's pull went through (changes or in full). */
+  let pulledAny = false;
+  const onPulledInFull = (p: { patientId: string; withheld: boolean }): void => {
+    pulledAny = true;
+    pulledInFull.add(p.patientId);
+    if (!p.withheld) synced.add(p.patientId);
+    else withheldPatients += 1;
+  };
+  const recordMembers = async (replace: boolean): Promise<void> => {
+    await members.record([...pulledInFull].map(patientKeyOf), [...redo].map(patientKeyOf), replace);
+  };
   /** Patients whose searches the EHR refused (source ids stay in memory, never recorded). */
   const failedPatients = new Map<
     string,
@@ -386,6 +437,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   >();
   const onPatientError = (failure: PatientPullFailure): void => {
     synced.delete(failure.patientId);
+    redo.add(failure.patientId);
     if (!failedPatients.has(failure.patientId))
       failedPatients.set(failure.patientId, {
         index: failure.index,
@@ -393,10 +445,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
         key: pseudonymKey(deps.pseudonymSecret, centre.id, 'Patient', failure.patientId),
         error: failure.error,
       });
-    errors.put('patients', {
-      step: 'pull',
-      message: describePatientFailures([...failedPatients.values()]),
-    });
+    errors.put(
+      'patients',
+      { step: 'pull', message: describePatientFailures([...failedPatients.values()]) },
+      'patients',
+    );
   };
 
   const countPulled = (resources: readonly FhirResource[]) => {
@@ -423,8 +476,9 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       for (const f of result.findings) findingsByKind[f.kind] = (findingsByKind[f.kind] ?? 0) + 1;
     } catch (err) {
       // One patient's data that cannot be mapped must not hide everyone else's: record it,
-      // keep going, and fail the run at the end (watermarks stay, so it is retried).
-      errors.add({ step: 'map', message: describeError(err) });
+      // keep going, and fail the run at the end; the next sync pulls the patient in full again.
+      errors.add({ step: 'map', message: describeError(err) }, 'patients');
+      redo.add(patientId);
       return;
     }
     counts.mapped += resources.length;
@@ -490,6 +544,30 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       }
     }
   };
+
+  /**
+   * Of these cohort patients, the ones no sync has pulled in full (new in the cohort), or
+   * whose last pull or mapping failed: an incremental sync pulls them in full.
+   */
+  const notPulledBefore = async (patientIds: readonly string[]): Promise<string[]> => {
+    if (patientIds.length === 0) return [];
+    // A centre synced before the set existed: filled once from the visit state.
+    if (!stateEmpty) {
+      const seeded = await members.seedFrom(state, patientKeyOf);
+      if (seeded > 0)
+        log.info({ patients: seeded }, 'cohort members set filled from the visit state');
+    }
+    const keys = patientIds.map(patientKeyOf);
+    const missing = new Set(await members.missing(keys));
+    const out = patientIds.filter((_, i) => missing.has(keys[i]!));
+    if (out.length > 0)
+      log.info(
+        { patients: out.length },
+        'cohort patients not pulled in full before (new in the cohort, or their last pull failed): pulling them in full',
+      );
+    return out;
+  };
+  let membersRecorded = false;
 
   let mode = options.mode;
   const withheld = recordWithheldData(client, deps.runStore, runId, log);
@@ -585,6 +663,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     if (centre.pull.mode === 'search') {
       const concurrency = options.patientConcurrency ?? 4;
       let patientIds: string[] | undefined;
+      let cohort: readonly string[] = [];
       if (mode === 'incremental') {
         await setPhase('changes');
         const affected = new Set<string>();
@@ -595,13 +674,16 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           concurrency,
           logger: log,
           ...(signal ? { signal } : {}),
+          onCohort: (c) => (cohort = c.patientIds),
+          onPatient: () => (pulledAny = true),
           onPatientError,
         })) {
           countPulled(batch.resources);
           affected.add(batch.patientId);
         }
+        log.info({ patients: affected.size }, 'patients with changes');
+        for (const id of await notPulledBefore(cohort)) affected.add(id);
         patientIds = [...affected];
-        log.info({ patients: patientIds.length }, 'patients with changes');
       }
       await setPhase('pull');
       if (!patientIds || patientIds.length > 0) {
@@ -613,7 +695,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           logger: log,
           ...(patientIds ? { patientIds } : {}),
           ...(signal ? { signal } : {}),
-          onPatient: (p) => synced.add(p.patientId),
+          onPatient: onPulledInFull,
           onPatientError,
         })) {
           countPulled(batch.resources);
@@ -691,7 +773,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           for await (const patient of spool.patients()) {
             // A shutdown stops the map at the next patient (the job is handed back).
             signal?.throwIfAborted();
-            synced.add(patient.patientId);
+            onPulledInFull({ patientId: patient.patientId, withheld: false });
             await mapPatient(patient.patientId, patient.resources);
           }
         } else {
@@ -709,6 +791,15 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
                 )
                   changed.add(e.p);
               }
+          // Group members never pulled (joined the Group since; Bulk Data lets a `_since`
+          // export leave their older data out) or whose last pull failed.
+          if ('group' in pullCentre.cohort) {
+            const group = await resolveCohort(client, pullCentre, {
+              logger: log,
+              ...(signal ? { signal } : {}),
+            });
+            for (const id of await notPulledBefore(group.patientIds)) changed.add(id);
+          }
           const affected = [...changed];
           await setPhase('pull');
           if (affected.length > 0)
@@ -720,7 +811,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               concurrency: options.patientConcurrency ?? 4,
               logger: log,
               ...(signal ? { signal } : {}),
-              onPatient: (p) => synced.add(p.patientId),
+              onPatient: onPulledInFull,
               onPatientError,
             })) {
               countPulled(batch.resources);
@@ -752,7 +843,17 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       }
     }
 
-    if (errors.size() === 0) {
+    if (withheldPatients > 0) {
+      const message = `the EHR said it left data out of the searches of ${withheldPatients} patient(s) (see the warning above): their visits were updated, but none of them was retracted for being missing`;
+      log.warn({ patients: withheldPatients }, message);
+      await deps.runStore.addWarnings(runId, [{ step: 'retract', message }]);
+    }
+    // Errors about some patients only (a refused pull, a mapping failure) leave deletion
+    // detection and the watermarks to go on for the others: those patients are not in
+    // `synced`, and are pulled in full by the next sync (the cohort members set). Not when
+    // every patient failed: that is no progress to mark.
+    const othersFine = errors.othersThanPatients() === 0 && (pulledAny || redo.size === 0);
+    if (othersFine) {
       await setPhase('retract');
       await retractMissing(lookbackStart);
     }
@@ -761,8 +862,12 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     await enqueuer.flush();
     if (timings) timings.enqueueMs += performance.now() - flushStart;
     syncEnqueueCounts();
+    // A full pull that went through is the whole cohort: the set is replaced (a patient who
+    // left it is pulled in full should they come back).
+    await recordMembers(mode === 'full' && othersFine);
+    membersRecorded = true;
 
-    if (errors.size() === 0) {
+    if (othersFine) {
       const mark = new Date(serverTime - overlapMs).toISOString();
       await state.setWatermarks({
         ...Object.fromEntries(types.map((t) => [t, mark])),
@@ -776,6 +881,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     try {
       await enqueuer.flush();
       syncEnqueueCounts();
+      if (!membersRecorded) await recordMembers(false);
     } catch (flushErr) {
       errors.add({ step: 'enqueue', message: describeError(flushErr) });
     }

@@ -5,6 +5,7 @@
 // Everything lives in Redis hashes under `${prefix}:state:${centreId}:`.
 import type { Redis } from 'ioredis';
 import type { PendingExport, PendingExportStore } from '../fhir/pull-bulk.js';
+import { cohortMembersKey } from './cohort-members.js';
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -181,7 +182,7 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
       if (flat.length > 0) await redis.hset(marksKey, ...flat);
     },
     async clear() {
-      await redis.del(visitsKey, marksKey, exportKey);
+      await redis.del(visitsKey, marksKey, exportKey, cohortMembersKey(prefix, centreId));
     },
     async reserveSequence(count) {
       return (await redis.incrby(seqKey, count)) - count + 1;

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -95,6 +96,26 @@ describe('generateKeyPair / writePrivateKeyFile / loadPrivateKey', () => {
     const file = join(dir, 'rs.jwk.json');
     await writeFile(file, JSON.stringify(pair.privateJwk));
     await expect(loadPrivateKey(file, 'ES384')).rejects.toThrow(/RS384.*ES384/);
+  });
+
+  it('when an RSA key is smaller than 2048 bits (JWK or PEM), then loading fails saying so; 2048 bits load', async () => {
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey;
+    const jwkFile = join(dir, 'small.jwk.json');
+    await writeFile(jwkFile, JSON.stringify(small.export({ format: 'jwk' })), { mode: 0o600 });
+    const pemFile = join(dir, 'small.pem');
+    await writeFile(pemFile, small.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    for (const file of [jwkFile, pemFile]) {
+      const err = await loadPrivateKey(file, 'RS384').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(KeyFileError);
+      expect((err as Error).message).toMatch(/RSA key is 1024 bits; RS384 needs at least 2048/);
+    }
+    const enough = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const okFile = join(dir, 'ok.pem');
+    await writeFile(okFile, enough.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    expect((await loadPrivateKey(okFile, 'RS384')).alg).toBe('RS384');
   });
 
   it('when the key file is missing, then the error names the file and the reason without content', async () => {

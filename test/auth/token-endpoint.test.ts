@@ -1,5 +1,7 @@
 // What the SMART client makes of the token endpoint a discovery document names, and of the
 // token endpoint's answers, against a loopback EHR whose replies each test scripts.
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -277,5 +279,33 @@ describe('token refusal hints', () => {
     );
     expect(err.hint).toContain('`lhn-bridge keys jwks`');
     expect(err.hint).not.toContain('keys list');
+  });
+});
+
+describe('unusable signing key', () => {
+  it('when the RS384 key file holds a 1024-bit RSA key, then no token request is sent and the hint gives the keys generate command for RS384', async () => {
+    const tokenRequests: string[] = [];
+    const server = await startTokenEhr((_req, res) => {
+      tokenRequests.push('token');
+      json(res, 400, { error: 'invalid_client' });
+    });
+    const small = join(temp.dir, 'small.pem');
+    const pem = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({
+      type: 'pkcs8',
+      format: 'pem',
+    });
+    await writeFile(small, pem, { mode: 0o600 });
+    const base = centre(`${server.url}/fhir`);
+    const rsaCentre = {
+      ...base,
+      auth: { ...base.auth, alg: 'RS384' as const, privateKeyFile: small },
+    };
+    const err = await failure(createSmartAuth({ centre: rsaCentre }).getAccessToken());
+    expect(err).toMatchObject({ step: 'key', code: 'key_unusable' });
+    expect(err.description).toMatch(/1024 bits; RS384 needs at least 2048/);
+    expect(err.hint).toContain(
+      'generate a new key (`lhn-bridge keys generate --centre centre-t --alg RS384`)',
+    );
+    expect(tokenRequests).toEqual([]);
   });
 });

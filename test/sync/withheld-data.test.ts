@@ -72,6 +72,12 @@ describe('a sync whose searches carry a withheld-data warning', () => {
             /^the EHR warned that its Observation search results may not hold all data: warning processing; the visits built from it may be incomplete/,
           ),
         },
+        {
+          step: 'retract',
+          message: expect.stringMatching(
+            /^the EHR said it left data out of the searches of 3 patient\(s\).*none of them was retracted/,
+          ),
+        },
       ]);
       const text = JSON.stringify(run.warnings);
       expect(text).not.toMatch(/Jane|Doe|123456/);
