@@ -182,6 +182,10 @@ export interface PullBulkOptions {
    * EHR nor forgotten, so the run that takes over resumes it. Other aborts cancel it.
    */
   keepExportOnAbort?: (reason: unknown) => boolean;
+  /**
+   * Told of the manifest before its files are read; told again of the new export's when a
+   * resumed job turns out unusable (gone, failed, or its files expired) and a new one runs.
+   */
   onManifest?: (summary: BulkManifestSummary) => void;
   /**
    * Told what the run record should say: configured types the EHR refused to export (named
@@ -687,6 +691,67 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       statusUrl = await kickOff();
       manifest = await pollExport(statusUrl);
     }
+    // A resumed job whose files have expired (file storage often keeps them for less time
+    // than the job lives) fails on its first file: start afresh once, as for a job gone.
+    let yielded = false;
+    try {
+      for await (const item of readExport(manifest)) {
+        yielded = true;
+        yield item;
+      }
+    } catch (err) {
+      if (!resumed || yielded || signal?.aborted || !isExpiredFileError(err)) throw err;
+      logger.warn(
+        {
+          centre: client.centreId,
+          status: (err as FhirHttpError).status,
+          err: (err as Error).message,
+        },
+        'the files of the resumed bulk export cannot be read (expired?); starting a new export',
+      );
+      await cancelExport(client, statusUrl, logger);
+      resumed = null;
+      statusUrl = await kickOff();
+      manifest = await pollExport(statusUrl);
+      yield* readExport(manifest);
+    }
+    finished = true;
+  } finally {
+    // Handed over (shutdown, lock lost): the job stays on the EHR and in the store for the
+    // run that takes over, which resumes it.
+    const handedOver =
+      !finished &&
+      signal?.aborted === true &&
+      (options.keepExportOnAbort?.(signal.reason) ?? false);
+    if (handedOver) {
+      logger.info(
+        { centre: client.centreId },
+        'bulk pull handed over before the end; the export is left running for the next run to resume',
+      );
+    } else {
+      if (!finished) {
+        logger.warn(
+          { centre: client.centreId },
+          'bulk pull stopped before the end; cancelling the export',
+        );
+        await cancelExport(client, statusUrl, logger);
+      } else if (options.deleteWhenDone ?? true) {
+        await cancelExport(client, statusUrl, logger);
+      }
+      if (store && keptHref !== undefined)
+        await store
+          .clear(keptHref)
+          .catch((err: unknown) =>
+            logger.warn(
+              { centre: client.centreId, err: (err as Error).message },
+              'could not forget the finished export (the next run will find it gone and start anew)',
+            ),
+          );
+    }
+  }
+
+  /** Reports the manifest (onManifest) and yields the content of its files. */
+  async function* readExport(manifest: BulkManifest): AsyncGenerator<BulkItem> {
     const summary: BulkManifestSummary = {
       transactionTime: manifest.transactionTime,
       requiresAccessToken: manifest.requiresAccessToken,
@@ -756,40 +821,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         yield item;
       }
     }
-    finished = true;
     logger.info({ centre: client.centreId, ...counts }, 'bulk export read');
-  } finally {
-    // Handed over (shutdown, lock lost): the job stays on the EHR and in the store for the
-    // run that takes over, which resumes it.
-    const handedOver =
-      !finished &&
-      signal?.aborted === true &&
-      (options.keepExportOnAbort?.(signal.reason) ?? false);
-    if (handedOver) {
-      logger.info(
-        { centre: client.centreId },
-        'bulk pull handed over before the end; the export is left running for the next run to resume',
-      );
-    } else {
-      if (!finished) {
-        logger.warn(
-          { centre: client.centreId },
-          'bulk pull stopped before the end; cancelling the export',
-        );
-        await cancelExport(client, statusUrl, logger);
-      } else if (options.deleteWhenDone ?? true) {
-        await cancelExport(client, statusUrl, logger);
-      }
-      if (store && keptHref !== undefined)
-        await store
-          .clear(keptHref)
-          .catch((err: unknown) =>
-            logger.warn(
-              { centre: client.centreId, err: (err as Error).message },
-              'could not forget the finished export (the next run will find it gone and start anew)',
-            ),
-          );
-    }
   }
 
   /** Polls until the manifest is ready, the deadline passes, or the signal aborts. */
@@ -1090,6 +1122,11 @@ function isTransientPollFailure(err: unknown): boolean {
   }
   const code = networkErrorCode(err);
   return code !== undefined && isRetryableNetworkCode(code);
+}
+
+/** A file request refused as a resumed job's expired file is (401/403/404/410). */
+function isExpiredFileError(err: unknown): boolean {
+  return err instanceof FhirHttpError && [401, 403, 404, 410].includes(err.status);
 }
 
 /** The error a failed status poll ends the pull with: the job's failure, said as such. */

@@ -7,8 +7,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
 import {
   KICKOFF_MAX_RETRIES,
+  buildExportUrl,
   pullBulk,
   type BulkItem,
+  type PendingExport,
+  type PendingExportStore,
   type PullBulkOptions,
 } from '../../src/fhir/pull-bulk.js';
 import { createCapturingLogger, createTokenSource, makeCentre } from './helpers.js';
@@ -241,5 +244,97 @@ describe('bulk kick-off retries', () => {
     const { error } = await run({ client, centre });
     expect(kickOffs(ehr)).toBe(1 + KICKOFF_MAX_RETRIES);
     expect(error).toMatchObject({ name: 'FhirHttpError', status: 429 });
+  });
+});
+
+describe('a resumed bulk export whose files have expired', () => {
+  it.each([404, 410, 403])(
+    'when the kept job answers its manifest but its first file answers %i, then it is cancelled and a new export is read',
+    async (status) => {
+      let kickOffsSeen = 0;
+      const ehr: { value?: Ehr } = {};
+      ehr.value = await serve((req, res, url) => {
+        const origin = ehr.value!.origin;
+        if (url.pathname.endsWith('/$export')) {
+          kickOffsSeen += 1;
+          res.writeHead(202, { 'content-location': `${origin}/status/new` });
+          res.end();
+        } else if (url.pathname.startsWith('/status/')) {
+          if (req.method === 'DELETE') {
+            res.writeHead(202);
+            res.end();
+            return;
+          }
+          const job = url.pathname.slice('/status/'.length);
+          res.writeHead(200);
+          res.end(
+            JSON.stringify({
+              transactionTime: job === 'old' ? '2025-01-01T00:00:00Z' : '2025-01-02T00:00:00Z',
+              output: [{ type: 'Patient', url: `${origin}/files/${job}.ndjson` }],
+            }),
+          );
+        } else if (url.pathname === '/files/old.ndjson') {
+          res.writeHead(status, { 'content-type': 'application/fhir+json' });
+          res.end(
+            JSON.stringify({
+              resourceType: 'OperationOutcome',
+              issue: [{ severity: 'error', code: 'not-found', diagnostics: 'file expired' }],
+            }),
+          );
+        } else {
+          res.writeHead(200);
+          res.end(ndjson({ resourceType: 'Patient', id: 'a' }));
+        }
+      });
+      const origin = ehr.value.origin;
+      const { client, centre, log } = clientFor(origin);
+      let kept: PendingExport | null = {
+        request: buildExportUrl(client.baseUrl, centre).href,
+        bound: null,
+        statusUrl: `${origin}/status/old`,
+        startedAt: Date.now() - 60_000,
+      };
+      const store: PendingExportStore = {
+        load: () => Promise.resolve(kept),
+        save: (p) => {
+          kept = p;
+          return Promise.resolve();
+        },
+        clear: (u) => {
+          if (kept?.statusUrl === u) kept = null;
+          return Promise.resolve();
+        },
+      };
+      const manifests: string[] = [];
+      const { items, error } = await run({
+        client,
+        centre,
+        pending: store,
+        logger: log.logger,
+        onManifest: (m) => manifests.push(m.transactionTime),
+      });
+      expect(error).toBeUndefined();
+      expect(ids(items)).toEqual(['Patient/a']);
+      expect(kickOffsSeen).toBe(1);
+      expect(ehr.value.requests.filter((r) => r.method === 'DELETE').map((r) => r.path)).toEqual([
+        '/status/old',
+        '/status/new',
+      ]);
+      // The new export's manifest is the last told (its transactionTime is the watermark).
+      expect(manifests).toEqual(['2025-01-01T00:00:00Z', '2025-01-02T00:00:00Z']);
+      expect(kept).toBeNull();
+      expect(log.text()).toMatch(/files of the resumed bulk export cannot be read/);
+    },
+  );
+
+  it('when a job this run kicked off has a first file answering 404, then the pull fails (no new export)', async () => {
+    const ehr = await exportServer((origin) => ({
+      transactionTime: '2025-01-01T00:00:00Z',
+      output: [{ type: 'Patient', url: `${origin}/files/missing.ndjson` }],
+    }));
+    const { client, centre } = clientFor(ehr.origin);
+    const { error } = await run({ client, centre });
+    expect(error).toMatchObject({ name: 'FhirHttpError', status: 404 });
+    expect(ehr.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(1);
   });
 });
