@@ -541,6 +541,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     // The data resources of this pass over the search (reset on a restart), to notice an EHR
     // whose next links change while its pages repeat: undefined once that cannot be told.
     let pass: Set<string> | undefined = new Set<string>();
+    let repeatsInARow = 0;
     for (let page = 1; ; page++) {
       if (page > maxPages)
         throw new MalformedFhirResponseError({
@@ -578,6 +579,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
             purpose = 'request';
             seen = new Set<string>();
             pass = new Set<string>();
+            repeatsInARow = 0;
             page = 0;
             continue;
           }
@@ -591,12 +593,18 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         const fresh = notePass(bundle, pass);
         if (fresh === undefined) pass = undefined;
         else if (page > 1 && fresh.data > 0 && fresh.added === 0) {
-          logger.warn(
-            { centre: centreId, resourceType, page, resources: fresh.data },
-            'the next page of a search holds only resources this search already returned; paging stopped there (the EHR keeps linking to new pages that repeat old results)',
-          );
-          return;
-        }
+          // A page of repeats alone is what offset paging gives when resources are added
+          // while it pages (newest first, they shift the rest down): read on. Several in a row
+          // are an EHR whose next links never end.
+          repeatsInARow += 1;
+          if (repeatsInARow >= REPEAT_ONLY_PAGES_TO_STOP) {
+            logger.warn(
+              { centre: centreId, resourceType, page, resources: fresh.data },
+              `${REPEAT_ONLY_PAGES_TO_STOP} pages of a search in a row hold only resources this search already returned; paging stopped there (the EHR keeps linking to new pages that repeat old results)`,
+            );
+            return;
+          }
+        } else repeatsInARow = 0;
       }
       yield restarted && yielded ? withoutYielded(bundle, yielded) : bundle;
       if (yielded) yielded = noteYielded(bundle, yielded);
@@ -765,6 +773,13 @@ export function searchOutcomeIssues(bundle: FhirBundle): OutcomeIssue[] {
 
 /** Most resource ids one search remembers for de-duplicating a restart (about 10 MB). */
 const MAX_TRACKED_IDS = 100_000;
+
+/**
+ * Pages in a row holding only resources the search already returned after which paging
+ * stops (an EHR whose next links never end); fewer are read through, as offset paging repeats
+ * a page's worth when resources are added while it pages.
+ */
+const REPEAT_ONLY_PAGES_TO_STOP = 3;
 
 const entryKey = (resource: FhirResource): string | undefined =>
   typeof resource.id === 'string' ? `${resource.resourceType}/${resource.id}` : undefined;

@@ -794,7 +794,7 @@ describe('FHIR client paging and the origin guard', () => {
     );
   });
 
-  it('when next links keep changing but the pages repeat resources already returned, then paging stops there with a warning', async () => {
+  it('when next links keep changing but three pages in a row repeat resources already returned, then paging stops there with a warning', async () => {
     const { client, log } = makeClient();
     let n = 0;
     nock(EHR)
@@ -815,10 +815,40 @@ describe('FHIR client paging and the origin guard', () => {
         ];
       });
     const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
-    // Page 2 adds `second`; page 3 repeats `same` only: the search ends there.
-    expect(resources.map((r) => r.id)).toEqual(['same', 'same', 'second']);
-    expect(n).toBe(3);
-    expect(log.text()).toMatch(/"level":40.*already returned; paging stopped there/);
+    // Page 2 adds `second`; pages 3 to 5 repeat `same` only: the search ends there.
+    expect(resources.map((r) => r.id)).toEqual(['same', 'same', 'second', 'same', 'same']);
+    expect(n).toBe(5);
+    expect(log.text()).toMatch(/"level":40.*3 pages of a search in a row.*paging stopped there/);
+  });
+
+  it('when resources added while paging (newest first) make a page repeat earlier ones, then paging goes on and the later pages are read', async () => {
+    const { client } = makeClient();
+    // Offset paging, two per page, newest first: o8 and o7 arrive after page 1 was read, so
+    // page 2 (offset 2) holds o6, o5 again; pages 3 and 4 hold o4..o1.
+    const before = ['o6', 'o5', 'o4', 'o3', 'o2', 'o1'];
+    const after = ['o8', 'o7', ...before];
+    nock(EHR)
+      .get('/fhir/Observation')
+      .query(true)
+      .times(10)
+      .reply((uri) => {
+        const offset = Number(new URL(uri, EHR).searchParams.get('_offset') ?? 0);
+        const list = offset === 0 ? before : after;
+        const page = list.slice(offset, offset + 2);
+        const next =
+          offset + 2 < list.length
+            ? `${BASE}/Observation?patient=p1&_offset=${offset + 2}`
+            : undefined;
+        return [
+          200,
+          bundle(
+            page.map((id) => ({ resourceType: 'Observation', id })),
+            next,
+          ),
+        ];
+      });
+    const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
+    expect(new Set(resources.map((r) => r.id))).toEqual(new Set(before));
   });
 
   it('when a search has more pages than fhir.maxPagesPerSearch, then it fails saying so', async () => {
