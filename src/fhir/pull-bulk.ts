@@ -937,7 +937,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       let seen = 0;
       try {
         const response = await client.request(url, init);
-        for await (const text of readLines(response)) {
+        for await (const text of readLines(response, { url, type: file.type })) {
           seen += 1;
           if (seen <= delivered) continue;
           delivered = seen;
@@ -969,27 +969,68 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   }
 }
 
-/** Reads a body as lines without holding more than one chunk plus one partial line. */
-async function* readLines(response: Response): AsyncGenerator<string> {
+/**
+ * Longest NDJSON line read, in characters (about bytes: NDJSON is mostly ASCII), 64 Mi. One
+ * line is one resource; a longer one (a file without newlines, a runaway attachment) would
+ * otherwise be held whole in memory, so the file fails instead.
+ */
+export const MAX_NDJSON_LINE_LENGTH = 64 * 1024 * 1024;
+
+/**
+ * Reads a body as lines without holding more than one chunk plus one partial line. CRLF line
+ * ends are accepted, and a byte order mark at the start is dropped (TextDecoder). A line that
+ * spans chunks is kept as parts and joined once (linear in its length); one longer than
+ * `maxLineLength` fails with MalformedFhirResponseError, naming the file, not its content.
+ */
+export async function* readLines(
+  response: Response,
+  file: { url: string | URL; type: string },
+  maxLineLength = MAX_NDJSON_LINE_LENGTH,
+): AsyncGenerator<string> {
   if (!response.body) return;
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
-  let buffer = '';
+  /** The line read so far (parts of earlier chunks) and its length. */
+  let parts: string[] = [];
+  let partLength = 0;
+  let lineNumber = 1;
+  const tooLong = () =>
+    new MalformedFhirResponseError({
+      url: file.url,
+      reason:
+        `line ${lineNumber} of the ${file.type} export file is longer than ` +
+        `${maxLineLength} characters (MAX_NDJSON_LINE_LENGTH); the file is not read further`,
+      hint: 'Ask centre IT whether the export files are NDJSON (one resource per line)',
+    });
+  const take = (): string => {
+    let line = parts.length === 1 ? parts[0]! : parts.join('');
+    if (line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
+    if (line.length > maxLineLength) throw tooLong();
+    parts = [];
+    partLength = 0;
+    lineNumber += 1;
+    return line;
+  };
   let done = false;
   try {
     while (!done) {
       const chunk = await reader.read();
       done = chunk.done;
-      buffer += done ? decoder.decode() : decoder.decode(chunk.value, { stream: true });
+      const text = done ? decoder.decode() : decoder.decode(chunk.value, { stream: true });
       let start = 0;
-      for (let nl = buffer.indexOf('\n', start); nl >= 0; nl = buffer.indexOf('\n', start)) {
-        const end = nl > start && buffer.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
-        yield buffer.slice(start, end);
+      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+        parts.push(text.slice(start, nl));
+        yield take();
         start = nl + 1;
       }
-      buffer = buffer.slice(start);
+      if (start < text.length) {
+        partLength += text.length - start;
+        // Longer than a line and its CR: fail before holding any more of it.
+        if (partLength > maxLineLength + 1) throw tooLong();
+        parts.push(text.slice(start));
+      }
     }
-    if (buffer.length > 0) yield buffer;
+    if (partLength > 0) yield take();
   } finally {
     if (!done) await reader.cancel().catch(() => undefined);
   }

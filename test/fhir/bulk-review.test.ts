@@ -5,9 +5,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFhirClient, type FhirClient } from '../../src/fhir/client.js';
+import { MalformedFhirResponseError } from '../../src/fhir/errors.js';
 import {
   KICKOFF_MAX_RETRIES,
+  MAX_NDJSON_LINE_LENGTH,
   buildExportUrl,
+  readLines,
   pullBulk,
   type BulkItem,
   type PendingExport,
@@ -336,5 +339,92 @@ describe('a resumed bulk export whose files have expired', () => {
     const { error } = await run({ client, centre });
     expect(error).toMatchObject({ name: 'FhirHttpError', status: 404 });
     expect(ehr.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(1);
+  });
+});
+
+describe('NDJSON lines', () => {
+  /** A response whose body arrives in exactly these chunks (strings or raw bytes). */
+  const chunked = (chunks: (string | Uint8Array)[]) =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (const c of chunks)
+            controller.enqueue(typeof c === 'string' ? new TextEncoder().encode(c) : c);
+          controller.close();
+        },
+      }),
+    );
+  const file = { url: 'https://ehr.example/files/obs.ndjson', type: 'Observation' };
+  const lines = async (response: Response, max?: number) => {
+    const out: string[] = [];
+    for await (const line of readLines(response, file, max)) out.push(line);
+    return out;
+  };
+
+  it('when a line spans many chunks, with CRLF ends split between chunks, a BOM and a multi-byte character cut in two, then the lines come out whole', async () => {
+    const long = JSON.stringify({ resourceType: 'Observation', id: 'x'.repeat(10_000) });
+    const pieces: (string | Uint8Array)[] = [new Uint8Array([0xef, 0xbb, 0xbf])];
+    for (let i = 0; i < long.length; i += 7) pieces.push(long.slice(i, i + 7));
+    const e = new TextEncoder().encode('{"é":1}');
+    pieces.push('\r', '\n', e.slice(0, 3), e.slice(3), '\r\n', 'last-no-newline');
+    expect(await lines(chunked(pieces))).toEqual([long, '{"é":1}', 'last-no-newline']);
+  });
+
+  it('when lines are short and many per chunk, then each is yielded once, empty lines included', async () => {
+    expect(await lines(chunked(['a\nb\r\n\nc', 'd\n', '\n']))).toEqual(['a', 'b', '', 'cd', '']);
+  });
+
+  it('when a line is longer than the cap, then the file fails naming the file and line, not its content', async () => {
+    const secret = 'PATIENT-NAME-' + 'y'.repeat(100);
+    const response = chunked(['{"ok":1}\n', secret.slice(0, 50), secret.slice(50), '\n']);
+    const error = await lines(response, 64).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MalformedFhirResponseError);
+    const message = (error as Error).message;
+    expect(message).toMatch(/line 2 of the Observation export file is longer than 64 characters/);
+    expect(message).toContain('files/obs.ndjson');
+    expect(message).not.toContain('PATIENT-NAME');
+    // Exactly at the cap (plus a CR) is fine.
+    expect(await lines(chunked(['z'.repeat(64) + '\r\n']), 64)).toEqual(['z'.repeat(64)]);
+    expect(MAX_NDJSON_LINE_LENGTH).toBe(64 * 1024 * 1024);
+  });
+
+  it('when a bulk file has one line of several MB in 64 KB chunks, then the resource is read whole', async () => {
+    const big = JSON.stringify({
+      resourceType: 'Observation',
+      id: 'big',
+      note: 'x'.repeat(4 << 20),
+    });
+    const ehr: { value?: Ehr } = {};
+    ehr.value = await serve((req, res, url) => {
+      const origin = ehr.value!.origin;
+      if (url.pathname.endsWith('/$export')) {
+        res.writeHead(202, { 'content-location': `${origin}/status/1` }).end();
+      } else if (url.pathname === '/status/1') {
+        res.writeHead(req.method === 'DELETE' ? 202 : 200);
+        res.end(
+          req.method === 'DELETE'
+            ? ''
+            : JSON.stringify({
+                transactionTime: '2025-01-01T00:00:00Z',
+                output: [{ type: 'Observation', url: `${origin}/files/big.ndjson` }],
+              }),
+        );
+      } else {
+        res.writeHead(200);
+        const body = big + '\n';
+        let i = 0;
+        const pump = () => {
+          while (i < body.length) if (!res.write(body.slice(i, (i += 65_536)))) return;
+          res.end();
+        };
+        res.on('drain', pump);
+        pump();
+      }
+    });
+    const { client, centre } = clientFor(ehr.value.origin);
+    const { items, error } = await run({ client, centre });
+    expect(error).toBeUndefined();
+    expect(items).toHaveLength(1);
+    expect(JSON.stringify((items[0] as { resource: unknown }).resource)).toBe(big);
   });
 });
