@@ -60,6 +60,15 @@ export function submissionJobOptions(config: ServiceConfig['submissions']): Jobs
   };
 }
 
+/**
+ * How often a delivery may be lost with its worker (killed, OOM, a node drained without a
+ * grace period) before BullMQ fails the job as "stalled more than allowable limit" (BullMQ's
+ * default is 1: a second crash fails it). Re-delivering after a crash is harmless (the
+ * registry answers `duplicate`; the visit claim lapses on its own lease), so allow a few; a job
+ * that keeps killing its worker still ends in the failed list after this many.
+ */
+export const SUBMISSIONS_MAX_STALLED_COUNT = 3;
+
 /** Name of the backoff type of submission jobs (workers register submissionBackoff for it). */
 export const REGISTRY_BACKOFF = 'registry';
 

@@ -14,6 +14,7 @@ import {
   type SyncJobResult,
 } from '../queues/sync.js';
 import {
+  SUBMISSIONS_MAX_STALLED_COUNT,
   SUBMISSIONS_QUEUE,
   createSubmissionBackoff,
   createSubmissionProcessor,
@@ -207,6 +208,8 @@ export async function startWorker(
           connection: runtime.redis,
           prefix: runtime.prefix,
           concurrency: options.submissionConcurrency ?? 8,
+          // A delivery lost with its worker is delivered again, up to a few times.
+          maxStalledCount: SUBMISSIONS_MAX_STALLED_COUNT,
           settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
           ...workerTiming,
         },

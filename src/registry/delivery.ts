@@ -22,6 +22,13 @@ export interface DeliveryOutcome {
   httpStatus: number;
 }
 
+/**
+ * How the failed reason of a submission the registry refused begins (a RegistryRejectedError's
+ * message, which BullMQ keeps as the job's failedReason): src/sync/submission-admin.ts tells a
+ * refusal from any other failure (a job that stalled too often, bad job data) by it.
+ */
+export const REGISTRY_REJECTED_REASON_PREFIX = 'registry rejected the submission (HTTP ';
+
 /** The registry refused this submission; retrying the same content cannot help. */
 export class RegistryRejectedError extends UnrecoverableError {
   constructor(
@@ -29,7 +36,7 @@ export class RegistryRejectedError extends UnrecoverableError {
     /** The registry's reason (problem detail / errors), shortened. */
     readonly reason: string,
   ) {
-    super(`registry rejected the submission (HTTP ${httpStatus}): ${reason}`);
+    super(`${REGISTRY_REJECTED_REASON_PREFIX}${httpStatus}): ${reason}`);
     this.name = 'UnrecoverableError';
   }
 }

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { SubmissionJobData } from '../../queues/submissions.js';
+import { REGISTRY_REJECTED_REASON_PREFIX } from '../registry/delivery.js';
 
 /** Resolved records kept (newest first); older ones are trimmed. */
 const KEEP_RESOLVED = 10_000;
@@ -19,7 +20,11 @@ export interface FailedSubmission {
   /** The registry's reason (or the last delivery error). */
   failedReason: string;
   attemptsMade: number;
-  /** True when it failed before using all attempts (the registry rejected it). */
+  /**
+   * True when the registry refused it (4xx, a RegistryRejectedError): retrying the same content
+   * cannot help. A job that failed otherwise before using all its attempts (stalled too often,
+   * bad job data) is not "rejected by the registry".
+   */
   permanent: boolean;
   createdAt: string;
   failedAt?: string;
@@ -44,7 +49,6 @@ export interface ListFailedOptions {
 
 function describe(job: Job<SubmissionJobData>): FailedSubmission {
   const { submission, runId } = job.data;
-  const attempts = job.opts.attempts ?? 1;
   return {
     jobId: String(job.id),
     submissionId: submission.submissionId,
@@ -52,7 +56,7 @@ function describe(job: Job<SubmissionJobData>): FailedSubmission {
     kind: submission.kind,
     failedReason: job.failedReason ?? '',
     attemptsMade: job.attemptsMade,
-    permanent: job.attemptsMade < attempts,
+    permanent: (job.failedReason ?? '').startsWith(REGISTRY_REJECTED_REASON_PREFIX),
     createdAt: new Date(job.timestamp).toISOString(),
     ...(job.finishedOn ? { failedAt: new Date(job.finishedOn).toISOString() } : {}),
     ...(runId ? { runId } : {}),

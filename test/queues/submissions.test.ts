@@ -252,6 +252,27 @@ describe('submissions queue with the delivery worker', () => {
     expect(await retryFailedSubmission(queue, bad.submissionId)).toBe(false);
   });
 
+  it('when a submission failed before its last attempt for another reason than a refusal, then it is not listed as rejected by the registry', async () => {
+    const visit = makeVisit({ centreId, patientId: 'p1', encounterId: 'not-refused' });
+    // Job data the processor refuses (UnrecoverableError after one attempt of 12), as a job
+    // stalled too often also fails early: neither is the registry's refusal.
+    await queue.add('submission', { submission: visit, extra: 1 } as never, {
+      jobId: visit.submissionId,
+    });
+    await waitFor(
+      async () => (await (await queue.getJob(visit.submissionId))?.getState()) === 'failed',
+      10_000,
+      'the job to fail',
+    );
+    const { items } = await listFailedSubmissions(queue, redis, { centreId });
+    expect(items).toHaveLength(1);
+    expect(items[0]).toMatchObject({ attemptsMade: 1, permanent: false });
+    expect(items[0]!.failedReason).toContain('invalid submission job data');
+    expect(registry.submissions()).toEqual([]);
+    // Other tests here count the whole failed list.
+    await (await queue.getJob(visit.submissionId))!.remove();
+  });
+
   it('when a failed submission is marked resolved, then it leaves the failed list and is kept as a resolved record', async () => {
     const bad = makeVisit({ centreId, patientId: 'p1', encounterId: 'bad2' });
     registry.faults.rejectSubmission(bad.submissionId, 'unknown centre');
