@@ -49,6 +49,8 @@ export interface LoadedPrivateKey {
   alg: SigningAlg;
   /** The kid stored in the file, or the JWK thumbprint of the public key when absent. */
   kid: string;
+  /** The kid the file itself carries (a JWK's "kid"); undefined for PEM files and kid-less JWKs. */
+  fileKid: string | undefined;
   /** The public half, for diagnostics and JWKS comparisons. */
   publicJwk: JWK;
 }
@@ -232,7 +234,7 @@ export async function loadPrivateKey(
       `the RSA key is ${bits} bits; ${alg} needs at least ${MIN_RSA_MODULUS_BITS} (EHRs refuse smaller keys), so generate a new key`,
     );
   const kid = fileKid ?? (await thumbprintKid(publicJwk));
-  return { key, alg, kid, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } };
+  return { key, alg, kid, fileKid, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } };
 }
 
 async function listJwkFiles(dir: string): Promise<string[]> {

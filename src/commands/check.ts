@@ -16,6 +16,7 @@ interface CheckCommandOptions {
   json?: boolean;
   verbose?: boolean;
   timeoutMs?: string;
+  keysDir?: string;
 }
 
 /** A centre file path, or a centre id looked up in `centresDir`. */
@@ -49,6 +50,10 @@ export function registerCheckCommand(program: Command): void {
     .option('--json', 'print the report as JSON')
     .option('--verbose', 'log each request (ids and counts only) to stderr')
     .option('--timeout-ms <ms>', 'timeout per EHR request', '15000')
+    .option(
+      '--keys-dir <dir>',
+      'keys folder this service publishes as its JWKS (default: LHN_KEYS_DIR); checks that auth.kid is in it',
+    )
     .action(async (argument: string, options: CheckCommandOptions) => {
       const centre = await findCentre(argument, options.centresDir);
       const timeoutMs = Number(options.timeoutMs);
@@ -57,8 +62,10 @@ export function registerCheckCommand(program: Command): void {
       const logger = options.verbose
         ? createLogger({ level: 'debug', name: 'check', destination: process.stderr })
         : silentLogger;
+      const keysDir = options.keysDir ?? process.env.LHN_KEYS_DIR;
       const report = await runCheck(centre, {
         logger,
+        ...(keysDir ? { keysDir } : {}),
         // A hospital proxy (HTTPS_PROXY / NO_PROXY, or LHN_PROXY_URL) applies here too.
         fetch: createOutboundFetch(loadOutboundConfig(process.env)),
         fhirConfig: { requestTimeoutMs: timeoutMs, maxRetries: 1, maxRetryAfterSeconds: 30 },

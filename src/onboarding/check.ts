@@ -8,11 +8,19 @@ import { CapabilityTool } from 'fhir-kit-client';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
 import { SmartAuthError } from '../auth/errors.js';
-import { insecureKeyFileMessage, insecureKeyFileMode } from '../auth/keys.js';
+import {
+  buildJwks,
+  insecureKeyFileMessage,
+  insecureKeyFileMode,
+  KeyFileError,
+  loadPrivateKey,
+  thumbprintKid,
+} from '../auth/keys.js';
 import { findMissingScopes, scopesAllow } from '../auth/scopes.js';
 import {
   createSmartAuth,
   describeTokenUrlSource,
+  keyUnusableHint,
   unsupportedAlgHint,
   type AccessToken,
   type SmartAuth,
@@ -85,6 +93,11 @@ export interface CheckDeps {
   fetch?: typeof fetch;
   now?: () => number;
   signal?: AbortSignal;
+  /**
+   * The keys folder whose JWKS this service publishes (service config `keysDir`): when given,
+   * the signing-key step checks that auth.kid is in it.
+   */
+  keysDir?: string;
 }
 
 const DEFAULT_FHIR_CONFIG: ServiceConfig['fhir'] = {
@@ -184,31 +197,40 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
     };
   });
 
-  // 2. Token.
+  // 1b. Signing key: listed only when something is wrong with it (like the key-file step).
+  // An injected SmartAuth signs with its own key, so only the check's own client is judged.
+  const keyVerdict = deps.auth ? undefined : await judgeSigningKey(centre, deps.keysDir, logger);
+  if (keyVerdict) await run('key', 'Signing key', true, () => keyVerdict.result);
+
+  // 2. Token (not attempted when no assertion can be signed).
   let token: AccessToken | undefined;
-  const tokenStep = await run('token', 'Access token', true, async () => {
-    token = await auth.getAccessToken();
-    const seconds = Math.round((token.expiresAt - now()) / 1000);
-    const details: string[] = [];
-    if (auth.clockSkewMs !== undefined && Math.abs(auth.clockSkewMs) > 60_000)
-      details.push(
-        `clock skew: the EHR's clock differs from ours by ${Math.round(auth.clockSkewMs / 1000)} s; assertions are signed with the EHR's time meanwhile, but fix NTP`,
-      );
-    return {
-      status: 'ok',
-      reason: `token issued for client "${centre.auth.clientId}" (kid ${centre.auth.kid}), valid ${seconds} s`,
-      ...(details.length > 0 ? { details } : {}),
-    };
-  });
+  let tokenStep: CheckStep | undefined;
+  if (keyVerdict?.unusable) skip('token', 'Access token', true, 'needs a usable signing key');
+  else
+    tokenStep = await run('token', 'Access token', true, async () => {
+      token = await auth.getAccessToken();
+      const seconds = Math.round((token.expiresAt - now()) / 1000);
+      const details: string[] = [];
+      if (auth.clockSkewMs !== undefined && Math.abs(auth.clockSkewMs) > 60_000)
+        details.push(
+          `clock skew: the EHR's clock differs from ours by ${Math.round(auth.clockSkewMs / 1000)} s; assertions are signed with the EHR's time meanwhile, but fix NTP`,
+        );
+      return {
+        status: 'ok',
+        reason: `token issued for client "${centre.auth.clientId}" (kid ${centre.auth.kid}), valid ${seconds} s`,
+        ...(details.length > 0 ? { details } : {}),
+      };
+    });
 
   const later = [
     ['scopes', 'Granted scopes'],
     ['capabilities', 'CapabilityStatement'],
     ['cohort', 'Cohort'],
   ] as const;
-  if (tokenStep.status !== 'ok' || !token) {
-    for (const [id, title] of later) skip(id, title, true, 'needs an access token');
-    skipDataSteps(centre, skip, 'needs an access token');
+  if (tokenStep?.status !== 'ok' || !token) {
+    const reason = keyVerdict?.unusable ? 'needs a usable signing key' : 'needs an access token';
+    for (const [id, title] of later) skip(id, title, true, reason);
+    skipDataSteps(centre, skip, reason);
     return finish();
   }
   const granted = token;
@@ -414,6 +436,73 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
       steps,
     };
   }
+}
+
+/**
+ * The signing key as the EHR will meet it: the file loads as an auth.alg key, the kid it
+ * carries (if any) is auth.kid (the kid the assertion names), and, when the keys folder is
+ * known, auth.kid is in the JWKS this service publishes with the same public key. Undefined
+ * when all is well; `unusable` when no assertion can be signed at all.
+ */
+async function judgeSigningKey(
+  centre: CentreConfig,
+  keysDir: string | undefined,
+  logger: Logger,
+): Promise<{ result: StepResult; unusable: boolean } | undefined> {
+  const { kid, privateKeyFile } = centre.auth;
+  let loaded;
+  try {
+    loaded = await loadPrivateKey(privateKeyFile, centre.auth.alg);
+  } catch (err) {
+    if (!(err instanceof KeyFileError)) throw err;
+    return {
+      unusable: true,
+      result: {
+        status: 'failed',
+        reason: `key_unusable: ${err.message}`,
+        hint: keyUnusableHint(centre),
+      },
+    };
+  }
+  if (loaded.fileKid !== undefined && loaded.fileKid !== kid)
+    return {
+      unusable: false,
+      result: {
+        status: 'failed',
+        reason: `auth.kid "${kid}" is not the kid of the key in auth.privateKeyFile ("${loaded.fileKid}")`,
+        hint:
+          `The assertion names auth.kid, and the EHR looks the public key up by it. Set auth.kid: ${loaded.fileKid} in ${centre.sourceFile} ` +
+          `(the kid \`lhn-bridge keys generate\` printed for this key), or point auth.privateKeyFile at the key registered as "${kid}".`,
+      },
+    };
+  if (keysDir === undefined) return undefined;
+  const published = (await buildJwks(keysDir, { logger })).keys.find((k) => k.kid === kid);
+  // The EHR is told to fetch a JWKS URL (jku): then the published set is what it verifies with.
+  const status = centre.auth.jku ? 'failed' : 'ok';
+  const pasted = centre.auth.jku
+    ? ''
+    : ' If the EHR holds a pasted copy of the JWKS instead of our JWKS URL, this does not matter.';
+  if (!published)
+    return {
+      unusable: false,
+      result: {
+        status,
+        reason: `kid ${kid} is not in the JWKS this service publishes (keysDir ${keysDir})`,
+        hint:
+          `An EHR that fetches our JWKS URL (/.well-known/jwks.json) cannot find the key that signs this centre's assertions. ` +
+          `Keep the key file in ${keysDir} (\`lhn-bridge keys generate --centre ${centre.id}\` writes it there), or put its public JWK there as <name>.public.jwk.json; check with \`lhn-bridge keys jwks\`.${pasted}`,
+      },
+    };
+  if ((await thumbprintKid(published)) !== (await thumbprintKid(loaded.publicJwk)))
+    return {
+      unusable: false,
+      result: {
+        status,
+        reason: `the JWKS this service publishes (keysDir ${keysDir}) has another public key under kid ${kid} than auth.privateKeyFile`,
+        hint: `Two different keys carry kid ${kid}: the EHR verifies with the published one and rejects our assertions. Remove the stale key file from ${keysDir} (and retired/), or give auth.privateKeyFile the key that is published.${pasted}`,
+      },
+    };
+  return undefined;
 }
 
 /** Resource types the pull reads, plus Group for a Group cohort. */

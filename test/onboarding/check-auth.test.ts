@@ -1,7 +1,8 @@
 // The onboarding check's auth steps against scripted loopback EHRs: request timeouts, the
 // signing key, and which scopes the pull really needs.
+import { generateKeyPairSync } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -32,6 +33,27 @@ async function startEhr(handler: Handler): Promise<string> {
       }),
   );
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+/** A loopback EHR with discovery and a token endpoint; records token requests. */
+async function startTokenEhr(): Promise<{ base: string; tokenRequests: number[] }> {
+  const tokenRequests: number[] = [];
+  let base = '';
+  base = await startEhr((req, res) => {
+    if (req.url === '/fhir/.well-known/smart-configuration')
+      return json(res, 200, { token_endpoint: `${base}/token` });
+    if (req.url === '/token') {
+      tokenRequests.push(Date.now());
+      return json(res, 400, { error: 'invalid_client' });
+    }
+    json(res, 404, {});
+  });
+  return { base, tokenRequests };
 }
 
 /** A keys folder with one ES384 key for centre c1. */
@@ -79,4 +101,83 @@ describe('onboarding check: request timeout', () => {
     expect(steps.token!.reason).toMatch(/^timeout/);
     expect(Date.now() - started).toBeLessThan(10_000);
   }, 20_000);
+});
+
+describe('onboarding check: signing key step', () => {
+  it('when the key is a 1024-bit RSA key, then the signing-key step fails before any token request and the token step is skipped', async () => {
+    const key = await makeKey();
+    const { base, tokenRequests } = await startTokenEhr();
+    const small = join(key.dir, 'small.pem');
+    const pem = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({
+      type: 'pkcs8',
+      format: 'pem',
+    });
+    await writeFile(small, pem, { mode: 0o600 });
+    const report = await runCheck(
+      centre(`${base}/fhir`, { file: small, kid: 'k-small' }, { auth: { alg: 'RS384' } }),
+    );
+    const step = report.steps.find((s) => s.id === 'key')!;
+    expect(step).toMatchObject({ status: 'failed', required: true });
+    expect(step.reason).toMatch(/^key_unusable: .*1024 bits; RS384 needs at least 2048/);
+    expect(step.hint).toContain('`lhn-bridge keys generate --centre c1 --alg RS384`');
+    expect(report.steps.find((s) => s.id === 'token')).toMatchObject({
+      status: 'skipped',
+      reason: 'needs a usable signing key',
+    });
+    expect(tokenRequests).toEqual([]);
+    expect(report.ok).toBe(false);
+  });
+
+  it('when the keys folder is known and auth.kid is in its JWKS with the same key, then there is no signing-key step', async () => {
+    const key = await makeKey();
+    const { base } = await startTokenEhr();
+    const report = await runCheck(centre(`${base}/fhir`, key), { keysDir: key.dir });
+    expect(report.steps.map((s) => s.id)).not.toContain('key');
+    expect(report.steps.find((s) => s.id === 'token')!.status).toBe('failed');
+  });
+
+  it('when auth.kid is not in the JWKS this service publishes, then the step says so: a note, or a failure when the EHR is told to fetch the JWKS (jku)', async () => {
+    const key = await makeKey();
+    const elsewhere = await mkdtemp(join(tmpdir(), 'lhn-check-keys-'));
+    cleanups.push(() => rm(elsewhere, { recursive: true, force: true }));
+    const { base } = await startTokenEhr();
+    const plain = await runCheck(centre(`${base}/fhir`, key), { keysDir: elsewhere });
+    const note = plain.steps.find((s) => s.id === 'key')!;
+    expect(note.status).toBe('ok');
+    expect(note.reason).toBe(
+      `kid ${key.kid} is not in the JWKS this service publishes (keysDir ${elsewhere})`,
+    );
+    expect(note.hint).toContain('pasted copy of the JWKS');
+    const withJku = await runCheck(
+      centre(`${base}/fhir`, key, {
+        auth: { alg: 'ES384', jku: 'https://bridge.example/.well-known/jwks.json' },
+      }),
+      { keysDir: elsewhere },
+    );
+    const failed = withJku.steps.find((s) => s.id === 'key')!;
+    expect(failed.status).toBe('failed');
+    expect(failed.hint).toContain('`lhn-bridge keys jwks`');
+    expect(failed.hint).not.toContain('pasted');
+  });
+
+  it('when the published JWKS has another public key under auth.kid, then the step fails naming the stale key', async () => {
+    const key = await makeKey();
+    const other = await makeKey();
+    // A stale key file in the published folder carries this centre's kid.
+    const stale = await generateKeyPair('ES384');
+    await writePrivateKeyFile(join(other.dir, privateKeyFileName('c1', key.kid)), {
+      ...stale.privateJwk,
+      kid: key.kid,
+    });
+    const { base } = await startTokenEhr();
+    const report = await runCheck(
+      centre(`${base}/fhir`, key, {
+        auth: { jku: 'https://bridge.example/.well-known/jwks.json' },
+      }),
+      { keysDir: other.dir },
+    );
+    const step = report.steps.find((s) => s.id === 'key')!;
+    expect(step.status).toBe('failed');
+    expect(step.reason).toContain(`another public key under kid ${key.kid}`);
+  });
 });

@@ -214,8 +214,13 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(statusOf(report).scopes).toBe('skipped');
     expect(statusOf(report)['search:Observation']).toBe('skipped');
     expect(report.ok).toBe(false);
+    // The signing-key step, before the token step, says which kid the key file carries.
+    const key = report.steps.find((s) => s.id === 'key')!;
+    expect(key).toMatchObject({ status: 'failed', required: true });
+    expect(key.reason).toContain(`"not-the-registered-kid" is not the kid`);
+    expect(key.hint).toContain(`auth.kid: ${centre.auth.kid}`);
     expect(formatCheckReport(report)).toMatch(
-      /\[FAIL\] 2\. Access token: invalid_client[\s\S]*hint: /,
+      /\[FAIL\] 2\. Signing key: [\s\S]*\[FAIL\] 3\. Access token: invalid_client[\s\S]*hint: /,
     );
   });
 
@@ -368,10 +373,11 @@ describe('onboarding check from the command line', () => {
     const { centre, dir } = await startFixture();
     await writeCentreFile(centre, dir, 'wrong-kid');
     const result = await cli(['check-centre', '--centres-dir', dir]);
-    expect(result.stdout).toMatch(/\[FAIL\] 2\. Access token: invalid_client/);
+    expect(result.stdout).toMatch(/\[FAIL\] 2\. Signing key: auth\.kid "wrong-kid" is not the kid/);
+    expect(result.stdout).toMatch(/\[FAIL\] 3\. Access token: invalid_client/);
     expect(result.stdout).toMatch(/hint: .*kid "wrong-kid"/);
     expect(result.stdout).toMatch(/\[skip\] .*Granted scopes: needs an access token/);
-    expect(result.stderr).toMatch(/check failed: 1 required step failed/);
+    expect(result.stderr).toMatch(/check failed: 2 required steps failed/);
     expect(result.code).toBe(1);
   });
 });
