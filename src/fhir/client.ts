@@ -216,7 +216,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     url: URL,
     init: FhirRequestInit,
     state: { retry: number; reauthDone: boolean; maxRetries: number },
-    consume: (response: Response, release: () => Promise<void>) => Promise<T>,
+    consume: Consume<T>,
   ): Promise<AttemptOutcome<T>> {
     const method = init.method ?? 'GET';
     const decision = guard.check(url, init.purpose ?? 'request', {
@@ -389,7 +389,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         controller,
       );
       handedOff = true;
-      const value = await consume(guarded, release);
+      const value = await consume(guarded, release, (reason) => controller.abort(reason));
       return { kind: 'done', value };
     } catch (err) {
       if (init.signal?.aborted) throw init.signal.reason ?? err;
@@ -433,10 +433,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         method,
         url,
         retryable,
-        detail:
-          code === 'timeout'
-            ? `no answer within ${timeoutMs} ms`
-            : `after ${state.retry + 1} attempt(s)`,
+        detail: code === 'timeout' ? timeoutDetail(err) : `after ${state.retry + 1} attempt(s)`,
         cause: err,
       });
     } finally {
@@ -444,10 +441,19 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     }
   }
 
+  /** What a timeout was: no answer, a body that stalled, or one that never ended in time. */
+  function timeoutDetail(err: unknown): string {
+    const message = err instanceof Error ? err.message : '';
+    if (message === BODY_STALLED) return `the answer stalled for ${timeoutMs} ms`;
+    if (message === BODY_TOO_SLOW)
+      return `the answer did not arrive whole within ${timeoutMs * JSON_BODY_DEADLINE_FACTOR} ms`;
+    return `no answer within ${timeoutMs} ms`;
+  }
+
   async function execute<T>(
     input: string | URL,
     init: FhirRequestInit,
-    consume: (response: Response, release: () => Promise<void>) => Promise<T>,
+    consume: Consume<T>,
   ): Promise<T> {
     let url = typeof input === 'string' ? resolveUrl(input) : input;
     const state = { retry: 0, reauthDone: false, maxRetries: init.maxRetries ?? policy.maxRetries };
@@ -503,8 +509,19 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     execute(url, init, (response) => Promise.resolve(response));
 
   const requestJson = <T>(url: string | URL, init: FhirRequestInit = {}) =>
-    execute(url, init, async (response): Promise<FhirJsonResponse<T>> => {
-      const text = await response.text();
+    execute(url, init, async (response, _release, abort): Promise<FhirJsonResponse<T>> => {
+      // The idle timeout bounds each pause in the body; this bounds the whole of it (a gateway
+      // that trickles a byte at a time would hold the limiter slot and the centre for ever).
+      const deadline = setTimeout(
+        () => abort(new DOMException(BODY_TOO_SLOW, 'TimeoutError')),
+        timeoutMs * JSON_BODY_DEADLINE_FACTOR,
+      );
+      let text: string;
+      try {
+        text = await response.text();
+      } finally {
+        clearTimeout(deadline);
+      }
       let body: T | undefined;
       if (text.trim() !== '') {
         try {
@@ -775,6 +792,21 @@ export function searchOutcomeIssues(bundle: FhirBundle): OutcomeIssue[] {
 const MAX_TRACKED_IDS = 100_000;
 
 /**
+ * A JSON answer (a search page, a read) must arrive whole within this many request timeouts
+ * (fhir.requestTimeoutMs) once its headers have; NDJSON bulk files have only the idle timeout.
+ */
+const JSON_BODY_DEADLINE_FACTOR = 4;
+const BODY_STALLED = 'response body stalled';
+const BODY_TOO_SLOW = 'response body too slow';
+
+/** Reads a successful response; `abort` stops its request (the retry policy decides next). */
+type Consume<T> = (
+  response: Response,
+  release: () => Promise<void>,
+  abort: (reason: unknown) => void,
+) => Promise<T>;
+
+/**
  * Pages in a row holding only resources the search already returned after which paging
  * stops (an EHR whose next links never end); fewer are read through, as offset paging repeats
  * a page's worth when resources are added while it pages.
@@ -989,7 +1021,7 @@ function guardBody(
   const body = new ReadableStream<Uint8Array>({
     async pull(ctrl) {
       const timer = setTimeout(
-        () => controller.abort(new DOMException('response body stalled', 'TimeoutError')),
+        () => controller.abort(new DOMException(BODY_STALLED, 'TimeoutError')),
         idleMs,
       );
       try {
