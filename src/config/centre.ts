@@ -130,7 +130,7 @@ export const DEFAULT_SCOPES = [
 const scope = z
   .string()
   .regex(
-    /^(system|user|patient)\/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|c?r?u?d?s?)(\?.*)?$/,
+    /^(system|user|patient)\/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|(?=[cruds])c?r?u?d?s?)(\?.*)?$/,
     'expected a SMART scope such as system/Observation.rs or system/Observation.read',
   );
 

@@ -35,6 +35,29 @@ describe('centre files', () => {
     }
   });
 
+  it('when a scope has an empty permission (system/Observation.), then it is refused; v1 and non-empty v2 forms parse', () => {
+    const parse = (scope: string) =>
+      parseCentre({ ...valid, auth: { ...valid.auth, scopes: [scope] } }, 'a.yaml');
+    for (const bad of [
+      'system/Observation.',
+      'system/Observation.?category=x',
+      'system/Observation.sr',
+    ])
+      expect(() => parse(bad), bad).toThrow(/auth\.scopes\[0\]: expected a SMART scope/);
+    for (const good of [
+      'system/Observation.read',
+      'system/Observation.write',
+      'system/Observation.*',
+      'system/*.read',
+      'system/Observation.r',
+      'system/Observation.s',
+      'system/Observation.rs',
+      'system/Observation.cruds',
+      'system/Observation.rs?category=laboratory',
+    ])
+      expect(parse(good).auth.scopes, good).toEqual([good]);
+  });
+
   it('when a file has several problems, then all are reported with their paths', () => {
     const bad = {
       ...valid,
