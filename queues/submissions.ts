@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import {
   DelayedError,
   Queue,
+  RateLimitError,
   UnrecoverableError,
   type ConnectionOptions,
   type BackoffStrategy,
@@ -16,6 +17,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { RegistrySubmissionSchema } from '../src/registry/submission.js';
 import {
+  MAX_RETRY_AFTER_MS,
   RegistryRejectedError,
   RegistryUnavailableError,
   type RegistryClient,
@@ -69,6 +71,32 @@ export function submissionJobOptions(config: ServiceConfig['submissions']): Jobs
  */
 export const SUBMISSIONS_MAX_STALLED_COUNT = 3;
 
+/**
+ * The `limiter` every submissions worker is created with. BullMQ applies a manual rate limit
+ * (`queue.rateLimit(ms)`, see SubmissionProcessorDeps.rateLimit) only to workers that have a
+ * limiter; this one (a million jobs a second) never limits on its own.
+ */
+export const SUBMISSIONS_WORKER_LIMITER = { max: 1_000_000, duration: 1_000 };
+
+/**
+ * Shortest queue-wide pause for a Retry-After (1 s): a rate-limited job goes back to waiting
+ * without using an attempt, so a `Retry-After: 0` must not turn into a loop of posts.
+ */
+export const MIN_RATE_LIMIT_PAUSE_MS = 1_000;
+
+/**
+ * How long the whole submissions queue pauses for a registry's 429, or 503 with Retry-After:
+ * the Retry-After, at least MIN_RATE_LIMIT_PAUSE_MS and at most MAX_RETRY_AFTER_MS (an hour,
+ * the cap of the per-job backoff too), so an absurd value cannot stall delivery for days.
+ * Undefined when the answer does not ask every delivery to wait (other statuses, no
+ * Retry-After): that job alone backs off.
+ */
+export function rateLimitPauseMs(err: unknown): number | undefined {
+  if (!(err instanceof RegistryUnavailableError) || err.retryAfterMs === undefined) return;
+  if (err.httpStatus !== 429 && err.httpStatus !== 503) return;
+  return Math.min(Math.max(err.retryAfterMs, MIN_RATE_LIMIT_PAUSE_MS), MAX_RETRY_AFTER_MS);
+}
+
 /** Name of the backoff type of submission jobs (workers register submissionBackoff for it). */
 export const REGISTRY_BACKOFF = 'registry';
 
@@ -119,6 +147,14 @@ export interface SubmissionProcessorDeps {
   visitLockMs?: number;
   /** Wait before trying again when another version of the visit is being delivered (1 s). */
   visitBusyDelayMs?: number;
+  /**
+   * Pauses the whole queue, across every worker (the worker passes the submissions queue's
+   * `rateLimit`; its Worker needs `limiter: SUBMISSIONS_WORKER_LIMITER`). When the registry
+   * answers 429, or 503 with Retry-After, the queue pauses for rateLimitPauseMs and the job
+   * goes back to waiting without using an attempt, so the other queued jobs are not posted
+   * into the limit. Without it, only the job that got the answer waits (its backoff).
+   */
+  rateLimit?: (ms: number) => Promise<void>;
 }
 
 /** Deletes a visit's delivery claim only if this delivery still holds it. */
@@ -225,6 +261,21 @@ export function createSubmissionProcessor(
       deps.metrics?.submissionsDelivered.inc({ centre: submission.centreId });
       return outcome;
     } catch (err) {
+      const pauseMs = deps.rateLimit ? rateLimitPauseMs(err) : undefined;
+      if (deps.rateLimit && pauseMs !== undefined) {
+        await deps.rateLimit(pauseMs);
+        log.warn(
+          {
+            jobId: job.id,
+            centreId: submission.centreId,
+            httpStatus: (err as RegistryUnavailableError).httpStatus,
+            pauseMs,
+          },
+          'registry asked to slow down (Retry-After); all deliveries pause, the job waits without using an attempt',
+        );
+        // BullMQ moves the job back to waiting; attemptsMade is unchanged.
+        throw new RateLimitError();
+      }
       // Permanent: the registry refused it, or this was its last attempt (it now stays failed).
       const permanent =
         err instanceof RegistryRejectedError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

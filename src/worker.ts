@@ -16,6 +16,7 @@ import {
 import {
   SUBMISSIONS_MAX_STALLED_COUNT,
   SUBMISSIONS_QUEUE,
+  SUBMISSIONS_WORKER_LIMITER,
   createSubmissionBackoff,
   createSubmissionProcessor,
   visitClaimMs,
@@ -203,6 +204,8 @@ export async function startWorker(
           // included) plus the registry's window to commit or abandon a request, but not much
           // more, so a crashed worker's claim soon lapses.
           visitLockMs: visitClaimMs(config.registry),
+          // A 429 (or 503 with Retry-After) pauses every delivery, on every worker.
+          rateLimit: (ms) => runtime.queues.submissions.rateLimit(ms),
         }),
         {
           connection: runtime.redis,
@@ -210,6 +213,8 @@ export async function startWorker(
           concurrency: options.submissionConcurrency ?? 8,
           // A delivery lost with its worker is delivered again, up to a few times.
           maxStalledCount: SUBMISSIONS_MAX_STALLED_COUNT,
+          // Only so that the rate limit above applies; never limits by itself.
+          limiter: SUBMISSIONS_WORKER_LIMITER,
           settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
           ...workerTiming,
         },

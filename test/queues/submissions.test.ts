@@ -3,8 +3,10 @@ import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   SUBMISSIONS_QUEUE,
+  SUBMISSIONS_WORKER_LIMITER,
   createSubmissionBackoff,
   createSubmissionProcessor,
+  rateLimitPauseMs,
   retrySpanMs,
   submissionJobOptions,
   visitClaimMs,
@@ -84,6 +86,17 @@ describe('submission backoff', () => {
     const sooner = new RegistryUnavailableError('503', 503, 1000);
     expect(backoff(3, 'registry', sooner)).toBe(20_000);
   });
+  it('when the registry asks every delivery to wait (429, or 503 with Retry-After), then the queue pauses for it, at least 1 s and at most an hour', () => {
+    expect(rateLimitPauseMs(new RegistryUnavailableError('429', 429, 3000))).toBe(3000);
+    expect(rateLimitPauseMs(new RegistryUnavailableError('503', 503, 120_000))).toBe(120_000);
+    expect(rateLimitPauseMs(new RegistryUnavailableError('429', 429, 0))).toBe(1000);
+    expect(rateLimitPauseMs(new RegistryUnavailableError('429', 429, 9e9))).toBe(3_600_000);
+    // No Retry-After, or another status: that job alone backs off.
+    expect(rateLimitPauseMs(new RegistryUnavailableError('429', 429))).toBeUndefined();
+    expect(rateLimitPauseMs(new RegistryUnavailableError('503', 503))).toBeUndefined();
+    expect(rateLimitPauseMs(new RegistryUnavailableError('502', 502, 3000))).toBeUndefined();
+    expect(rateLimitPauseMs(new Error('x'))).toBeUndefined();
+  });
   it('when Retry-After is absurd or a date, then it is capped at an hour or converted', () => {
     expect(parseRetryAfterMs('99999999')).toBe(3_600_000);
     expect(parseRetryAfterMs(new Date(Date.now() + 30_000).toUTCString())).toBeGreaterThan(25_000);
@@ -116,6 +129,8 @@ async function startDeliveryBed(options: {
   processorRedis?: (real: Redis) => Redis;
   /** Create the worker without starting it (the test calls `worker.run()`). */
   paused?: boolean;
+  /** Wire the queue-wide rate limit as src/worker.ts does. */
+  rateLimit?: boolean;
 }): Promise<DeliveryBed> {
   const redis = testRedis();
   const prefix = testPrefix();
@@ -138,10 +153,12 @@ async function startDeliveryBed(options: {
       redis: options.processorRedis ? options.processorRedis(redis) : redis,
       prefix,
       ...options.processor,
+      ...(options.rateLimit ? { rateLimit: (ms: number) => queue.rateLimit(ms) } : {}),
     }),
     {
       connection: redis,
       prefix,
+      ...(options.rateLimit ? { limiter: SUBMISSIONS_WORKER_LIMITER } : {}),
       autorun: !options.paused,
       concurrency: options.concurrency ?? 4,
       settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
@@ -636,5 +653,48 @@ describe('a state write that fails after addBulk', () => {
     );
     expect(registry.submissions().map((s) => s.submissionId)).toEqual([newer.submissionId]);
     expect((await queue.getJob(older.submissionId))!.returnvalue).toEqual({ status: 'superseded' });
+  });
+});
+
+describe('a registry rate limit (429 with Retry-After)', () => {
+  it('when the registry answers 429 Retry-After: 1 for a while, then the queue pauses: only the deliveries in flight meet the limit, and no job uses an attempt on it', async () => {
+    let limitedUntil = 0;
+    let refused = 0;
+    const bed = await startDeliveryBed({
+      attempts: 12,
+      concurrency: 4,
+      rateLimit: true,
+      client: (real) => ({
+        deliver: async (submission) => {
+          if (limitedUntil === 0) limitedUntil = Date.now() + 800;
+          if (Date.now() < limitedUntil) {
+            refused += 1;
+            throw new RegistryUnavailableError('registry answered HTTP 429', 429, 1000);
+          }
+          return real.deliver(submission);
+        },
+      }),
+    });
+    try {
+      const visits = Array.from({ length: 30 }, (_, i) =>
+        makeVisit({ centreId: 'rl', patientId: `p${i}`, encounterId: `e${i}` }),
+      );
+      const started = Date.now();
+      await bed.enqueue('rl', visits);
+      await waitFor(
+        async () => (await bed.queue.getCompletedCount()) === visits.length,
+        20_000,
+        'all delivered',
+      );
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+      // Without the queue-wide pause every queued job is posted into the limit (30 and more).
+      expect(refused).toBeGreaterThan(0);
+      expect(refused).toBeLessThanOrEqual(8);
+      expect(bed.registry.submissions()).toHaveLength(visits.length);
+      const jobs = await bed.queue.getCompleted(0, -1);
+      expect(jobs.map((j) => j.attemptsMade)).toEqual(visits.map(() => 1));
+    } finally {
+      await bed.close();
+    }
   });
 });
