@@ -883,6 +883,7 @@ function createAssemblerFor(ctx: Context): Assembler {
         type === 'MedicationStatement' ? str(first.effective_datetime) : str(first.authored_on),
       dateAsserted: str(first.date_asserted),
       doNotPerform: first.do_not_perform === true,
+      singleAdministration: true,
     };
     // Dosage timing bounds give the course of a request, and of a statement only when it has
     // no effective[x] (the statement's own dates say when it was taken; they win).
@@ -897,6 +898,11 @@ function createAssemblerFor(ctx: Context): Assembler {
       pushCoding(use.routeCodings, row.route_system, row.route_code, row.route_display);
       const routeText = str(row.route_text);
       if (routeText && !use.routeTexts.includes(routeText)) use.routeTexts.push(routeText);
+      if (use.singleAdministration) {
+        const countMax = row.timing_count_max;
+        use.singleAdministration =
+          row.timing_count === 1 && (countMax === null || countMax === undefined || countMax === 1);
+      }
       const start = str(row.effective_start) ?? (useBounds ? str(row.bounds_start) : null);
       const end = str(row.effective_end) ?? (useBounds ? str(row.bounds_end) : null);
       if ((start || end) && !use.periods.some((p) => p.start === start && p.end === end)) {
@@ -2010,6 +2016,7 @@ function assembleVisit(
   const steroids: VisitSubmission['steroids'] = [];
   let steroidJson = '';
   const budesonideCounts = spec.settings.budesonideCountsAsSteroid;
+  const singleCounts = spec.settings.singleAdministrationCountsAsSteroid;
   for (let i = 0; i < meds.length; i++) {
     const lm = meds[i]!;
     const undated = lm.dates.undated;
@@ -2088,6 +2095,17 @@ function assembleVisit(
     }
     if (!judgement.systemic) continue;
     if (judgement.ingredient === 'budesonide' && !budesonideCounts) continue;
+    if (m.singleAdministration && !singleCounts) {
+      findings.push(
+        finding(
+          'missing-value',
+          'steroidUse',
+          `the medication use names a systemic corticosteroid (${judgement.ingredient}) given once (dosage timing.repeat.count 1, such as a premedication before an infusion), so it was not counted (pack setting singleAdministrationCountsAsSteroid is false)`,
+          `${m.resourceType}/${m.id}`,
+        ),
+      );
+      continue;
+    }
     let source = lm.source;
     if (!source) {
       source = sourceOf(m.resourceType, m);

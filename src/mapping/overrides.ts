@@ -114,6 +114,7 @@ export const CentreOverridesSchema = z
     settings: z
       .object({
         budesonideCountsAsSteroid: z.boolean().optional(),
+        singleAdministrationCountsAsSteroid: z.boolean().optional(),
         birthDatePrecision: z.enum(['day', 'month']).optional(),
       })
       .strict()

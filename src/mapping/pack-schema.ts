@@ -346,6 +346,8 @@ export const AssemblySpecSchema = z
     settings: z
       .object({
         budesonideCountsAsSteroid: z.boolean().default(false),
+        /** Whether a one-administration order or statement (timing.repeat.count 1) counts. */
+        singleAdministrationCountsAsSteroid: z.boolean().default(false),
         birthDatePrecision: z.enum(['day', 'month']).default('day'),
       })
       .strict()

@@ -72,6 +72,11 @@ export interface MedicationUse {
   singleDate: string | null;
   /** MS.dateAsserted: by then a statement no longer active was over. */
   dateAsserted: string | null;
+  /**
+   * Every dosage gives timing.repeat.count 1 (and no countMax above 1): one administration,
+   * such as an IV premedication before an infusion, not a course.
+   */
+  singleAdministration: boolean;
   /** MR.doNotPerform: the request asks for the medication not to be given. */
   doNotPerform: boolean;
   versionId: string | null;

@@ -42,6 +42,7 @@ function use(partial: Partial<MedicationUse>): MedicationUse {
     singleDate: null,
     dateAsserted: null,
     doNotPerform: false,
+    singleAdministration: false,
     versionId: null,
     lastUpdated: null,
     ...partial,

@@ -48,6 +48,7 @@ describe('loadMappingPack', () => {
     expect(pack.views.medicationStatement.resource).toBe('MedicationStatement');
     expect(pack.assembly.settings).toEqual({
       budesonideCountsAsSteroid: false,
+      singleAdministrationCountsAsSteroid: false,
       birthDatePrecision: 'day',
     });
     expect(pack.assembly.fields.pga.link.windowDays).toBe(0);
@@ -195,6 +196,7 @@ settings: { budesonideCountsAsSteroid: true, birthDatePrecision: month }
     expect(applied.assembly.fields.weight.link.windowDays).toBe(7);
     expect(applied.assembly.settings).toEqual({
       budesonideCountsAsSteroid: true,
+      singleAdministrationCountsAsSteroid: false,
       birthDatePrecision: 'month',
     });
     expect(pack.valueSets.pga.questions).toEqual([]);
