@@ -235,30 +235,43 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   }
   const granted = token;
 
-  // 3. Scopes: everything asked was granted, and the grants cover what the pull reads.
+  // 3. Scopes: everything asked was granted, and the grants cover what the pull does with
+  // each type (read and search, or read only for the cohort Group and referenced Medications).
   await run('scopes', 'Granted scopes', true, (): StepResult => {
     const asked = centre.auth.scopes;
     const notGranted = granted.missingScopes ?? findMissingScopes(granted.scopes, asked);
     const types = neededTypes(centre);
-    const uncovered = types.filter(
-      (t) => !scopesAllow(granted.scopes, t, 'r') || !scopesAllow(granted.scopes, t, 's'),
+    const uncovered = types.filter((t) =>
+      neededPermissions(centre, t).some((p) => !scopesAllow(granted.scopes, t, p)),
     );
     const details = [`granted: ${granted.scopes.join(' ') || '(none reported)'}`];
     if (notGranted.length === 0 && uncovered.length === 0)
-      return { status: 'ok', reason: `read and search granted for ${types.join(', ')}`, details };
+      return {
+        status: 'ok',
+        reason: `the pull's reads and searches are granted for ${types.join(', ')}`,
+        details,
+      };
     const problems: string[] = [];
-    if (uncovered.length > 0) problems.push(`no read+search scope for: ${uncovered.join(', ')}`);
+    const readOnly = uncovered.filter((t) => !neededPermissions(centre, t).includes('s'));
+    const readSearch = uncovered.filter((t) => !readOnly.includes(t));
+    if (readSearch.length > 0) problems.push(`no read+search scope for: ${readSearch.join(', ')}`);
+    if (readOnly.length > 0) problems.push(`no read scope for: ${readOnly.join(', ')}`);
     // Asked-for scopes not granted, beyond the types already named above.
     const otherNotGranted = notGranted.filter((s) => !uncovered.some((t) => s.includes(`/${t}.`)));
     if (otherNotGranted.length > 0)
       problems.push(`asked but not granted: ${otherNotGranted.join(' ')}`);
-    const toGrant = [...new Set([...uncovered.map((t) => `system/${t}.rs`), ...notGranted])];
+    // Suggest scopes in the form the centre file already uses (an EHR often knows only one).
+    const v1 = usesV1Scopes(asked);
+    const scopeFor = (t: string) =>
+      `system/${t}.${v1 ? 'read' : neededPermissions(centre, t).includes('s') ? 'rs' : 'r'}`;
+    const toGrant = [...new Set([...uncovered.map(scopeFor), ...notGranted])];
     return {
       status: 'failed',
       reason: problems.join('; '),
       hint:
-        `Ask centre IT to grant client "${centre.auth.clientId}": ${toGrant.join(' ')} ` +
-        '(SMART v1 equivalents such as system/Observation.read work too), or adjust auth.scopes in the centre file.',
+        `Ask centre IT to grant client "${centre.auth.clientId}": ${toGrant.join(' ')}` +
+        (v1 ? '' : ' (SMART v1 equivalents such as system/Observation.read work too)') +
+        ', or adjust auth.scopes in the centre file.',
       details,
     };
   });
@@ -503,6 +516,24 @@ async function judgeSigningKey(
       },
     };
   return undefined;
+}
+
+/**
+ * The SMART permissions the pull uses on a type: the cohort Group is only read, and so is
+ * Medication in search mode (read by reference); everything else is searched and read.
+ */
+function neededPermissions(centre: CentreConfig, type: string): ('r' | 's')[] {
+  if (type === 'Group') return ['r'];
+  if (type === 'Medication' && centre.pull.mode !== 'bulk') return ['r'];
+  return ['r', 's'];
+}
+
+/** True when every resource scope in `scopes` uses the SMART v1 form (.read/.write/.*). */
+function usesV1Scopes(scopes: readonly string[]): boolean {
+  const resourceScopes = scopes.filter((s) => /^(system|user|patient)\//.test(s));
+  return (
+    resourceScopes.length > 0 && resourceScopes.every((s) => /\.(read|write|\*)(\?.*)?$/.test(s))
+  );
 }
 
 /** Resource types the pull reads, plus Group for a Group cohort. */

@@ -181,3 +181,57 @@ describe('onboarding check: signing key step', () => {
     expect(step.reason).toContain(`another public key under kid ${key.kid}`);
   });
 });
+
+describe('onboarding check: scopes the pull needs', () => {
+  /** A loopback EHR that issues a token granting `scope`; FHIR requests answer 503. */
+  async function startGrantingEhr(scope: string): Promise<string> {
+    let base = '';
+    base = await startEhr((req, res) => {
+      if (req.url === '/fhir/.well-known/smart-configuration')
+        return json(res, 200, { token_endpoint: `${base}/token` });
+      if (req.url === '/token')
+        return json(res, 200, { access_token: 'at', token_type: 'bearer', expires_in: 300, scope });
+      json(res, 503, {});
+    });
+    return base;
+  }
+  const pull = { resourceTypes: ['Patient', 'Observation', 'Medication'] };
+
+  it('when the cohort Group and Medication are granted read only (v2 .r), then the scopes step is ok: neither is searched', async () => {
+    const key = await makeKey();
+    const scopes = [
+      'system/Patient.rs',
+      'system/Observation.rs',
+      'system/Medication.r',
+      'system/Group.r',
+    ];
+    const base = await startGrantingEhr(scopes.join(' '));
+    const report = await runCheck(centre(`${base}/fhir`, key, { auth: { scopes }, pull }));
+    const step = report.steps.find((s) => s.id === 'scopes')!;
+    expect(step.status, step.reason).toBe('ok');
+  });
+
+  it('when a v1 centre lacks Observation and Group, then the hint suggests only the v1 .read form', async () => {
+    const key = await makeKey();
+    const scopes = ['Patient', 'Observation', 'Medication', 'Group'].map((t) => `system/${t}.read`);
+    const base = await startGrantingEhr('system/Patient.read system/Medication.read');
+    const report = await runCheck(centre(`${base}/fhir`, key, { auth: { scopes }, pull }));
+    const step = report.steps.find((s) => s.id === 'scopes')!;
+    expect(step.status).toBe('failed');
+    expect(step.reason).toBe('no read+search scope for: Observation; no read scope for: Group');
+    expect(step.hint).toBe(
+      'Ask centre IT to grant client "client-1": system/Observation.read system/Group.read, or adjust auth.scopes in the centre file.',
+    );
+  });
+
+  it('when a v2 centre lacks Group, then the hint suggests system/Group.r (read is all the cohort needs)', async () => {
+    const key = await makeKey();
+    const scopes = ['system/Patient.rs', 'system/Observation.rs', 'system/Medication.r'];
+    const base = await startGrantingEhr(scopes.join(' '));
+    const report = await runCheck(centre(`${base}/fhir`, key, { auth: { scopes }, pull }));
+    const step = report.steps.find((s) => s.id === 'scopes')!;
+    expect(step.status).toBe('failed');
+    expect(step.reason).toBe('no read scope for: Group');
+    expect(step.hint).toContain(': system/Group.r (SMART v1 equivalents');
+  });
+});
