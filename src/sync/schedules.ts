@@ -1,7 +1,9 @@
 // Keeps one BullMQ job scheduler per centre in step with the centre files: a centre with a
 // `schedule.cron` gets a scheduler (cron in the centre's time zone) that adds a sync job on
 // each tick; a changed cron, time zone or mode updates it; a centre removed (or whose cron
-// was removed) loses it. Run at worker start; idempotent, so many workers may run it.
+// was removed) loses it. Run at worker start, every few minutes and after a Redis reconnect
+// (a Redis that came back empty has lost them: src/worker.ts); idempotent, so many workers
+// may run it.
 // A worker that loaded no centre at all (an unmounted or mistyped centres folder) leaves
 // every scheduler alone, with a warning: it must not stop the other centres' syncs.
 import type { Queue } from 'bullmq';
