@@ -91,6 +91,15 @@ export interface BulkManifestSummary {
   deletedFiles: number;
   /** Resource counts the server announced, by type. */
   announcedCounts: Record<string, number>;
+  /**
+   * When this export job was kicked off (ms since epoch, the local clock: `now` of
+   * PullBulkOptions), taken before its first kick-off request; for a resumed job, the
+   * original kick-off by the run that started it (PendingExport.startedAt), not the resume.
+   * A lower bound for the next `_since` that does not trust `transactionTime`: HAPI FHIR
+   * before hapi-fhir#6841 reports the job's end as `transactionTime`, so changes made while
+   * the job ran would be skipped. Undefined when unknown.
+   */
+  kickedOffAt?: number;
 }
 
 /** An export that failed as a whole (not started, timed out, bad manifest). */
@@ -204,7 +213,11 @@ export interface PendingExport {
   /** The `_lastUpdated` bound it was kicked off with (ISO), null when none. */
   bound: string | null;
   statusUrl: string;
-  /** When it was kicked off (ms since epoch); the bulk timeout counts from here. */
+  /**
+   * When it was kicked off (ms since epoch, the local clock before the first kick-off
+   * request); the bulk timeout counts from here, and a resumed job reports it as
+   * BulkManifestSummary.kickedOffAt.
+   */
   startedAt: number;
 }
 
@@ -583,6 +596,8 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   const store = options.pending;
   /** The status URL as kept in the store (what `clear` compares). */
   let keptHref: string | undefined;
+  /** When the job in use was kicked off (BulkManifestSummary.kickedOffAt). */
+  let kickedOffAt: number | undefined;
   const kickOff = async (): Promise<URL> => {
     const started = now();
     const kicked = await kickOffNarrowed(client, exportUrl, types, typeFilter, {
@@ -614,6 +629,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       'bulk export started',
     );
     keptHref = kicked.statusUrl.href;
+    kickedOffAt = started;
     if (store)
       await store
         .save(
@@ -668,6 +684,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   if (resumed) {
     statusUrl = new URL(resumed.statusUrl);
     keptHref = resumed.statusUrl;
+    kickedOffAt = resumed.startedAt;
     deadline = resumed.startedAt + timeoutMs;
     logger.info(
       { centre: client.centreId, startedAt: new Date(resumed.startedAt).toISOString() },
@@ -759,6 +776,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
       errorFiles: manifest.error.length,
       deletedFiles: manifest.deleted?.length ?? 0,
       announcedCounts: {},
+      ...(kickedOffAt !== undefined ? { kickedOffAt } : {}),
     };
     for (const file of manifest.output)
       if (file.count !== undefined)

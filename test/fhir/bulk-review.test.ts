@@ -13,6 +13,7 @@ import {
   readLines,
   pullBulk,
   type BulkItem,
+  type BulkManifestSummary,
   type PendingExport,
   type PendingExportStore,
   type PullBulkOptions,
@@ -426,5 +427,77 @@ describe('NDJSON lines', () => {
     expect(error).toBeUndefined();
     expect(items).toHaveLength(1);
     expect(JSON.stringify((items[0] as { resource: unknown }).resource)).toBe(big);
+  });
+});
+
+describe('the kick-off time in the manifest summary', () => {
+  const manifestOf = (origin: string) => ({
+    transactionTime: '2025-01-01T12:00:00Z',
+    output: [{ type: 'Patient', url: `${origin}/files/p.ndjson` }],
+  });
+  const files = { '/files/p.ndjson': ndjson({ resourceType: 'Patient', id: 'a' }) };
+  const memoryStore = (initial: PendingExport | null) => {
+    const state = { kept: initial, saved: [] as PendingExport[] };
+    const store: PendingExportStore = {
+      load: () => Promise.resolve(state.kept),
+      save: (p) => {
+        state.kept = p;
+        state.saved.push(p);
+        return Promise.resolve();
+      },
+      clear: (u) => {
+        if (state.kept?.statusUrl === u) state.kept = null;
+        return Promise.resolve();
+      },
+    };
+    return { state, store };
+  };
+
+  it('when this run kicks the export off, then kickedOffAt is the local clock before the kick-off, as kept in the pending record', async () => {
+    const ehr = await exportServer(manifestOf, files);
+    const { client, centre } = clientFor(ehr.origin);
+    let clock = Date.parse('2025-01-01T11:00:00Z');
+    let clockAtManifest = 0;
+    const { state, store } = memoryStore(null);
+    const summaries: BulkManifestSummary[] = [];
+    const { error } = await run({
+      client,
+      centre,
+      pending: store,
+      now: () => (clock += 1_000),
+      onManifest: (m) => {
+        summaries.push(m);
+        clockAtManifest = clock;
+      },
+    });
+    expect(error).toBeUndefined();
+    expect(summaries).toHaveLength(1);
+    const kickedOffAt = summaries[0]!.kickedOffAt!;
+    expect(kickedOffAt).toBeGreaterThan(Date.parse('2025-01-01T11:00:00Z'));
+    expect(kickedOffAt).toBeLessThan(clockAtManifest);
+    expect(state.saved.map((p) => p.startedAt)).toEqual([kickedOffAt]);
+  });
+
+  it('when the run resumes a kept export, then kickedOffAt is the original kick-off, not the resume', async () => {
+    const ehr = await exportServer(manifestOf, files);
+    const { client, centre } = clientFor(ehr.origin);
+    const original = Date.now() - 20 * 60_000;
+    const { store } = memoryStore({
+      request: buildExportUrl(client.baseUrl, centre).href,
+      bound: null,
+      statusUrl: `${ehr.origin}/status/1`,
+      startedAt: original,
+    });
+    const summaries: BulkManifestSummary[] = [];
+    const { items, error } = await run({
+      client,
+      centre,
+      pending: store,
+      onManifest: (m) => summaries.push(m),
+    });
+    expect(error).toBeUndefined();
+    expect(ids(items)).toEqual(['Patient/a']);
+    expect(ehr.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(0);
+    expect(summaries.map((s) => s.kickedOffAt)).toEqual([original]);
   });
 });
