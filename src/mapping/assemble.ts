@@ -221,6 +221,8 @@ export const REPEAT_GROUPS: Readonly<Record<string, number>> = {
 };
 
 const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
+/** UCUM's HL7 OID system (SYSTEM_ALIASES), sent by some EHRs for a Quantity's system. */
+const UCUM_OID = SYSTEM_ALIASES[UCUM]![0]!;
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -799,12 +801,18 @@ function createAssemblerFor(ctx: Context): Assembler {
     } else if (value === null) {
       rec.excluded = true; // no quantity (e.g. dataAbsentReason): not a candidate
     } else {
-      const unitCode = str(first.value_unit_system) === UCUM ? str(first.value_unit_code) : null;
-      let unit = unitCode ?? str(first.value_unit) ?? str(first.value_unit_code);
+      const system = str(first.value_unit_system);
+      const code = str(first.value_unit_code);
+      const unitCode = system === UCUM || system === UCUM_OID ? code : null;
+      let unit = unitCode ?? str(first.value_unit) ?? code;
       // BMI is kg/m2 by definition: a BMI without a unit, or with a bare annotation, is that.
       if (field === 'bmi' && (unit === null || /^(\{[^}]*\}|1)$/.test(unit))) unit = 'kg/m2';
       rec.unit = unit;
-      const factor = unit ? ctx.converters[field].factor(unit) : null;
+      let factor = unit ? ctx.converters[field].factor(unit) : null;
+      // A unit text the rules cannot read ('Pounds (lb)') next to a code in another or no
+      // system ('[lb_av]'): the code is tried.
+      if (factor === null && code !== null && code !== unit)
+        factor = ctx.converters[field].factor(code);
       if (factor === null) rec.problem = 'unconvertible';
       else rec.value = value * factor;
       if (str(first.value_comparator) !== null) rec.problem = 'censored';

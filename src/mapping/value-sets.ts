@@ -96,6 +96,7 @@ export const SYSTEM_ALIASES: Readonly<Record<string, readonly string[]>> = {
   'http://snomed.info/sct': ['urn:oid:2.16.840.1.113883.6.96'],
   'http://hl7.org/fhir/sid/icd-10-cm': ['urn:oid:2.16.840.1.113883.6.90'],
   'http://www.nlm.nih.gov/research/umls/rxnorm': ['urn:oid:2.16.840.1.113883.6.88'],
+  'http://unitsofmeasure.org': ['urn:oid:2.16.840.1.113883.6.8'],
   'http://terminology.hl7.org/CodeSystem/v3-ActCode': [
     'http://hl7.org/fhir/v3/ActCode',
     'urn:oid:2.16.840.1.113883.5.4',
