@@ -741,8 +741,12 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
           },
           onManifest: (m) => {
+            // transactionTime is the export's point in time; some servers (HAPI before
+            // hapi-fhir#6841) give the job's end instead. The kick-off bounds it: a resumed
+            // job's is the crashed run's, before this run's clock (changes made in between
+            // are not in its files).
             const t = Date.parse(m.transactionTime);
-            if (Number.isFinite(t)) serverTime = Math.min(t, localNow);
+            if (Number.isFinite(t)) serverTime = Math.min(t, localNow, m.kickedOffAt ?? localNow);
           },
         })) {
           if (item.kind === 'resource') {

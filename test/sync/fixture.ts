@@ -11,7 +11,7 @@ import { parseServiceConfig, type ServiceConfig } from '../../src/config/service
 import type { CentreConfig } from '../../src/config/centre.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import { createCentreServices, type PrepareCentre } from '../../src/sync/centre-services.js';
-import { syncCentre } from '../../src/sync/run-sync.js';
+import { syncCentre, type SyncCentreOptions } from '../../src/sync/run-sync.js';
 import type { RunRecord, SyncMode } from '../../src/sync/run-store.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -28,7 +28,10 @@ export interface SyncFixture {
   prepareCentre: PrepareCentre;
   keysDir: string;
   /** Runs one sync in this process (no queue). */
-  runSync(mode: SyncMode, options?: { runId?: string }): Promise<RunRecord>;
+  runSync(
+    mode: SyncMode,
+    options?: Pick<SyncCentreOptions, 'runId' | 'signal' | 'overlapMs'>,
+  ): Promise<RunRecord>;
   /** Delivers every queued submission with a delivery-only worker, then stops it. */
   deliverAll(timeoutMs?: number): Promise<void>;
   visitKey(encounterId: string): string;

@@ -53,6 +53,11 @@ export interface SandboxFaultSettings {
   statusPollError?: { count: number; status?: number };
   /** The export job fails: the status URL answers 500 with this message. */
   exportFailure?: { message?: string };
+  /**
+   * Manifests give as transactionTime the moment the job was first reported complete, not
+   * its kick-off (as HAPI FHIR did before hapi-fhir#6841).
+   */
+  transactionTimeAtEnd?: boolean;
   /** Manifests say requiresAccessToken: false and list file URLs on this origin. */
   fileUrls?: { origin?: string; requiresAccessToken?: boolean };
   /**

@@ -134,6 +134,8 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
   const store = new ResourceStore(now);
   for (const resource of options.resources ?? []) store.put(resource, true);
   const faults = new FaultSwitches();
+  /** Jobs' end as transactionTime (faults.transactionTimeAtEnd), fixed once reported. */
+  const endedAt = new WeakMap<object, string>();
   const jobs = new ExportJobs(store, options.exportMaxLinesPerFile ?? 50_000);
   const pollsBeforeDone = options.exportPollsBeforeDone ?? 1;
   const exportRetryAfter = options.exportRetryAfterSeconds ?? 1;
@@ -657,8 +659,10 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         ),
       });
     }
+    if (faults.live.transactionTimeAtEnd)
+      endedAt.set(job, endedAt.get(job) ?? new Date().toISOString());
     return JSON.stringify({
-      transactionTime: job.transactionTime,
+      transactionTime: endedAt.get(job) ?? job.transactionTime,
       request: job.request,
       requiresAccessToken: fileFault?.requiresAccessToken ?? true,
       output: entries(job.files),
