@@ -119,7 +119,8 @@ export async function startServer(
     logger,
     alerts,
     checkCentre:
-      options.checkCentre ?? ((centre) => runCheck(centre, { logger, fetch: runtime.fetch })),
+      options.checkCentre ??
+      ((centre) => runCheck(centre, { logger, fetch: runtime.fetch, keysDir: config.keysDir })),
     jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
     ...(options.authLimit ? { authLimit: options.authLimit } : {}),
   });
