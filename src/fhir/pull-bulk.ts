@@ -158,6 +158,8 @@ export interface PullBulkOptions {
    * `_typeFilter` is retried once without it (the bound then applies here only).
    */
   updatedSince?: { since: string | Date; types: readonly string[] };
+  /** Called with the roster's patient ids once resolved (a roster cohort only). */
+  onCohort?: (patientIds: readonly string[]) => void;
   /**
    * Patients to keep (by id). Defaults to the resolved roster when the cohort is a roster
    * (a Patient-level export covers every patient); not applied for a Group cohort.
@@ -557,6 +559,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
   let patientFilter = options.patientFilter;
   if (!patientFilter && 'roster' in centre.cohort) {
     const cohort = await resolveCohort(client, centre, { ...signalOpt, logger });
+    options.onCohort?.(cohort.patientIds);
     patientFilter = new Set(cohort.patientIds);
   }
 

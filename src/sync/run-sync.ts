@@ -720,6 +720,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       /** `Type/id` of deleted resources other than Encounters (incremental exports). */
       const deletedSources = new Set<string>();
       const changed = new Set<string>();
+      let rosterIds: readonly string[] | undefined;
       try {
         for await (const item of pullBulk({
           client,
@@ -732,6 +733,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
                 updatedSince: { since: lookbackIso, types: [...EVENT_RESOURCE_TYPES] },
               }),
           logger: log,
+          onCohort: (ids) => (rosterIds = ids),
           pending: state.pendingExport,
           // Shutdown or lock lost: the run is handed over, and the next one resumes the export.
           keepExportOnAbort: isHandOverAbort,
@@ -795,15 +797,18 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
                 )
                   changed.add(e.p);
               }
-          // Group members never pulled (joined the Group since; Bulk Data lets a `_since`
-          // export leave their older data out) or whose last pull failed.
-          if ('group' in pullCentre.cohort) {
-            const group = await resolveCohort(client, pullCentre, {
-              logger: log,
-              ...(signal ? { signal } : {}),
-            });
-            for (const id of await notPulledBefore(group.patientIds)) changed.add(id);
-          }
+          // Cohort members never pulled (joined the Group or roster since; Bulk Data lets a
+          // `_since` export leave their older data out) or whose last pull failed. The roster
+          // was resolved by the export; a Group is read here.
+          const cohortIds =
+            rosterIds ??
+            (
+              await resolveCohort(client, pullCentre, {
+                logger: log,
+                ...(signal ? { signal } : {}),
+              })
+            ).patientIds;
+          for (const id of await notPulledBefore(cohortIds)) changed.add(id);
           const affected = [...changed];
           await setPhase('pull');
           if (affected.length > 0)

@@ -2,7 +2,11 @@
 // (src/sync/cohort-members.ts) makes them also pull in full the patients no sync has pulled:
 // Group members added since, and patients whose last pull was refused. A search that says the
 // EHR left data out never leads to a retraction.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateCentre } from '../../fixtures/generator/index.js';
 import type { FhirResource } from '../../src/fhir/types.js';
 import { cohortMembersKey } from '../../src/sync/cohort-members.js';
 import { pseudonymKey } from '../../src/registry/keys.js';
@@ -24,9 +28,9 @@ describe('cohort patients that incremental syncs have never pulled', () => {
     const group = fx.ehr.get('Group', fx.gen.groupId) as GroupResource;
     const all = group.member;
     const late = all[all.length - 1]!.entity.reference.split('/')[1]!;
-    fx.ehr.upsert({ ...group, member: all.slice(0, -1) } as never);
+    fx.ehr.upsert({ ...group, member: all.slice(0, -1) });
     const lateVisits = fx.gen.truth.filter((t) => !t.retracted && t.patientId === late).length;
-    const addBack = () => fx.ehr.upsert({ ...group, member: all } as never);
+    const addBack = () => fx.ehr.upsert({ ...group, member: all });
     return { late, lateVisits, addBack };
   };
 
@@ -57,6 +61,51 @@ describe('cohort patients that incremental syncs have never pulled', () => {
     });
   }
 
+  it("when a roster line is added after a full sync (bulk mode, patient-level export), then the next incremental sync sends that patient's older visits", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lhn-roster-'));
+    const roster = join(dir, 'roster.txt');
+    const gen = generateCentre({ seed: 7, patients: 4, centreId: 'members-roster' });
+    const lines = [...gen.resources()]
+      .filter((r) => r.resourceType === 'Patient')
+      .map((p) => {
+        const mrn = (p as { identifier?: { system?: string; value?: string }[] }).identifier?.[0];
+        return { id: p.id, line: `${mrn?.system}|${mrn?.value}` };
+      });
+    const late = lines[lines.length - 1]!;
+    await writeFile(
+      roster,
+      `${lines
+        .slice(0, -1)
+        .map((l) => l.line)
+        .join('\n')}\n`,
+    );
+    try {
+      f = await startSyncFixture({
+        patients: 4,
+        seed: 7,
+        centreId: 'members-roster',
+        centre: {
+          cohort: { roster },
+          pull: {
+            mode: 'bulk',
+            patientLevelExport: true,
+            pageSize: 100,
+            firstSyncLookbackDays: 36500,
+          },
+        },
+      });
+      const lateVisits = f.gen.truth.filter((t) => !t.retracted && t.patientId === late.id).length;
+      expect(lateVisits).toBeGreaterThan(0);
+      await f.runSync('full');
+      await writeFile(roster, `${lines.map((l) => l.line).join('\n')}\n`);
+      const next = await f.runSync('incremental');
+      expect(next.mode).toBe('incremental');
+      expect(next.counts.enqueued).toBe(lateVisits);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('when a patient is refused, then the watermarks still move, and once the EHR answers again the next incremental sync pulls that patient in full, with what changed meanwhile', async () => {
     f = await startSyncFixture({ patients: 6, seed: 71, centreId: 'members-refused' });
     const visits = f.gen.truth.filter((t) => !t.retracted);
@@ -76,16 +125,17 @@ describe('cohort patients that incremental syncs have never pulled', () => {
         (r as { encounter?: unknown }).encounter !== undefined,
     );
     const weight = generated
-      ? (f.ehr.get('Observation', generated.id!) as
+      ? (f.ehr.get('Observation', generated.id) as
           (FhirResource & { valueQuantity: { value: number } }) | undefined)
       : undefined;
     expect(weight).toBeDefined();
     f.ehr.faults.set({ restrictedPatients: { ids: [restricted] } });
-    await new Promise((r) => setTimeout(r, 20));
+    // The EHR's Date header has whole seconds: a later second, so a moved watermark shows.
+    await new Promise((r) => setTimeout(r, 1100));
     f.ehr.upsert({
       ...weight!,
       valueQuantity: { ...weight!.valueQuantity, value: weight!.valueQuantity.value + 1.5 },
-    } as never);
+    });
     const refused = await f.runSync('incremental').catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(SyncFailedError);
     const record = (refused as SyncFailedError).record;
