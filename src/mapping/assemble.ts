@@ -155,7 +155,11 @@ interface ObservationRecord extends Versioned {
    * dataAbsentReason), else null.
    */
   noAnswer: 'panel' | 'absent' | null;
-  /** The dataAbsentReason code of an `absent` PGA, when it has one. */
+  /**
+   * The dataAbsentReason code of an `absent` PGA, when it has one; of a vital without a
+   * value, when it is a code (DAR_CODE): such a vital is excluded but named when nothing
+   * usable links.
+   */
   absentReason: string | null;
   /** An excluded PGA in a pending status (preliminary...): that status, else null. */
   pendingStatus: string | null;
@@ -221,6 +225,8 @@ export const REPEAT_GROUPS: Readonly<Record<string, number>> = {
 };
 
 const SUBMISSION_SCHEMA = 'lhn-bridge/registry-submission/v1';
+/** What a dataAbsentReason code (asked-unknown, not-asked...) looks like; nothing else is echoed. */
+const DAR_CODE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** UCUM's HL7 OID system (SYSTEM_ALIASES), sent by some EHRs for a Quantity's system. */
 const UCUM_OID = SYSTEM_ALIASES[UCUM]![0]!;
 
@@ -800,6 +806,8 @@ function createAssemblerFor(ctx: Context): Assembler {
       classifyPga(rec, rows, first);
     } else if (value === null) {
       rec.excluded = true; // no quantity (e.g. dataAbsentReason): not a candidate
+      const reason = str(first.data_absent_reason);
+      if (reason !== null && DAR_CODE.test(reason)) rec.absentReason = reason;
     } else {
       const system = str(first.value_unit_system);
       const code = str(first.value_unit_code);
@@ -1547,7 +1555,8 @@ function assemblePatient(
 }
 
 /**
- * A patient's observations by field; `pending`: those not final yet (preliminary...), by
+ * A patient's observations by field; `pending`: those not final yet (preliminary...) and the
+ * vitals without a value that give a dataAbsentReason code, by
  * field, created only for a patient that has one (they are read only for a visit without a
  * value that counts).
  */
@@ -1576,7 +1585,7 @@ function linkObservations(
     for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
   }
   for (const o of bucket.observations.values()) {
-    if (o.excluded && o.pendingStatus === null) continue;
+    if (o.excluded && o.pendingStatus === null && o.absentReason === null) continue;
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
     let rounded = 0;
@@ -2326,7 +2335,7 @@ function choosePga(
 /** The finding text of a PGA without an answer, naming its dataAbsentReason code if any. */
 function noAnswerMessage(reason: string | null): string {
   // A dataAbsentReason is a code (asked-unknown, not-asked...); anything else is not echoed.
-  return reason !== null && /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(reason)
+  return reason !== null && DAR_CODE.test(reason)
     ? `the PGA observation has no answer (dataAbsentReason ${reason}), so it gives no PGA for this visit`
     : PGA_NO_ANSWER;
 }
@@ -2368,11 +2377,26 @@ function chooseVital(
     // A vital that would link but is not final yet (an unsigned flowsheet or note) is named,
     // so the centre can finalise it; this holds for BMI too although its plain missing-value
     // finding is off by default (reportMissing), since it is something the centre can fix.
+    // One that has no value but a dataAbsentReason code is named as a PGA without an answer
+    // is (only where the plain missing-value finding would be given).
     const p = pending ? linkCandidates(run, pending, visit, spec.link, run.closest[field]) : 0;
-    if (p === 0 && spec.reportMissing)
-      findings.push(finding('missing-value', field, MISSING_VITAL[field]));
+    let reported = 0;
     for (let i = 0; i < p; i++) {
       const o = run.candidates[i]!.obs;
+      if (o.pendingStatus === null) {
+        if (!spec.reportMissing) continue;
+        reported += 1;
+        findings.push(
+          finding(
+            'missing-value',
+            field,
+            `the ${field} observation has no value (dataAbsentReason: ${o.absentReason!}), so the visit has no ${field}`,
+            `Observation/${o.id}`,
+          ),
+        );
+        continue;
+      }
+      reported += 1;
       findings.push(
         finding(
           'missing-value',
@@ -2382,6 +2406,8 @@ function chooseVital(
         ),
       );
     }
+    if (reported === 0 && spec.reportMissing)
+      findings.push(finding('missing-value', field, MISSING_VITAL[field]));
     return null;
   }
   const candidates = run.candidates;
