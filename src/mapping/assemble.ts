@@ -2401,7 +2401,7 @@ function chooseVital(
         finding(
           'missing-value',
           field,
-          `a ${field} observation links to this visit but its status is ${o.pendingStatus!} (only ${run.spec.observations.statuses.join(', ')} count), so the visit has no ${field}; finalise (sign) the note in the EHR`,
+          `a ${field} observation links to this visit but its status is ${o.pendingStatus} (only ${run.spec.observations.statuses.join(', ')} count), so the visit has no ${field}; finalise (sign) the note in the EHR`,
           `Observation/${o.id}`,
         ),
       );
