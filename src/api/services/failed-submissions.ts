@@ -1,6 +1,6 @@
 // Failed submissions as the API serves them: a thin layer over the delivery admin helpers
 // (src/sync/submission-admin.ts) that tells "no such job" (404) from "not failed" (409),
-// counts failures per centre in one pass, and never returns a submission's clinical content
+// counts failures per centre in one pass (reused while the failed set is unchanged), and never returns a submission's clinical content
 // (resolved records keep it in Redis; the API shows ids, reasons and who resolved what).
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -69,13 +69,51 @@ function withoutContent(record: ResolvedSubmission): ResolvedSubmissionSummary {
   return summary;
 }
 
+/**
+ * How long the per-centre failed counts are reused (per process) while the failed set looks
+ * unchanged. The dashboard polls /api/centres every 4 s, and counting scans every failed job.
+ */
+export const FAILED_COUNTS_CACHE_MS = 30_000;
+
 /** Creates the store over the submissions queue (resolved records under the prefix). */
 export function createFailedSubmissionStore(options: {
   queue: Queue<SubmissionJobData>;
   redis: Redis;
   prefix: string;
+  /** Default FAILED_COUNTS_CACHE_MS. */
+  countsCacheMs?: number;
 }): FailedSubmissionStore {
   const { queue, redis, prefix } = options;
+  const countsCacheMs = options.countsCacheMs ?? FAILED_COUNTS_CACHE_MS;
+
+  // The per-centre counts, reused for countsCacheMs unless the failed set visibly changed: its
+  // size, or its newest member (a new failure is added on top, with its finishing time). Both
+  // are O(1) to read; a change that keeps both (rare: one job leaves and another fails with an
+  // older timestamp) shows within countsCacheMs. This process's own retries and resolves drop
+  // the counts at once. Concurrent requests share one scan.
+  let counts: { at: number; fingerprint: string; value: Promise<Map<string, number>> } | undefined;
+  async function failedFingerprint(): Promise<string> {
+    const [size, newest] = await Promise.all([
+      redis.zcard(queue.toKey('failed')),
+      redis.zrevrange(queue.toKey('failed'), 0, 0, 'WITHSCORES'),
+    ]);
+    return `${size}:${newest.join(':')}`;
+  }
+  async function countByCentre(): Promise<Map<string, number>> {
+    const fingerprint = await failedFingerprint();
+    const now = Date.now();
+    if (!counts || counts.fingerprint !== fingerprint || now - counts.at >= countsCacheMs) {
+      const entry = { at: now, fingerprint, value: countFailedByCentre(queue, redis) };
+      counts = entry;
+      entry.value.catch(() => {
+        if (counts === entry) counts = undefined;
+      });
+    }
+    return new Map(await counts.value);
+  }
+  function countsChanged(): void {
+    counts = undefined;
+  }
 
   // Why a job is not (or no longer) failed. A job resolved lately is gone from the queue but
   // answers 409 "resolved", so the loser of two resolves (or of a resolve and a retry) is told
@@ -105,9 +143,7 @@ export function createFailedSubmissionStore(options: {
       });
     },
 
-    countByCentre() {
-      return countFailedByCentre(queue, redis);
-    },
+    countByCentre,
 
     async retry(jobId) {
       await requireFailed(jobId);
@@ -122,14 +158,19 @@ export function createFailedSubmissionStore(options: {
         throw err;
       }
       if (!retried) throw await notFailed(jobId, 'gone');
+      countsChanged();
     },
 
-    retryAll(opts = {}) {
-      return retryAllFailedSubmissions(
-        queue,
-        redis,
-        opts.centreId ? { centreId: opts.centreId } : {},
-      );
+    async retryAll(opts = {}) {
+      try {
+        return await retryAllFailedSubmissions(
+          queue,
+          redis,
+          opts.centreId ? { centreId: opts.centreId } : {},
+        );
+      } finally {
+        countsChanged();
+      }
     },
 
     async resolve(jobId, by) {
@@ -139,6 +180,7 @@ export function createFailedSubmissionStore(options: {
         note: by.note,
       });
       if (!record) throw await notFailed(jobId, 'gone');
+      countsChanged();
       return withoutContent(record);
     },
 
