@@ -20,6 +20,7 @@ import {
   MAX_RETRY_AFTER_MS,
   RegistryRejectedError,
   RegistryUnavailableError,
+  deliveryIdempotencyKey,
   type RegistryClient,
 } from '../src/registry/delivery.js';
 import { isSuperseded, openVisitState } from '../src/sync/visit-state.js';
@@ -257,7 +258,11 @@ export function createSubmissionProcessor(
       return { status: 'superseded' };
     }
     try {
-      const outcome = await deps.client.deliver(submission);
+      // The key is the job id, so a revert (`<submissionId>-r<seq>`) is a new request to the
+      // registry, not a repeat of the earlier version's delivery.
+      const outcome = await deps.client.deliver(submission, {
+        idempotencyKey: deliveryIdempotencyKey(submission.submissionId, job.id),
+      });
       deps.metrics?.submissionsDelivered.inc({ centre: submission.centreId });
       return outcome;
     } catch (err) {

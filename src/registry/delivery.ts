@@ -190,9 +190,36 @@ function describeLocation(location: string | null, base: string): string {
   }
 }
 
+/**
+ * The `Idempotency-Key` of one delivery (docs/registry-contract.md, Idempotency): the id of
+ * the queue job that delivers it, the same on every attempt of that job: the `submissionId`
+ * for a version's first job, `<submissionId>-r<seq>` for a revert (a version enqueued again
+ * after a newer one, src/sync/enqueue.ts revertJobId). A revert thus never repeats the key of
+ * the earlier version's delivery, so a registry whose idempotency layer replays the cached
+ * answer of a repeated key (the IETF Idempotency-Key draft, common middleware) applies it
+ * instead of answering it with the earlier `created`. A job id of any other form (a job added
+ * by hand) falls back to the `submissionId`.
+ */
+export function deliveryIdempotencyKey(submissionId: string, jobId: string | undefined): string {
+  if (jobId === undefined || jobId === submissionId) return submissionId;
+  return jobId.startsWith(`${submissionId}-r`) &&
+    /^[1-9]\d*$/.test(jobId.slice(submissionId.length + 2))
+    ? jobId
+    : submissionId;
+}
+
+/** How one delivery is sent. */
+export interface DeliverOptions {
+  /**
+   * The request's `Idempotency-Key` (deliveryIdempotencyKey of the job); the `submissionId`
+   * when absent.
+   */
+  idempotencyKey?: string;
+}
+
 /** Posts submissions to the registry ingest endpoint. */
 export interface RegistryClient {
-  deliver(submission: RegistrySubmission): Promise<DeliveryOutcome>;
+  deliver(submission: RegistrySubmission, options?: DeliverOptions): Promise<DeliveryOutcome>;
 }
 
 export interface RegistryClientOptions {
@@ -339,12 +366,14 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     }
   }
 
-  async function post(submission: RegistrySubmission): Promise<Response> {
+  async function post(submission: RegistrySubmission, idempotencyKey: string): Promise<Response> {
     const token = await bearer();
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: 'application/json',
-      'idempotency-key': submission.submissionId,
+      // Unique per delivered version (a revert's key is `<submissionId>-r<seq>`), the same on
+      // every retry of it: see deliveryIdempotencyKey.
+      'idempotency-key': idempotencyKey,
     };
     if (token) headers.authorization = `Bearer ${token}`;
     try {
@@ -369,12 +398,13 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
 
   return {
-    async deliver(submission) {
-      let res = await post(submission);
+    async deliver(submission, deliverOptions = {}) {
+      const key = deliverOptions.idempotencyKey ?? submission.submissionId;
+      let res = await post(submission, key);
       if (res.status === 401 && config.auth.type === 'client-credentials') {
         await res.body?.cancel();
         cached = undefined;
-        res = await post(submission);
+        res = await post(submission, key);
       }
       if (res.status >= 300 && res.status < 400) {
         await res.body?.cancel();

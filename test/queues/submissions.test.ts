@@ -458,9 +458,9 @@ describe('deliveries of one visit', () => {
       timeoutMs: 5000,
       // The older version's request is slow to leave (a TLS handshake, a busy pool...).
       client: (real) => ({
-        deliver: async (s) => {
+        deliver: async (s, options) => {
           if (s.submissionId === older.submissionId) await olderHeld;
-          return real.deliver(s);
+          return real.deliver(s, options);
         },
       }),
       processor: { visitBusyDelayMs: 100 },
@@ -665,13 +665,13 @@ describe('a registry rate limit (429 with Retry-After)', () => {
       concurrency: 4,
       rateLimit: true,
       client: (real) => ({
-        deliver: async (submission) => {
+        deliver: async (submission, options) => {
           if (limitedUntil === 0) limitedUntil = Date.now() + 800;
           if (Date.now() < limitedUntil) {
             refused += 1;
             throw new RegistryUnavailableError('registry answered HTTP 429', 429, 1000);
           }
-          return real.deliver(submission);
+          return real.deliver(submission, options);
         },
       }),
     });

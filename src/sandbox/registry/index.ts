@@ -1,12 +1,14 @@
 // A local registry receiver implementing the ingest contract (docs/registry-contract.md)
 // for the demo and the tests: a real HTTP server that validates each submission, stores
 // visits by visit key with their versions, applies retractions, answers a repeated
-// submission id as a duplicate without storing it twice, and can be told to fail (503 for a
-// while, 400 for one submission) so delivery retries can be exercised. Never used in
-// production paths.
+// submission id as a duplicate without storing it twice, re-applies a revert (an earlier
+// version sent again, Idempotency-Key `<submissionId>-r<seq>`), and can be told to fail (503
+// for a while, 400 for one submission) so delivery retries can be exercised. With
+// `idempotencyReplay` it sits behind an emulated off-the-shelf idempotency layer that replays
+// the cached answer of a repeated Idempotency-Key. Never used in production paths.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { timingSafeEqual, randomBytes } from 'node:crypto';
+import { createHash, timingSafeEqual, randomBytes } from 'node:crypto';
 import {
   RegistrySubmissionSchema,
   type RegistrySubmission,
@@ -27,6 +29,29 @@ export interface SandboxRegistryOptions {
    * on POST /submissions as well as `token`.
    */
   clientCredentials?: { clientId: string; clientSecret: string; expiresInSeconds?: number };
+  /**
+   * Emulates standard idempotency middleware (the IETF Idempotency-Key draft, Stripe-style
+   * layers) in front of the ingest handler: the first 2xx answer to an Idempotency-Key is
+   * cached and replayed, without reaching the handler, to any later request with that key and
+   * the same body (header `Idempotent-Replayed: true`); the same key with another body is
+   * answered 422, and while the key's first request is still being handled, 409. A registry
+   * built that way is why a revert must not repeat the earlier version's key.
+   */
+  idempotencyReplay?: boolean;
+}
+
+/**
+ * An Idempotency-Key the contract allows for a submission (docs/registry-contract.md,
+ * Idempotency): its `submissionId`, or `<submissionId>-r<seq>` for a revert. Gives the
+ * revert's sequence number, or null when the key is the plain submissionId; undefined when
+ * the key is neither.
+ */
+export function parseIdempotencyKey(key: string, submissionId: string): number | null | undefined {
+  if (key === submissionId) return null;
+  const prefix = `${submissionId}-r`;
+  if (!key.startsWith(prefix)) return undefined;
+  const seq = key.slice(prefix.length);
+  return /^[1-9]\d{0,15}$/.test(seq) ? Number(seq) : undefined;
 }
 
 /** One accepted submission, in arrival order. */
@@ -36,6 +61,10 @@ export interface AcceptedSubmission {
   visitKey: string;
   centreId: string;
   receivedAt: string;
+  /** The request's Idempotency-Key, when it sent one. */
+  idempotencyKey?: string;
+  /** The revert's sequence number (from an Idempotency-Key `<submissionId>-r<seq>`). */
+  revertSeq?: number;
   submission: RegistrySubmission;
 }
 
@@ -61,6 +90,8 @@ export interface SandboxRegistryCounts {
   rejected: number;
   unauthorized: number;
   faulted: number;
+  /** Answers replayed by the idempotency layer (`idempotencyReplay`) without the handler. */
+  replayed: number;
 }
 
 export interface SandboxRegistryFaults {
@@ -96,6 +127,13 @@ export interface SandboxRegistry {
   /** Forgets everything stored (not the faults). */
   reset(): void;
   close(): Promise<void>;
+}
+
+/** An answer of the ingest handler (a JSON acknowledgement, or a problem). */
+interface Reply {
+  status: number;
+  body: unknown;
+  problem?: boolean;
 }
 
 interface Problem {
@@ -157,7 +195,10 @@ export async function startSandboxRegistry(
     rejected: 0,
     unauthorized: 0,
     faulted: 0,
+    replayed: 0,
   };
+  /** The idempotency layer's cache (`idempotencyReplay`): key -> body hash and answer. */
+  let replayCache = new Map<string, { bodyHash: string; reply?: Reply }>();
   const issuedTokens = new Map<string, number>();
   let unavailableRequests = 0;
   let unavailableUntil = 0;
@@ -201,13 +242,19 @@ export async function startSandboxRegistry(
     return expires !== undefined && expires > Date.now();
   }
 
-  function apply(submission: RegistrySubmission): { status: number; body: unknown } {
+  function apply(
+    submission: RegistrySubmission,
+    key: string | undefined,
+    revertSeq: number | null,
+  ): { status: number; body: unknown } {
     const entry: AcceptedSubmission = {
       submissionId: submission.submissionId,
       kind: submission.kind,
       visitKey: submission.visitKey,
       centreId: submission.centreId,
       receivedAt: new Date().toISOString(),
+      ...(key !== undefined ? { idempotencyKey: key } : {}),
+      ...(revertSeq !== null ? { revertSeq } : {}),
       submission,
     };
     accepted.push(entry);
@@ -281,42 +328,87 @@ export async function startSandboxRegistry(
       sendProblem(res, { status: 413, title: 'Payload Too Large', detail: 'at most 1 MB' });
       return;
     }
+    const header = req.headers['idempotency-key'];
+    const key = typeof header === 'string' ? header : undefined;
+    if (!options.idempotencyReplay || key === undefined) {
+      send(res, await ingest(raw, key));
+      return;
+    }
+    // The emulated idempotency layer: it knows keys and request bodies, not submissions.
+    const bodyHash = createHash('sha256').update(raw).digest('hex');
+    const seen = replayCache.get(key);
+    if (seen) {
+      if (seen.bodyHash !== bodyHash) {
+        counts.rejected += 1;
+        sendProblem(res, {
+          status: 422,
+          title: 'Idempotency-Key reused',
+          detail: 'this Idempotency-Key was used with another request body',
+        });
+      } else if (!seen.reply) {
+        sendProblem(res, {
+          status: 409,
+          title: 'Conflict',
+          detail: 'a request with this Idempotency-Key is still being processed',
+        });
+      } else {
+        counts.replayed += 1;
+        send(res, seen.reply, { 'idempotent-replayed': 'true' });
+      }
+      return;
+    }
+    const entry: { bodyHash: string; reply?: Reply } = { bodyHash };
+    replayCache.set(key, entry);
+    const reply = await ingest(raw, key).catch((err: unknown) => {
+      replayCache.delete(key);
+      throw err;
+    });
+    // Only a success is kept (as most such layers do): a fault or a rejection may pass later.
+    if (reply.status >= 200 && reply.status < 300) entry.reply = reply;
+    else replayCache.delete(key);
+    send(res, reply);
+  }
+
+  /** Sends a reply, unless the client has gone (it gave up on a slow commit). */
+  function send(res: ServerResponse, reply: Reply, headers = {}): void {
+    if (res.destroyed) return;
+    if (reply.problem) sendProblem(res, reply.body as Problem, headers);
+    else sendJson(res, reply.status, reply.body, headers);
+  }
+
+  function problem(p: Problem): Reply {
+    counts.rejected += 1;
+    return { status: p.status, body: p, problem: true };
+  }
+
+  /** The ingest handler proper: validates, dedupes and applies one submission. */
+  async function ingest(raw: Buffer, key: string | undefined): Promise<Reply> {
     let data: unknown;
     try {
       data = JSON.parse(raw.toString('utf8'));
     } catch {
-      counts.rejected += 1;
-      sendProblem(res, { status: 400, title: 'Bad Request', detail: 'body is not valid JSON' });
-      return;
+      return problem({ status: 400, title: 'Bad Request', detail: 'body is not valid JSON' });
     }
     const parsed = RegistrySubmissionSchema.safeParse(data);
-    if (!parsed.success) {
-      counts.rejected += 1;
-      sendProblem(res, {
+    if (!parsed.success)
+      return problem({
         status: 400,
         title: 'Invalid submission',
         detail: 'the submission does not match registry-submission v1',
         errors: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
       });
-      return;
-    }
     const submission = parsed.data;
-    const key = req.headers['idempotency-key'];
-    if (key !== undefined && key !== submission.submissionId) {
-      counts.rejected += 1;
-      sendProblem(res, {
+    // `<submissionId>` or, for a revert, `<submissionId>-r<seq>` (docs/registry-contract.md).
+    const revertSeq = key === undefined ? null : parseIdempotencyKey(key, submission.submissionId);
+    if (revertSeq === undefined)
+      return problem({
         status: 400,
         title: 'Idempotency-Key mismatch',
-        detail: 'Idempotency-Key must equal the submissionId',
+        detail: 'Idempotency-Key must be the submissionId, or <submissionId>-r<seq> for a revert',
       });
-      return;
-    }
     const reason = rejections.get(submission.submissionId);
-    if (reason !== undefined) {
-      counts.rejected += 1;
-      sendProblem(res, { status: 400, title: 'Invalid submission', detail: reason });
-      return;
-    }
+    if (reason !== undefined)
+      return problem({ status: 400, title: 'Invalid submission', detail: reason });
     const commitAfter = slowCommits.get(submission.submissionId);
     if (commitAfter !== undefined) {
       slowCommits.delete(submission.submissionId);
@@ -324,25 +416,26 @@ export async function startSandboxRegistry(
     }
     const previous = byId.get(submission.submissionId);
     if (previous) {
-      if (previous.submission.contentHash !== submission.contentHash) {
-        counts.rejected += 1;
-        sendProblem(res, {
+      if (previous.submission.contentHash !== submission.contentHash)
+        return problem({
           status: 422,
           title: 'Idempotency-Key reused',
           detail: 'this submissionId was accepted earlier with different content',
         });
-        return;
-      }
+      // The visit's current version already (a retry, a re-delivery, a revert whose earlier
+      // job was still pending): nothing changes, whatever the key.
       const visit = visits.get(submission.visitKey);
       if (!visit || visit.history[visit.history.length - 1] === submission.submissionId) {
         counts.duplicates += 1;
-        sendJson(res, 200, { status: 'duplicate', submissionId: submission.submissionId });
-        return;
+        return {
+          status: 200,
+          body: { status: 'duplicate', submissionId: submission.submissionId },
+        };
       }
-      // An earlier version posted again after a newer one: the source reverted to it.
+      // An earlier version posted again after a newer one: the source reverted to it (its key
+      // is `<submissionId>-r<seq>`; lhn-bridge never sends an older version out of order).
     }
-    const result = apply(submission);
-    if (!res.destroyed) sendJson(res, result.status, result.body);
+    return apply(submission, key, revertSeq);
   }
 
   async function handleToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -420,6 +513,7 @@ export async function startSandboxRegistry(
       accepted = [];
       byId = new Map();
       visits = new Map();
+      replayCache = new Map();
       for (const k of Object.keys(counts) as (keyof SandboxRegistryCounts)[]) counts[k] = 0;
     },
     close: () =>
