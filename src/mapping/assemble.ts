@@ -848,6 +848,14 @@ function createAssemblerFor(ctx: Context): Assembler {
         rec.category = category;
         return;
       }
+      // A plain integer in text ("0") is a score: the centre's numeric answers apply.
+      if (/^\s*\d{1,3}\s*$/.test(text)) {
+        const byValue = index.pgaAnswerByValue.get(Number(text));
+        if (byValue) {
+          rec.category = byValue;
+          return;
+        }
+      }
     }
     const score = num(first.value_integer) ?? num(first.value_number);
     if (score !== null) {
