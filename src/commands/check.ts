@@ -10,9 +10,10 @@ import { createLogger, silentLogger } from '../util/logger.js';
 import { createOutboundFetch } from '../util/outbound.js';
 import { loadOutboundConfig } from '../config/service.js';
 import { CliError } from './cli-error.js';
+import { loadFolderConfig } from './service-paths.js';
 
 interface CheckCommandOptions {
-  centresDir: string;
+  centresDir?: string;
   json?: boolean;
   verbose?: boolean;
   timeoutMs?: string;
@@ -46,7 +47,10 @@ export function registerCheckCommand(program: Command): void {
       "check a centre's EHR connection step by step: discovery, token, scopes, CapabilityStatement, cohort, searches (or a bulk export kick-off)",
     )
     .argument('<centre>', 'centre file (.yaml, .yml, .json) or centre id in --centres-dir')
-    .option('--centres-dir <dir>', 'folder of centre files', './centres')
+    .option(
+      '--centres-dir <dir>',
+      'folder of centre files (default: centresDir from the service config: LHN_CENTRES_DIR, LHN_CONFIG, ./centres)',
+    )
     .option('--json', 'print the report as JSON')
     .option('--verbose', 'log each request (ids and counts only) to stderr')
     .option('--timeout-ms <ms>', 'timeout per EHR request', '15000')
@@ -55,7 +59,8 @@ export function registerCheckCommand(program: Command): void {
       'keys folder this service publishes as its JWKS (default: LHN_KEYS_DIR); checks that auth.kid is in it',
     )
     .action(async (argument: string, options: CheckCommandOptions) => {
-      const centre = await findCentre(argument, options.centresDir);
+      const centresDir = options.centresDir ?? loadFolderConfig(process.env).centresDir;
+      const centre = await findCentre(argument, centresDir);
       const timeoutMs = Number(options.timeoutMs);
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
         throw new CliError(`--timeout-ms must be a positive integer, got "${options.timeoutMs}"`);

@@ -1,9 +1,8 @@
 // `lhn-bridge keys`: generate, list and retire the signing keys centres register with their
 // EHR. Generating writes the private key (0600, folder 0700) and prints only public material:
 // the JWKS to paste into the EHR, the kid, and the lines for the centre file.
-import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadServiceConfig } from '../config/service.js';
+import { loadFolderConfig } from './service-paths.js';
 import {
   buildJwks,
   fileMode,
@@ -22,19 +21,9 @@ interface KeysDirOption {
   keysDir?: string;
 }
 
-/**
- * The keys folder: --keys-dir, else the service config's keysDir (LHN_KEYS_DIR / LHN_CONFIG).
- * Key management never needs the pseudonym secret, so a placeholder satisfies that required
- * field here; the placeholder is never used for anything.
- */
+/** The keys folder: --keys-dir, else the service config's keysDir (LHN_KEYS_DIR / LHN_CONFIG). */
 function resolveKeysDir(opts: KeysDirOption): string {
-  if (opts.keysDir) return opts.keysDir;
-  const config = loadServiceConfig({
-    ...process.env,
-    // Random, so this stand-in can never be copied into a deployment as its secret.
-    LHN_PSEUDONYM_SECRET: randomBytes(32).toString('hex'),
-  });
-  return config.keysDir;
+  return opts.keysDir ?? loadFolderConfig(process.env).keysDir;
 }
 
 /**
