@@ -3,7 +3,7 @@
 // one resolved. Resolving moves the job into a resolved record (who, when, why, and the
 // submission itself) rather than deleting it, so nothing disappears without a trace.
 import { createRequire } from 'node:module';
-import type { Job, Queue } from 'bullmq';
+import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { SubmissionJobData } from '../../queues/submissions.js';
 import { REGISTRY_REJECTED_REASON_PREFIX } from '../registry/delivery.js';
@@ -177,29 +177,72 @@ export async function retryFailedSubmission(
   return true;
 }
 
+/** Failed jobs retried at once: one round trip per batch, not per job. */
+const RETRY_BATCH = 200;
+
+/** Every failed submission's job id (newest first), read in chunks of ids alone. */
+async function allFailedIds(queue: Queue<SubmissionJobData>, redis: Redis): Promise<string[]> {
+  const chunk = 5000;
+  const out: string[] = [];
+  for (let start = 0; ; start += chunk) {
+    const ids = await redis.zrevrange(queue.toKey('failed'), start, start + chunk - 1);
+    out.push(...ids);
+    if (ids.length < chunk) return out;
+  }
+}
+
+/**
+ * Retries these failed jobs (each as Job.retry, with a fresh retry budget), RETRY_BATCH at a
+ * time; returns how many went back to waiting. One that is no longer failed (retried,
+ * resolved or removed by someone else meanwhile) is skipped. Job.retry needs only the id (and
+ * opts.lifo, which submission jobs never set), so the jobs are not read first.
+ */
+export async function retryFailedSubmissionIds(
+  queue: Queue<SubmissionJobData>,
+  jobIds: readonly string[],
+  options: { batch?: number } = {},
+): Promise<number> {
+  const batch = options.batch ?? RETRY_BATCH;
+  let retried = 0;
+  for (let i = 0; i < jobIds.length; i += batch) {
+    const results = await Promise.allSettled(
+      jobIds
+        .slice(i, i + batch)
+        .map((id) =>
+          new Job<SubmissionJobData>(queue, 'retry', {} as SubmissionJobData, {}, id).retry(
+            'failed',
+            FRESH_ATTEMPTS,
+          ),
+        ),
+    );
+    retried += results.filter((r) => r.status === 'fulfilled').length;
+  }
+  return retried;
+}
+
+/**
+ * Starts retrying every failed submission (of one centre, if given): resolves once it knows
+ * which (count) while the retries go on (done: how many were retried), so a caller can answer
+ * before thousands of jobs are moved.
+ */
+export async function startRetryAllFailedSubmissions(
+  queue: Queue<SubmissionJobData>,
+  redis: Redis,
+  options: { centreId?: string } = {},
+): Promise<{ count: number; done: Promise<number> }> {
+  const ids = options.centreId
+    ? (await failedSubmissionIds(queue, redis, { centreId: options.centreId })).map((i) => i.jobId)
+    : await allFailedIds(queue, redis);
+  return { count: ids.length, done: retryFailedSubmissionIds(queue, ids) };
+}
+
 /** Retries every failed submission (of one centre, if given); returns how many. */
 export async function retryAllFailedSubmissions(
   queue: Queue<SubmissionJobData>,
   redis: Redis,
   options: { centreId?: string } = {},
 ): Promise<number> {
-  const ids = await failedSubmissionIds(
-    queue,
-    redis,
-    options.centreId ? { centreId: options.centreId } : {},
-  );
-  let retried = 0;
-  for (const { jobId } of ids) {
-    try {
-      const job = await queue.getJob(jobId);
-      if (!job) continue;
-      await job.retry('failed', FRESH_ATTEMPTS);
-      retried += 1;
-    } catch {
-      // Retried or removed concurrently by someone else: nothing to do.
-    }
-  }
-  return retried;
+  return (await startRetryAllFailedSubmissions(queue, redis, options)).done;
 }
 
 function resolvedKey(prefix: string): string {

@@ -1,12 +1,13 @@
 // The per-centre failed counts behind GET /api/centres (polled by the dashboard every 4 s):
 // reused while the failed set is unchanged, and scanned without decoding each job's JSON.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { SUBMISSIONS_QUEUE, type SubmissionJobData } from '../../queues/submissions.js';
 import { createFailedSubmissionStore } from '../../src/api/services/failed-submissions.js';
 import { countFailedByCentre } from '../../src/sync/submission-admin.js';
-import { deletePrefix, makeVisit, testPrefix, testRedis, waitFor } from '../sync/helpers.js';
+import { deletePrefix, testPrefix, testRedis } from '../sync/helpers.js';
+import { failVisits as failJobs } from './failed-jobs.js';
 
 describe('failed submission counts', () => {
   let redis: Redis;
@@ -28,30 +29,7 @@ describe('failed submission counts', () => {
     await deletePrefix(redis, prefix);
   });
 
-  /** Adds visits of these centres and lets a worker fail every one (registry rejected). */
-  async function failVisits(centres: string[], tag: string): Promise<void> {
-    await queue.addBulk(
-      centres.map((centreId, i) => {
-        const submission = makeVisit({ centreId, patientId: `p${i}`, encounterId: `${tag}${i}` });
-        return {
-          name: 'visit',
-          data: { submission },
-          opts: { jobId: submission.submissionId, attempts: 1, removeOnFail: false },
-        };
-      }),
-    );
-    const target = (await queue.getFailedCount()) + centres.length;
-    const worker = new Worker(
-      SUBMISSIONS_QUEUE,
-      () => Promise.reject(new UnrecoverableError('registry rejected the submission (HTTP 400)')),
-      { connection: workerRedis, prefix },
-    );
-    try {
-      await waitFor(async () => (await queue.getFailedCount()) === target, 10_000, 'failures');
-    } finally {
-      await worker.close();
-    }
-  }
+  const failVisits = (centres: string[], tag: string) => failJobs(queue, workerRedis, centres, tag);
 
   it('when the counts are asked again and the failed set is unchanged, then the failed jobs are not scanned again; a new failure is counted at once', async () => {
     prefix = testPrefix();

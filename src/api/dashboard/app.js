@@ -273,7 +273,7 @@ async function retryAll(centreId) {
       method: 'POST',
       body: centreId ? { centre: centreId } : {},
     });
-    showNotice(`${result.retried} failed submission(s) sent back to the queue.`, 'success');
+    showNotice(`${result.retried} failed submission(s) being sent back to the queue.`, 'success');
   } catch (err) {
     reportError(err);
   }

@@ -57,14 +57,21 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
     res.json({ items });
   });
 
+  // Answers once it knows how many it retries (202, { retried }); the jobs go back to the queue
+  // in the background (batches of a few hundred: seconds for tens of thousands), so a long
+  // retry-all never holds the request.
   router.post('/failed/retry-all', requireRole('operator'), async (req, res) => {
     const { body } = parseRequest(req, { body: retryAllBody });
-    const retried = await store.retryAll(body.centre ? { centreId: body.centre } : {});
-    (getRequestLogger(res) ?? ctx.logger).info(
-      { retried, centreId: body.centre, by: getCaller(res).name },
-      'failed submissions retried',
+    const log = getRequestLogger(res) ?? ctx.logger;
+    const by = getCaller(res).name;
+    const { count, done } = await store.retryAll(body.centre ? { centreId: body.centre } : {});
+    done.then(
+      (retried) =>
+        log.info({ retried, of: count, centreId: body.centre, by }, 'failed submissions retried'),
+      (err: unknown) =>
+        log.error({ err, of: count, centreId: body.centre, by }, 'retry-all failed part-way'),
     );
-    res.status(202).json({ retried });
+    res.status(202).json({ retried: count });
   });
 
   router.post('/failed/:id/retry', requireRole('operator'), async (req, res) => {

@@ -10,8 +10,8 @@ import {
   listFailedSubmissions,
   listResolvedSubmissions,
   resolveFailedSubmission,
-  retryAllFailedSubmissions,
   retryFailedSubmission,
+  startRetryAllFailedSubmissions,
   wasResolvedRecently,
   type FailedSubmission,
   type ResolvedSubmission,
@@ -37,8 +37,12 @@ export interface FailedSubmissionStore {
   countByCentre(): Promise<Map<string, number>>;
   /** Sends one failed submission back to the queue. */
   retry(jobId: string): Promise<void>;
-  /** Retries every failed submission (of one centre if given); returns the count. */
-  retryAll(options?: { centreId?: string }): Promise<number>;
+  /**
+   * Starts retrying every failed submission (of one centre if given): resolves with how many
+   * once it knows which; `done` resolves with how many were retried (others were retried,
+   * resolved or removed meanwhile).
+   */
+  retryAll(options?: { centreId?: string }): Promise<{ count: number; done: Promise<number> }>;
   /** Marks a failed submission resolved; it leaves the failed list for the resolved one. */
   resolve(jobId: string, by: { name: string; note: string }): Promise<ResolvedSubmissionSummary>;
   /** Resolved submissions, most recently resolved first. */
@@ -162,15 +166,14 @@ export function createFailedSubmissionStore(options: {
     },
 
     async retryAll(opts = {}) {
-      try {
-        return await retryAllFailedSubmissions(
-          queue,
-          redis,
-          opts.centreId ? { centreId: opts.centreId } : {},
-        );
-      } finally {
-        countsChanged();
-      }
+      const started = await startRetryAllFailedSubmissions(
+        queue,
+        redis,
+        opts.centreId ? { centreId: opts.centreId } : {},
+      );
+      countsChanged();
+      const done = started.done.finally(countsChanged);
+      return { count: started.count, done };
     },
 
     async resolve(jobId, by) {
