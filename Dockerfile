@@ -31,6 +31,8 @@ RUN mkdir -p /etc/lhn-bridge/centres /var/lib/lhn-bridge/keys \
  && chmod 700 /var/lib/lhn-bridge/keys
 USER node
 EXPOSE 8080
+# The API's /health. A worker opens no port: compose.yaml gives the worker service its own
+# healthcheck on LHN_WORKER_HEALTH_PORT (docs/production.md, Monitoring).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.LHN_API_PORT||8080)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 ENTRYPOINT ["node", "bin/lhn-bridge.js"]

@@ -7,6 +7,7 @@ import { loadServiceConfig } from '../config/service.js';
 import { createRuntime } from '../runtime.js';
 import { STOP_SIGNALS } from '../util/abort.js';
 import { startWorker } from '../worker.js';
+import { startWorkerHealthServer, type WorkerHealthServer } from '../worker-health.js';
 import { CliError } from './cli-error.js';
 
 interface WorkerCommandOptions {
@@ -46,6 +47,24 @@ export function registerWorkerCommand(program: Command): void {
         submissionConcurrency,
         processors: { sync: options.sync, submissions: options.delivery },
       });
+      // The container healthcheck's answer (worker.healthPort / LHN_WORKER_HEALTH_PORT).
+      let health: WorkerHealthServer | undefined;
+      const { healthPort, healthHost } = config.worker;
+      if (healthPort !== undefined) {
+        try {
+          health = await startWorkerHealthServer({
+            host: healthHost,
+            port: healthPort,
+            redisStatus: () => runtime.redis.status,
+            logger: runtime.logger,
+          });
+        } catch (err) {
+          await worker.close().then(() => runtime.close());
+          throw new CliError(
+            `cannot listen for the worker's /health on ${healthHost}:${healthPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); set LHN_WORKER_HEALTH_PORT to a free port, or unset it`,
+          );
+        }
+      }
       runtime.logger.info(
         { centres: runtime.centres.size, sync: options.sync, delivery: options.delivery },
         'worker started',
@@ -59,9 +78,11 @@ export function registerWorkerCommand(program: Command): void {
           }
           stopping = true;
           runtime.logger.info({ signal }, 'shutting down');
+          health?.markStopping();
           worker
             .close()
             .then(() => runtime.close())
+            .then(() => health?.close())
             .catch((err: unknown) =>
               runtime.logger.error({ err: (err as Error).message }, 'error while shutting down'),
             )

@@ -145,6 +145,18 @@ export const ServiceConfigSchema = z
       })
       .strict()
       .prefault({}),
+    worker: z
+      .object({
+        /**
+         * Port of the worker's own GET /health (200 while its Redis connection is ready, 503
+         * otherwise), for container healthchecks; off unless set (a worker serves no API).
+         */
+        healthPort: z.number().int().min(0).max(65535).optional(),
+        /** Interface of that /health: loopback by default (a container probe runs inside). */
+        healthHost: z.string().min(1).default('127.0.0.1'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z
@@ -201,6 +213,8 @@ export const ENV_VARS: Record<
   LHN_TRUST_PROXY: { path: ['api', 'trustProxy'], type: 'json-or-string' },
   LHN_ALERT_WEBHOOK_URL: { path: ['alerts', 'webhookUrl'], type: 'string' },
   LHN_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
+  LHN_WORKER_HEALTH_PORT: { path: ['worker', 'healthPort'], type: 'number' },
+  LHN_WORKER_HEALTH_HOST: { path: ['worker', 'healthHost'], type: 'string' },
 };
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
