@@ -57,6 +57,14 @@ export const jobIdSchema = z
 /** A `limit` query parameter. */
 export const limitSchema = z.coerce.number().int().min(1).max(1000);
 
+/** An `offset` query parameter: how many items to skip (paging with `limit`). */
+export const offsetSchema = z.coerce.number().int().min(0).max(10_000_000);
+
+/** A `true` / `false` query parameter. */
+export const booleanQuerySchema = z
+  .enum(['true', 'false'], { message: 'expected true or false' })
+  .transform((v) => v === 'true');
+
 /** The configured centre with this id, or a 404 problem. */
 export function requireCentre(ctx: ApiContext, id: string): CentreConfig {
   const centre = ctx.centres.get(id);

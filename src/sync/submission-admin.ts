@@ -41,6 +41,8 @@ export interface ResolvedSubmission extends FailedSubmission {
 
 export interface ListFailedOptions {
   centreId?: string;
+  /** Only those the registry refused (true) or only the others (false). */
+  permanent?: boolean;
   /** Default 0. */
   offset?: number;
   /** Default 100, at most 1000. */
@@ -63,7 +65,7 @@ function describe(job: Job<SubmissionJobData>): FailedSubmission {
   };
 }
 
-// One chunk of the failed set, newest first, as id/centre pairs: the centre is read from the
+// One chunk of the failed set, newest first, as id/centre/permanent triples: the centre is read from the
 // job data inside Redis, so scanning many failed jobs moves ids, not whole submissions. The
 // job's JSON is not decoded: the centre id is matched in the data field's text when the key
 // "centreId" occurs there once (the submission's own; a JSON string value cannot contain it
@@ -93,21 +95,34 @@ for _, id in ipairs(ids) do
       centre = decoded(data)
     end
   end
+  local reason = redis.call('HGET', ARGV[1] .. id, 'failedReason') or ''
   out[#out + 1] = id
   out[#out + 1] = centre
+  out[#out + 1] = string.sub(reason, 1, #ARGV[4]) == ARGV[4] and '1' or '0'
 end
 return out
 `;
 
-/** Failed submission jobs (newest first) as ids with their centre, of one centre if given. */
+/** A failed submission job as the scan sees it. */
+export interface FailedId {
+  jobId: string;
+  centreId: string;
+  /** Refused by the registry (see FailedSubmission.permanent). */
+  permanent: boolean;
+}
+
+/**
+ * Failed submission jobs (newest first) as ids with their centre, of one centre and only
+ * permanent (or only other) failures if given.
+ */
 export async function failedSubmissionIds(
   queue: Queue<SubmissionJobData>,
   redis: Redis,
-  options: { centreId?: string; chunk?: number } = {},
-): Promise<{ jobId: string; centreId: string }[]> {
+  options: { centreId?: string; permanent?: boolean; chunk?: number } = {},
+): Promise<FailedId[]> {
   // 250 jobs hold Redis for ~5 ms per script call.
   const chunk = options.chunk ?? 250;
-  const out: { jobId: string; centreId: string }[] = [];
+  const out: FailedId[] = [];
   for (let start = 0; ; start += chunk) {
     const flat = (await redis.eval(
       FAILED_CENTRES_SCRIPT,
@@ -116,13 +131,16 @@ export async function failedSubmissionIds(
       queue.toKey(''),
       start,
       start + chunk - 1,
+      REGISTRY_REJECTED_REASON_PREFIX,
     )) as string[];
-    for (let i = 0; i < flat.length; i += 2) {
+    for (let i = 0; i < flat.length; i += 3) {
       const centreId = flat[i + 1]!;
-      if (!options.centreId || centreId === options.centreId)
-        out.push({ jobId: flat[i]!, centreId });
+      const permanent = flat[i + 2] === '1';
+      if (options.centreId && centreId !== options.centreId) continue;
+      if (options.permanent !== undefined && permanent !== options.permanent) continue;
+      out.push({ jobId: flat[i]!, centreId, permanent });
     }
-    if (flat.length < chunk * 2) return out;
+    if (flat.length < chunk * 3) return out;
   }
 }
 
@@ -145,12 +163,15 @@ export async function listFailedSubmissions(
 ): Promise<{ total: number; items: FailedSubmission[] }> {
   const offset = Math.max(options.offset ?? 0, 0);
   const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-  if (!options.centreId) {
+  if (!options.centreId && options.permanent === undefined) {
     const total = await queue.getFailedCount();
     const jobs = (await queue.getFailed(offset, offset + limit - 1)) as Job<SubmissionJobData>[];
     return { total, items: jobs.filter(Boolean).map(describe) };
   }
-  const ids = await failedSubmissionIds(queue, redis, { centreId: options.centreId });
+  const ids = await failedSubmissionIds(queue, redis, {
+    ...(options.centreId ? { centreId: options.centreId } : {}),
+    ...(options.permanent !== undefined ? { permanent: options.permanent } : {}),
+  });
   const page = await Promise.all(
     ids.slice(offset, offset + limit).map(({ jobId }) => queue.getJob(jobId)),
   );

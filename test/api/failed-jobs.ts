@@ -11,6 +11,7 @@ export async function failVisits(
   workerRedis: Redis,
   centres: string[],
   tag: string,
+  reason = 'registry rejected the submission (HTTP 400)',
 ): Promise<string[]> {
   const jobs = centres.map((centreId, i) => {
     const submission = makeVisit({ centreId, patientId: `p${i}`, encounterId: `${tag}${i}` });
@@ -24,7 +25,7 @@ export async function failVisits(
   await queue.addBulk(jobs);
   const worker = new Worker(
     SUBMISSIONS_QUEUE,
-    () => Promise.reject(new UnrecoverableError('registry rejected the submission (HTTP 400)')),
+    () => Promise.reject(new UnrecoverableError(reason)),
     { connection: workerRedis, prefix: queue.opts.prefix! },
   );
   try {

@@ -17,7 +17,28 @@ const state = {
   noticeTimer: undefined,
   /** Onboarding check results by centre id (kept across refreshes). */
   checks: new Map(),
+  /** Offset of the failed-submissions page shown, by view ('overview', 'centre:<id>'). */
+  failedOffsets: new Map(),
 };
+
+/** Failed submissions shown per page. */
+const FAILED_PAGE = 200;
+
+/** One page of failed submissions for a view (query: '' or 'centre=<id>&'). */
+async function loadFailed(view, query, again = true) {
+  const offset = state.failedOffsets.get(view) ?? 0;
+  const failed = await api(`/api/submissions/failed?${query}offset=${offset}&limit=${FAILED_PAGE}`);
+  if (failed.items.length > 0 || offset === 0 || !again) return { ...failed, view, offset };
+  // The page emptied (retried or resolved meanwhile): show the last page there is.
+  const last = Math.max(Math.ceil(failed.total / FAILED_PAGE) - 1, 0) * FAILED_PAGE;
+  state.failedOffsets.set(view, last);
+  return loadFailed(view, query, false);
+}
+
+function showFailedPage(view, offset) {
+  state.failedOffsets.set(view, Math.max(offset, 0));
+  void render();
+}
 
 /** An error answer from the API, with its problem details. */
 class ApiError extends Error {
@@ -524,7 +545,31 @@ function renderFailed(failed, centreId) {
     ),
     table('Failed submissions', headers, rows, 'No failed submissions.', { hiddenCaption: true }),
     failed.total > failed.items.length
-      ? h('p', { class: 'muted' }, `Showing ${failed.items.length} of ${failed.total}.`)
+      ? h(
+          'p',
+          { class: 'muted pager' },
+          `Showing ${failed.offset + 1}–${failed.offset + failed.items.length} of ${failed.total}. `,
+          failed.offset > 0
+            ? h(
+                'button',
+                {
+                  type: 'button',
+                  onclick: () => showFailedPage(failed.view, failed.offset - FAILED_PAGE),
+                },
+                'Previous',
+              )
+            : '',
+          failed.offset + failed.items.length < failed.total
+            ? h(
+                'button',
+                {
+                  type: 'button',
+                  onclick: () => showFailedPage(failed.view, failed.offset + FAILED_PAGE),
+                },
+                'Next',
+              )
+            : '',
+        )
       : '',
   );
 }
@@ -559,7 +604,7 @@ async function renderOverview() {
   const [{ centres }, { alerts }, failed, resolved] = await Promise.all([
     api('/api/centres'),
     api('/api/alerts'),
-    api('/api/submissions/failed?limit=200'),
+    loadFailed('overview', ''),
     api('/api/submissions/resolved?limit=50'),
   ]);
   return [
@@ -693,7 +738,7 @@ async function renderCentre(id) {
       if (err instanceof ApiError && err.status === 404) return null;
       throw err;
     }),
-    api(`/api/submissions/failed?centre=${encodeURIComponent(id)}&limit=200`),
+    loadFailed(`centre:${id}`, `centre=${encodeURIComponent(id)}&`),
   ]);
   const modeSelect = h(
     'select',

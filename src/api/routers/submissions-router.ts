@@ -3,14 +3,30 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { getCaller, requireRole } from '../auth.js';
-import { centreIdSchema, jobIdSchema, limitSchema, type ApiContext } from '../context.js';
+import {
+  booleanQuerySchema,
+  centreIdSchema,
+  jobIdSchema,
+  limitSchema,
+  offsetSchema,
+  type ApiContext,
+} from '../context.js';
 import { conflictProblem, notFoundProblem } from '../problem.js';
 import { getRequestLogger } from '../request-log.js';
-import { SubmissionNotFoundError, SubmissionStateError } from '../services/failed-submissions.js';
+import {
+  SubmissionNotFoundError,
+  SubmissionStateError,
+  type ListSubmissionsOptions,
+} from '../services/failed-submissions.js';
 import { parseRequest } from '../validate.js';
 
 const listQuery = z
-  .object({ centre: centreIdSchema.optional(), limit: limitSchema.default(100) })
+  .object({
+    centre: centreIdSchema.optional(),
+    permanent: booleanQuerySchema.optional(),
+    offset: offsetSchema.default(0),
+    limit: limitSchema.default(100),
+  })
   .strict();
 const idParams = z.object({ id: jobIdSchema }).strict();
 const retryAllBody = z.object({ centre: centreIdSchema.optional() }).strict();
@@ -34,6 +50,15 @@ function toProblem(err: unknown): never {
   throw err;
 }
 
+function listOptions(query: z.infer<typeof listQuery>): ListSubmissionsOptions {
+  return {
+    ...(query.centre ? { centreId: query.centre } : {}),
+    ...(query.permanent !== undefined ? { permanent: query.permanent } : {}),
+    offset: query.offset,
+    limit: query.limit,
+  };
+}
+
 /** Routes under /api/submissions. */
 export function createSubmissionsRouter(ctx: ApiContext): Router {
   const router = Router();
@@ -41,20 +66,14 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
 
   router.get('/failed', async (req, res) => {
     const { query } = parseRequest(req, { query: listQuery });
-    const { items, total } = await store.list({
-      ...(query.centre ? { centreId: query.centre } : {}),
-      limit: query.limit,
-    });
-    res.json({ items, total });
+    const { items, total } = await store.list(listOptions(query));
+    res.json({ items, total, offset: query.offset, limit: query.limit });
   });
 
   router.get('/resolved', async (req, res) => {
     const { query } = parseRequest(req, { query: listQuery });
-    const items = await store.listResolved({
-      ...(query.centre ? { centreId: query.centre } : {}),
-      limit: query.limit,
-    });
-    res.json({ items });
+    const items = await store.listResolved(listOptions(query));
+    res.json({ items, offset: query.offset, limit: query.limit });
   });
 
   // Answers once it knows how many it retries (202, { retried }); the jobs go back to the queue

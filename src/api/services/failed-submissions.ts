@@ -25,6 +25,10 @@ export type ResolvedSubmissionSummary = Omit<ResolvedSubmission, 'submission'>;
 /** Options for listing. */
 export interface ListSubmissionsOptions {
   centreId?: string;
+  /** Only those the registry refused (true) or only the others (false). */
+  permanent?: boolean;
+  /** Default 0. */
+  offset?: number;
   /** Default 100, at most 1000. */
   limit?: number;
 }
@@ -143,6 +147,8 @@ export function createFailedSubmissionStore(options: {
     list(opts = {}) {
       return listFailedSubmissions(queue, redis, {
         ...(opts.centreId ? { centreId: opts.centreId } : {}),
+        ...(opts.permanent !== undefined ? { permanent: opts.permanent } : {}),
+        offset: opts.offset ?? 0,
         limit: opts.limit ?? 100,
       });
     },
@@ -188,16 +194,23 @@ export function createFailedSubmissionStore(options: {
     },
 
     async listResolved(opts = {}) {
+      const offset = Math.max(opts.offset ?? 0, 0);
       const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000);
-      if (!opts.centreId)
-        return (await listResolvedSubmissions(redis, prefix, { limit })).map(withoutContent);
-      // The resolved list is not indexed by centre: page through it and filter.
+      if (!opts.centreId && opts.permanent === undefined)
+        return (await listResolvedSubmissions(redis, prefix, { offset, limit })).map(
+          withoutContent,
+        );
+      // The resolved list is not indexed by centre: page through it, filter, skip `offset`.
       const out: ResolvedSubmissionSummary[] = [];
-      for (let offset = 0; out.length < limit; offset += 1000) {
-        const page = await listResolvedSubmissions(redis, prefix, { offset, limit: 1000 });
-        for (const record of page)
-          if (record.centreId === opts.centreId && out.length < limit)
-            out.push(withoutContent(record));
+      let skip = offset;
+      for (let at = 0; out.length < limit; at += 1000) {
+        const page = await listResolvedSubmissions(redis, prefix, { offset: at, limit: 1000 });
+        for (const record of page) {
+          if (opts.centreId && record.centreId !== opts.centreId) continue;
+          if (opts.permanent !== undefined && record.permanent !== opts.permanent) continue;
+          if (skip > 0) skip -= 1;
+          else if (out.length < limit) out.push(withoutContent(record));
+        }
         if (page.length < 1000) break;
       }
       return out;
