@@ -37,6 +37,12 @@ async function main(argv: string[]): Promise<void> {
     } else if (err instanceof CliError || err instanceof ConfigError) {
       process.stderr.write(`lhn-bridge: ${err.message}\n`);
       process.exitCode = err instanceof CliError ? err.exitCode : 2;
+    } else if ((err as Error).name === 'MaxRetriesPerRequestError') {
+      // Redis went away after the command's start-up probe (src/commands/cli-runtime.ts).
+      process.stderr.write(
+        'lhn-bridge: lost the connection to Redis (it stopped answering); check LHN_REDIS_URL and that Redis is up\n',
+      );
+      process.exitCode = 1;
     } else {
       process.stderr.write(
         `lhn-bridge: unexpected error: ${(err as Error).message ?? String(err)}\n`,

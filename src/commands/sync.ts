@@ -4,10 +4,11 @@
 // record; the exit code is 1 when the run failed.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
-import { createRuntime, type Runtime } from '../runtime.js';
+import type { Runtime } from '../runtime.js';
 import { requestSync } from '../sync/request-sync.js';
 import type { RunRecord } from '../sync/run-store.js';
 import { CliError } from './cli-error.js';
+import { createCliRuntime } from './cli-runtime.js';
 
 interface SyncCommandOptions {
   full?: boolean;
@@ -75,7 +76,7 @@ export function registerSyncCommand(program: Command): void {
           `--timeout must be a positive number of seconds, got "${options.timeout}"`,
         );
       const config = loadServiceConfig(process.env);
-      const runtime = await createRuntime(config, { role: 'cli' });
+      const runtime = await createCliRuntime(config);
       try {
         const centre = runtime.centres.get(centreId);
         if (!centre)
