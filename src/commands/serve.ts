@@ -35,7 +35,8 @@ export function registerServeCommand(program: Command): void {
         throw new CliError(`--alert-interval: expected seconds, got "${opts.alertInterval}"`);
 
       const server = await startServer(config, { alertIntervalMs: interval * 1000 });
-      process.stdout.write(
+      // On stderr: stdout carries the JSON logs, one object a line, for a log shipper.
+      process.stderr.write(
         `lhn-bridge API listening on ${server.url} (dashboard: ${server.url}/)\n`,
       );
       await new Promise<void>((resolve) => {

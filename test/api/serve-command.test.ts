@@ -15,12 +15,15 @@ import {
   testRedis,
 } from './helpers.js';
 
-/** Resolves with the first stdout line matching `pattern`, or rejects when the process ends. */
+/**
+ * Resolves with the first stderr line matching `pattern` (the banner goes to stderr: stdout
+ * holds the JSON logs alone), or rejects when the process ends.
+ */
 function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffer = '';
     const timer = setTimeout(() => reject(new Error(`no line matching ${pattern}`)), timeoutMs);
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
       buffer += chunk.toString();
       const match = buffer.split('\n').find((line) => pattern.test(line));
       if (match) {
@@ -69,7 +72,9 @@ describe('lhn-bridge serve', () => {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';
+      let stdout = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
       try {
         const line = await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:\d+/, 30_000);
@@ -84,7 +89,12 @@ describe('lhn-bridge serve', () => {
         );
         child.kill(signal);
         expect(await exited).toBe(0);
-        expect(stderr).toBe('');
+        // The banner alone on stderr; stdout is JSON log lines only, for a log shipper.
+        expect(stderr).toMatch(
+          /^lhn-bridge API listening on http:\/\/127\.0\.0\.1:\d+ \(dashboard: [^)]+\)\n$/,
+        );
+        for (const line of stdout.split('\n').filter(Boolean))
+          expect(() => JSON.parse(line) as unknown).not.toThrow();
         await expect(fetch(`${url}/health`)).rejects.toThrow();
       } finally {
         if (child.exitCode === null) child.kill('SIGKILL');
