@@ -5,8 +5,12 @@ declare module '@lhncbc/ucum-lhc' {
     toVal: number | null;
     msg: string[];
   }
+  interface ValidateUnitResult {
+    status: 'valid' | 'invalid' | 'error';
+  }
   interface UcumLhcUtils {
     convertUnitTo(fromUnitCode: string, fromVal: number, toUnitCode: string): ConvertUnitResult;
+    validateUnitString(unitString: string, suggest?: boolean): ValidateUnitResult;
   }
   const ucum: { UcumLhcUtils: { getInstance(): UcumLhcUtils } };
   export default ucum;

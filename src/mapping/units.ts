@@ -45,18 +45,49 @@ export function createUnitConverter(
 }
 
 /**
- * What a finding may say of a unit sent by the EHR: the unit quoted when it looks like a unit
- * code or word (short, no spaces: `kg.`, `[lb_av]`, `lbs`, `inches`, `days`), else that it
- * is free text and how long (a unit field can hold a note with names or numbers; finding
- * messages never carry resource text, and the finding's resource leads to the source).
- * Pure numbers and runs of 4 digits (a record number, a phone number) count as free text.
+ * What a finding may say of a unit sent by the EHR: the unit quoted when it is a UCUM unit
+ * (`mg`, `[lb_av]`, `mo`) or a common unit word (`lbs`, `inches`, `days`), short and without
+ * spaces; anything else is described by its length only (a unit field can hold a note with
+ * names or numbers; finding messages never carry resource text, and the finding's resource
+ * leads to the source).
  */
 export function unitForMessage(unit: string): string {
-  return UNIT_LIKE.test(unit) && /[A-Za-z%"]/.test(unit) && !/\d{4}/.test(unit)
+  return UNIT_LIKE.test(unit) &&
+    /[A-Za-z%]/.test(unit) &&
+    !/\d{4}/.test(unit) &&
+    (UNIT_WORDS.has(unit.toLowerCase()) || isUcumUnit(unit))
     ? `"${unit}"`
     : `(free text of ${unit.length} characters, not a unit code)`;
 }
-const UNIT_LIKE = /^(?:[A-Za-z0-9[\]{}/.^*%_()'-]{1,16}|")$/;
+const UNIT_LIKE = /^[A-Za-z0-9[\]{}/.^*%_()'-]{1,16}$/;
+/** English unit words EHRs put in unit fields (plain words, never identifying). */
+const UNIT_WORDS = new Set(
+  [
+    'lb lbs pound pounds oz ounce ounces stone stones gram grams kilogram kilograms',
+    'in inch inches ft foot feet metre metres meter meters centimetre centimetres',
+    'centimeter centimeters hour hours day days week weeks month months year years',
+  ]
+    .join(' ')
+    .split(' '),
+);
+const ucumValid = new Map<string, boolean>();
+
+/** True when UCUM reads `unit` as a valid unit expression (cached; nothing logged). */
+function isUcumUnit(unit: string): boolean {
+  let valid = ucumValid.get(unit);
+  if (valid === undefined) {
+    utils ??= ucum.UcumLhcUtils.getInstance();
+    const log = console.log;
+    console.log = () => {};
+    try {
+      valid = utils.validateUnitString(unit, false).status === 'valid';
+    } finally {
+      console.log = log;
+    }
+    if (ucumValid.size < 10_000) ucumValid.set(unit, valid);
+  }
+  return valid;
+}
 
 /** The factor from one UCUM code to another, or null when UCUM cannot convert it. */
 function convert(code: string, target: string): number | null {

@@ -38,13 +38,24 @@ describe('createUnitConverter', () => {
 });
 
 describe('unitForMessage', () => {
-  it('when a unit looks like a unit code or word, then a finding may quote it', () => {
-    for (const u of ['kg.', '[lb_av]', 'lbs', 'inches', 'kg/m2', '"', 'days', 'bananas'])
+  it('when a unit is a UCUM unit or a common unit word, then a finding may quote it', () => {
+    for (const u of ['mg', '[lb_av]', 'lbs', 'Inches', 'kg/m2', 'mo', 'days', '[in_i]'])
       expect(unitForMessage(u)).toBe(`"${u}"`);
   });
 
-  it('when a unit is free text, a number or too long, then only its length is said', () => {
-    for (const u of ['kg per mother', '12345678', '555-0100', 'x'.repeat(17), '', 'kg\n'])
+  it('when a unit is free text, a name or code-like text, a number or too long, then only its length is said', () => {
+    for (const u of [
+      'kg per mother',
+      'Smith',
+      'J.Smith',
+      'MRN-A12B34',
+      'bananas',
+      '12345678',
+      '555-0100',
+      'x'.repeat(17),
+      '',
+      'kg\n',
+    ])
       expect(unitForMessage(u)).toBe(`(free text of ${u.length} characters, not a unit code)`);
   });
 
