@@ -1,5 +1,6 @@
 // /api/submissions: failed submissions (reason, attempts, when), retry one or all, resolve
-// one with a note; resolved ones stay listed under /resolved with who, when and why.
+// one with a note; resolved ones stay listed under /resolved with who, when and why, and every
+// retry and resolve is in /audit (who, when, which).
 import { Router } from 'express';
 import { z } from 'zod';
 import { getCaller, requireRole } from '../auth.js';
@@ -18,6 +19,7 @@ import {
   SubmissionStateError,
   type ListSubmissionsOptions,
 } from '../services/failed-submissions.js';
+import { listSubmissionAudit, recordSubmissionAudit } from '../services/submission-audit.js';
 import { parseRequest } from '../validate.js';
 
 const listQuery = z
@@ -27,6 +29,9 @@ const listQuery = z
     offset: offsetSchema.default(0),
     limit: limitSchema.default(100),
   })
+  .strict();
+const auditQuery = z
+  .object({ offset: offsetSchema.default(0), limit: limitSchema.default(100) })
   .strict();
 const idParams = z.object({ id: jobIdSchema }).strict();
 const retryAllBody = z.object({ centre: centreIdSchema.optional() }).strict();
@@ -79,10 +84,18 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
   // Answers once it knows how many it retries (202, { retried }); the jobs go back to the queue
   // in the background (batches of a few hundred: seconds for tens of thousands), so a long
   // retry-all never holds the request.
+  // Who retried or resolved what, newest first (ids, centres, counts, key names; no content).
+  router.get('/audit', async (req, res) => {
+    const { query } = parseRequest(req, { query: auditQuery });
+    const items = await listSubmissionAudit(ctx.redis, ctx.prefix, query);
+    res.json({ items, offset: query.offset, limit: query.limit });
+  });
+
   router.post('/failed/retry-all', requireRole('operator'), async (req, res) => {
     const { body } = parseRequest(req, { body: retryAllBody });
     const log = getRequestLogger(res) ?? ctx.logger;
-    const by = getCaller(res).name;
+    const caller = getCaller(res);
+    const by = caller.name;
     const { count, done } = await store.retryAll(body.centre ? { centreId: body.centre } : {});
     done.then(
       (retried) =>
@@ -90,14 +103,27 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
       (err: unknown) =>
         log.error({ err, of: count, centreId: body.centre, by }, 'retry-all failed part-way'),
     );
+    await recordSubmissionAudit(ctx.redis, ctx.prefix, {
+      action: 'retry-all',
+      count,
+      ...(body.centre ? { centreId: body.centre } : {}),
+      by: caller,
+    });
     res.status(202).json({ retried: count });
   });
 
   router.post('/failed/:id/retry', requireRole('operator'), async (req, res) => {
     const { params } = parseRequest(req, { params: idParams });
-    await store.retry(params.id).catch(toProblem);
+    const caller = getCaller(res);
+    const { centreId } = await store.retry(params.id).catch(toProblem);
+    await recordSubmissionAudit(ctx.redis, ctx.prefix, {
+      action: 'retry',
+      jobIds: [params.id],
+      centreId,
+      by: caller,
+    });
     (getRequestLogger(res) ?? ctx.logger).info(
-      { jobId: params.id, by: getCaller(res).name },
+      { jobId: params.id, centreId, by: caller.name },
       'failed submission retried',
     );
     res.status(202).json({ retried: params.id });
@@ -109,6 +135,13 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
     const resolved = await store
       .resolve(params.id, { name: caller.name, note: body.note })
       .catch(toProblem);
+    // The audit entry leaves the note out (free text); the resolved record keeps it.
+    await recordSubmissionAudit(ctx.redis, ctx.prefix, {
+      action: 'resolve',
+      jobIds: [resolved.jobId],
+      centreId: resolved.centreId,
+      by: caller,
+    });
     (getRequestLogger(res) ?? ctx.logger).info(
       { jobId: resolved.jobId, centreId: resolved.centreId, by: caller.name },
       'failed submission resolved',

@@ -39,8 +39,8 @@ export interface FailedSubmissionStore {
   list(options?: ListSubmissionsOptions): Promise<{ items: FailedSubmission[]; total: number }>;
   /** Failed submissions per centre id. */
   countByCentre(): Promise<Map<string, number>>;
-  /** Sends one failed submission back to the queue. */
-  retry(jobId: string): Promise<void>;
+  /** Sends one failed submission back to the queue; returns its centre. */
+  retry(jobId: string): Promise<{ centreId: string }>;
   /**
    * Starts retrying every failed submission (of one centre if given): resolves with how many
    * once it knows which; `done` resolves with how many were retried (others were retried,
@@ -136,11 +136,12 @@ export function createFailedSubmissionStore(options: {
       : new SubmissionNotFoundError(jobId);
   }
 
-  async function requireFailed(jobId: string): Promise<void> {
+  async function requireFailed(jobId: string): Promise<{ centreId: string }> {
     const job = await queue.getJob(jobId);
     if (!job) throw await notFailed(jobId, 'not-found');
     const state = await job.getState();
     if (state !== 'failed') throw new SubmissionStateError(jobId, state);
+    return { centreId: job.data.submission.centreId };
   }
 
   return {
@@ -156,7 +157,7 @@ export function createFailedSubmissionStore(options: {
     countByCentre,
 
     async retry(jobId) {
-      await requireFailed(jobId);
+      const { centreId } = await requireFailed(jobId);
       let retried: boolean;
       try {
         retried = await retryFailedSubmission(queue, jobId);
@@ -169,6 +170,7 @@ export function createFailedSubmissionStore(options: {
       }
       if (!retried) throw await notFailed(jobId, 'gone');
       countsChanged();
+      return { centreId };
     },
 
     async retryAll(opts = {}) {
