@@ -1,6 +1,7 @@
 // No Docker engine runs on the build machines, so the Dockerfile is checked here instead:
 // the properties the image must have, and that every path it copies exists in the repo.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const root = new URL('../../', import.meta.url);
@@ -60,5 +61,79 @@ describe('Dockerfile', () => {
     const majors = stages.map((s) => Number(/node:(\d+)/.exec(s[0]!)?.[1]));
     const minMajor = Number(/>=\s*(\d+)/.exec(pkg.engines.node)?.[1]);
     for (const major of majors) expect(major).toBeGreaterThanOrEqual(minMajor);
+  });
+});
+
+// .dockerignore, read the way Docker does: patterns relative to the context root, `*` within
+// one path segment, `**` across any number, a folder's match covering everything under it,
+// and the last matching pattern winning (`!` re-includes).
+const ignorePatterns = existsSync(new URL('.dockerignore', root))
+  ? readFileSync(new URL('.dockerignore', root), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'))
+  : [];
+
+function patternRegex(pattern: string): RegExp {
+  const body = pattern
+    .replace(/^\/+|\/+$/g, '')
+    .split(/(\*\*\/?|\*|\?)/)
+    .map((part) => {
+      if (part === '**/') return '(?:.*/)?';
+      if (part === '**') return '.*';
+      if (part === '*') return '[^/]*';
+      if (part === '?') return '[^/]';
+      return part.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+    })
+    .join('');
+  return new RegExp(`^${body}$`);
+}
+
+function isIgnored(path: string): boolean {
+  const segments = path.split('/');
+  let ignored = false;
+  for (const raw of ignorePatterns) {
+    const negate = raw.startsWith('!');
+    const re = patternRegex(negate ? raw.slice(1) : raw);
+    // A pattern matching the path or one of its parent folders covers it.
+    const hit = segments.some((_, i) => re.test(segments.slice(0, i + 1).join('/')));
+    if (hit) ignored = !negate;
+  }
+  return ignored;
+}
+
+function filesUnder(path: string): string[] {
+  const abs = fileURLToPath(new URL(path, root));
+  if (!statSync(abs).isDirectory()) return [path];
+  return readdirSync(abs).flatMap((name) => filesUnder(`${path.replace(/\/$/, '')}/${name}`));
+}
+
+describe('.dockerignore', () => {
+  it('when the image is built, then the context leaves out local state, secrets and keys', () => {
+    for (const path of [
+      'node_modules/x/index.js',
+      '.git/HEAD',
+      '.demo/keys/a.json',
+      '.env',
+      '.env.production',
+      'lhn-bridge.env',
+      'dist/src/cli.js',
+      'coverage/index.html',
+      'test-artifacts/run.log',
+      'centres/a.yaml',
+      'keys/a.k1.private.jwk.json',
+      'mappings/ibd/x.private.jwk.json',
+    ])
+      expect({ path, ignored: isIgnored(path) }).toEqual({ path, ignored: true });
+  });
+
+  it('when the Dockerfile copies from the context, then nothing it copies is left out', () => {
+    const sources = instructions
+      .filter((l) => /^COPY\s/i.test(l) && !/--from=/i.test(l))
+      .flatMap((l) => l.split(/\s+/).slice(1, -1))
+      .filter((p) => !p.startsWith('--'));
+    const files = sources.flatMap(filesUnder).filter((f) => !f.includes('node_modules/'));
+    expect(files.length).toBeGreaterThan(20);
+    expect(files.filter(isIgnored)).toEqual([]);
   });
 });
