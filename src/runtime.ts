@@ -11,6 +11,7 @@ import { createOutboundFetch, describeProxy } from './util/outbound.js';
 import { createRunStore, type RunStore } from './sync/run-store.js';
 import { createSyncQueue, type SyncJobData } from '../queues/sync.js';
 import { createSubmissionsQueue, type SubmissionJobData } from '../queues/submissions.js';
+import { createCentreLoadCheck } from './onboarding/centre-mapping.js';
 
 export interface RuntimeOptions {
   /**
@@ -58,7 +59,10 @@ export function createRedisConnection(
   });
 }
 
-/** Builds the runtime: connects Redis, opens the queues, loads centres (unless given). */
+/**
+ * Builds the runtime: loads and checks centres (unless given), connects Redis, opens the
+ * queues. Throws ConfigError listing every centre problem, mapping packs and overrides too.
+ */
 export async function createRuntime(
   config: ServiceConfig,
   options: RuntimeOptions = {},
@@ -67,7 +71,11 @@ export async function createRuntime(
   const prefix = options.prefix ?? config.redis.prefix;
   const logger = options.logger ?? createLogger({ level: config.log.level, name: 'lhn-bridge' });
   const metrics = options.metrics ?? createMetrics({ defaultMetrics: true });
-  const centreList = options.centres ?? (await loadCentres(config.centresDir));
+  // Loaded centres are checked whole before anything starts: a missing mapping pack or an
+  // override typo stops the process here instead of failing every sync.
+  const centreList =
+    options.centres ??
+    (await loadCentres(config.centresDir, { check: createCentreLoadCheck(config.mappingsDir) }));
   const centres = new Map(centreList.map((c) => [c.id, c]));
 
   const redis = createRedisConnection(config.redis.url, role);

@@ -120,7 +120,13 @@ export async function startServer(
     alerts,
     checkCentre:
       options.checkCentre ??
-      ((centre) => runCheck(centre, { logger, fetch: runtime.fetch, keysDir: config.keysDir })),
+      ((centre) =>
+        runCheck(centre, {
+          logger,
+          fetch: runtime.fetch,
+          keysDir: config.keysDir,
+          mappingsDir: config.mappingsDir,
+        })),
     jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
     ...(options.authLimit ? { authLimit: options.authLimit } : {}),
   });

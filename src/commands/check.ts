@@ -59,7 +59,8 @@ export function registerCheckCommand(program: Command): void {
       'keys folder this service publishes as its JWKS (default: LHN_KEYS_DIR); checks that auth.kid is in it',
     )
     .action(async (argument: string, options: CheckCommandOptions) => {
-      const centresDir = options.centresDir ?? loadFolderConfig(process.env).centresDir;
+      const folders = loadFolderConfig(process.env);
+      const centresDir = options.centresDir ?? folders.centresDir;
       const centre = await findCentre(argument, centresDir);
       const timeoutMs = Number(options.timeoutMs);
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
@@ -71,6 +72,7 @@ export function registerCheckCommand(program: Command): void {
       const report = await runCheck(centre, {
         logger,
         ...(keysDir ? { keysDir } : {}),
+        mappingsDir: folders.mappingsDir,
         // A hospital proxy (HTTPS_PROXY / NO_PROXY, or LHN_PROXY_URL) applies here too.
         fetch: createOutboundFetch(loadOutboundConfig(process.env)),
         fhirConfig: { requestTimeoutMs: timeoutMs, maxRetries: 1, maxRetryAfterSeconds: 30 },

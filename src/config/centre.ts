@@ -7,7 +7,7 @@ import { CronExpressionParser } from 'cron-parser';
 import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
-import { ConfigError, issuesFromZod } from './errors.js';
+import { ConfigError, issuesFromZod, type ConfigIssue } from './errors.js';
 
 /** True for hosts that never leave the machine (http is allowed only for these). */
 export function isLoopbackHost(hostname: string): boolean {
@@ -319,8 +319,19 @@ export async function loadCentreFile(path: string): Promise<CentreConfig> {
   return parseCentre(data, path);
 }
 
+export interface LoadCentresOptions {
+  /**
+   * More problems of a centre that parsed (its mapping pack and overrides),
+   * reported with the files' other problems. Paths are inside the centre file.
+   */
+  check?: (centre: CentreConfig) => Promise<ConfigIssue[]>;
+}
+
 /** Loads every centre file in a folder; all files' problems are reported together. */
-export async function loadCentres(dir: string): Promise<CentreConfig[]> {
+export async function loadCentres(
+  dir: string,
+  options: LoadCentresOptions = {},
+): Promise<CentreConfig[]> {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -360,6 +371,11 @@ export async function loadCentres(dir: string): Promise<CentreConfig[]> {
       );
     ids.set(c.id, c.sourceFile);
   }
+  if (options.check)
+    for (const c of centres) {
+      const issues = await options.check(c);
+      if (issues.length > 0) problems.push(new ConfigError(c.sourceFile, issues));
+    }
   if (problems.length > 0) {
     throw new ConfigError(
       dir,

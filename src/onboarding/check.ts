@@ -1,9 +1,11 @@
 // The onboarding check: what centre IT runs after filling in a centre file. It walks the
 // connection the way a sync will (discovery, token, scopes, CapabilityStatement, cohort,
 // one search per resource type for one cohort patient, or a bulk kick-off that is cancelled
-// at once) and reports each step as ok / failed / skipped with the reason and a hint saying
-// what to change. It never prints tokens, identifiers or resource content: counts and ids
-// of configuration only. The CLI (`lhn-bridge check`) and the admin API share it.
+// at once), loads the mapping pack with the centre's overrides, and reports each step as
+// ok / failed / skipped with the reason and a hint saying what to change. It never prints
+// tokens, identifiers or resource content: counts and ids of configuration only. The CLI
+// (`lhn-bridge check`) and the admin API share it.
+import { resolve } from 'node:path';
 import { CapabilityTool } from 'fhir-kit-client';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
@@ -49,6 +51,7 @@ import {
 } from '../fhir/pull-search.js';
 import type { FhirResource } from '../fhir/types.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { centreMappingIssues } from './centre-mapping.js';
 
 /** Outcome of one step. */
 export type CheckStepStatus = 'ok' | 'failed' | 'skipped';
@@ -98,6 +101,11 @@ export interface CheckDeps {
    * the signing-key step checks that auth.kid is in it.
    */
   keysDir?: string;
+  /**
+   * The mapping packs folder (service config `mappingsDir`): when given, the mapping step
+   * loads the centre's pack and applies its overrides, as a sync will.
+   */
+  mappingsDir?: string;
 }
 
 const DEFAULT_FHIR_CONFIG: ServiceConfig['fhir'] = {
@@ -437,7 +445,24 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
   }
   return finish();
 
-  function finish(): CheckReport {
+  // Last: the mapping pack and overrides (local, so checked whatever the EHR answered).
+  async function finish(): Promise<CheckReport> {
+    const { mappingsDir } = deps;
+    if (mappingsDir !== undefined)
+      await run('mapping', 'Mapping pack and overrides', true, async (): Promise<StepResult> => {
+        const issues = await centreMappingIssues(centre, mappingsDir);
+        if (issues.length === 0)
+          return {
+            status: 'ok',
+            reason: `mapping pack "${centre.mapping.pack}" loads${Object.keys(centre.mapping.overrides).length > 0 ? ' and the centre overrides apply to it' : ''}`,
+          };
+        return {
+          status: 'failed',
+          reason: `${issues.length} problem${issues.length === 1 ? '' : 's'} in the mapping settings; every sync would fail`,
+          hint: `Fix the centre file ${centre.sourceFile} (mapping.pack names a folder of ${resolve(mappingsDir)}, LHN_MAPPINGS_DIR).`,
+          details: issues.map((i) => `${i.path}: ${i.message}`),
+        };
+      });
     return {
       centreId: centre.id,
       centreName: centre.name,

@@ -1,8 +1,8 @@
 // Loads a mapping pack from its folder: the assembly spec, the value sets and the views,
 // each validated, with every problem reported at once as file + path + what was expected,
 // so a data manager can fix a pack in one pass. The mapping core stays free of files.
-import { readFile, readdir } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import {
@@ -40,13 +40,37 @@ export class MappingPackError extends Error {
   constructor(
     readonly dir: string,
     readonly issues: PackIssue[],
+    /** Replaces the per-file list, for a problem with the pack as a whole (no such folder). */
+    summary?: string,
   ) {
     super(
-      `mapping pack ${dir}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n` +
-        issues.map((i) => `  - ${i.file}${i.path ? ` ${i.path}` : ''}: ${i.message}`).join('\n'),
+      summary ??
+        `mapping pack ${dir}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n` +
+          issues.map((i) => `  - ${i.file}${i.path ? ` ${i.path}` : ''}: ${i.message}`).join('\n'),
     );
     this.name = 'MappingPackError';
   }
+}
+
+/**
+ * Why `dir` cannot be a pack folder at all (absent, or a file), naming the pack and the
+ * absolute folder it was looked for in; undefined when it is a folder.
+ */
+async function missingPackMessage(dir: string): Promise<string | undefined> {
+  const where = `${basename(resolve(dir))} in ${dirname(resolve(dir))}`;
+  try {
+    if ((await stat(dir)).isDirectory()) return undefined;
+    return `no mapping pack ${where} (that is a file, not a pack folder)`;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return `no mapping pack ${where}`;
+    return `cannot read mapping pack ${where} (${code ?? (err as Error).message})`;
+  }
+}
+
+/** The folder of a centre's `mapping.pack`: an absolute path as given, else under `mappingsDir`. */
+export function resolvePackDir(mappingsDir: string, pack: string): string {
+  return isAbsolute(pack) ? pack : join(mappingsDir, pack);
 }
 
 export interface LoadPackOptions {
@@ -175,7 +199,8 @@ async function loadAssembly(dir: string, issues: PackIssue[]): Promise<AssemblyS
 /**
  * Reads and validates the mapping pack in `dir`: `assembly.yaml`, `valuesets/*.json` and the
  * `views/*.json` the assembly names (each compiled once). Throws MappingPackError listing
- * every problem with its file and path.
+ * every problem with its file and path, or saying "no mapping pack <name> in <absolute
+ * folder>" when the pack folder itself does not exist.
  */
 export async function loadMappingPack(
   dir: string,
@@ -183,6 +208,10 @@ export async function loadMappingPack(
 ): Promise<MappingPack> {
   const issues: PackIssue[] = [];
   const compile = options.compileView ?? defaultCompileView;
+  // A missing folder is one problem, not one "file is missing" per file of the pack.
+  const missing = await missingPackMessage(dir);
+  if (missing !== undefined)
+    throw new MappingPackError(resolve(dir), [{ file: '', path: '', message: missing }], missing);
   const assembly = await loadAssembly(dir, issues);
 
   const valueSets: Partial<PackValueSets> = {};

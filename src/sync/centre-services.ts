@@ -2,7 +2,6 @@
 // per-centre limiter, retries) and the mapper (the pack with the centre's overrides). Built
 // once per centre per process and reused across runs, so the token cache and the compiled
 // pack survive between runs.
-import { join, isAbsolute } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
@@ -11,7 +10,7 @@ import { createFhirClient, type FhirClient } from '../fhir/client.js';
 import { createCentreLimiter } from '../fhir/limiter.js';
 import { createMapper, type Mapper } from '../mapping/assemble.js';
 import type { MappingPack } from '../mapping/pack-schema.js';
-import { loadMappingPack } from '../packs/load-pack.js';
+import { loadMappingPack, resolvePackDir } from '../packs/load-pack.js';
 import type { Metrics } from '../util/metrics.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 
@@ -40,13 +39,10 @@ export function createCentreServices(options: CentreServicesOptions): PrepareCen
   const packs = new Map<string, Promise<MappingPack>>();
   const services = new Map<string, { source: CentreConfig; value: CentreServices }>();
 
-  const packDir = (pack: string) =>
-    isAbsolute(pack) ? pack : join(options.config.mappingsDir, pack);
-
   return async (centre) => {
     const cached = services.get(centre.id);
     if (cached && cached.source === centre) return cached.value;
-    const dir = packDir(centre.mapping.pack);
+    const dir = resolvePackDir(options.config.mappingsDir, centre.mapping.pack);
     let pack = packs.get(dir);
     if (!pack) {
       pack = loadMappingPack(dir);

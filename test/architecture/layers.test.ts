@@ -36,7 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   packs: ['mapping', 'registry'],
   auth: ['config', 'util'],
   fhir: ['auth', 'config', 'util'],
-  onboarding: ['auth', 'fhir', 'config', 'util'],
+  onboarding: ['auth', 'fhir', 'mapping', 'packs', 'config', 'util'],
   sync: ['fhir', 'auth', 'mapping', 'packs', 'registry', 'config', 'util', 'queues'],
   queues: ['sync', 'fhir', 'auth', 'mapping', 'packs', 'registry', 'config', 'util'],
   alerts: ['sync', 'config', 'util'],
