@@ -62,8 +62,31 @@ function resourceTypeNames(): Set<string> {
   return names;
 }
 
-/** Reads resources from a Bundle/resource JSON file, an NDJSON file or a folder of them. */
-export async function* readFhirInput(path: string): AsyncGenerator<FhirResource> {
+/**
+ * Largest .json file (a Bundle or one resource) read, 256 MiB: a JSON file is parsed as one
+ * value, so it is held whole in memory (several times its size once parsed), and V8 cannot
+ * hold a string much over 512 MiB at all. NDJSON is read a line at a time, whatever its size.
+ */
+export const MAX_JSON_FILE_BYTES = 256 * 1024 * 1024;
+
+const MIB = 1024 * 1024;
+
+function tooLargeForJson(file: string, limit: number): CliError {
+  const size = limit >= MIB ? `${Math.round(limit / MIB)} MiB` : `${limit} bytes`;
+  return new CliError(
+    `${basename(file)}: a Bundle over ${size} cannot be read as one JSON value; convert it to NDJSON, one resource per line (a .ndjson file is read a line at a time, whatever its size)`,
+  );
+}
+
+/**
+ * Reads resources from a Bundle/resource JSON file, an NDJSON file or a folder of them. A
+ * .json file over `maxJsonBytes` (default MAX_JSON_FILE_BYTES) is refused.
+ */
+export async function* readFhirInput(
+  path: string,
+  options: { maxJsonBytes?: number } = {},
+): AsyncGenerator<FhirResource> {
+  const maxJsonBytes = options.maxJsonBytes ?? MAX_JSON_FILE_BYTES;
   const types = resourceTypeNames();
   let info;
   try {
@@ -130,8 +153,13 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
     }
     let text: string;
     try {
+      if ((await stat(file)).size > maxJsonBytes) throw tooLargeForJson(file, maxJsonBytes);
       text = await readFile(file, 'utf8');
     } catch (err) {
+      if (err instanceof CliError) throw err;
+      // Past V8's longest string, whatever the limit above was set to.
+      if ((err as NodeJS.ErrnoException).code === 'ERR_STRING_TOO_LONG')
+        throw tooLargeForJson(file, maxJsonBytes);
       throw new CliError(
         `${basename(file)}: ${isIoError(err) ? describeIoError(err) : 'cannot be read'}`,
       );
@@ -141,7 +169,12 @@ export async function* readFhirInput(path: string): AsyncGenerator<FhirResource>
       value = JSON.parse(text);
     } catch {
       // Line, column and kind only: V8's message quotes the input (a patient's name, say).
-      throw new CliError(`${basename(file)}: ${describeJsonError(text)}`);
+      const where = locateJsonError(text);
+      const ndjson =
+        where?.line === 2 && where.kind === 'unexpected content after the JSON value'
+          ? '; it looks like NDJSON (one resource per line): name it .ndjson'
+          : '';
+      throw new CliError(`${basename(file)}: ${describeJsonError(text)}${ndjson}`);
     }
     if (file !== path && isBulkManifest(value)) {
       // A Bulk Data client's output folder holds its manifest beside the NDJSON files.
