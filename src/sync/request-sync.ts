@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { SyncJobData } from '../../queues/sync.js';
+import { runIdForJob, type SyncJobData } from '../../queues/sync.js';
 import type { RunRecord, RunStore, SyncMode } from './run-store.js';
 
 /** The outcome of a trigger. */
@@ -18,16 +18,34 @@ export interface SyncTriggerDeps {
   redis: Redis;
   prefix: string;
   syncQueue: Queue<SyncJobData>;
-  runStore: Pick<RunStore, 'latest' | 'start' | 'finish'>;
+  runStore: Pick<RunStore, 'latest' | 'get' | 'start' | 'finish'>;
 }
 
 const LIVE_STATES = new Set(['active', 'waiting', 'prioritized', 'waiting-children']);
 
-/** True when the job is running, waiting to run, or waiting to retry after a failure. */
-async function isLive(job: Job<SyncJobData>): Promise<boolean> {
+/**
+ * True when the job is running, waiting to run, waiting to retry after a failure, or handed
+ * back to the queue (shutdown, lost lease, dropped Redis connection, busy centre).
+ *
+ * A delayed job is not live only when it is the job scheduler's next tick: a `schedule` job
+ * in its first attempt whose run has not started. Whether a run started is read from its run
+ * record (queued or running: the hand-back leaves it queued, phase interrupted), not from
+ * the job's reason alone, since a scheduled run is handed back at shutdown too. A manual or
+ * retry job is never a tick, so its reason (or a retry's attemptsMade) makes it live even
+ * without a record (one whose record write failed).
+ */
+async function isLive(
+  deps: Pick<SyncTriggerDeps, 'runStore'>,
+  job: Job<SyncJobData>,
+): Promise<boolean> {
   const state = await job.getState();
-  // A delayed job is either the scheduler's next run (attemptsMade 0) or a retry in backoff.
-  return LIVE_STATES.has(state) || (state === 'delayed' && job.attemptsMade > 0);
+  if (LIVE_STATES.has(state)) return true;
+  if (state !== 'delayed') return false;
+  if (job.attemptsMade > 0 || job.data.reason !== 'schedule') return true;
+  // The run id the processor gives this attempt (see createSyncProcessor).
+  const runId = job.data.runId ?? runIdForJob(String(job.id), 0);
+  const record = await deps.runStore.get(runId);
+  return record?.status === 'queued' || record?.status === 'running';
 }
 
 /** Finds a sync of the centre that is queued or running, if any. */
@@ -39,7 +57,7 @@ export async function findRunningSync(
   if (latest && (latest.status === 'queued' || latest.status === 'running')) {
     // Trust the record only while its job is alive: a crashed worker's record stays "running".
     const job = latest.jobId ? await deps.syncQueue.getJob(latest.jobId) : undefined;
-    if (!latest.jobId || (job && (await isLive(job))))
+    if (!latest.jobId || (job && (await isLive(deps, job))))
       return { runId: latest.runId, ...(latest.jobId ? { jobId: latest.jobId } : {}) };
   }
   const jobs = (await deps.syncQueue.getJobs([
@@ -50,7 +68,7 @@ export async function findRunningSync(
   ])) as Job<SyncJobData>[];
   for (const job of jobs) {
     if (job.data.centreId !== centreId) continue;
-    if (!(await isLive(job))) continue;
+    if (!(await isLive(deps, job))) continue;
     return { ...(job.data.runId ? { runId: job.data.runId } : {}), jobId: String(job.id) };
   }
   return undefined;
