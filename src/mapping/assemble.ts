@@ -1512,7 +1512,9 @@ function assemblePatient(
         finding(
           'missing-value',
           'visit.date',
-          'visit encounter has no period.start, so it has no visit date and was not submitted',
+          enc.periodStart
+            ? 'visit encounter period.start is not a valid FHIR dateTime (YYYY-MM-DDThh:mm:ss with a time zone, or YYYY-MM-DD), so it has no visit date and was not submitted'
+            : 'visit encounter has no period.start, so it has no visit date and was not submitted',
           `Encounter/${enc.id}`,
         ),
       );

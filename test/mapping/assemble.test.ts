@@ -469,4 +469,28 @@ describe('assembler, visits that cannot be submitted', () => {
     ]);
     expect(result.stats.byKind).toEqual({ 'missing-value': 2 });
   });
+
+  it('when a visit period.start is not a valid FHIR dateTime, then the finding says so (not that it has none) and does not quote it', async () => {
+    const mapper = createMapper(await loadIbdPack(), {
+      centreId: 'c',
+      pseudonymSecret: 'x'.repeat(40),
+      timeZone: 'UTC',
+    });
+    const result = mapper.mapResources([
+      { resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '2012-05-20' },
+      {
+        resourceType: 'Encounter',
+        id: 'bad-start',
+        status: 'finished',
+        class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+        subject: { reference: 'Patient/p1' },
+        period: { start: '2024-13-45T15:00:00Z' },
+      },
+    ]);
+    const dated = result.findings.filter((f) => f.field === 'visit.date');
+    expect(dated).toHaveLength(1);
+    expect(dated[0]!.message).toMatch(/period\.start is not a valid FHIR dateTime/);
+    expect(dated[0]!.message).not.toContain('2024');
+    expect(dated[0]!.resource).toBe('Encounter/bad-start');
+  });
 });
