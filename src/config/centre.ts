@@ -260,15 +260,37 @@ export const CentreFileSchema = z
       .prefault({}),
   })
   .strict()
-  .superRefine((centre, ctx) => {
-    if (centre.pull.mode === 'bulk' && 'roster' in centre.cohort && !centre.pull.patientLevelExport)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['cohort'],
-        message:
-          'bulk mode with a roster would export every patient of the EHR (Patient/$export) and drop the others here; ask centre IT for a Group of the registry patients (cohort.group: Group/[id]/$export), or use pull.mode: search, or set pull.patientLevelExport: true to accept the whole-EHR export',
-      });
-  });
+  .superRefine(
+    (centre, ctx) => {
+      if (bulkWithRoster(centre) && centre.pull.patientLevelExport !== true)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['cohort'],
+          message:
+            'bulk mode with a roster would export every patient of the EHR (Patient/$export) and drop the others here; ask centre IT for a Group of the registry patients (cohort.group: Group/[id]/$export), or use pull.mode: search, or set pull.patientLevelExport: true to accept the whole-EHR export',
+        });
+    },
+    // Run even when another setting is wrong (zod skips a refinement after an aborting issue,
+    // e.g. auth.alg: RS256), so every problem is listed at once; the value may then be partly
+    // unparsed, hence the shape check.
+    { when: (payload) => bulkWithRoster(payload.value) },
+  );
+
+/** pull.mode bulk with a cohort.roster, on a value that may be partly unparsed. */
+function bulkWithRoster(value: unknown): value is {
+  pull: { mode: 'bulk'; patientLevelExport?: unknown };
+  cohort: { roster: string };
+} {
+  const v = value as { pull?: { mode?: unknown }; cohort?: { roster?: unknown } } | undefined;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    v.pull?.mode === 'bulk' &&
+    typeof v.cohort === 'object' &&
+    v.cohort !== null &&
+    typeof v.cohort.roster === 'string'
+  );
+}
 
 /** A parsed centre file, with file references resolved to absolute paths. */
 export type CentreConfig = z.infer<typeof CentreFileSchema> & {

@@ -167,12 +167,22 @@ export const ServiceConfigSchema = z
       .prefault({}),
   })
   .strict()
-  .superRefine((config, ctx) => {
-    const problem = pseudonymSecretProblem(config.pseudonymSecret, {
-      lengthOnly: config.pseudonymSecretInUse,
-    });
-    if (problem) ctx.addIssue({ code: 'custom', path: ['pseudonymSecret'], message: problem });
-  });
+  .superRefine(
+    (config, ctx) => {
+      const problem = pseudonymSecretProblem(config.pseudonymSecret, {
+        lengthOnly: config.pseudonymSecretInUse === true,
+      });
+      if (problem) ctx.addIssue({ code: 'custom', path: ['pseudonymSecret'], message: problem });
+    },
+    {
+      // Run even when another setting is wrong (zod skips a refinement after an aborting
+      // issue, e.g. a bad enum), so every problem is listed at once; the value may then be
+      // partly unparsed, hence the check that the secret itself is a string.
+      when: (payload) =>
+        typeof (payload.value as { pseudonymSecret?: unknown } | undefined)?.pseudonymSecret ===
+        'string',
+    },
+  );
 
 export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
 export type ServiceConfigInput = z.input<typeof ServiceConfigSchema>;
