@@ -86,7 +86,8 @@ export const SUBMISSIONS_WORKER_LIMITER = { max: 1_000_000, duration: 1_000 };
 export const MIN_RATE_LIMIT_PAUSE_MS = 1_000;
 
 /**
- * How long the whole submissions queue pauses for a registry's 429, or 503 with Retry-After:
+ * How long the whole submissions queue pauses for a registry's 429, or 503 with Retry-After
+ * (a 429's job waits without using an attempt; a 503's job uses one and backs off):
  * the Retry-After, at least MIN_RATE_LIMIT_PAUSE_MS and at most MAX_RETRY_AFTER_MS (an hour,
  * the cap of the per-job backoff too), so an absurd value cannot stall delivery for days.
  * Undefined when the answer does not ask every delivery to wait (other statuses, no
@@ -269,6 +270,11 @@ export function createSubmissionProcessor(
       const pauseMs = deps.rateLimit ? rateLimitPauseMs(err) : undefined;
       if (deps.rateLimit && pauseMs !== undefined) {
         await deps.rateLimit(pauseMs);
+        // A 429 is throttling: the job waits without using an attempt (BullMQ moves it back to
+        // waiting). A 503 is an outage: every delivery pauses too, but the job uses an attempt
+        // and backs off, so a registry that stays down ends with the job in the failed list,
+        // visible, rather than waiting unseen for ever.
+        const throttled = (err as RegistryUnavailableError).httpStatus === 429;
         log.warn(
           {
             jobId: job.id,
@@ -276,10 +282,11 @@ export function createSubmissionProcessor(
             httpStatus: (err as RegistryUnavailableError).httpStatus,
             pauseMs,
           },
-          'registry asked to slow down (Retry-After); all deliveries pause, the job waits without using an attempt',
+          throttled
+            ? 'registry asked to slow down (429 Retry-After); all deliveries pause, the job waits without using an attempt'
+            : 'registry unavailable (503 Retry-After); all deliveries pause, the job will retry',
         );
-        // BullMQ moves the job back to waiting; attemptsMade is unchanged.
-        throw new RateLimitError();
+        if (throttled) throw new RateLimitError();
       }
       // Permanent: the registry refused it, or this was its last attempt (it now stays failed).
       const permanent =

@@ -697,4 +697,37 @@ describe('a registry rate limit (429 with Retry-After)', () => {
       await bed.close();
     }
   });
+
+  it('when the registry stays down answering 503 Retry-After, then deliveries pause but each job uses its attempts, and ends in the failed list', async () => {
+    let refused = 0;
+    const bed = await startDeliveryBed({
+      attempts: 2,
+      concurrency: 4,
+      rateLimit: true,
+      client: () => ({
+        deliver: () => {
+          refused += 1;
+          return Promise.reject(
+            new RegistryUnavailableError('registry answered HTTP 503', 503, 1000),
+          );
+        },
+      }),
+    });
+    try {
+      const visits = Array.from({ length: 3 }, (_, i) =>
+        makeVisit({ centreId: 'down', patientId: `p${i}`, encounterId: `e${i}` }),
+      );
+      await bed.enqueue('down', visits);
+      await waitFor(
+        async () => (await bed.queue.getFailedCount()) === visits.length,
+        20_000,
+        'every job failed after its attempts',
+      );
+      const jobs = await bed.queue.getFailed(0, -1);
+      expect(jobs.map((j) => j.attemptsMade)).toEqual(visits.map(() => 2));
+      expect(refused).toBe(visits.length * 2);
+    } finally {
+      await bed.close();
+    }
+  });
 });
