@@ -2077,6 +2077,9 @@ function assembleVisit(
       }
     }
     if (!undated && !isActiveOnDates(lm.dates, visit.date, lm.mode === 1)) continue;
+    // One administration is given on one day, its start (an order still active, or a period
+    // left open, does not make it a course): it concerns only a visit on that day.
+    if (m.singleAdministration && !undated && courseStartOf(lm.dates) !== visit.date) continue;
     const judgement = judgeOnce(ctx, lm);
     if (undated) {
       // No usable date at all: it cannot be placed at any visit, so it is not counted, and
