@@ -138,6 +138,37 @@ function describe(event: AlertEvent['event'], alert: Alert): string {
 }
 
 /** Creates an alert monitor. */
+/**
+ * Why a webhook request failed, for the log: fetch's TypeError ("fetch failed") says nothing
+ * by itself; its cause has the code (ECONNREFUSED, ENOTFOUND, UND_ERR_CONNECT_TIMEOUT...).
+ * The URL's path and query (a Slack or Teams webhook's secret) are cut from the messages.
+ */
+export function failureCause(err: unknown, url: string): { code?: string; cause?: string } {
+  const { origin, pathname } = new URL(url);
+  const redact = (text: string) =>
+    text
+      .split(url)
+      .join(origin)
+      .split(pathname.length > 1 ? pathname : url)
+      .join('/[path]')
+      .replace(/https?:\/\/[^\s'"]+/g, (u) => {
+        try {
+          return new URL(u).origin;
+        } catch {
+          return '[url]';
+        }
+      });
+  const cause = (err as { cause?: unknown }).cause;
+  const source = (cause instanceof Error ? cause : err) as Error & { code?: unknown };
+  const code = typeof source.code === 'string' ? source.code : undefined;
+  // A connection to a name with several addresses fails with an AggregateError (no message).
+  const inner = (source as { errors?: unknown }).errors;
+  const text =
+    source.message || (Array.isArray(inner) && inner[0] instanceof Error ? inner[0].message : '');
+  const message = typeof text === 'string' ? redact(text).slice(0, 200) : '';
+  return { ...(code ? { code } : {}), ...(message ? { cause: message } : {}) };
+}
+
 export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
   const { redis, logger } = options;
   const activeKey = `${options.prefix}:alerts:active`;
@@ -233,7 +264,7 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
     } catch (err) {
       const name = (err as Error).name;
       logger.warn(
-        { webhook, error: name },
+        { webhook, error: name, ...failureCause(err, url) },
         'alert webhook unreachable; will retry at the next evaluation',
       );
       // A timeout may be this event's doing; a refused connection or DNS failure is not.

@@ -15,21 +15,31 @@ export function isLoopbackHost(hostname: string): boolean {
   return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
 }
 
+/**
+ * An absolute URL that is https, or http on a loopback host; `example` shows the expected
+ * form in the message (never the value given, which may carry a secret in its path).
+ */
+export function secureUrlSchema(example = 'https://host.example.org/fhir/R4') {
+  return z
+    .url({
+      protocol: /^https?$/,
+      error: `expected an absolute URL with its scheme, e.g. ${example}`,
+    })
+    .refine(
+      (value) => {
+        // zod runs this refinement even when the value is not an http(s) URL (reported above).
+        if (!URL.canParse(value)) return true;
+        const url = new URL(value);
+        // Another scheme (ftp:, javascript:) is already reported above.
+        if (url.protocol !== 'http:') return true;
+        return isLoopbackHost(url.hostname);
+      },
+      { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
+    );
+}
+
 /** An absolute URL that is https, or http on a loopback host. */
-export const secureUrl = z
-  .url({
-    protocol: /^https?$/,
-    error: 'expected an absolute URL with its scheme, e.g. https://host.example.org/fhir/R4',
-  })
-  .refine(
-    (value) => {
-      // zod runs this refinement even when the value is not a URL (already reported above).
-      if (!URL.canParse(value)) return true;
-      const url = new URL(value);
-      return url.protocol === 'https:' || isLoopbackHost(url.hostname);
-    },
-    { message: 'must use https (http is allowed only for localhost / 127.0.0.1 / ::1)' },
-  );
+export const secureUrl = secureUrlSchema();
 
 /** The types pulled by search (Medication is read by reference instead). */
 export const SEARCHED_TYPES = [

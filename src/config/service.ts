@@ -6,7 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
-import { secureUrl } from './centre.js';
+import { secureUrl, secureUrlSchema } from './centre.js';
 
 export const API_ROLES = ['viewer', 'operator', 'admin'] as const;
 export type ApiRole = (typeof API_ROLES)[number];
@@ -71,7 +71,12 @@ export const ServiceConfigSchema = z
         host: z.string().default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(8080),
         /** Public base URL of this service (the JWKS URL centres register is built from it). */
-        publicUrl: z.url().optional(),
+        publicUrl: z
+          .url({
+            protocol: /^https?$/,
+            error: 'expected an absolute http:// or https:// URL, e.g. https://bridge.example.org',
+          })
+          .optional(),
         keys: z.array(apiKey).default([]),
         /**
          * Express `trust proxy`: false (default) uses the socket address; behind a reverse
@@ -115,7 +120,11 @@ export const ServiceConfigSchema = z
       .prefault({}),
     alerts: z
       .object({
-        webhookUrl: z.url().optional(),
+        /**
+         * Where alert events are POSTed: https (http only to a loopback host), as Slack and
+         * Teams webhooks carry their secret in the path.
+         */
+        webhookUrl: secureUrlSchema('https://hooks.example.org/services/...').optional(),
         staleAfterHours: z.number().positive().default(48),
         failuresInARow: z.number().int().min(1).default(3),
       })
