@@ -800,15 +800,26 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           // Cohort members never pulled (joined the Group or roster since; Bulk Data lets a
           // `_since` export leave their older data out) or whose last pull failed. The roster
           // was resolved by the export; a Group is read here.
-          const cohortIds =
-            rosterIds ??
-            (
-              await resolveCohort(client, pullCentre, {
-                logger: log,
-                ...(signal ? { signal } : {}),
-              })
-            ).patientIds;
-          for (const id of await notPulledBefore(cohortIds)) changed.add(id);
+          let cohortIds = rosterIds;
+          if (!cohortIds) {
+            try {
+              cohortIds = (
+                await resolveCohort(client, pullCentre, {
+                  logger: log,
+                  ...(signal ? { signal } : {}),
+                })
+              ).patientIds;
+            } catch (err) {
+              // The export itself worked: an EHR that exports the Group but will not let it
+              // be read (or reads it empty) does not fail the run; new members wait for the
+              // next full sync, and the run says so.
+              if (signal?.aborted || isRedisConnectionAbort(err)) throw err;
+              const message = `the cohort Group could not be read to find members not pulled before (${describeError(err)}); patients added to it since the last full sync are pulled by the next full sync`;
+              log.warn(message);
+              await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
+            }
+          }
+          for (const id of await notPulledBefore(cohortIds ?? [])) changed.add(id);
           const affected = [...changed];
           await setPhase('pull');
           if (affected.length > 0)

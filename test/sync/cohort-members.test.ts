@@ -106,6 +106,28 @@ describe('cohort patients that incremental syncs have never pulled', () => {
     }
   });
 
+  it('when the EHR exports the Group but refuses to let it be read (bulk incremental), then the run succeeds with a warning and the next full sync sends the new member', async () => {
+    f = await startSyncFixture({
+      patients: 4,
+      seed: 7,
+      centreId: 'members-group-unreadable',
+      pullMode: 'bulk',
+    });
+    const { lateVisits, addBack } = holdBackLastMember(f);
+    await f.runSync('full');
+    addBack();
+    f.ehr.faults.set({ refuseReads: ['Group'] });
+    const next = await f.runSync('incremental');
+    expect(next.status).toBe('succeeded');
+    expect(next.counts.enqueued).toBe(0);
+    expect((next.warnings ?? []).map((w) => w.message)).toContainEqual(
+      expect.stringMatching(/cohort Group could not be read.*next full sync/),
+    );
+    f.ehr.faults.reset();
+    const full = await f.runSync('full');
+    expect(full.counts.enqueued).toBe(lateVisits);
+  });
+
   it('when a patient is refused, then the watermarks still move, and once the EHR answers again the next incremental sync pulls that patient in full, with what changed meanwhile', async () => {
     f = await startSyncFixture({ patients: 6, seed: 71, centreId: 'members-refused' });
     const visits = f.gen.truth.filter((t) => !t.retracted);

@@ -98,6 +98,8 @@ export interface SandboxFaultSettings {
    * `_type` names one answers 400 with an OperationOutcome naming it.
    */
   unsupportedTypes?: string[];
+  /** Reads (`GET [type]/[id]`) of these types answer 403; searches and exports still work. */
+  refuseReads?: string[];
   /**
    * Types the export does not serve although the CapabilityStatement and searches do: a
    * kick-off whose `_type` names one answers 400 (not-supported, naming it).

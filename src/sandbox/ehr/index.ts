@@ -841,6 +841,8 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     if (kind === 'read') {
       if (method !== 'GET')
         return send(res, 405, outcome('not-supported', `${method} is not supported`));
+      if ((faults.live.refuseReads ?? []).includes(resourceType))
+        return send(res, 403, outcome('forbidden', `reading ${resourceType} is not allowed`));
       return handleRead(res, resourceType, path[2]!, token);
     }
     if (method !== 'GET' && !(method === 'POST' && path[2] === '_search'))
