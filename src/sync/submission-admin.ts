@@ -359,14 +359,26 @@ export async function resolveFailedSubmission(
   return undefined;
 }
 
+/**
+ * A page of a Redis list of JSON records kept newest first (LPUSH): `limit` 1-1000, default
+ * 100, from `offset`.
+ */
+export async function readNewestFirst<T>(
+  redis: Redis,
+  key: string,
+  options: { offset?: number; limit?: number } = {},
+): Promise<T[]> {
+  const offset = Math.max(options.offset ?? 0, 0);
+  const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
+  const texts = await redis.lrange(key, offset, offset + limit - 1);
+  return texts.map((t) => JSON.parse(t) as T);
+}
+
 /** Resolved submissions, newest first. */
-export async function listResolvedSubmissions(
+export function listResolvedSubmissions(
   redis: Redis,
   prefix: string,
   options: { offset?: number; limit?: number } = {},
 ): Promise<ResolvedSubmission[]> {
-  const offset = Math.max(options.offset ?? 0, 0);
-  const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-  const texts = await redis.lrange(resolvedKey(prefix), offset, offset + limit - 1);
-  return texts.map((t) => JSON.parse(t) as ResolvedSubmission);
+  return readNewestFirst<ResolvedSubmission>(redis, resolvedKey(prefix), options);
 }

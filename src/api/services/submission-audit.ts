@@ -4,6 +4,7 @@
 // and not a resolve's note (free text that could name a patient).
 import type { Redis } from 'ioredis';
 import type { ApiCaller } from '../auth.js';
+import { readNewestFirst } from '../../sync/submission-admin.js';
 
 /** Entries kept (newest first); older ones are trimmed. */
 export const KEEP_AUDIT = 10_000;
@@ -49,13 +50,10 @@ export async function recordSubmissionAudit(
 }
 
 /** Audit entries, newest first. */
-export async function listSubmissionAudit(
+export function listSubmissionAudit(
   redis: Redis,
   prefix: string,
   options: { offset?: number; limit?: number } = {},
 ): Promise<SubmissionAuditEntry[]> {
-  const offset = Math.max(options.offset ?? 0, 0);
-  const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-  const texts = await redis.lrange(auditKey(prefix), offset, offset + limit - 1);
-  return texts.map((t) => JSON.parse(t) as SubmissionAuditEntry);
+  return readNewestFirst<SubmissionAuditEntry>(redis, auditKey(prefix), options);
 }
