@@ -24,8 +24,6 @@ export interface CohortMembers {
    * `replace`: the set becomes exactly that (a full sync of the whole cohort).
    */
   record(pulled: readonly string[], redo: readonly string[], replace?: boolean): Promise<void>;
-  /** Patients in the set. */
-  size(): Promise<number>;
   /**
    * A centre synced before this set existed has none: fills it once with the patients the
    * visit state has sent visits for (patients without any are pulled again once). Returns how
@@ -62,14 +60,13 @@ export function openCohortMembers(redis: Redis, prefix: string, centreId: string
       const failed = results?.find(([err]) => err !== null)?.[0];
       if (failed) throw failed;
     },
-    size: () => redis.scard(key),
     async seedFrom(state, patientKey) {
       if ((await redis.scard(key)) > 0) return 0;
-      const keys = new Set<string>();
-      for await (const chunk of state.scan())
-        for (const [, e] of chunk) if (e.p) keys.add(patientKey(e.p));
-      await add([...keys]);
-      return keys.size;
+      // Visits name their patient many times: one key (an HMAC) per patient.
+      const patients = new Set<string>();
+      for await (const chunk of state.scan()) for (const [, e] of chunk) if (e.p) patients.add(e.p);
+      await add([...patients].map(patientKey));
+      return patients.size;
     },
   };
 }
