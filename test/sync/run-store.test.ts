@@ -1,18 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { createRunStore, type QualityReport } from '../../src/sync/run-store.js';
-import { deletePrefix, testPrefix, testRedis } from './helpers.js';
+import { useTestRedis } from './redis-scope.js';
 
 describe('run store', () => {
-  let redis: Redis;
-  const prefix = testPrefix();
-  beforeAll(() => {
-    redis = testRedis();
-  });
-  afterAll(async () => {
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-  });
+  const { redis, prefix } = useTestRedis();
 
   it('when a run starts, updates and finishes, then get returns the final record with counts', async () => {
     const store = createRunStore(redis, prefix);

@@ -1,23 +1,14 @@
 // Run warnings (final review 6): each warning is appended to the run record, de-duplicated by
 // (step, message), so a run handed back and run again under the same id keeps the warnings
 // of its earlier attempt; `lhn-bridge sync --wait` prints them.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createRunStore, MAX_RUN_WARNINGS } from '../../src/sync/run-store.js';
 import { formatRun } from '../../src/commands/sync.js';
-import { deletePrefix, testPrefix, testRedis } from './helpers.js';
+import { useTestRedis } from './redis-scope.js';
 import { startSyncFixture, type SyncFixture } from './fixture.js';
 
 describe('run store warnings', () => {
-  let redis: Redis;
-  const prefix = testPrefix();
-  beforeAll(() => {
-    redis = testRedis();
-  });
-  afterAll(async () => {
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-  });
+  const { redis, prefix } = useTestRedis();
 
   it('when warnings are added twice, then both are kept, a repeated (step, message) once', async () => {
     const store = createRunStore(redis, prefix);

@@ -28,6 +28,7 @@ import {
   testPrefix,
   testRedis,
 } from './helpers.js';
+import { useTestRedis } from './redis-scope.js';
 import { startSyncFixture, type SyncFixture } from './fixture.js';
 
 const OTHER = 'b7e4c1d09a3f8e2b6c5d4a1f0e9b8c7d';
@@ -35,15 +36,7 @@ const REFUSAL =
   /this Redis holds state made with another LHN_PSEUDONYM_SECRET; every visit would be re-keyed and changes dropped; use the original secret, or a new LHN_QUEUE_PREFIX for a fresh start/;
 
 describe('secret fingerprint', () => {
-  let redis: Redis;
-  const prefix = testPrefix();
-  beforeAll(() => {
-    redis = testRedis();
-  });
-  afterAll(async () => {
-    await deletePrefix(redis, prefix);
-    await redis.quit();
-  });
+  const { redis, prefix } = useTestRedis();
 
   it('when first used, then Redis holds an HMAC fingerprint (never the secret); the same secret passes, another is refused', async () => {
     await ensureSecretFingerprint(redis, prefix, SECRET);
