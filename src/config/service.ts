@@ -367,9 +367,14 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
 const SECRET_ADVICE =
   'use a random secret of at least 32 characters, e.g. `openssl rand -hex 32`, and keep it stable (pseudonyms depend on it); a deployment whose secret is already in use sets LHN_PSEUDONYM_SECRET_IN_USE=true instead of changing it';
 
-/** Placeholders people leave in place: a secret that starts with one of these is refused. */
+/**
+ * Placeholders people leave in place: a secret that starts with one of these words, followed
+ * by a non-letter or the end (`secret-...`, `Password123...`, `xxx_...`), is refused. The word
+ * must end there so that a random base64 secret that merely begins with letters such as `xXx`
+ * or `TeSt` (about 1 in 27,000 did) is not taken for one.
+ */
 const PLACEHOLDER_SECRET =
-  /^(change[\W_]*me|changeit|secret|password|passw0rd|example|sample|test|placeholder|dummy|default|insecure|your[\W_]*secret|replace[\W_]*me|xxx|todo|fixme)/i;
+  /^(change[\W_]*me|changeit|secret|password|passw0rd|example|sample|test|placeholder|dummy|default|insecure|your[\W_]*secret|replace[\W_]*me|x{3,}|todo|fixme)(?![a-z])/i;
 
 /** Earlier placeholders of this code base that must never become a real secret. */
 const KNOWN_PLACEHOLDERS = new Set(['keys-command-placeholder-not-a-secret-0000']);
