@@ -33,6 +33,7 @@ import {
   isIoError,
   locateJsonError,
 } from '../config/parse-error.js';
+import { stripBom } from '../util/text.js';
 
 interface MapCommandOptions {
   mapping: string;
@@ -139,7 +140,7 @@ export async function* readFhirInput(
         if (line.trim() === '') continue;
         let value: unknown;
         try {
-          value = JSON.parse(line);
+          value = JSON.parse(n === 1 ? stripBom(line) : line);
         } catch {
           const where = locateJsonError(line);
           throw new CliError(
@@ -154,7 +155,7 @@ export async function* readFhirInput(
     let text: string;
     try {
       if ((await stat(file)).size > maxJsonBytes) throw tooLargeForJson(file, maxJsonBytes);
-      text = await readFile(file, 'utf8');
+      text = stripBom(await readFile(file, 'utf8'));
     } catch (err) {
       if (err instanceof CliError) throw err;
       // Past V8's longest string, whatever the limit above was set to.

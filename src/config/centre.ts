@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod, type ConfigIssue } from './errors.js';
+import { stripBom } from '../util/text.js';
 
 /** True for hosts that never leave the machine (http is allowed only for these). */
 export function isLoopbackHost(hostname: string): boolean {
@@ -327,7 +328,7 @@ export function parseCentre(data: unknown, source: string): CentreConfig {
 export async function loadCentreFile(path: string): Promise<CentreConfig> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = stripBom(await readFile(path, 'utf8'));
   } catch (err) {
     throw new ConfigError(path, [
       {

@@ -7,6 +7,7 @@ import { describeIoError, describeJsonError, describeYamlError, isIoError } from
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
 import { secureUrl, secureUrlSchema } from './centre.js';
+import { stripBom } from '../util/text.js';
 
 export const API_ROLES = ['viewer', 'operator', 'admin'] as const;
 export type ApiRole = (typeof API_ROLES)[number];
@@ -325,7 +326,7 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
   if (file) {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = stripBom(readFileSync(file, 'utf8'));
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       throw new ConfigError(file, [

@@ -26,6 +26,7 @@ export {
   OverridesError,
   type CentreOverrides,
 } from '../mapping/overrides.js';
+import { stripBom } from '../util/text.js';
 
 export interface PackIssue {
   /** File relative to the pack folder, e.g. `valuesets/pga.json`. */
@@ -105,7 +106,7 @@ function zodPath(path: PropertyKey[]): string {
 
 async function readText(dir: string, file: string, issues: PackIssue[]): Promise<string | null> {
   try {
-    return await readFile(join(dir, file), 'utf8');
+    return stripBom(await readFile(join(dir, file), 'utf8'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     issues.push({
@@ -171,7 +172,7 @@ async function loadAssembly(dir: string, issues: PackIssue[]): Promise<AssemblyS
   let text: string | null = null;
   for (const candidate of ['assembly.yaml', 'assembly.yml', 'assembly.json']) {
     try {
-      text = await readFile(join(dir, candidate), 'utf8');
+      text = stripBom(await readFile(join(dir, candidate), 'utf8'));
       file = candidate;
       break;
     } catch {
