@@ -1,7 +1,7 @@
 // Errors of the ViewDefinition engine. A data manager edits views by hand, so every problem
 // names where it is in the view (`select[0].column[2].path`) and what is wrong, and all
 // problems found in one pass are reported together. Evaluation errors never carry resource
-// content: only resource type, view path and a redacted cause.
+// content: only resource type, view path and a fixed description of the cause.
 
 /** One problem in a ViewDefinition: where it is and what is wrong. */
 export interface ViewIssue {
@@ -61,16 +61,63 @@ export class ViewEvaluationError extends Error {
   }
 }
 
+// fhirpath.js builds many messages from the data it failed on (`Cannot convert Jane Roe to a
+// number`, `Expected string, but got: [...]`), unquoted, so no amount of stripping makes its text
+// safe. Each known kind of failure maps to a fixed description; anything else is generic. Only
+// the fixed texts below ever reach a message, never a part of the library's.
+const ENGINE_MESSAGE_CLASSES: readonly (readonly [RegExp, string])[] = [
+  [
+    /^Cannot convert a FHIR\.Quantity that has a comparator/,
+    'a Quantity with a comparator cannot be used in arithmetic',
+  ],
+  [/^Cannot convert .* to (a number|a decimal|decimal|Decimal)\b/s, 'a value is not a number'],
+  [/^Invalid decimal value/, 'a value is not a number'],
+  [/^Expected a number or a Quantity\b/, 'a value is not a number or a Quantity'],
+  [/^Expected a number\b/, 'a value is not a number'],
+  [/^Expected string\b/, 'a value is not a string'],
+  [/^Expected [a-z]+, but got\b/, 'a function argument has the wrong type'],
+  [/^Cannot .* [-+*/] /s, 'the operands of an arithmetic operator have incompatible types'],
+  [/^Cannot substract a date\/time/, 'a date/time cannot be subtracted from a quantity'],
+  [
+    /^(For date\/time arithmetic, the unit|Unsupported unit for \+)/,
+    'date/time arithmetic needs a time-based unit',
+  ],
+  [
+    /^Expected singleton on (right|left) side of/,
+    'several values where one was expected (operator operand)',
+  ],
+  [/^Unexpected empty collection/, 'an empty collection where a value was expected'],
+  [/^Unexpected collection/, 'several values where one was expected'],
+  [
+    /^[A-Za-z]+\(\) expects a single value\b/,
+    'several values where one was expected (function input)',
+  ],
+  [/^[A-Za-z]+ expects no params$/, 'a function was given arguments it does not take'],
+  [
+    /^Join requires a collection of strings|^join\(\) requires a collection of strings/,
+    'join() needs a collection of strings',
+  ],
+  [/^Cannot sort/, 'values cannot be sorted'],
+  [
+    /is not implemented|^Comparison not implemented/,
+    'an operation is not supported for this type of value',
+  ],
+  [/^Invalid (date|date-time|time) literal/, 'invalid date/time literal'],
+  [/^".*" is not an? [A-Za-z ]+\.$/s, 'a value is not a valid FHIR primitive of the expected type'],
+  [/^matches\/matchesFull flags/, 'matches() flags must only contain i and/or m'],
+];
+
+/** Description used when a fhirpath.js failure is of no known kind. */
+export const GENERIC_ENGINE_FAILURE = 'fhirpath evaluation failed';
+
 /**
- * Shortens a FHIRPath library error message and removes quoted text and collection dumps, which
- * can contain resource values (names, identifiers).
+ * Describes a FHIRPath library failure without any of the library's text: one of a fixed list
+ * of descriptions, or `fhirpath evaluation failed`. Library messages embed resource values
+ * (names, identifiers, dates) unquoted, so none of their text is kept.
  */
-export function redactEngineMessage(message: string): string {
-  const firstLine = message.split('\n')[0] ?? '';
-  return firstLine
-    .replace(/"(?:[^"\\]|\\.)*"/g, '"…"')
-    .replace(/'(?:[^'\\]|\\.)*'/g, "'…'")
-    .replace(/\[[^\]]*\]/g, '[…]')
-    .replace(/\{[^}]*\}/g, '{…}')
-    .slice(0, 200);
+export function describeEngineFailure(message: string): string {
+  for (const [pattern, description] of ENGINE_MESSAGE_CLASSES) {
+    if (pattern.test(message)) return description;
+  }
+  return GENERIC_ENGINE_FAILURE;
 }

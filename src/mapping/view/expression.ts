@@ -14,7 +14,7 @@ import {
   type Scope,
 } from './analyze.js';
 import { substituteConstants, type ViewConstant } from './constants.js';
-import { redactEngineMessage, ViewEvaluationError, type ViewIssue } from './errors.js';
+import { describeEngineFailure, ViewEvaluationError, type ViewIssue } from './errors.js';
 import { isChoice, typeNameOf, type StaticType } from './fhir-types.js';
 import type { EvaluationState } from './functions.js';
 
@@ -174,7 +174,7 @@ export class CompiledExpression {
       const message = error instanceof Error ? error.message : String(error);
       throw new ViewEvaluationError(
         this.viewPath,
-        `FHIRPath '${this.original}' failed: ${redactEngineMessage(message)}`,
+        `FHIRPath '${this.original}' failed: ${describeEngineFailure(message)}`,
         resourceTypeOf(resource),
         this.context.source,
         this.context.viewName,
