@@ -948,13 +948,15 @@ function createAssemblerFor(ctx: Context): Assembler {
     const vStart = str(first.validity_start);
     const vEnd = str(first.validity_end);
     if (vStart || vEnd) use.validity = { start: vStart, end: vEnd };
-    // expectedSupplyDuration (with its refills): the course when nothing else gives one.
+    // expectedSupplyDuration (with its refills): the course when the dosage gives no bounds
+    // (before the validity period, which says how long the prescription may be dispensed, not
+    // when the drug is taken), and the end of an open boundsPeriod of a request no longer active.
     const supplyValue = type === 'MedicationRequest' ? num(first.supply_duration_value) : null;
+    const openPeriod = use.periods.some((p) => !p.end);
     if (
       supplyValue !== null &&
-      !use.validity &&
-      use.periods.length === 0 &&
-      use.durations.length === 0
+      use.durations.length === 0 &&
+      (use.periods.length === 0 || openPeriod)
     ) {
       const code = str(first.supply_duration_code);
       const unitText = str(first.supply_duration_unit);

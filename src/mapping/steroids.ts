@@ -61,11 +61,16 @@ export interface MedicationUse {
    * the visits say so.
    */
   unreadDuration: { element: string; unit: string } | null;
-  /** MR dispenseRequest.validityPeriod: used only when the dosage gives no bounds. */
+  /**
+   * MR dispenseRequest.validityPeriod: how long the prescription may be dispensed, not when the
+   * drug is taken. Its start starts the expected supply; the period itself is the course only
+   * when the dosage gives no bounds and there is no (readable) expected supply.
+   */
   validity: { start: string | null; end: string | null } | null;
   /**
    * MR dispenseRequest.expectedSupplyDuration times (1 + numberOfRepeatsAllowed), UCUM unit:
-   * the course from authoredOn when the dosage gives no bounds and there is no validityPeriod.
+   * the course from the validity start, else authoredOn, when the dosage gives no bounds; and
+   * the end of an open boundsPeriod (from its start) once the request is no longer active.
    */
   supply: { value: number; unit: string } | null;
   /** MS.effectiveDateTime or MR.authoredOn, used when there is no period. */
@@ -395,12 +400,14 @@ function dayBefore(date: string): string {
  * A use's dates in the centre zone. Partial dates keep their precision (a start "2024-02" is
  * 1 February, an end "2024-02" is 29 February). A dosage boundsDuration gives a period from
  * the course start (the earliest boundsPeriod start, else MR authoredOn; an MS reads its
- * dosage bounds only when it has no effective[x], so it has no lone date); the dispense validity
- * period is used only when the dosage gives no bounds, and the expected supply duration (from
- * authoredOn) only when there is no validity period either. When `openEnded` is false (a status
- * that is no longer active: completed, stopped, intended), a period without an end closes
- * on the day before MS.dateAsserted when that is on or after its start (the statement says
- * the course was over by then), else on its start date.
+ * dosage bounds only when it has no effective[x], so it has no lone date). When the dosage gives
+ * no bounds, the expected supply duration is the course, from the dispense validity start, else
+ * authoredOn; the validity period (how long the prescription may be dispensed, not when the
+ * drug is taken) is the course only when there is no expected supply. When `openEnded` is false
+ * (a status that is no longer active: completed, stopped, intended), a period without an end
+ * closes at the end of the expected supply from its start, else on the day before
+ * MS.dateAsserted when that is on or after its start (the statement says the course was over
+ * by then), else on its start date.
  */
 export function useDatesOf(
   use: MedicationUse,
@@ -427,19 +434,26 @@ export function useDatesOf(
       }
     }
   }
-  if (periods.length === 0 && use.validity) pushPeriod(use.validity);
-  else if (periods.length === 0 && use.supply && singleRange) {
-    // The expected supply (with its refills) from authoredOn: a 30-day supply ordered on
-    // 28 February lasts to 29 March.
-    const end = addDuration(singleRange.first, use.supply.value, use.supply.unit);
-    if (end) periods.push({ start: singleRange.first, end });
+  const supply = use.supply;
+  if (periods.length === 0) {
+    // The expected supply (with its refills) from the validity start, else authoredOn: a
+    // 30-day supply ordered on 28 February lasts to 29 March, and a 5-day burst whose
+    // prescription may be dispensed for a year still ends after 5 days.
+    const supplyStart =
+      dayRangeOf(use.validity?.start ?? null, dateOf)?.first ?? singleRange?.first ?? null;
+    const supplyEnd =
+      supply && supplyStart ? addDuration(supplyStart, supply.value, supply.unit) : null;
+    if (supplyEnd) periods.push({ start: supplyStart, end: supplyEnd });
+    else if (use.validity) pushPeriod(use.validity);
   }
   if (!openEnded) {
     const asserted = dayRangeOf(use.dateAsserted, dateOf)?.first ?? null;
     for (const p of periods) {
       if (p.end || !p.start) continue;
+      // A request no longer active ran for its expected supply from the course start.
+      const supplyEnd = supply ? addDuration(p.start, supply.value, supply.unit) : null;
       const before = asserted ? dayBefore(asserted) : null;
-      p.end = before && before >= p.start ? before : p.start;
+      p.end = supplyEnd ?? (before && before >= p.start ? before : p.start);
     }
   }
   let end: string | null = null;
