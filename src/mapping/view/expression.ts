@@ -35,13 +35,38 @@ export interface ExpressionContext {
 
 type Evaluator = (resource: unknown, env?: Record<string, unknown>) => unknown[];
 
-// fhirpath.js does not export its ResourceNode class; take it from a result.
-const ResourceNode = (
+// fhirpath.js does not export its ResourceNode class; take it, and an evaluation context to
+// build nodes with, from a result.
+const templateNode = (
   fhirpath.compile('id', r4, { resolveInternalTypes: false })({
     resourceType: 'Basic',
     id: 'x',
-  }) as object[]
-)[0]?.constructor as (new (...args: never[]) => object) | undefined;
+  }) as { ctx?: unknown }[]
+)[0];
+const ResourceNode = templateNode?.constructor as
+  | ((new (...args: never[]) => object) & {
+      makeResNode?: (
+        ctx: unknown,
+        data: unknown,
+        parent: null,
+        path: string,
+        meta: null,
+        type: string,
+      ) => object;
+    })
+  | undefined;
+const engineContext = templateNode?.ctx;
+
+/**
+ * A raw number as the fhirpath.js node of FHIR type `type`, as a fhirpath.js result would give
+ * it. fhirpath.js cannot take a number with a base type (it builds that node before its own
+ * context can convert numbers: 'ctx.getDecimal is not a function'), so the node is built here
+ * with a context of fhirpath.js's own, as nodes carried between evaluations already are.
+ */
+function typedNumberNode(value: number, type: string): unknown {
+  const make = ResourceNode?.makeResNode;
+  return make && engineContext ? make(engineContext, value, null, type, null, type) : value;
+}
 
 /** True for nodes fhirpath.js returns when asked not to resolve internal types. */
 export function isEngineNode(value: unknown): boolean {
@@ -156,8 +181,13 @@ export class CompiledExpression {
       this.context.scope.atRoot ||
       isEngineNode(focus) ||
       focusType === undefined ||
-      isChoice(focusType)
+      isChoice(focusType) ||
+      // A System type (`count()`, `join()`) has no base: the plain form types the raw value.
+      focusType.startsWith('System.')
     ) {
+      evaluator = this.plain ??= this.compileEngine(undefined);
+    } else if (typeof focus === 'number') {
+      focus = typedNumberNode(focus, typeNameOf(focusType));
       evaluator = this.plain ??= this.compileEngine(undefined);
     } else {
       evaluator = this.based ??= this.compileEngine(
