@@ -123,6 +123,46 @@ const KNOWN_FUNCTIONS = new Set(
     'children descendants comparable getResourceKey getReferenceKey'
   ).split(/\s+/),
 );
+/**
+ * Number of arguments each function with arguments takes, as fhirpath.js's invocation table
+ * (and ours, for the SQL on FHIR functions) allows: [min, max]. Every other known function
+ * takes none. fhirpath.js only warns on a wrong count and gives empty, or throws on every
+ * resource, so the count is checked when the view is compiled.
+ */
+const FUNCTION_ARITY = new Map<string, readonly [number, number]>();
+for (const [range, names] of [
+  [[0, 1], 'exists toQuantity pathname join round lowBoundary highBoundary getReferenceKey'],
+  [
+    [1, 1],
+    'memberOf all subsetOf supersetOf where extension select ofType is as take skip combine ' +
+      'union intersect exclude indexOf lastIndexOf startsWith endsWith contains split encode ' +
+      'decode escape unescape log power repeat comparable',
+  ],
+  [[1, 2], 'aggregate trace defineVariable substring matches matchesFull'],
+  [[2, 2], 'replace replaceMatches'],
+  [[2, 3], 'iif'],
+  [[1, Infinity], 'coalesce'],
+  [[0, Infinity], 'sort'],
+] as const) {
+  for (const name of names.split(' ')) FUNCTION_ARITY.set(name, range);
+}
+
+/** What is wrong with calling `name` with `count` arguments, if anything. */
+function arityProblem(name: string, count: number): string | undefined {
+  const [min, max] = FUNCTION_ARITY.get(name) ?? [0, 0];
+  if (count >= min && count <= max) return undefined;
+  const plural = (n: number) => `${n} argument${n === 1 ? '' : 's'}`;
+  const expected =
+    max === 0
+      ? 'no arguments'
+      : min === max
+        ? plural(min)
+        : max === Infinity
+          ? `at least ${plural(min)}`
+          : `${min} to ${max} arguments`;
+  return `${name}() takes ${expected}, not ${count}`;
+}
+
 /** Functions whose argument is evaluated once per input item (with `$this` = the item). */
 const ITERATING_FUNCTIONS = new Set([
   'where',
@@ -558,6 +598,11 @@ export class ExpressionAnalyzer {
       this.issues.push(`unknown FHIRPath function '${name}()'`);
       return slow(undefined, `unknown function ${name}`);
     }
+    const arity = arityProblem(name, params.length);
+    if (arity !== undefined) {
+      this.issues.push(arity);
+      return slow(undefined, arity);
+    }
     switch (name) {
       case 'ofType':
         return this.ofType(params, input);
@@ -715,7 +760,6 @@ export class ExpressionAnalyzer {
 
   private getReferenceKey(params: AstNode[], input: Analysis): Analysis {
     let expected: string | undefined;
-    if (params.length > 1) this.issues.push('getReferenceKey() takes at most one resource type');
     if (params[0]) {
       expected = unquoteTypeArgument(typeArgumentText(params[0]));
       if (!isResourceType(expected)) {
