@@ -144,7 +144,10 @@ export interface ListRunsOptions {
 export interface RunStore {
   /** Records a new run (queued or running) and returns it. */
   start(input: StartRunInput): Promise<RunRecord>;
-  /** Merges a patch into a run; undefined when the run is unknown (trimmed). */
+  /**
+   * Merges a patch into a run; undefined when the run is unknown (trimmed, or Redis lost it:
+   * a record deleted meanwhile is not written back).
+   */
   update(runId: string, patch: RunPatch): Promise<RunRecord | undefined>;
   /**
    * Appends warnings to a run, skipping any whose (step, message) it already holds (a run
@@ -152,7 +155,10 @@ export interface RunStore {
    * MAX_RUN_WARNINGS are kept. Undefined when the run is unknown.
    */
   addWarnings(runId: string, warnings: RunWarning[]): Promise<RunRecord | undefined>;
-  /** Ends a run with its outcome; a success becomes the centre's `latestSuccess`. */
+  /**
+   * Ends a run with its outcome; a success becomes the centre's `latestSuccess`. Undefined
+   * when the run is unknown (as for update).
+   */
   finish(runId: string, outcome: FinishRunInput): Promise<RunRecord | undefined>;
   get(runId: string): Promise<RunRecord | undefined>;
   /** Runs, most recently started first, for one centre or all. */
@@ -167,6 +173,20 @@ export interface RunStoreOptions {
   /** Runs kept per centre (older ones are deleted, never the latest success). Default 500. */
   keepPerCentre?: number;
 }
+
+/**
+ * Redis key of a run record. A run's own record is the sign that Redis still holds the state
+ * the run started with: nothing but the run creates it, and updates never re-create it
+ * (`SET XX`), so a Redis restarted empty or a wiped prefix shows as a missing record.
+ */
+export const runRecordKey = (prefix: string, runId: string): string => `${prefix}:runs:r:${runId}`;
+
+// Ends a run: overwrites its record only if it still exists (KEYS[1]) and, for a success
+// (ARGV[2] non-empty), points the centre's latest success (KEYS[2]) at it. 1 if written.
+const FINISH_SCRIPT = `
+if not redis.call('SET', KEYS[1], ARGV[1], 'XX') then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+return 1`;
 
 /** Counts of a run that has done nothing yet. */
 export function emptyCounts(): RunCounts {
@@ -183,7 +203,7 @@ export function createRunStore(
   options: RunStoreOptions = {},
 ): RunStore {
   const keepPerCentre = options.keepPerCentre ?? 500;
-  const runKey = (runId: string) => `${prefix}:runs:r:${runId}`;
+  const runKey = (runId: string) => runRecordKey(prefix, runId);
   const allKey = `${prefix}:runs:all`;
   const centreKey = (centreId: string) => `${prefix}:runs:c:${centreId}`;
   const successKey = (centreId: string) => `${prefix}:runs:ok:${centreId}`;
@@ -214,8 +234,13 @@ export function createRunStore(
       .exec();
   }
 
-  async function write(record: RunRecord): Promise<void> {
-    await redis.set(runKey(record.runId), JSON.stringify(record));
+  /**
+   * Overwrites an existing record only (SET XX): false when it is gone. A read-modify-write
+   * whose record was deleted in between (Redis restarted empty, keys wiped) must not bring it
+   * back, or a run would not notice that Redis lost its state.
+   */
+  async function write(record: RunRecord): Promise<boolean> {
+    return (await redis.set(runKey(record.runId), JSON.stringify(record), 'XX')) === 'OK';
   }
 
   // Read-modify-writes of one run, one at a time in this process: a progress update read
@@ -266,8 +291,7 @@ export function createRunStore(
         // A run that is queued and then picked up by a worker starts when it starts running.
         if (record.status === 'queued' && patch.status === 'running')
           next.startedAt = new Date().toISOString();
-        await write(next);
-        return next;
+        return (await write(next)) ? next : undefined;
       }),
 
     addWarnings: (runId, added) =>
@@ -277,8 +301,7 @@ export function createRunStore(
         const merged = mergeWarnings(record.warnings, added);
         if (merged.length === (record.warnings?.length ?? 0)) return record;
         const next: RunRecord = { ...record, warnings: merged };
-        await write(next);
-        return next;
+        return (await write(next)) ? next : undefined;
       }),
 
     finish: (runId, outcome) =>
@@ -294,10 +317,16 @@ export function createRunStore(
           errors: outcome.errors ?? record.errors,
           phase: 'done',
         };
-        const tx = redis.multi().set(runKey(runId), JSON.stringify(next));
-        if (outcome.status === 'succeeded') tx.set(successKey(record.centreId), runId);
-        await tx.exec();
-        return next;
+        // One step: the record (only if it still exists) and, for a success, the pointer.
+        const done = await redis.eval(
+          FINISH_SCRIPT,
+          2,
+          runKey(runId),
+          successKey(record.centreId),
+          JSON.stringify(next),
+          outcome.status === 'succeeded' ? runId : '',
+        );
+        return done === 1 ? next : undefined;
       }),
 
     get,

@@ -40,6 +40,7 @@ import { createSubmissionEnqueuer } from './enqueue.js';
 import { buildQualityReport } from './quality.js';
 import {
   emptyCounts,
+  runRecordKey,
   type RunCounts,
   type RunRecord,
   type RunStore,
@@ -51,7 +52,11 @@ import { createPatientSpool, patientOf } from './bulk-spool.js';
 import { openCohortMembers } from './cohort-members.js';
 import { CentreLockLostError } from './centre-lock.js';
 import { recordWithheldData } from './search-notices.js';
-import { ensureSecretFingerprint } from './secret-fingerprint.js';
+import {
+  ensureSecretFingerprint,
+  secretFingerprint,
+  secretFingerprintKey,
+} from './secret-fingerprint.js';
 
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
@@ -165,6 +170,40 @@ export class SyncFailedError extends Error {
     this.name = 'SyncFailedError';
   }
 }
+
+/** What a run whose state Redis lost while it ran is told (run record error, log, CLI). */
+export const REDIS_STATE_LOST_MESSAGE =
+  "Redis lost this run's state while it ran (its run record is gone: Redis restarted without persistence, failed over to an empty replica, or its keys were deleted); no watermark was written, so the next sync starts from the previous watermarks, and is a full sync that sends every visit again if Redis lost those too";
+
+/**
+ * Redis lost the run's state mid-run (its run record vanished, or the secret fingerprint):
+ * the run fails, and its watermarks are not written. The attached record is built in memory
+ * (Redis no longer holds it).
+ */
+export class RedisStateLostError extends SyncFailedError {
+  constructor(record: RunRecord) {
+    super(record);
+    this.name = 'RedisStateLostError';
+    this.message = `sync of ${record.centreId} failed: ${REDIS_STATE_LOST_MESSAGE}`;
+  }
+}
+
+/** Thrown inside a run when it finds its run record gone; becomes a RedisStateLostError. */
+class StateLostSignal extends Error {
+  constructor() {
+    super(REDIS_STATE_LOST_MESSAGE);
+    this.name = 'StateLostSignal';
+  }
+}
+
+// Writes the watermarks (KEYS[1], ARGV[2..] field/value pairs) only while the run's record
+// (KEYS[2]) exists and the secret fingerprint (KEYS[3]) is this secret's (ARGV[1]): both
+// vanish when Redis restarts empty or the prefix is wiped, and checking them in the same
+// script as the write leaves no gap for a wipe in between. 1 if written, 0 if not.
+const GUARDED_WATERMARKS_SCRIPT = `
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
 
 /** Shortens an error message for the run record (messages from our layers carry no PHI). */
 function describeError(err: unknown): string {
@@ -339,6 +378,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
   const errors = createErrorList();
   const state = openVisitState(deps.redis, deps.prefix, centre.id);
   let phase = 'start';
+  const startedAt = new Date().toISOString();
 
   const existing = await deps.runStore.update(runId, {
     status: 'running',
@@ -367,7 +407,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       enqueued: counts.enqueued,
     };
     await options.onProgress?.(p);
-    await deps.runStore.update(runId, { phase, counts: { ...counts } });
+    // The record gone mid-run: Redis lost its state (restarted empty, keys wiped). Stop here
+    // rather than pull everything for nothing; the watermarks stay as they were.
+    if (!(await deps.runStore.update(runId, { phase, counts: { ...counts } })))
+      throw new StateLostSignal();
   };
   const setPhase = async (next: string) => {
     phase = next;
@@ -889,10 +932,23 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
 
     if (othersFine) {
       const mark = new Date(serverTime - overlapMs).toISOString();
-      await state.setWatermarks({
+      const marks: Record<string, string> = {
         ...Object.fromEntries(types.map((t) => [t, mark])),
         ...(mode === 'full' ? { [LAST_FULL_MARK]: new Date().toISOString() } : {}),
-      });
+      };
+      // Not over a Redis that lost the run's state meanwhile: the visit state and the queued
+      // submissions before the loss are gone, and watermarks (and $lastFull) written now would
+      // let the next incremental sync skip the visits lost with them.
+      const written = await deps.redis.eval(
+        GUARDED_WATERMARKS_SCRIPT,
+        3,
+        `${deps.prefix}:state:${centre.id}:watermarks`,
+        runRecordKey(deps.prefix, runId),
+        secretFingerprintKey(deps.prefix),
+        secretFingerprint(deps.pseudonymSecret),
+        ...Object.entries(marks).flat(),
+      );
+      if (written !== 1) throw new StateLostSignal();
     }
     await setPhase('quality');
     await deps.runStore.saveQualityReport(await buildQualityReport(state, runId));
@@ -925,17 +981,44 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       log.info({ counts, reason }, 'sync interrupted; it will run again from its watermarks');
       throw interrupted;
     }
-    errors.add({ step: phase, message: describeError(err) });
+    if (err instanceof StateLostSignal)
+      errors.put('redis-state', { step: 'redis', message: REDIS_STATE_LOST_MESSAGE });
+    else errors.add({ step: phase, message: describeError(err) });
   }
 
   await withheld.stop();
-  const status = errors.size() === 0 ? 'succeeded' : 'failed';
-  const record = (await deps.runStore.finish(runId, {
+  let status: 'succeeded' | 'failed' = errors.size() === 0 ? 'succeeded' : 'failed';
+  const finished = await deps.runStore.finish(runId, {
     status,
     counts: { ...counts },
     findingsByKind,
     errors: errors.list(),
-  }))!;
+  });
+  if (!finished) {
+    // The record is gone: Redis lost the run's state (restarted empty, keys wiped) after the
+    // watermarks were guarded, or before anything noticed. The run fails with a record built
+    // here; its errors name steps and counts only (no PHI).
+    status = 'failed';
+    errors.put('redis-state', { step: 'redis', message: REDIS_STATE_LOST_MESSAGE });
+    const record: RunRecord = {
+      runId,
+      centreId: centre.id,
+      mode,
+      reason: options.reason,
+      status,
+      startedAt,
+      endedAt: new Date().toISOString(),
+      counts: { ...counts },
+      findingsByKind,
+      errors: errors.list(),
+      phase: 'done',
+      ...(options.jobId ? { jobId: options.jobId } : {}),
+    };
+    deps.metrics?.syncRuns.inc({ centre: centre.id, outcome: status });
+    log.error({ mode, counts, phase, errors: record.errors }, REDIS_STATE_LOST_MESSAGE);
+    throw new RedisStateLostError(record);
+  }
+  const record = finished;
   deps.metrics?.syncRuns.inc({ centre: centre.id, outcome: status });
   await options.onProgress?.({
     phase: 'done',
