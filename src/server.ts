@@ -108,28 +108,36 @@ export async function startServer(
     logger,
     fetch: runtime.fetch,
   });
-  const app = createApp({
-    config,
-    redis: runtime.redis,
-    prefix: runtime.prefix,
-    queues: runtime.queues,
-    runStore: runtime.runStore,
-    centres: runtime.centres,
-    metrics: runtime.metrics,
-    logger,
-    alerts,
-    checkCentre:
-      options.checkCentre ??
-      ((centre) =>
-        runCheck(centre, {
-          logger,
-          fetch: runtime.fetch,
-          keysDir: config.keysDir,
-          mappingsDir: config.mappingsDir,
-        })),
-    jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
-    ...(options.authLimit ? { authLimit: options.authLimit } : {}),
-  });
+  // Anything that fails while the app is built must not leave Redis open (the process would
+  // print its error and hang instead of exiting).
+  let app: ReturnType<typeof createApp>;
+  try {
+    app = createApp({
+      config,
+      redis: runtime.redis,
+      prefix: runtime.prefix,
+      queues: runtime.queues,
+      runStore: runtime.runStore,
+      centres: runtime.centres,
+      metrics: runtime.metrics,
+      logger,
+      alerts,
+      checkCentre:
+        options.checkCentre ??
+        ((centre) =>
+          runCheck(centre, {
+            logger,
+            fetch: runtime.fetch,
+            keysDir: config.keysDir,
+            mappingsDir: config.mappingsDir,
+          })),
+      jwks: options.jwks ?? createJwksRouter({ keysDir: config.keysDir, logger }),
+      ...(options.authLimit ? { authLimit: options.authLimit } : {}),
+    });
+  } catch (err) {
+    if (ownRuntime) await runtime.close();
+    throw err;
+  }
   const server = createServer(app);
   let address: AddressInfo;
   try {

@@ -2,6 +2,7 @@
 // (LHN_CONFIG) with environment variables on top. Nothing else in the code reads
 // process.env; everything receives a typed ServiceConfig.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
@@ -91,6 +92,20 @@ export const ServiceConfigSchema = z
           .refine((v) => v !== true && String(v).trim().toLowerCase() !== 'true', {
             message:
               'true is not accepted: it would trust every X-Forwarded-For entry, so any client could pick its own address and dodge the failed-key limit; set the number of proxy hops in front of the API (1 for one reverse proxy), or the proxy\'s address or CIDR ("10.0.0.5", "10.0.0.0/8", "loopback"), or false when clients connect directly',
+          })
+          // Checked here, not left to Express: its own check throws when the app is built, an
+          // unnamed error after the config was accepted.
+          .superRefine((v, ctx) => {
+            if (typeof v !== 'string' || v.trim().toLowerCase() === 'true') return;
+            const bad = v
+              .split(',')
+              .map((part) => part.trim())
+              .filter((part) => !isTrustedProxyEntry(part));
+            if (bad.length > 0)
+              ctx.addIssue({
+                code: 'custom',
+                message: `${bad.map((b) => JSON.stringify(b)).join(', ')} ${bad.length === 1 ? 'is' : 'are'} not a proxy address: give a hop count (1), false, or a comma-separated list of IP addresses, CIDR ranges ("10.0.0.0/8") and the names loopback, linklocal, uniquelocal`,
+              });
           })
           .default(false),
       })
@@ -362,6 +377,33 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
   if (issues.length > 0 || !result.success)
     throw new ConfigError(file ? `${file} + environment` : 'environment', issues);
   return result.data;
+}
+
+/** The names Express (proxy-addr) accepts for address ranges in `trust proxy`. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * Whether one entry of a `trust proxy` list is what Express accepts: a range name, an IP
+ * address, or an address with a prefix length of at least 1 (`10.0.0.0/8`) or an IPv4 netmask
+ * (`/255.0.0.0`).
+ */
+function isTrustedProxyEntry(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry)) return true;
+  const slash = entry.indexOf('/');
+  const address = slash < 0 ? entry : entry.slice(0, slash);
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (slash < 0) return true;
+  const range = entry.slice(slash + 1);
+  if (/^\d+$/.test(range)) {
+    const bits = Number(range);
+    return bits >= 1 && bits <= (family === 4 ? 32 : 128);
+  }
+  if (family !== 4 || isIP(range) !== 4) return false;
+  // A netmask is ones then zeros (255.255.0.0, not 255.0.255.0).
+  const mask = range.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+  const zeros = 2 ** 32 - 1 - mask;
+  return mask !== 0 && (zeros & (zeros + 1)) === 0;
 }
 
 /** How to make a good pseudonym secret (said by every refusal). */

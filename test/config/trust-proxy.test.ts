@@ -1,6 +1,7 @@
 // api.trustProxy: true would trust every X-Forwarded-For entry, letting any client choose its
 // address and dodge the failed-key limit (security review finding 8): it is refused with a
 // message that says what to set instead.
+import express from 'express';
 import { describe, expect, it } from 'vitest';
 import { loadServiceConfig, parseServiceConfig } from '../../src/config/service.js';
 import { SECRET } from '../sync/helpers.js';
@@ -39,6 +40,59 @@ describe('api.trustProxy', () => {
       expect(config.api.trustProxy).toBe(
         /^\d+$/.test(value) ? Number(value) : value === 'false' ? false : value,
       );
+    }
+  });
+
+  it.each(['loopbak', 'yes', '10.0.0.0/33', '10.0.0.5, lopback', '10.0.0.0/255.0.255.0'])(
+    'when LHN_TRUST_PROXY=%j is no address, then the config is refused naming the variable (serve used to print an unnamed error and hang)',
+    (value) => {
+      const message = errorOf(() =>
+        loadServiceConfig({ LHN_PSEUDONYM_SECRET: SECRET, LHN_TRUST_PROXY: value }),
+      );
+      expect(message).toMatch(/api\.trustProxy: .* not a proxy address/);
+      expect(message).toMatch(/set by LHN_TRUST_PROXY/);
+    },
+  );
+
+  it('when an address list is checked, then the config accepts exactly what Express accepts', () => {
+    const values = [
+      'loopback',
+      'linklocal,uniquelocal',
+      'loopback, 10.0.0.5',
+      '10.0.0.0/8',
+      '10.0.0.0/0',
+      '10.0.0.0/0.0.0.0',
+      '10.0.0.0/008',
+      '10.0.0.0/32',
+      '10.0.0.0/33',
+      '10.0.0.0/255.0.0.0',
+      '10.0.0.0/255.255.255.255',
+      '10.0.0.0/255.0.255.0',
+      '::1',
+      'fe80::/10',
+      '::1/128',
+      '::1/129',
+      '::ffff:10.0.0.1',
+      '10.0.0',
+      '300.0.0.1',
+      'localhost',
+      'loopbak',
+      '1.2.3.4/abc',
+    ];
+    for (const value of values) {
+      let expressAccepts = true;
+      try {
+        express().set('trust proxy', value);
+      } catch {
+        expressAccepts = false;
+      }
+      let configAccepts = true;
+      try {
+        parseServiceConfig({ pseudonymSecret: SECRET, api: { trustProxy: value } });
+      } catch {
+        configAccepts = false;
+      }
+      expect({ value, accepted: configAccepts }).toEqual({ value, accepted: expressAccepts });
     }
   });
 });
