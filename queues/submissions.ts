@@ -24,6 +24,7 @@ import {
   type RegistryClient,
 } from '../src/registry/delivery.js';
 import { isSuperseded, openVisitState } from '../src/sync/visit-state.js';
+import { INCARNATION_PATTERN } from '../src/sync/secret-fingerprint.js';
 import type { ServiceConfig } from '../src/config/service.js';
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';
@@ -40,6 +41,13 @@ export const SubmissionJobDataSchema = z
      * supersede check compares, so no machine's clock decides which version is newer.
      */
     seq: z.number().int().positive().optional(),
+    /**
+     * The incarnation of the Redis state it was enqueued in (src/sync/secret-fingerprint.ts
+     * ensureIncarnation), part of its Idempotency-Key (deliveryIdempotencyKey): a job id
+     * repeated after the Redis lost its state never repeats a key. Absent in jobs enqueued
+     * before it existed (their key is the job id alone).
+     */
+    incarnation: z.string().regex(INCARNATION_PATTERN).optional(),
     submission: RegistrySubmissionSchema,
   })
   .strict();
@@ -259,10 +267,15 @@ export function createSubmissionProcessor(
       return { status: 'superseded' };
     }
     try {
-      // The key is the job id, so a revert (`<submissionId>-r<seq>`) is a new request to the
-      // registry, not a repeat of the earlier version's delivery.
+      // The key is the job id and the Redis incarnation it was enqueued in, so a revert
+      // (`<submissionId>-r<seq>`) or a version sent again after the Redis lost its state is a
+      // new request to the registry, not a repeat of an earlier delivery.
       const outcome = await deps.client.deliver(submission, {
-        idempotencyKey: deliveryIdempotencyKey(submission.submissionId, job.id),
+        idempotencyKey: deliveryIdempotencyKey(
+          submission.submissionId,
+          job.id,
+          job.data.incarnation,
+        ),
       });
       deps.metrics?.submissionsDelivered.inc({ centre: submission.centreId });
       return outcome;

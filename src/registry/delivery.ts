@@ -7,6 +7,7 @@
 import { UnrecoverableError } from 'bullmq';
 import type { ServiceConfig } from '../config/service.js';
 import type { RegistrySubmission } from './submission.js';
+import { INCARNATION_PATTERN } from '../sync/secret-fingerprint.js';
 
 /** Longest registry reason kept in a job's failed reason. */
 const MAX_REASON_CHARS = 500;
@@ -192,20 +193,32 @@ function describeLocation(location: string | null, base: string): string {
 
 /**
  * The `Idempotency-Key` of one delivery (docs/registry-contract.md, Idempotency): the id of
- * the queue job that delivers it, the same on every attempt of that job: the `submissionId`
- * for a version's first job, `<submissionId>-r<seq>` for a revert (a version enqueued again
- * after a newer one, src/sync/enqueue.ts revertJobId). A revert thus never repeats the key of
- * the earlier version's delivery, so a registry whose idempotency layer replays the cached
- * answer of a repeated key (the IETF Idempotency-Key draft, common middleware) applies it
- * instead of answering it with the earlier `created`. A job id of any other form (a job added
- * by hand) falls back to the `submissionId`.
+ * the queue job that delivers it, then `.` and the incarnation of the Redis state the job was
+ * enqueued in (src/sync/secret-fingerprint.ts ensureIncarnation), the same on every attempt
+ * of that job. The job id is the `submissionId` for a version's first job,
+ * `<submissionId>-r<seq>` for a revert (a version enqueued again after a newer one,
+ * src/sync/enqueue.ts revertJobId). A revert thus never repeats the key of the earlier
+ * version's delivery, and after the Redis lost its state (jobs and sequence counters gone, so
+ * job ids repeat) the new incarnation keeps every key new: a registry whose idempotency layer
+ * replays the cached answer of a repeated key (the IETF Idempotency-Key draft, common
+ * middleware) applies the delivery instead of answering it with an earlier `created`. A job
+ * id of any other form (a job added by hand) falls back to the `submissionId`; a job without
+ * a (valid) incarnation, enqueued before there was one, gets the job id alone.
  */
-export function deliveryIdempotencyKey(submissionId: string, jobId: string | undefined): string {
-  if (jobId === undefined || jobId === submissionId) return submissionId;
-  return jobId.startsWith(`${submissionId}-r`) &&
+export function deliveryIdempotencyKey(
+  submissionId: string,
+  jobId: string | undefined,
+  incarnation?: string,
+): string {
+  const base =
+    jobId !== undefined &&
+    jobId.startsWith(`${submissionId}-r`) &&
     /^[1-9]\d*$/.test(jobId.slice(submissionId.length + 2))
-    ? jobId
-    : submissionId;
+      ? jobId
+      : submissionId;
+  return incarnation !== undefined && INCARNATION_PATTERN.test(incarnation)
+    ? `${base}.${incarnation}`
+    : base;
 }
 
 /** How one delivery is sent. */

@@ -102,8 +102,9 @@ function sourceIds(
 
 /**
  * Job id of a version enqueued again (its content reverted to an earlier version whose job
- * still exists): unique by the enqueue sequence number; the submission, and so the
- * Idempotency-Key the registry sees, is the earlier version's.
+ * still exists): unique by the enqueue sequence number; the submission is the earlier
+ * version's, the Idempotency-Key is this job's (src/registry/delivery.ts
+ * deliveryIdempotencyKey), so a registry that replays repeated keys applies the revert.
  */
 export function revertJobId(submissionId: string, seq: number): string {
   return `${submissionId}-r${seq}`;
@@ -213,7 +214,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     // A job with this id may already exist when a visit's content reverts to an earlier
     // version (or after a crash between addBulk and the state write). addBulk ignores
     // existing ids, so find them first: such a version gets a fresh job (id
-    // `<submissionId>-r<seq>`, same submission and Idempotency-Key), whatever the old job's
+    // `<submissionId>-r<seq>`, same submission, its own Idempotency-Key), whatever the old job's
     // state. Reviving the old job instead loses the visit when it is active and has just
     // decided it is superseded (or leaves it failed while the state names it current).
     const maybeExisting = toAdd.filter((_, i) => previous[i] !== undefined);
@@ -228,6 +229,9 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     }
 
     const firstSeq = await state.reserveSequence(toAdd.length);
+    // Read for each batch, after the sequence: a Redis that lost its state in between has a
+    // new incarnation, so these jobs' Idempotency-Keys cannot repeat one sent before the loss.
+    const incarnation = await state.incarnation();
     const jobIds = toAdd.map((submission, i) =>
       existing.has(submission.submissionId)
         ? revertJobId(submission.submissionId, firstSeq + i)
@@ -263,7 +267,7 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     await queue.addBulk(
       toAdd.map((submission, i) => ({
         name: submission.kind,
-        data: { runId, seq: firstSeq + i, submission },
+        data: { runId, seq: firstSeq + i, incarnation, submission },
         opts: { jobId: jobIds[i]! },
       })),
     );

@@ -4,7 +4,7 @@
 // change to a visit already sent while its runs say `succeeded`. The first process to use a
 // Redis stores a fingerprint of its secret (an HMAC of a fixed label, never the secret);
 // every worker and serve start and every sync run compares its own and refuses on a mismatch.
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ConfigError } from '../config/errors.js';
 
@@ -56,3 +56,39 @@ export async function ensureSecretFingerprint(
   if (stored === null) return ensureSecretFingerprint(redis, prefix, secret);
   if (stored !== mine) throw new SecretMismatchError(prefix);
 }
+
+// Which incarnation of this Redis's state a job was enqueued in. Redis may come back empty
+// (no persistence, a failover to an empty replica): queue jobs and the enqueue sequence
+// counters are gone, so job ids, and with them Idempotency-Keys, would repeat ones the
+// registry saw before the loss (src/registry/delivery.ts deliveryIdempotencyKey). A random
+// id stored beside the fingerprint, created by the first process that finds none, names the
+// incarnation; the keys carry it, so no key is used again after a loss.
+
+/** Redis key of the incarnation id. */
+export const incarnationKey = (prefix: string): string => `${prefix}:incarnation`;
+
+/** An incarnation id: 16 lowercase hex digits (docs/registry-contract.md, Idempotency). */
+export const INCARNATION_PATTERN = /^[0-9a-f]{16}$/;
+
+/**
+ * This Redis's incarnation id: the stored one, or a new random one stored (SET NX) when there
+ * is none, i.e. when the Redis is new or has lost its state. Read it again for each use that
+ * must belong to the current incarnation (never cache it for a process's lifetime).
+ */
+export async function ensureIncarnation(redis: Redis, prefix: string): Promise<string> {
+  const key = incarnationKey(prefix);
+  for (;;) {
+    const stored = await redis.get(key);
+    if (stored !== null && INCARNATION_PATTERN.test(stored)) return stored;
+    const fresh = randomBytes(8).toString('hex');
+    // An unreadable value (written by hand) is replaced; a concurrent creator's wins.
+    const set =
+      stored === null
+        ? await redis.set(key, fresh, 'NX')
+        : await redis.eval(REPLACE_IF, 1, key, stored, fresh);
+    if (set === 'OK' || set === 1) return fresh;
+  }
+}
+
+/** Sets KEYS[1] to ARGV[2] if it still holds ARGV[1]; 1 when set. */
+const REPLACE_IF = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0`;

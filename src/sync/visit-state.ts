@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis';
 import type { PendingExport, PendingExportStore } from '../fhir/pull-bulk.js';
 import { cohortMembersKey } from './cohort-members.js';
+import { ensureIncarnation } from './secret-fingerprint.js';
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -72,6 +73,12 @@ export interface VisitState {
    * not even by clear()) and returns the first.
    */
   reserveSequence(count: number): Promise<number>;
+  /**
+   * This Redis's incarnation id (src/sync/secret-fingerprint.ts ensureIncarnation), created
+   * when absent: a new one after the Redis lost its state, when the sequence restarts. Read
+   * after reserveSequence, so a sequence number never goes with the incarnation before it.
+   */
+  incarnation(): Promise<string>;
   /** The bulk export a run kicked off and has not finished with (resumed after a crash). */
   readonly pendingExport: PendingExportStore;
 }
@@ -187,6 +194,7 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
     async reserveSequence(count) {
       return (await redis.incrby(seqKey, count)) - count + 1;
     },
+    incarnation: () => ensureIncarnation(redis, prefix),
     pendingExport: {
       async load() {
         const text = await redis.get(exportKey);

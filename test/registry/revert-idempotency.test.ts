@@ -266,7 +266,10 @@ describe('a revert delivered to a registry behind idempotency middleware', () =>
     expect(visit.current).toEqual(va);
     expect(visit.history).toEqual([va.submissionId, vb.submissionId, va.submissionId]);
     expect(bed.registry.counts().replayed).toBe(0);
-    expect(bed.registry.submissions().at(-1)).toMatchObject({ idempotencyKey: revert!.id });
+    // The job id, then the Redis incarnation it was enqueued in (idempotency-incarnation.test.ts).
+    expect(bed.registry.submissions().at(-1)).toMatchObject({
+      idempotencyKey: `${revert!.id}.${revert!.data.incarnation}`,
+    });
   });
 
   it('when the revert is sent under the earlier key (as before the fix), then the registry replays the old 201, the job counts it delivered and the registry keeps B', async () => {

@@ -2,8 +2,9 @@
 // for the demo and the tests: a real HTTP server that validates each submission, stores
 // visits by visit key with their versions, applies retractions, answers a repeated
 // submission id as a duplicate without storing it twice, re-applies a revert (an earlier
-// version sent again, Idempotency-Key `<submissionId>-r<seq>`), and can be told to fail (503
-// for a while, 400 for one submission) so delivery retries can be exercised. With
+// version sent again, Idempotency-Key `<submissionId>-r<seq>.<incarnation>`, or
+// `<submissionId>.<incarnation>` after the bridge's Redis lost its state), and can be told to
+// fail (503 for a while, 400 for one submission) so delivery retries can be exercised. With
 // `idempotencyReplay` it sits behind an emulated off-the-shelf idempotency layer that replays
 // the cached answer of a repeated Idempotency-Key. Never used in production paths.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -42,11 +43,17 @@ export interface SandboxRegistryOptions {
 
 /**
  * An Idempotency-Key the contract allows for a submission (docs/registry-contract.md,
- * Idempotency): its `submissionId`, or `<submissionId>-r<seq>` for a revert. Gives the
- * revert's sequence number, or null when the key is the plain submissionId; undefined when
- * the key is neither.
+ * Idempotency): its `submissionId`, or `<submissionId>-r<seq>` for a revert, either followed
+ * by `.<incarnation>` (16 lowercase hex digits: the bridge's Redis state it was enqueued in).
+ * Gives the revert's sequence number, or null when the job id part is the plain
+ * submissionId; undefined when the key is none of these.
  */
 export function parseIdempotencyKey(key: string, submissionId: string): number | null | undefined {
+  const dot = key.lastIndexOf('.');
+  if (dot >= 0) {
+    if (!/^[0-9a-f]{16}$/.test(key.slice(dot + 1))) return undefined;
+    key = key.slice(0, dot);
+  }
   if (key === submissionId) return null;
   const prefix = `${submissionId}-r`;
   if (!key.startsWith(prefix)) return undefined;
@@ -63,7 +70,7 @@ export interface AcceptedSubmission {
   receivedAt: string;
   /** The request's Idempotency-Key, when it sent one. */
   idempotencyKey?: string;
-  /** The revert's sequence number (from an Idempotency-Key `<submissionId>-r<seq>`). */
+  /** The revert's sequence number (from an Idempotency-Key `<submissionId>-r<seq>[.<inc>]`). */
   revertSeq?: number;
   submission: RegistrySubmission;
 }
@@ -398,13 +405,15 @@ export async function startSandboxRegistry(
         errors: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
       });
     const submission = parsed.data;
-    // `<submissionId>` or, for a revert, `<submissionId>-r<seq>` (docs/registry-contract.md).
+    // `<submissionId>` or, for a revert, `<submissionId>-r<seq>`, each optionally followed by
+    // `.<incarnation>` (docs/registry-contract.md).
     const revertSeq = key === undefined ? null : parseIdempotencyKey(key, submission.submissionId);
     if (revertSeq === undefined)
       return problem({
         status: 400,
         title: 'Idempotency-Key mismatch',
-        detail: 'Idempotency-Key must be the submissionId, or <submissionId>-r<seq> for a revert',
+        detail:
+          'Idempotency-Key must be the submissionId, or <submissionId>-r<seq> for a revert, optionally followed by .<incarnation>',
       });
     const reason = rejections.get(submission.submissionId);
     if (reason !== undefined)
@@ -433,7 +442,8 @@ export async function startSandboxRegistry(
         };
       }
       // An earlier version posted again after a newer one: the source reverted to it (its key
-      // is `<submissionId>-r<seq>`; lhn-bridge never sends an older version out of order).
+      // is `<submissionId>-r<seq>`, or a plain one of a new incarnation after the bridge's Redis
+      // lost its state; lhn-bridge never sends an older version out of order).
     }
     return apply(submission, key, revertSeq);
   }
