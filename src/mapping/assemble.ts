@@ -972,6 +972,17 @@ function createAssemblerFor(ctx: Context): Assembler {
         };
       }
     }
+    // Dosage (MS dosage, MR dosageInstruction) text and patient instruction: local-form words
+    // there ("1 enema rectally") judge
+    // the form when no dosage gives a route (steroids.ts, anyText).
+    const dosages = type === 'MedicationStatement' ? resource.dosage : resource.dosageInstruction;
+    if (Array.isArray(dosages))
+      for (const d of dosages as unknown[]) {
+        if (!d || typeof d !== 'object') continue;
+        const { text, patientInstruction } = d as Record<string, unknown>;
+        for (const t of [text, patientInstruction])
+          if (typeof t === 'string' && t.trim()) (use.dosageTexts ??= []).push(t);
+      }
     const contained = resource.contained;
     if (Array.isArray(contained)) use.contained = readContainedMedications(contained);
     keepLatestAcross(REPEAT_MEDICATION_USE, bucketOf(patient).medications, `${type}/${id}`, use);

@@ -45,6 +45,11 @@ export interface MedicationUse {
   routeCodings: Coding[];
   routeTexts: string[];
   /**
+   * The dosages' text and patientInstruction ("Insert 1 enema rectally nightly"): read for
+   * local-form words only when no dosage gives a route (a route, such as oral, decides).
+   */
+  dosageTexts?: string[];
+  /**
    * The course periods: MS effectivePeriod (else, with no effective[x] at all, its dosage
    * boundsPeriod); MR dosage boundsPeriod.
    */
@@ -111,12 +116,15 @@ function anyLocalDisplay(index: PackIndex, codings: readonly Coding[]): boolean 
 
 /**
  * The texts that may name the medicine, in order: the use's text, the displays of the use's
- * codings and then of the Medication's, the Medication's text, its ingredient displays.
+ * codings, the dosage texts when no dosage gives a route (for local-form words only), then
+ * the displays of the Medication's codings, the Medication's text, its ingredient displays.
  * anyText tests them for local-form words, nameInText for a corticosteroid name (the first
  * text that names one decides). Walked in place: no list of them is made.
  */
 function anyText(index: PackIndex, use: MedicationUse, medication: MedicationInfo | undefined) {
   if (localText(index, use.text) || anyLocalDisplay(index, use.codings)) return true;
+  if (use.dosageTexts && use.routeCodings.length === 0 && use.routeTexts.length === 0)
+    for (const t of use.dosageTexts) if (localText(index, t)) return true;
   if (!medication) return false;
   return (
     anyLocalDisplay(index, medication.codings) ||

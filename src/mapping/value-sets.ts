@@ -133,14 +133,22 @@ function addKeyedAliases<T>(map: Map<string, T>): void {
 }
 
 /**
- * Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). With
- * `plural`, a whole word also matches with `s` or `es` (enemas, eyes, ears).
+ * Whole-word pattern for a word, or a word start when it ends in `*` (`inhal*`). A hyphen in
+ * the word may be left out or be a space (intra-articular, intraarticular, intra articular).
+ * With `forms` (the local-form words), a whole word also matches with `s` or `es` (enemas,
+ * eyes, ears) and as its adverb: `ly` after `al` or `ous` (rectally, topically, cutaneously),
+ * `ally` after `ic` (otically); never after other endings (ear, early).
  */
-function wordPattern(word: string, plural = false): string {
+function wordPattern(word: string, forms = false): string {
   const open = word.endsWith('*');
-  const body = escapeRegExp(open ? word.slice(0, -1) : word).replace(/\\?\s+/g, '\\s+');
+  const body = escapeRegExp(open ? word.slice(0, -1) : word)
+    .replace(/\\?\s+/g, '\\s+')
+    .replace(/-/g, '[-\\s]?');
   if (open) return `(?<![a-z0-9])${body}`;
-  return `(?<![a-z0-9])${body}${plural ? '(?:e?s)?' : ''}(?![a-z0-9])`;
+  if (!forms) return `(?<![a-z0-9])${body}(?![a-z0-9])`;
+  const lower = word.toLowerCase();
+  const adverb = /(?:al|ous)$/.test(lower) ? '|ly' : lower.endsWith('ic') ? '|ally' : '';
+  return `(?<![a-z0-9])${body}(?:e?s${adverb})?(?![a-z0-9])`;
 }
 
 /**
