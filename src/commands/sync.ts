@@ -1,7 +1,7 @@
 // `lhn-bridge sync <centre> [--full] [--wait]`: queues a manual sync of a centre for the
 // workers (this command does not run it). A sync already queued or running is reported with
 // its run id instead of being queued twice. With --wait, follows the run and prints its
-// record; the exit code is 1 when the run failed.
+// record; the exit code is 1 when the run failed, or when Redis lost it while waiting.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import type { Runtime } from '../runtime.js';
@@ -33,15 +33,32 @@ export function formatRun(run: RunRecord): string {
   return lines.join('\n');
 }
 
-async function waitForRun(runtime: Runtime, runId: string, timeoutMs: number): Promise<RunRecord> {
+/** What `sync --wait` says when the run's record vanished from Redis while it waited. */
+export function runLostMessage(runId: string, centreId: string): string {
+  return (
+    `Redis lost run ${runId} (its run record is gone: Redis restarted without persistence, ` +
+    `failed over to an empty replica, or its keys were deleted); queue the sync again with ` +
+    `\`npx lhn-bridge sync ${centreId}\``
+  );
+}
+
+async function waitForRun(
+  runtime: Runtime,
+  runId: string,
+  centreId: string,
+  timeoutMs: number,
+): Promise<RunRecord> {
   const deadline = Date.now() + timeoutMs;
   let warned = false;
   for (;;) {
     const run = await runtime.runStore.get(runId);
-    if (run && (run.status === 'succeeded' || run.status === 'failed')) return run;
+    // The record is written before the run is queued and never deleted while it is recent:
+    // gone means Redis lost it (and the job with it); nothing will finish it.
+    if (!run) throw new CliError(runLostMessage(runId, centreId), 1);
+    if (run.status === 'succeeded' || run.status === 'failed') return run;
     if (
       !warned &&
-      run?.status === 'queued' &&
+      run.status === 'queued' &&
       (await runtime.queues.sync.getWorkers()).length === 0
     ) {
       process.stderr.write(
@@ -101,7 +118,7 @@ export function registerSyncCommand(program: Command): void {
             `a sync of ${centre.id} is already queued or running${result.runId ? ` (run id ${result.runId})` : ''}; not queued again\n`,
           );
         if (!options.wait || !result.runId) return;
-        const run = await waitForRun(runtime, result.runId, timeout * 1000);
+        const run = await waitForRun(runtime, result.runId, centre.id, timeout * 1000);
         process.stdout.write(
           options.json ? `${JSON.stringify(run, null, 2)}\n` : `${formatRun(run)}\n`,
         );
