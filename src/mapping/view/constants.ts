@@ -38,6 +38,51 @@ const DATETIME_RE =
 const INSTANT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const TIME_RE = /^\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?$/;
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]*$/;
+/** The numeric parts of a date, dateTime, instant or time that the patterns above accepted. */
+const PARTS_RE =
+  /^(?:(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?)?T?(?:(\d{2})(?::(\d{2})(?::(\d{2}))?)?)?(?:\.\d+)?(?:Z|[+-](\d{2}):(\d{2}))?$/;
+
+/**
+ * Why a value that has the shape of a date, dateTime, instant or time is still not one (month
+ * 13, 30 February, hour 25, offset +15:00), or undefined. fhirpath.js rejects such literals on
+ * every evaluation, so they are rejected when the view is compiled.
+ */
+function calendarProblem(value: string, isTime: boolean): string | undefined {
+  const parts = PARTS_RE.exec(isTime ? `T${value}` : value);
+  if (!parts) return undefined;
+  const [, year, month, day, hour, minute, second, zoneHour, zoneMinute] = parts.map((p) =>
+    p === undefined ? undefined : Number(p),
+  );
+  if (month !== undefined && (month < 1 || month > 12)) return `month ${month} does not exist`;
+  if (day !== undefined && year !== undefined && month !== undefined) {
+    const days = new Date(Date.UTC(year, month, 0)).getUTCDate();
+    if (day < 1 || day > days) return `day ${day} does not exist in ${year}-${parts[2]}`;
+  }
+  if (hour !== undefined && hour > 23) return `hour ${hour} does not exist`;
+  if (minute !== undefined && minute > 59) return `minute ${minute} does not exist`;
+  // 60 is a leap second, which FHIR and fhirpath.js accept.
+  if (second !== undefined && second > 60) return `second ${second} does not exist`;
+  if (
+    zoneHour !== undefined &&
+    zoneMinute !== undefined &&
+    (zoneHour > 14 || zoneMinute > 59 || (zoneHour === 14 && zoneMinute > 0))
+  ) {
+    return 'the time zone offset is beyond ±14:00';
+  }
+  return undefined;
+}
+
+/** The error for a date/time constant value of the right shape but not a real date or time. */
+function calendarError(
+  name: string,
+  key: string,
+  value: string,
+  isTime = false,
+): { error: string } | undefined {
+  const problem = calendarProblem(value, isTime);
+  if (problem === undefined) return undefined;
+  return { error: `constant '${name}': ${key} '${value}' is not a real date or time (${problem})` };
+}
 
 /** Every `value[x]` a ViewDefinition constant may use, by FHIR type. */
 export const CONSTANT_VALUE_TYPES: readonly string[] = [
@@ -91,7 +136,11 @@ function decimalLiteral(value: number): string {
 }
 
 /** Builds the FHIRPath literal for a constant value, or explains why the value is invalid. */
-function literalFor(type: string, value: unknown): { literal: string } | { error: string } {
+function literalFor(
+  name: string,
+  type: string,
+  value: unknown,
+): { literal: string } | { error: string } {
   if (STRING_TYPES.has(type)) {
     if (typeof value !== 'string') return { error: `value${cap(type)} must be a string` };
     return { literal: quoteFhirPathString(value) };
@@ -118,23 +167,27 @@ function literalFor(type: string, value: unknown): { literal: string } | { error
       if (typeof value !== 'string' || !DATE_RE.test(value)) {
         return { error: 'valueDate must be a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)' };
       }
-      return { literal: `@${value}` };
+      return calendarError(name, 'valueDate', value) ?? { literal: `@${value}` };
     case 'dateTime':
       if (typeof value !== 'string' || !DATETIME_RE.test(value)) {
         return { error: 'valueDateTime must be a FHIR dateTime, e.g. 2016-11-12T10:00:00Z' };
       }
       // `@2016-11-12T` is a DateTime literal with day precision; `@2016-11-12` would be a Date.
-      return { literal: value.includes('T') ? `@${value}` : `@${value}T` };
+      return (
+        calendarError(name, 'valueDateTime', value) ?? {
+          literal: value.includes('T') ? `@${value}` : `@${value}T`,
+        }
+      );
     case 'instant':
       if (typeof value !== 'string' || !INSTANT_RE.test(value)) {
         return { error: 'valueInstant must be a FHIR instant with seconds and a time zone' };
       }
-      return { literal: `@${value}` };
+      return calendarError(name, 'valueInstant', value) ?? { literal: `@${value}` };
     case 'time':
       if (typeof value !== 'string' || !TIME_RE.test(value)) {
         return { error: 'valueTime must be a FHIR time, e.g. 18:12:00' };
       }
-      return { literal: `@T${value}` };
+      return calendarError(name, 'valueTime', value, true) ?? { literal: `@T${value}` };
     default:
       return { error: `value${cap(type)} is not a supported constant type` };
   }
@@ -204,7 +257,7 @@ export function parseConstants(raw: unknown, issues: ViewIssue[]): Map<string, V
       });
       return;
     }
-    const built = literalFor(type, record[key]);
+    const built = literalFor(name, type, record[key]);
     if ('error' in built) {
       issues.push({ path: `${path}.${key}`, message: built.error });
       return;
