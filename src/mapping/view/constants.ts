@@ -313,7 +313,8 @@ export function substituteConstants(
         end = scanQuoted(expression, i + 1, next);
         name = expression.slice(i + 2, end - 1);
       } else {
-        const match = /^[A-Za-z_][A-Za-z0-9_-]*/.exec(expression.slice(i + 1));
+        // A FHIRPath identifier: `%max-1` is %max minus 1. Names with '-' (`%'vs-x'`) are quoted.
+        const match = /^[A-Za-z_][A-Za-z0-9_]*/.exec(expression.slice(i + 1));
         if (match) {
           name = match[0];
           end = i + 1 + name.length;
