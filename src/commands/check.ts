@@ -56,7 +56,7 @@ export function registerCheckCommand(program: Command): void {
     .option('--timeout-ms <ms>', 'timeout per EHR request', '15000')
     .option(
       '--keys-dir <dir>',
-      'keys folder this service publishes as its JWKS (default: LHN_KEYS_DIR); checks that auth.kid is in it',
+      'keys folder this service publishes as its JWKS (default: LHN_KEYS_DIR, else keysDir of LHN_CONFIG); checks that auth.kid is in it',
     )
     .action(async (argument: string, options: CheckCommandOptions) => {
       const folders = loadFolderConfig(process.env);
@@ -68,7 +68,12 @@ export function registerCheckCommand(program: Command): void {
       const logger = options.verbose
         ? createLogger({ level: 'debug', name: 'check', destination: process.stderr })
         : silentLogger;
-      const keysDir = options.keysDir ?? process.env.LHN_KEYS_DIR;
+      // The folder serve publishes: --keys-dir, LHN_KEYS_DIR, or keysDir of the LHN_CONFIG file
+      // (its default ./keys included, as serve would use it). Without any, no JWKS step.
+      const keysDir =
+        options.keysDir ??
+        process.env.LHN_KEYS_DIR ??
+        (process.env.LHN_CONFIG ? folders.keysDir : undefined);
       const report = await runCheck(centre, {
         logger,
         ...(keysDir ? { keysDir } : {}),

@@ -87,8 +87,12 @@ export function registerKeysCommand(program: Command): void {
       print();
       print(`kid: ${pair.kid}`);
       print();
+      // The service's public address when it is configured (LHN_PUBLIC_URL, LHN_CONFIG).
+      const publicUrl = loadFolderConfig(process.env).publicUrl?.replace(/\/+$/, '');
       print('Public JWKS (register it with the EHR, or register our JWKS URL');
-      print('https://<this service>/.well-known/jwks.json, which now includes it):');
+      print(
+        `${publicUrl ?? 'https://<this service>'}/.well-known/jwks.json, which now includes it):`,
+      );
       print(JSON.stringify({ keys: [pair.publicJwk] }, null, 2));
       print();
       print('Centre file (auth section):');

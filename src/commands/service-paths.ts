@@ -10,7 +10,7 @@ import { loadServiceConfig, type ServiceConfig } from '../config/service.js';
  */
 export function loadFolderConfig(
   env: Record<string, string | undefined>,
-): Pick<ServiceConfig, 'centresDir' | 'keysDir' | 'mappingsDir'> {
+): Pick<ServiceConfig, 'centresDir' | 'keysDir' | 'mappingsDir'> & { publicUrl?: string } {
   const config = loadServiceConfig({
     ...env,
     // Random, so this stand-in can never be copied into a deployment as its secret.
@@ -21,5 +21,6 @@ export function loadFolderConfig(
     centresDir: config.centresDir,
     keysDir: config.keysDir,
     mappingsDir: config.mappingsDir,
+    ...(config.api.publicUrl ? { publicUrl: config.api.publicUrl } : {}),
   };
 }

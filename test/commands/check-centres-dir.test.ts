@@ -102,3 +102,71 @@ describe('check <centre-id> and the centres folder', () => {
     expect(r.stdout.replace(/\s+/g, ' ')).toMatch(/LHN_CENTRES_DIR, LHN_CONFIG, \.\/centres/);
   });
 });
+
+describe('check <centre-id> and the keys folder', () => {
+  const keysDir = join(work, 'keys');
+  const otherKeys = join(work, 'other-keys');
+  const centres = join(work, 'key-centres');
+  mkdirSync(otherKeys, { recursive: true });
+
+  async function centreWithKey(): Promise<string> {
+    const generated = await run(
+      ['keys', 'generate', '--centre', 'kc', '--keys-dir', keysDir],
+      {},
+      work,
+    );
+    const kid = /^kid: (\S+)$/m.exec(generated.stdout)?.[1];
+    const file = /^Private key written to (\S+) /m.exec(generated.stdout)?.[1];
+    expect(kid && file).toBeTruthy();
+    mkdirSync(centres, { recursive: true });
+    writeFileSync(
+      join(centres, 'kc.json'),
+      JSON.stringify({
+        id: 'kc',
+        name: 'Centre kc',
+        timeZone: 'UTC',
+        fhir: { baseUrl: 'http://127.0.0.1:1/fhir' },
+        auth: { clientId: 'x', privateKeyFile: file, kid, alg: 'ES384' },
+        cohort: { group: 'g' },
+        mapping: { pack: 'ibd' },
+      }),
+    );
+    return kid!;
+  }
+
+  it('when keysDir is set only in the LHN_CONFIG file, then the check compares the key with that folder', async () => {
+    const kid = await centreWithKey();
+    const config = join(work, 'keys-service.json');
+    writeFileSync(config, JSON.stringify({ centresDir: centres, keysDir: otherKeys }));
+    const r = await run(
+      ['check', 'kc', '--json', '--timeout-ms', '2000'],
+      { LHN_CONFIG: config },
+      work,
+    );
+    expect(r.stdout).toContain(
+      `kid ${kid} is not in the JWKS this service publishes (keysDir ${otherKeys})`,
+    );
+    writeFileSync(config, JSON.stringify({ centresDir: centres, keysDir }));
+    const ok = await run(
+      ['check', 'kc', '--json', '--timeout-ms', '2000'],
+      { LHN_CONFIG: config },
+      work,
+    );
+    expect(ok.stdout).not.toContain('is not in the JWKS this service publishes');
+  });
+
+  it('when the service has a public address (LHN_PUBLIC_URL), then keys generate prints the JWKS URL to register at it', async () => {
+    const r = await run(
+      ['keys', 'generate', '--centre', 'kc', '--keys-dir', join(work, 'url-keys')],
+      { LHN_PUBLIC_URL: 'https://bridge.example.org/' },
+      work,
+    );
+    expect(r.stdout).toContain('https://bridge.example.org/.well-known/jwks.json');
+    const plain = await run(
+      ['keys', 'generate', '--centre', 'kc', '--keys-dir', join(work, 'url-keys')],
+      {},
+      work,
+    );
+    expect(plain.stdout).toContain('https://<this service>/.well-known/jwks.json');
+  });
+});
