@@ -38,7 +38,8 @@ export interface MedicationUse {
   medicationReference: string | null;
   /**
    * medicationReference.display (Epic always sends it): judged as the use's text when the
-   * reference cannot be resolved and the use has no codings and no text of its own.
+   * reference cannot be resolved and the use has no codings and no text of its own, or when
+   * the resolved Medication has no recognised code and no text and the use no text.
    */
   medicationReferenceDisplay?: string | null;
   contained: Map<string, MedicationInfo>;
@@ -256,11 +257,23 @@ export function judgeSteroid(
   const ingredient = e.ingredient;
   if (!ingredient) {
     const named = nameInText(index, use, medication);
-    if (!named) return null;
+    if (named)
+      return {
+        ingredient: named,
+        matchedBy: 'text',
+        systemic: !formSaysLocal && !anyText(index, use, medication),
+      };
+    // A resolved Medication with no recognised code and no text (only a local code), on a use
+    // with no text of its own: the reference's display ("predniSONE 20 MG tablet") is the only
+    // name of the medication, judged as text.
+    const display = use.medicationReferenceDisplay;
+    if (!medication || medication.text || use.text || !display) return null;
+    const byDisplay = nameOf(index, display);
+    if (!byDisplay) return null;
     return {
-      ingredient: named,
+      ingredient: byDisplay,
       matchedBy: 'text',
-      systemic: !formSaysLocal && !anyText(index, use, medication),
+      systemic: !formSaysLocal && !anyText(index, use, medication) && !localText(index, display),
     };
   }
   // Text words only overrule when no product code vouches for a systemic form.
