@@ -504,6 +504,9 @@ class SlotAllocator {
   }
 }
 
+/** Resource types of the model that no resource has as its resourceType. */
+const ABSTRACT_RESOURCE_TYPES: ReadonlySet<string> = new Set(['Resource', 'DomainResource']);
+
 /**
  * Compiles a SQL on FHIR v2 ViewDefinition. Throws ViewDefinitionError listing every problem
  * (with its path in the view) when the definition is invalid.
@@ -515,6 +518,12 @@ export function compileView(definition: unknown, options: CompileViewOptions = {
     issues.push({
       path: 'resource',
       message: `'${model.resource}' is not a FHIR R4 resource type`,
+    });
+  } else if (ABSTRACT_RESOURCE_TYPES.has(model.resource)) {
+    // No resource has resourceType Resource or DomainResource, so such a view gives no rows.
+    issues.push({
+      path: 'resource',
+      message: `'${model.resource}' is an abstract type that no resource has; name a concrete resource type, e.g. Patient`,
     });
   }
   if (issues.length > 0) throw new ViewDefinitionError(issues, source, model.name);
