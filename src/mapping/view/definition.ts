@@ -340,7 +340,7 @@ export function collectColumns(
         if (column.collection !== reference.collection) {
           issues.push({
             path: column.viewPath,
-            message: `column '${column.name}' is ${column.collection ? '' : 'not '}a collection here but ${reference.collection ? '' : 'not '}in unionAll[0]`,
+            message: `column '${column.name}' is ${column.collection ? '' : 'not '}a collection here but ${reference.collection ? 'is' : 'not'} in unionAll[0]`,
           });
         }
       });
