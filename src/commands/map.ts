@@ -227,11 +227,7 @@ export function formatMapSummary(result: MapResult, unmappedCodes?: Map<string, 
       : `findings: ${kinds.map(([k, n]) => `${k} ${n}`).join(', ')}`,
   );
   const unmapped = unmappedCodes ?? new Map<string, number>();
-  if (!unmappedCodes)
-    for (const f of result.findings) {
-      if (f.kind === 'unmapped-code' && f.code)
-        unmapped.set(`${f.field} ${f.code}`, (unmapped.get(`${f.field} ${f.code}`) ?? 0) + 1);
-    }
+  if (!unmappedCodes) for (const f of result.findings) countUnmapped(unmapped, f);
   const top = [...unmapped.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10);
   if (top.length > 0) {
     lines.push('unmapped codes (add them to the centre file, mapping.overrides):');
@@ -338,6 +334,30 @@ function* flatten(resource: FhirResource): Generator<FhirResource> {
 const RUN_LEVEL_FIELDS = new Set(['visit.class', 'visit.include']);
 
 /**
+ * How an unmapped-code finding is listed in the summary, or undefined when it is not listed:
+ * `field system|code`; an encounter left out by the include rules also names its department
+ * (rules may match on it), and a class or type without a code says so rather than vanish.
+ */
+function unmappedEntry(f: Finding): string | undefined {
+  if (f.kind !== 'unmapped-code') return undefined;
+  if (f.field === 'visit.include')
+    return `${f.field} ${f.code ?? '(no type code)'}${f.resource ? ` at ${f.resource}` : ''}`;
+  if (f.field === 'visit.class') return `${f.field} ${f.code ?? '(no class code)'}`;
+  return f.code ? `${f.field} ${f.code}` : undefined;
+}
+
+/**
+ * Counts one finding into the unmapped list: a run-level finding stands for the encounters
+ * its message counts ("58 encounter(s) ..."), any other for one.
+ */
+function countUnmapped(map: Map<string, number>, f: Finding): void {
+  const entry = unmappedEntry(f);
+  if (entry === undefined) return;
+  const n = RUN_LEVEL_FIELDS.has(f.field) ? Number(/^\d+/.exec(f.message)?.[0] ?? 1) : 1;
+  map.set(entry, (map.get(entry) ?? 0) + n);
+}
+
+/**
  * Maps the input one patient at a time, so memory holds one patient's data (and the
  * Medications, which belong to no patient), whatever the input's size: resources are spooled
  * to private temporary files grouped by patient, then each patient is assembled on its own and
@@ -415,8 +435,7 @@ async function mapByPatient(mapper: Mapper, path: string): Promise<boolean> {
     const runLevel = new Map<string, { finding: Finding; n: number }>();
     const note = (map: Map<string, number>, f: Finding): void => {
       byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
-      if (f.kind === 'unmapped-code' && f.code)
-        map.set(`${f.field} ${f.code}`, (map.get(`${f.field} ${f.code}`) ?? 0) + 1);
+      countUnmapped(map, f);
     };
     const take = async (result: MapResult): Promise<void> => {
       let chunk = '';
