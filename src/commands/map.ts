@@ -331,7 +331,9 @@ function* flatten(resource: FhirResource): Generator<FhirResource> {
 }
 
 /** Run-level findings (about the whole input, not a patient): made once per assembler. */
-const RUN_LEVEL_FIELDS = new Set(['visit.class', 'visit.include']);
+/** Fields of run-level findings, in the order one assembler gives them. */
+const RUN_LEVEL_ORDER = ['visit.class', 'visit.include', 'visit.status'];
+const RUN_LEVEL_FIELDS = new Set(RUN_LEVEL_ORDER);
 
 /**
  * How an unmapped-code finding is listed in the summary, or undefined when it is not listed:
@@ -491,7 +493,7 @@ async function mapByPatient(mapper: Mapper, path: string): Promise<boolean> {
     const runKeys = [...runLevel.keys()].sort((a, b) => {
       const [fa, ...ka] = a.split('\n');
       const [fb, ...kb] = b.split('\n');
-      if (fa !== fb) return fa === 'visit.class' ? -1 : 1;
+      if (fa !== fb) return RUN_LEVEL_ORDER.indexOf(fa!) - RUN_LEVEL_ORDER.indexOf(fb!);
       return sortKey(fa!, ka) < sortKey(fb!, kb) ? -1 : 1;
     });
     const findings: Finding[] = [];

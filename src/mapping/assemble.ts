@@ -463,6 +463,15 @@ export function createMapper(pack: MappingPack, options: MapperOptions): Mapper 
 
 const V3_ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 
+/** The code system of Encounter.status (FHIR R4 EncounterStatus). */
+const ENCOUNTER_STATUS_SYSTEM = 'http://hl7.org/fhir/encounter-status';
+
+/**
+ * Encounter statuses that are plainly no visit (yet): an appointment, a cancellation. Not
+ * reported; any other status that is not a visit status of the pack is (visit.status).
+ */
+const QUIET_ENCOUNTER_STATUSES: ReadonlySet<string> = new Set(['planned', 'cancelled']);
+
 /** system -> code -> visit type; HL7 ActCode classes also under its aliases and no system. */
 function visitClassMap(
   classes: { system: string; code: string; type: string }[],
@@ -1192,6 +1201,35 @@ function createAssemblerFor(ctx: Context): Assembler {
           department === '' ? undefined : department,
           code === '' ? undefined : code,
         ),
+      );
+    }
+    // Encounters of a visit class whose status is neither a visit nor a retraction status, nor
+    // one that plainly is no visit yet (planned, cancelled): an EHR that marks past clinic
+    // visits 'unknown' (or sends an R5 'completed') would otherwise submit nothing, silently.
+    const byStatus = new Map<string, number>();
+    for (const bucket of all)
+      for (const enc of bucket.encounters.values()) {
+        if (enc.visitType === null) continue;
+        const status = enc.status ?? '';
+        if (ctx.visitStatuses.has(status) || ctx.retractStatuses.has(status)) continue;
+        if (QUIET_ENCOUNTER_STATUSES.has(status)) continue;
+        byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+      }
+    for (const [status, n] of [...byStatus].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      orphanFindings.push(
+        status === ''
+          ? finding(
+              'missing-value',
+              'visit.status',
+              `${n} encounter(s) of a visit class have no status, so they were not submitted; the EHR should send Encounter.status`,
+            )
+          : finding(
+              'unmapped-code',
+              'visit.status',
+              `${n} encounter(s) of a visit class have status '${status}', which is not a visit status of the pack (${[...ctx.visitStatuses].join(', ')}), so they were not submitted; if they are clinic visits that took place, ask centre IT why the EHR sends this status`,
+              undefined,
+              `${ENCOUNTER_STATUS_SYSTEM}|${status}`,
+            ),
       );
     }
     const patientIds = [...buckets.keys()].sort();

@@ -46,6 +46,14 @@ describe('map summary: unmapped codes', () => {
     }),
     encounter('c1', { class: { display: 'Outpatient' } }),
     encounter('c2', { class: { display: 'Outpatient' } }),
+    encounter('u1', {
+      status: 'unknown',
+      location: [{ location: { reference: 'Location/gi-clinic' } }],
+    }),
+    encounter('u2', {
+      status: 'unknown',
+      location: [{ location: { reference: 'Location/gi-clinic' } }],
+    }),
   ];
   writeFileSync(
     join(input, 'Patient.ndjson'),
@@ -92,5 +100,6 @@ describe('map summary: unmapped codes', () => {
     expect(list).toContain(`visit.include ${TYPE}|FU at Location/derm (3)`);
     expect(list).toContain(`visit.include ${TYPE}|FU at Location/infusion (1)`);
     expect(list).toContain('visit.class (no class code) (2)');
+    expect(list).toContain('visit.status http://hl7.org/fhir/encounter-status|unknown (2)');
   });
 });

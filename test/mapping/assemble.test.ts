@@ -365,6 +365,48 @@ describe('assembler', () => {
     expect(mapperFor().mapResources([...extra]).submissions).toHaveLength(extra.length);
   });
 
+  it('when encounters of a visit class have a status that is no visit status, then one run-level finding per status counts them (planned and cancelled stay silent)', () => {
+    const patientId = resources.find((r) => r.resourceType === 'Patient')!.id;
+    const amb = (id: string, status: string | undefined) => ({
+      resourceType: 'Encounter',
+      id,
+      ...(status ? { status } : {}),
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+      subject: { reference: `Patient/${patientId}` },
+      period: { start: '2024-03-05T15:00:00Z' },
+    });
+    const imp = {
+      ...amb('e-imp', 'unknown'),
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' },
+    };
+    const extra = [
+      amb('e-ok', 'finished'),
+      amb('e-u1', 'unknown'),
+      amb('e-u2', 'unknown'),
+      amb('e-r5', 'completed'),
+      amb('e-leave', 'onleave'),
+      amb('e-none', undefined),
+      amb('e-planned', 'planned'),
+      amb('e-cancelled', 'cancelled'),
+      imp,
+    ];
+    const result = mapperFor().mapResources(extra);
+    expect(result.submissions).toHaveLength(1);
+    expect(
+      result.findings
+        .filter((f) => f.field === 'visit.status')
+        .map((f) => [f.kind, f.code, f.message.slice(0, 16)]),
+    ).toEqual([
+      ['missing-value', undefined, '1 encounter(s) o'],
+      ['unmapped-code', 'http://hl7.org/fhir/encounter-status|completed', '1 encounter(s) o'],
+      ['unmapped-code', 'http://hl7.org/fhir/encounter-status|onleave', '1 encounter(s) o'],
+      ['unmapped-code', 'http://hl7.org/fhir/encounter-status|unknown', '2 encounter(s) o'],
+    ]);
+    expect(result.findings.find((f) => f.code?.endsWith('|unknown'))!.message).toMatch(
+      /status 'unknown', which is not a visit status of the pack \(finished, in-progress, arrived\)/,
+    );
+  });
+
   it('when a visit include rule is malformed, then the centre file is refused with its path', () => {
     expect(() =>
       mapperFor({ overrides: { visits: { include: [{ location: 'gi-clinic' }] } } }),
