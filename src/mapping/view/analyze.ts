@@ -513,7 +513,14 @@ export class ExpressionAnalyzer {
         return this.member(identifierText(children[0]), input, scope, first);
       case 'FunctionInvocation': {
         const functn = children[0] as AstNode;
-        const name = identifierText(functn.children?.[0]);
+        const head = functn.children?.[0];
+        // sort() is its own grammar rule: the node has the name as text and its arguments
+        // (SortDirectionArgument: an expression, then asc/desc) as children, no Identifier.
+        if (head?.type !== 'Identifier') {
+          const params = (functn.children ?? []).map((arg) => arg.children?.[0] ?? arg);
+          return this.call(functn.text ?? '', params, input, scope);
+        }
+        const name = identifierText(head);
         const params = functn.children?.[1]?.children ?? [];
         return this.call(name, params, input, scope);
       }
