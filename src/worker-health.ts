@@ -1,8 +1,9 @@
 // The worker's health answer: a worker serves no API, so a container healthcheck (the
 // Dockerfile's probes the API port) has nothing to ask. When `worker.healthPort` is set
 // (LHN_WORKER_HEALTH_PORT), `lhn-bridge worker` listens there and answers GET /health: 200
-// while its Redis connection is ready, 503 while it is not (Redis down, reconnecting) or the
-// worker is shutting down. Nothing else is served; the answer names no host or error text.
+// while its Redis connection is ready, 503 while it is not (Redis down, reconnecting), while
+// the worker is still starting (it listens before it waits for Redis), or while it is
+// shutting down. Nothing else is served; the answer names no host or error text.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from './util/logger.js';
@@ -12,7 +13,11 @@ export interface WorkerHealthOptions {
   port: number;
   /** The Redis connection's state (ioredis `status`: `ready`, `connecting`, `reconnecting`...). */
   redisStatus: () => string;
+  /** False while the worker is starting (waiting for Redis): 503 `starting`. Default ready. */
+  ready?: () => boolean;
   logger: Logger;
+  /** Log 'worker health endpoint listening' with its URL once bound (default true). */
+  announce?: boolean;
 }
 
 export interface WorkerHealthServer {
@@ -40,6 +45,7 @@ export async function startWorkerHealthServer(
     const redis = options.redisStatus();
     if (stopping) return send(503, { status: 'stopping', redis });
     if (redis !== 'ready') return send(503, { status: 'unavailable', redis });
+    if (options.ready && !options.ready()) return send(503, { status: 'starting', redis });
     send(200, { status: 'ok', redis });
   });
   // A probe that hangs up mid-request is no reason to log at warn level.
@@ -54,7 +60,8 @@ export async function startWorkerHealthServer(
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  options.logger.info({ url: `${url}/health` }, 'worker health endpoint listening');
+  if (options.announce !== false)
+    options.logger.info({ url: `${url}/health` }, 'worker health endpoint listening');
   return {
     url,
     markStopping() {

@@ -2,13 +2,83 @@
 // of workers, on any number of machines, may share one Redis. On a signal the worker stops
 // taking jobs, hands a running sync back to the queue (it resumes from its watermarks on
 // another worker), lets deliveries in flight finish and closes; a second signal exits at once.
+// The /health listener (LHN_WORKER_HEALTH_PORT) opens first and answers 503 until the worker
+// has started: a worker started while Redis is down says once that it waits for Redis (the
+// URL without credentials), logs the repeated connection errors at most once a minute, and
+// still stops at once on a signal.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
-import { createRuntime } from '../runtime.js';
+import { createRuntime, type Runtime } from '../runtime.js';
 import { STOP_SIGNALS } from '../util/abort.js';
-import { startWorker } from '../worker.js';
+import { createLogger, type Logger } from '../util/logger.js';
+import { startWorker, type RunningWorker } from '../worker.js';
 import { startWorkerHealthServer, type WorkerHealthServer } from '../worker-health.js';
 import { CliError } from './cli-error.js';
+import { redisUrlForDisplay } from './cli-runtime.js';
+
+/** What the runtime logs at every failed Redis (re)connection attempt, once per listener. */
+const CONNECTION_ERROR_MESSAGES: ReadonlySet<string> = new Set([
+  'redis connection error',
+  'queue error',
+]);
+
+/** The same connection error is logged at most once in this long (ms). */
+export const CONNECTION_ERROR_LOG_INTERVAL_MS = 60_000;
+
+/** Waiting this long for Redis at start (ms) is told, even before a connection error. */
+const WAITING_NOTICE_MS = 2_000;
+
+/**
+ * The logger with repeats of the runtime's connection-error warnings dropped: each distinct
+ * (message, error) is logged once per interval, the next one with how many were dropped.
+ * ioredis retries every few seconds while Redis is down, and each try used to log one
+ * warning for the connection and one for each queue.
+ */
+export function dampConnectionErrors(
+  logger: Logger,
+  intervalMs = CONNECTION_ERROR_LOG_INTERVAL_MS,
+): Logger {
+  const last = new Map<string, { at: number; dropped: number }>();
+  const warn: (obj: unknown, msg?: string, ...args: unknown[]) => void = (obj, msg, ...args) =>
+    logger.warn(obj, msg, ...args);
+  const damped = (obj: unknown, msg?: string, ...args: unknown[]): void => {
+    if (typeof msg !== 'string' || !CONNECTION_ERROR_MESSAGES.has(msg))
+      return warn(obj, msg, ...args);
+    const err = (obj as { err?: unknown } | null)?.err;
+    const key = `${msg}\u0000${String(err)}`;
+    const now = Date.now();
+    const seen = last.get(key);
+    if (seen && now - seen.at < intervalMs) {
+      seen.dropped += 1;
+      return;
+    }
+    last.set(key, { at: now, dropped: 0 });
+    if (seen && seen.dropped > 0)
+      return warn({ ...(obj as object), repeats: seen.dropped }, `${msg} (repeated)`, ...args);
+    warn(obj, msg, ...args);
+  };
+  return new Proxy(logger, {
+    get: (target, prop, receiver) =>
+      prop === 'warn' ? damped : (Reflect.get(target, prop, receiver) as unknown),
+  });
+}
+
+/**
+ * Closes the runtime, also when Redis never answered: the connection is dropped first (its
+ * queued commands fail at once instead of waiting for ever), and the close is bounded.
+ */
+async function closeRuntime(runtime: Runtime, connected: boolean): Promise<void> {
+  if (!connected) runtime.redis.disconnect();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    runtime.close(),
+    // Queues wait for a connection that never came: not for long.
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, connected ? 5_000 : 500))),
+  ]);
+  clearTimeout(timer);
+  // Closing the queues may have had the connection try again: stop it for good.
+  if (!connected) runtime.redis.disconnect();
+}
 
 interface WorkerCommandOptions {
   syncConcurrency: string;
@@ -41,13 +111,16 @@ export function registerWorkerCommand(program: Command): void {
         '--delivery-concurrency',
       );
       const config = loadServiceConfig(process.env);
-      const runtime = await createRuntime(config, { role: 'worker' });
-      const worker = await startWorker(runtime, {
-        syncConcurrency,
-        submissionConcurrency,
-        processors: { sync: options.sync, submissions: options.delivery },
+      const runtime = await createRuntime(config, {
+        role: 'worker',
+        logger: dampConnectionErrors(createLogger({ level: config.log.level, name: 'lhn-bridge' })),
       });
-      // The container healthcheck's answer (worker.healthPort / LHN_WORKER_HEALTH_PORT).
+      const log = runtime.logger;
+      let started = false;
+      let redisAnswered = runtime.redis.status === 'ready';
+
+      // The container healthcheck's answer (worker.healthPort / LHN_WORKER_HEALTH_PORT), open
+      // before the worker waits for Redis: 503 until it has started.
       let health: WorkerHealthServer | undefined;
       const { healthPort, healthHost } = config.worker;
       if (healthPort !== undefined) {
@@ -56,39 +129,117 @@ export function registerWorkerCommand(program: Command): void {
             host: healthHost,
             port: healthPort,
             redisStatus: () => runtime.redis.status,
-            logger: runtime.logger,
+            ready: () => started,
+            logger: log,
+            announce: false,
           });
+          log.info(
+            { endpoint: `${health.url}/health` },
+            'worker health endpoint open; it answers 503 until the worker has started',
+          );
         } catch (err) {
-          await worker.close().then(() => runtime.close());
+          await closeRuntime(runtime, false);
           throw new CliError(
             `cannot listen for the worker's /health on ${healthHost}:${healthPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); set LHN_WORKER_HEALTH_PORT to a free port, or unset it`,
           );
         }
       }
-      runtime.logger.info(
-        { centres: runtime.centres.size, sync: options.sync, delivery: options.delivery },
-        'worker started',
-      );
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: NodeJS.Signals) => {
+
+      // Told once if Redis does not answer at once (a refused connection, or none in 2 s).
+      const redisUrl = redisUrlForDisplay(config.redis.url);
+      let waitingTold = false;
+      const tellWaiting = (): void => {
+        if (waitingTold || redisAnswered) return;
+        waitingTold = true;
+        log.warn(
+          { redis: redisUrl },
+          `waiting for Redis at ${redisUrl} (LHN_REDIS_URL); the worker starts when it answers${health ? ', /health answers 503 until then' : ''}`,
+        );
+      };
+      const onReady = (): void => {
+        redisAnswered = true;
+        if (waitingTold) log.info({ redis: redisUrl }, 'Redis answers; starting the worker');
+      };
+      runtime.redis.once('ready', onReady);
+      runtime.redis.once('error', tellWaiting);
+      const waitingTimer = setTimeout(tellWaiting, WAITING_NOTICE_MS);
+      waitingTimer.unref();
+
+      let worker: RunningWorker | undefined;
+      const starting = startWorker(runtime, {
+        syncConcurrency,
+        submissionConcurrency,
+        processors: { sync: options.sync, submissions: options.delivery },
+      });
+      let stopping = false;
+      let stop: (signal: NodeJS.Signals) => void = () => {};
+      const stopped = new Promise<void>((resolve) => {
+        stop = (signal: NodeJS.Signals) => {
           if (stopping) {
-            runtime.logger.warn({ signal }, 'second signal: exiting now');
+            log.warn({ signal }, 'second signal: exiting now');
             process.exit(1);
           }
           stopping = true;
-          runtime.logger.info({ signal }, 'shutting down');
+          log.info({ signal }, 'shutting down');
           health?.markStopping();
-          worker
-            .close()
-            .then(() => runtime.close())
+          (async () => {
+            if (worker) {
+              await worker.close();
+              await runtime.close();
+              return;
+            }
+            // Still starting (waiting for Redis): drop the connection (commands waiting for it
+            // may never settle then, so the start is waited for a moment only), then close what
+            // it had started, if anything.
+            const connected = runtime.redis.status === 'ready';
+            if (!connected) runtime.redis.disconnect();
+            let timer: NodeJS.Timeout | undefined;
+            const partial = await Promise.race([
+              starting.catch(() => undefined),
+              new Promise<undefined>(
+                (r) => (timer = setTimeout(() => r(undefined), connected ? 10_000 : 200)),
+              ),
+            ]);
+            clearTimeout(timer);
+            await partial?.close();
+            await closeRuntime(runtime, connected);
+            // ioredis may keep a reconnect timer of a connection that never came up: whatever
+            // else still runs, this process is done (the timer holds nothing up by itself).
+            if (!connected) setTimeout(() => process.exit(), 200).unref();
+          })()
             .then(() => health?.close())
             .catch((err: unknown) =>
-              runtime.logger.error({ err: (err as Error).message }, 'error while shutting down'),
+              log.error({ err: (err as Error).message }, 'error while shutting down'),
             )
-            .finally(resolve);
+            .finally(() => {
+              for (const name of STOP_SIGNALS) process.off(name, stop);
+              resolve();
+            });
         };
         for (const name of STOP_SIGNALS) process.on(name, stop);
       });
+
+      try {
+        worker = await starting;
+      } catch (err) {
+        if (stopping) return await stopped;
+        for (const name of STOP_SIGNALS) process.off(name, stop);
+        await closeRuntime(runtime, runtime.redis.status === 'ready');
+        await health?.close();
+        throw err;
+      } finally {
+        clearTimeout(waitingTimer);
+        runtime.redis.off('error', tellWaiting);
+        runtime.redis.off('ready', onReady);
+      }
+      if (stopping) return await stopped;
+      started = true;
+      // As before this listened first: the line that says /health answers now.
+      if (health) log.info({ url: `${health.url}/health` }, 'worker health endpoint listening');
+      log.info(
+        { centres: runtime.centres.size, sync: options.sync, delivery: options.delivery },
+        'worker started',
+      );
+      await stopped;
     });
 }
