@@ -106,7 +106,10 @@ export async function* readFhirInput(
       throw new CliError(`${where}: not a FHIR resource (no resourceType)`);
     if (!types.has(type)) {
       throw new CliError(
-        `${where}: unknown resourceType "${type.slice(0, 60)}" (not a FHIR R4 resource type)`,
+        // Quoted only when it looks like a type name: a mangled file may hold anything there.
+        /^[A-Z][A-Za-z]{0,63}$/.test(type)
+          ? `${where}: unknown resourceType "${type}" (not a FHIR R4 resource type)`
+          : `${where}: unknown resourceType (not a FHIR R4 resource type name; its text is not shown)`,
       );
     }
     return value as FhirResource;

@@ -2,6 +2,7 @@
 // parsed OperationOutcome issues, whether a retry may help) but never PHI: URLs keep their
 // path and the *names* of query parameters only, because values such as `identifier=` or
 // `patient=` can identify a person. Response bodies are never copied into a message.
+import { STATUS_CODES } from 'node:http';
 
 /**
  * One OperationOutcome issue, reduced to the fields an operator needs. Only `severity`, `code`
@@ -21,13 +22,28 @@ export interface OutcomeIssue {
   expression?: string[];
 }
 
-/** A coding's code as `system|code` (truncated; anything but a printable token is dropped). */
+/**
+ * Whether a response's reason phrase is the standard one for its status ("Not Found"): only
+ * then is it quoted. The phrase is free text the server picks, and some servers and gateways
+ * put application messages there (Java's sendError), which may name a patient.
+ */
+function standardReason(status: number, text: string | undefined): boolean {
+  if (!text) return false;
+  const standard = STATUS_CODES[status];
+  return standard !== undefined && standard.toLowerCase() === text.trim().toLowerCase();
+}
+
+/**
+ * A coding's code as `system|code`, or undefined: each must be one printable token (FHIR codes
+ * and system URIs have no spaces), else it is dropped, so that prose an EHR puts in a code
+ * ("Patient Jane Roe not found") never reaches a message.
+ */
 function codingCode(coding: unknown): string | undefined {
   if (typeof coding !== 'object' || coding === null) return undefined;
   const { system, code } = coding as { system?: unknown; code?: unknown };
   if (typeof code !== 'string' || code.trim() === '') return undefined;
   const token = (value: string, max: number) =>
-    value.length <= max && /^[\x21-\x7e]+( [\x21-\x7e]+)*$/.test(value) ? value : undefined;
+    value.length <= max && /^[\x21-\x7e]+$/.test(value) ? value : undefined;
   const c = token(code.trim(), 64);
   if (c === undefined) return undefined;
   const sys = typeof system === 'string' ? token(system.trim(), 120) : undefined;
@@ -122,7 +138,7 @@ export class FhirHttpError extends Error {
     const summary = summariseIssues(issues);
     super(
       `FHIR ${options.method} ${url} failed with HTTP ${options.status}` +
-        (options.statusText ? ` ${options.statusText}` : '') +
+        (standardReason(options.status, options.statusText) ? ` ${options.statusText}` : '') +
         (summary ? ` (OperationOutcome: ${summary})` : '') +
         (options.hint ? `. ${options.hint}` : ''),
     );

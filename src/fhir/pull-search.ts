@@ -171,7 +171,7 @@ export async function resolveCohort(
     const group = await client.read('Group', groupId, signalOpt);
     if (!group)
       throw new CohortError(
-        `the cohort Group "${groupId}" does not exist on the EHR (404)`,
+        `the cohort Group "${groupId}" does not exist on the EHR (404 Not Found or 410 Gone)`,
         'Check cohort.group in the centre file against the Group id centre IT created',
       );
     const ids = new Set<string>();

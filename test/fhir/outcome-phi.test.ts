@@ -122,4 +122,51 @@ describe('OperationOutcome issues in messages', () => {
     expect(alerts[0]!.message).toContain('latest error at pull in run run-1');
     expect(alerts[0]!.message).not.toMatch(PHI);
   });
+
+  it('when a coding code or system holds prose with spaces, then it is dropped, not formatted', () => {
+    const issues = parseOutcomeIssues({
+      resourceType: 'OperationOutcome',
+      issue: [
+        {
+          severity: 'error',
+          code: 'processing',
+          details: {
+            coding: [{ system: 'urn:x', code: 'Patient SMITH ALICE 2012-03-04' }],
+          },
+        },
+        {
+          severity: 'error',
+          code: 'processing',
+          details: { coding: [{ system: 'MRN 00123456 of', code: 'NOT-FOUND' }] },
+        },
+      ],
+    });
+    const message = new FhirHttpError({
+      status: 400,
+      method: 'GET',
+      url: 'https://ehr.example/fhir/Observation?patient=1',
+      issues,
+    }).message;
+    expect(message).not.toMatch(PHI);
+    expect(message).toContain('NOT-FOUND');
+  });
+
+  it('when the status line carries a reason phrase of its own, then only a standard phrase is quoted', () => {
+    const url = 'https://ehr.example/fhir/Group/g1';
+    const custom = new FhirHttpError({
+      status: 403,
+      method: 'GET',
+      url,
+      statusText: 'Patient SMITH ALICE DOB 2012-03-04 not found',
+    });
+    expect(custom.message).not.toMatch(PHI);
+    expect(custom.message).toContain('failed with HTTP 403');
+    const standard = new FhirHttpError({
+      status: 404,
+      method: 'GET',
+      url,
+      statusText: 'Not Found',
+    });
+    expect(standard.message).toContain('HTTP 404 Not Found');
+  });
 });

@@ -172,6 +172,16 @@ describe('lhn-bridge map', () => {
     );
   });
 
+  it('when a resource type is not even a type name (a mangled file), then its text is not echoed', async () => {
+    const path = file(
+      'mangled.ndjson',
+      '{"resourceType":"Patient","id":"p1"}\n{"resourceType":"SMITH, ALICE 2012-03-04","id":"x"}\n',
+    );
+    const r = await run([...pack, '--input', path]);
+    expectCleanError(r, /line 2: unknown resourceType \(not a FHIR R4 resource type name/);
+    expect(r.stderr).not.toMatch(/SMITH|2012-03-04/);
+  });
+
   it('when a Bundle has no entries, then it says so', async () => {
     expectCleanError(
       await run([
