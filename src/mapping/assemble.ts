@@ -2318,7 +2318,7 @@ function choosePga(
   findings: Finding[],
 ): PgaCategory | null {
   const rule = run.spec.fields.pga.link;
-  const n = linkCandidates(run, list, visit, rule, run.closest.pga);
+  let n = linkCandidates(run, list, visit, rule, run.closest.pga);
   if (n === 0) {
     // A PGA that would link but is not final yet (an unsigned note) is named, so the centre
     // can finalise it; else no PGA at all.
@@ -2341,40 +2341,51 @@ function choosePga(
   let winner: LinkedObs | null = null;
   let mapped = 0;
   let conflicting = false;
-  for (let i = 0; i < n; i++) {
-    const c = candidates[i]!;
-    const category = c.obs.category;
-    if (category !== null) {
-      mapped += 1;
-      if (winner === null) winner = c;
-      else if (category !== winner.obs.category) conflicting = true;
-      continue;
-    }
-    findings.push(
-      c.obs.unmappedCode
-        ? finding(
-            'unmapped-code',
-            'pga',
-            PGA_UNMAPPED_CODE,
-            `Observation/${c.obs.id}`,
-            c.obs.unmappedCode,
-          )
-        : c.obs.unmappedValue !== null
+  // When every PGA at the strongest link has no answer at all (not asked, an empty row), the
+  // next strength is tried, as for vitals (the findings about the empty ones stay): an empty
+  // PGA documented at the visit does not hide one answered the same day. An answer the centre
+  // has not mapped is an answer: it is not passed over.
+  for (;;) {
+    let answered = false;
+    for (let i = 0; i < n; i++) {
+      const c = candidates[i]!;
+      const category = c.obs.category;
+      if (category !== null) {
+        mapped += 1;
+        if (winner === null) winner = c;
+        else if (category !== winner.obs.category) conflicting = true;
+        continue;
+      }
+      if (c.obs.unmappedCode || c.obs.unmappedValue !== null || c.obs.unmappedText) answered = true;
+      findings.push(
+        c.obs.unmappedCode
           ? finding(
               'unmapped-code',
               'pga',
-              `PGA answer ${c.obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
+              PGA_UNMAPPED_CODE,
               `Observation/${c.obs.id}`,
+              c.obs.unmappedCode,
             )
-          : c.obs.unmappedText
-            ? finding('unmapped-code', 'pga', PGA_UNMAPPED_TEXT, `Observation/${c.obs.id}`)
-            : finding(
-                'missing-value',
+          : c.obs.unmappedValue !== null
+            ? finding(
+                'unmapped-code',
                 'pga',
-                c.obs.noAnswer === 'panel' ? PGA_PANEL : noAnswerMessage(c.obs.absentReason),
+                `PGA answer ${c.obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
                 `Observation/${c.obs.id}`,
-              ),
-    );
+              )
+            : c.obs.unmappedText
+              ? finding('unmapped-code', 'pga', PGA_UNMAPPED_TEXT, `Observation/${c.obs.id}`)
+              : finding(
+                  'missing-value',
+                  'pga',
+                  c.obs.noAnswer === 'panel' ? PGA_PANEL : noAnswerMessage(c.obs.absentReason),
+                  `Observation/${c.obs.id}`,
+                ),
+      );
+    }
+    if (winner !== null || answered || run.strength <= 1) break;
+    n = linkCandidates(run, list, visit, rule, run.closest.pga, run.strength);
+    if (n === 0) break;
   }
   if (winner === null) return null;
   addSource(run, obsSource(winner));
