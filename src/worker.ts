@@ -95,6 +95,26 @@ async function closeOrphanRun(
   }
 }
 
+/**
+ * The worker's own configuration checks that need no Redis: run before the runtime is built
+ * (`lhn-bridge worker` refuses with exit code 2 before it connects or opens /health) and
+ * again in startWorker. A worker that should deliver but cannot would let submissions pile
+ * up unseen while every sync reports success: it refuses to start instead.
+ */
+export function checkWorkerConfig(
+  config: Pick<Runtime['config'], 'registry'>,
+  processors: { submissions: boolean },
+): void {
+  if (processors.submissions && !config.registry.url)
+    throw new ConfigError('environment', [
+      {
+        path: 'registry.url (LHN_REGISTRY_URL)',
+        message:
+          'is required for a worker that delivers submissions; set it, or start the worker with --no-delivery (syncs only)',
+      },
+    ]);
+}
+
 /** Starts the processors on the runtime and syncs the job schedulers. */
 export async function startWorker(
   runtime: Runtime,
@@ -103,16 +123,7 @@ export async function startWorker(
   const { logger, config } = runtime;
   const wantSync = options.processors?.sync ?? true;
   const wantSubmissions = options.processors?.submissions ?? true;
-  // A worker that should deliver but cannot would let submissions pile up unseen while every
-  // sync reports success: refuse to start instead.
-  if (wantSubmissions && !options.registryClient && !config.registry.url)
-    throw new ConfigError('environment', [
-      {
-        path: 'registry.url (LHN_REGISTRY_URL)',
-        message:
-          'is required for a worker that delivers submissions; set it, or start the worker with --no-delivery (syncs only)',
-      },
-    ]);
+  checkWorkerConfig(config, { submissions: wantSubmissions && !options.registryClient });
   const workerTiming = {
     ...(options.stalledIntervalMs ? { stalledInterval: options.stalledIntervalMs } : {}),
     ...(options.lockDurationMs ? { lockDuration: options.lockDurationMs } : {}),

@@ -5,13 +5,15 @@
 // The /health listener (LHN_WORKER_HEALTH_PORT) opens first and answers 503 until the worker
 // has started: a worker started while Redis is down says once that it waits for Redis (the
 // URL without credentials), logs the repeated connection errors at most once a minute, and
-// still stops at once on a signal.
+// still stops at once on a signal. A worker that refuses to start (no LHN_REGISTRY_URL without
+// --no-delivery: checked before Redis is connected; another pseudonym secret than the Redis
+// state's) closes what it opened and exits with code 2.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import { createRuntime, type Runtime } from '../runtime.js';
 import { STOP_SIGNALS } from '../util/abort.js';
 import { createLogger, type Logger } from '../util/logger.js';
-import { startWorker, type RunningWorker } from '../worker.js';
+import { checkWorkerConfig, startWorker, type RunningWorker } from '../worker.js';
 import { startWorkerHealthServer, type WorkerHealthServer } from '../worker-health.js';
 import { CliError } from './cli-error.js';
 import { redisUrlForDisplay } from './cli-runtime.js';
@@ -111,6 +113,8 @@ export function registerWorkerCommand(program: Command): void {
         '--delivery-concurrency',
       );
       const config = loadServiceConfig(process.env);
+      // Refused before Redis is connected and /health opened (exit code 2, as serve).
+      checkWorkerConfig(config, { submissions: options.delivery });
       const runtime = await createRuntime(config, {
         role: 'worker',
         logger: dampConnectionErrors(createLogger({ level: config.log.level, name: 'lhn-bridge' })),
