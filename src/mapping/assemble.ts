@@ -163,6 +163,12 @@ interface ObservationRecord extends Versioned {
   absentReason: string | null;
   /** An excluded PGA in a pending status (preliminary...): that status, else null. */
   pendingStatus: string | null;
+  /**
+   * A final vital excluded for a value that is not a numeric Quantity (valueString,
+   * valueInteger, a Quantity whose value is not a number), without a dataAbsentReason code:
+   * what it has instead (never the value), for the missing-value finding; else null.
+   */
+  noValue: string | null;
 }
 
 interface ConditionRecord extends Versioned {
@@ -804,6 +810,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       noAnswer: null,
       absentReason: null,
       pendingStatus: null,
+      noValue: null,
     };
     const value = num(first.value_number);
     if (!status || !ctx.observationStatuses.has(status)) {
@@ -817,6 +824,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       rec.excluded = true; // no quantity (e.g. dataAbsentReason): not a candidate
       const reason = str(first.data_absent_reason);
       if (reason !== null && DAR_CODE.test(reason)) rec.absentReason = reason;
+      else rec.noValue = nonNumericValue(resource);
     } else {
       const system = str(first.value_unit_system);
       const code = str(first.value_unit_code);
@@ -1617,7 +1625,8 @@ function assemblePatient(
 
 /**
  * A patient's observations by field; `pending`: those not final yet (preliminary...) and the
- * vitals without a value that give a dataAbsentReason code, by
+ * vitals without a value that give a dataAbsentReason code or have a value that is not a
+ * numeric Quantity (noValue), by
  * field, created only for a patient that has one (they are read only for a visit without a
  * value that counts).
  */
@@ -1646,7 +1655,8 @@ function linkObservations(
     for (let i = 0; i < visits.length; i++) byId.set(visits[i]!.encounter.id, i);
   }
   for (const o of bucket.observations.values()) {
-    if (o.excluded && o.pendingStatus === null && o.absentReason === null) continue;
+    if (o.excluded && o.pendingStatus === null && o.absentReason === null && o.noValue === null)
+      continue;
     const field = o.field;
     let problem: LinkedObs['problem'] = 0;
     let rounded = 0;
@@ -2434,6 +2444,33 @@ function resolveMedication(
   return reference.includes('/') ? undefined : medications.get(reference);
 }
 
+/** FHIR Observation value[x] types other than Quantity (the names are quoted, never values). */
+const OTHER_VALUE_TYPES = new Set(
+  'CodeableConcept String Boolean Integer Range Ratio SampledData Time DateTime Period Attachment Reference'
+    .split(' ')
+    .map((t) => `value${t}`),
+);
+
+/**
+ * Why a vital (an Observation with no numeric `valueQuantity.value`) has no usable value, as
+ * a finding may say it: the value[x] type it has instead, or that its Quantity's value is
+ * missing or not a number; null when it has no value at all (only a dataAbsentReason without
+ * a code, or nothing): such a vital stands for its version only, as before.
+ */
+function nonNumericValue(resource: FhirResource): string | null {
+  const quantity = (resource as { valueQuantity?: unknown }).valueQuantity;
+  if (quantity !== undefined && quantity !== null) {
+    const value = (quantity as { value?: unknown }).value;
+    return value === undefined || value === null
+      ? 'its valueQuantity has no value'
+      : 'its valueQuantity.value is not a number';
+  }
+  for (const key of Object.keys(resource)) {
+    if (OTHER_VALUE_TYPES.has(key)) return `it has a ${key} instead of a valueQuantity`;
+  }
+  return null;
+}
+
 /**
  * The vital of the visit: the first usable of the best linked observations (findings for
  * unusable and conflicting ones). Its vitalJson is set.
@@ -2453,7 +2490,9 @@ function chooseVital(
     // so the centre can finalise it; this holds for BMI too although its plain missing-value
     // finding is off by default (reportMissing), since it is something the centre can fix.
     // One that has no value but a dataAbsentReason code is named as a PGA without an answer
-    // is (only where the plain missing-value finding would be given).
+    // is, and so is one whose value is not a numeric Quantity (valueString "140 cm"): it does
+    // link, so 'no height observation links' would be false (both only where the plain
+    // missing-value finding would be given).
     const p = pending ? linkCandidates(run, pending, visit, spec.link, run.closest[field]) : 0;
     let reported = 0;
     for (let i = 0; i < p; i++) {
@@ -2465,7 +2504,9 @@ function chooseVital(
           finding(
             'missing-value',
             field,
-            `the ${field} observation has no value (dataAbsentReason: ${o.absentReason!}), so the visit has no ${field}`,
+            o.absentReason !== null
+              ? `the ${field} observation has no value (dataAbsentReason: ${o.absentReason}), so the visit has no ${field}`
+              : `a ${field} observation links to this visit but has no numeric quantity value (${o.noValue!}), so the visit has no ${field}`,
             `Observation/${o.id}`,
           ),
         );
