@@ -21,6 +21,11 @@ import type { RunCounts, RunStore } from '../src/sync/run-store.js';
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';
 import { followAbort } from '../src/util/abort.js';
+import {
+  OutsideSyncWindowError,
+  isWithinSyncWindow,
+  msUntilSyncWindowOpens,
+} from '../src/fhir/limiter.js';
 import type { SubmissionJobData } from './submissions.js';
 
 /** BullMQ queue name. */
@@ -40,9 +45,10 @@ export type SyncJobData = z.infer<typeof SyncJobDataSchema>;
 
 /**
  * Default options of sync jobs. A sync restarts from its watermarks and its enqueue is
- * idempotent, so a failed run may simply run again (a new run record with reason `retry`
- * semantics is kept per attempt). Finished sync jobs are trimmed: the run record is the
- * durable account of each run.
+ * idempotent, so a failed run may simply run again (a new run record with reason `retry` is
+ * kept per attempt, all with the job's id: the `failing` alert counts a job once, by its
+ * latest attempt). A run refused outside the centre's sync window is not retried. Finished
+ * sync jobs are trimmed: the run record is the durable account of each run.
  */
 export const SYNC_JOB_OPTIONS: JobsOptions = {
   attempts: 3,
@@ -85,6 +91,47 @@ export interface SyncProcessorDeps {
   tuning?: Pick<SyncCentreOptions, 'enqueueBatchSize' | 'patientConcurrency' | 'overlapMs'>;
 }
 
+/** The centre's sync window, when it is closed now: why, and when it opens (ISO). */
+export function syncWindowClosed(
+  centre: Pick<CentreConfig, 'id' | 'limits' | 'timeZone'>,
+  at = Date.now(),
+): OutsideSyncWindowError | undefined {
+  const window = centre.limits.syncWindow;
+  if (!window || isWithinSyncWindow(window, centre.timeZone, at)) return undefined;
+  return new OutsideSyncWindowError({
+    centreId: centre.id,
+    window,
+    timeZone: centre.timeZone,
+    opensAt: new Date(at + msUntilSyncWindowOpens(window, centre.timeZone, at)).toISOString(),
+  });
+}
+
+/** Records a run that was refused before it started as failed at `step`. */
+async function recordRunRefused(
+  runStore: RunStore,
+  run: {
+    runId: string;
+    jobId: string;
+    centreId: string;
+    mode: SyncJobData['mode'];
+    reason: SyncJobData['reason'];
+    step: string;
+    message: string;
+  },
+): Promise<void> {
+  const errors = [{ step: run.step, message: run.message }];
+  if (await runStore.finish(run.runId, { status: 'failed', errors })) return;
+  await runStore.start({
+    runId: run.runId,
+    centreId: run.centreId,
+    mode: run.mode,
+    reason: run.reason,
+    status: 'running',
+    jobId: run.jobId,
+  });
+  await runStore.finish(run.runId, { status: 'failed', errors });
+}
+
 /** A run id stable across restarts of the same job attempt (stalled-job recovery). */
 export function runIdForJob(jobId: string, attemptsMade: number): string {
   const h = createHash('sha256').update(`sync/${jobId}/${attemptsMade}`).digest('hex');
@@ -115,6 +162,28 @@ export function createSyncProcessor(
     const runId =
       job.attemptsMade === 0 && data.runId ? data.runId : runIdForJob(jobId, job.attemptsMade);
     const reason = job.attemptsMade > 0 ? 'retry' : data.reason;
+
+    // Outside the centre's sync window no EHR request may go: the run fails at once, once,
+    // with when the window opens (step `window`), and is not retried (a retry 1 or 2 min
+    // later would find the window as closed).
+    const closed = syncWindowClosed(centre);
+    if (closed) {
+      const message = `${closed.message}; this sync did not start and is not retried: run it again then, or let the schedule run it`;
+      await recordRunRefused(deps.runStore, {
+        runId,
+        jobId,
+        centreId: centre.id,
+        mode: data.mode,
+        reason,
+        step: 'window',
+        message,
+      });
+      log.info(
+        { centreId: centre.id, jobId, runId, opensAt: closed.opensAt },
+        'outside the sync window; run not started',
+      );
+      throw new UnrecoverableError(message);
+    }
 
     const controller = new AbortController();
     const unfollow = followAbort(signal, controller);
@@ -200,6 +269,13 @@ export function createSyncProcessor(
         );
         throw new DelayedError();
       }
+      // The window closed under the run (its requests failed with OutsideSyncWindowError):
+      // a retry before it opens again would only fail at the check above.
+      const closedNow = syncWindowClosed(centre);
+      if (closedNow)
+        throw new UnrecoverableError(
+          `${(err as Error).message} (not retried: ${closedNow.message})`,
+        );
       throw err;
     } finally {
       unfollow();

@@ -1,7 +1,9 @@
 // The alert rules, pure: given what the run store knows about a centre and the thresholds
 // that apply to it, which alerts are raised now. A centre is "stale" when its last
 // successful sync (or, if it never had one, the time lhn-bridge first knew it) is older than
-// its threshold, and "failing" when its last N finished runs all failed.
+// its threshold, and "failing" when its last N finished sync jobs all failed. A job is one
+// sync (one click of Sync now, one scheduled tick); its attempts (a failed sync is retried,
+// each attempt has its own run record with the job's id) count once, by the latest one.
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
 import type { RunRecord } from '../sync/run-store.js';
@@ -22,7 +24,7 @@ export interface Alert {
   lastSuccessAt?: string;
   /** The threshold that applied (hours for stale, runs for failing). */
   threshold: number;
-  /** For failing: the runs that failed in a row, newest first. */
+  /** For failing: the runs that failed in a row (each job's latest attempt), newest first. */
   failedRunIds?: string[];
 }
 
@@ -50,8 +52,12 @@ export interface CentreAlertInput {
   latestSuccess?: Pick<RunRecord, 'endedAt' | 'startedAt'>;
   /** ISO time lhn-bridge first knew this centre (the clock for a centre that never synced). */
   firstSeenAt: string;
-  /** Recent runs, most recently started first (at least `failuresInARow` of them if any). */
-  recentRuns: Pick<RunRecord, 'runId' | 'status' | 'errors'>[];
+  /**
+   * Recent runs, most recently started first (enough to hold `failuresInARow` jobs with all
+   * their attempts, if any). Runs of one job (same `jobId`) count once; a run without a job
+   * id counts by itself.
+   */
+  recentRuns: Pick<RunRecord, 'runId' | 'status' | 'errors' | 'jobId'>[];
   now: Date;
 }
 
@@ -74,9 +80,15 @@ export function evaluateCentreAlerts(input: CentreAlertInput): Alert[] {
       threshold: input.thresholds.staleAfterHours,
     });
   }
-  const finished = input.recentRuns.filter(
-    (r) => r.status === 'succeeded' || r.status === 'failed',
-  );
+  // The latest finished attempt of each job, newest job first.
+  const seenJobs = new Set<string>();
+  const finished = input.recentRuns.filter((r) => {
+    if (r.status !== 'succeeded' && r.status !== 'failed') return false;
+    if (r.jobId === undefined) return true;
+    if (seenJobs.has(r.jobId)) return false;
+    seenJobs.add(r.jobId);
+    return true;
+  });
   const n = input.thresholds.failuresInARow;
   const lastN = finished.slice(0, n);
   if (lastN.length === n && lastN.every((r) => r.status === 'failed')) {
@@ -88,7 +100,7 @@ export function evaluateCentreAlerts(input: CentreAlertInput): Alert[] {
       // The step and run id only: an alert goes to a webhook (often a third-party chat), and
       // a run's error message can quote what the EHR said. The dashboard shows the message.
       message:
-        `the last ${n} sync run${n === 1 ? '' : 's'} failed` +
+        `the last ${n} sync${n === 1 ? '' : 's'} failed` +
         (lastError && latest
           ? `; latest error at ${lastError.step} in run ${latest.runId} (its message is on the dashboard)`
           : ''),

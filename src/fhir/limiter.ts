@@ -7,8 +7,10 @@
 //    lease scored by its expiry and renewed while held, so a killed process frees its slot
 //    when the lease runs out instead of leaking it forever;
 //  - an optional daily sync window in the centre's time zone, outside which requests fail
-//    fast with OutsideSyncWindowError (the sync job is retried later, not parked for hours);
-//    cleanup requests (cancelling a bulk export) may ask to skip this check.
+//    fast with OutsideSyncWindowError; cleanup requests (cancelling a bulk export) may ask to
+//    skip this check. The sync processor (queues/sync.ts) checks the window before a run
+//    starts: outside it the run fails once (step `window`, with when it opens) and is not
+//    retried, nor is a run whose window closed under it.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
