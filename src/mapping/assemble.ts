@@ -139,6 +139,8 @@ interface ObservationRecord extends Versioned {
   instant: number | null;
   /** Vitals: converted value (unrounded) or why not. */
   value: number | null;
+  /** Vitals: the quantity's value as sent (before conversion), for findings. */
+  sentValue: number | null;
   /** `censored`: the quantity has a comparator (`>250 kg`): a bound, not a measurement. */
   problem: 'unconvertible' | 'censored' | null;
   /** Stands only for its version: a later version that does not count (entered-in-error...). */
@@ -800,6 +802,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       day: calendar.dayOf(when, instant),
       instant,
       value: null,
+      sentValue: null,
       problem: null,
       unit: null,
       excluded: false,
@@ -838,6 +841,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       // system ('[lb_av]'): the code is tried.
       if (factor === null && code !== null && code !== unit)
         factor = ctx.converters[field].factor(code);
+      rec.sentValue = value;
       if (factor === null) rec.problem = 'unconvertible';
       else rec.value = value * factor;
       if (str(first.value_comparator) !== null) rec.problem = 'censored';
@@ -1425,7 +1429,7 @@ interface LinkedObs {
   visit: number;
   /** For ordering: obs.instant, -Infinity when unknown. */
   order: number;
-  /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (after rounding), 3 a bound. */
+  /** Vitals: 0 usable, 1 unconvertible unit, 2 implausible (before rounding), 3 a bound. */
   problem: 0 | 1 | 2 | 3;
   /** Vitals: the value rounded to the field's decimals. */
   rounded: number;
@@ -1666,7 +1670,9 @@ function linkObservations(
       else if (o.value === null) problem = 1;
       else {
         rounded = roundTo(o.value, spec.decimals);
-        if (rounded < spec.plausible.min || rounded > spec.plausible.max) problem = 2;
+        // The range holds for the value measured: 0.96 kg is under 1 kg although it rounds
+        // to 1.0.
+        if (o.value < spec.plausible.min || o.value > spec.plausible.max) problem = 2;
       }
     }
     let target = byField[field];
@@ -2444,6 +2450,35 @@ function resolveMedication(
   return reference.includes('/') ? undefined : medications.get(reference);
 }
 
+/**
+ * An implausible vital as a finding quotes it: the value as sent with its unit when that is
+ * safe to quote (unitForMessage), and the converted value to the field's decimals or with as
+ * many significant digits as show it is outside the range (32 g: `32 "g" (0.032 kg)`, not `0 kg`); just `305 cm` when
+ * sent in the target unit.
+ */
+function implausibleValue(
+  o: ObservationRecord,
+  spec: { unit: string; decimals: number; plausible: { min: number; max: number } },
+): string {
+  const value = o.value!;
+  const sent = o.sentValue ?? value;
+  if (o.unit === spec.unit && sent === value) return `${sent} ${spec.unit}`;
+  const quoted = o.unit === null ? null : unitForMessage(o.unit);
+  const asSent = quoted?.startsWith('"') ? `${sent} ${quoted}` : `${sent}`;
+  if (sent === value && quoted?.startsWith('"')) return asSent;
+  const outside = (v: number): boolean => v < spec.plausible.min || v > spec.plausible.max;
+  // The field's decimals (453.6 kg) unless that hides the problem (0.032 kg rounds to 0.0,
+  // 250.04 to 250.0): then more significant digits.
+  let shown = roundTo(value, spec.decimals);
+  if (Math.abs(value) < 1 || !outside(shown)) {
+    for (let p = 3; p <= 15; p++) {
+      shown = Number(value.toPrecision(p));
+      if (outside(shown)) break;
+    }
+  }
+  return `${asSent} (${shown} ${spec.unit})`;
+}
+
 /** FHIR Observation value[x] types other than Quantity (the names are quoted, never values). */
 const OTHER_VALUE_TYPES = new Set(
   'CodeableConcept String Boolean Integer Range Ratio SampledData Time DateTime Period Attachment Reference'
@@ -2565,7 +2600,7 @@ function chooseVital(
           finding(
             'implausible-value',
             field,
-            `${field} ${c.rounded} ${spec.unit} is outside the plausible range ${spec.plausible.min}-${spec.plausible.max} ${spec.unit}`,
+            `${field} ${implausibleValue(o, spec)} is outside the plausible range ${spec.plausible.min}-${spec.plausible.max} ${spec.unit}`,
             `Observation/${o.id}`,
           ),
         );

@@ -103,3 +103,30 @@ describe('vitals without a numeric quantity value', () => {
     expect(findings.filter((f) => f.field === 'weight')).toEqual([]);
   });
 });
+
+describe('implausible vitals', () => {
+  const message = (value: Record<string, unknown>): string[] =>
+    findingsOf([vital('w1', WEIGHT, { valueQuantity: value })])
+      .filter((f) => f.field === 'weight')
+      .map((f) => `${f.kind}: ${f.message}`);
+
+  it('when a converted weight is just under the range, then the message shows enough digits to say so', () => {
+    expect(
+      message({ value: 999.6, unit: 'g', system: 'http://unitsofmeasure.org', code: 'g' }),
+    ).toEqual([
+      'implausible-value: weight 999.6 "g" (0.9996 kg) is outside the plausible range 1-250 kg',
+    ]);
+    expect(
+      message({ value: 250040, unit: 'g', system: 'http://unitsofmeasure.org', code: 'g' }),
+    ).toEqual([
+      'implausible-value: weight 250040 "g" (250.04 kg) is outside the plausible range 1-250 kg',
+    ]);
+  });
+
+  it('when the unit text is free text and the code converts, then the value is quoted without the unit text', () => {
+    const found = message({ value: 1000, unit: 'per mum 1000 lbs', code: '[lb_av]' });
+    expect(found).toEqual([
+      'implausible-value: weight 1000 (453.6 kg) is outside the plausible range 1-250 kg',
+    ]);
+  });
+});
