@@ -2450,6 +2450,9 @@ function resolveMedication(
   return reference.includes('/') ? undefined : medications.get(reference);
 }
 
+/** Percentage points below which a difference is floating-point noise, not a conflict. */
+const CONFLICT_EPSILON_PERCENT = 1e-9;
+
 /**
  * An implausible vital as a finding quotes it: the value as sent with its unit when that is
  * safe to quote (unitForMessage), and the converted value to the field's decimals or with as
@@ -2625,7 +2628,12 @@ function chooseVital(
     winner.vitalJson = `{"unit":${jsonString(spec.unit)},"value":${jsonDecimal(winner.rounded, spec.decimals)}}`;
     winner.vital = { unit: spec.unit, value: winner.rounded };
   }
-  if (valid > 1 && min > 0 && ((max - min) / min) * 100 > spec.conflictTolerancePercent) {
+  // A small tolerance: 140 and 141.4 cm are exactly 1% apart, 1.000000000000004% in binary.
+  if (
+    valid > 1 &&
+    min > 0 &&
+    ((max - min) / min) * 100 > spec.conflictTolerancePercent + CONFLICT_EPSILON_PERCENT
+  ) {
     findings.push(
       finding(
         'conflicting-values',
