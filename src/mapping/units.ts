@@ -63,7 +63,7 @@ const UNIT_LIKE = /^[A-Za-z0-9[\]{}/.^*%_()'-]{1,16}$/;
 /** English unit words EHRs put in unit fields (plain words, never identifying). */
 const UNIT_WORDS = new Set(
   [
-    'lb lbs pound pounds oz ounce ounces stone stones gram grams kilogram kilograms',
+    'lb lbs pound pounds oz ounce ounces stone stones gram grams gm gms kilogram kilograms',
     'in inch inches ft foot feet metre metres meter meters centimetre centimetres',
     'centimeter centimeters hour hours day days week weeks month months year years',
   ]

@@ -39,7 +39,18 @@ describe('createUnitConverter', () => {
 
 describe('unitForMessage', () => {
   it('when a unit is a UCUM unit or a common unit word, then a finding may quote it', () => {
-    for (const u of ['mg', '[lb_av]', 'lbs', 'Inches', 'kg/m2', 'mo', 'days', '[in_i]'])
+    for (const u of [
+      'mg',
+      '[lb_av]',
+      'lbs',
+      'Inches',
+      'kg/m2',
+      'mo',
+      'days',
+      '[in_i]',
+      'gm',
+      'gms',
+    ])
       expect(unitForMessage(u)).toBe(`"${u}"`);
   });
 
