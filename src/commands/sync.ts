@@ -1,10 +1,14 @@
-// `lhn-bridge sync <centre> [--full] [--wait]`: queues a manual sync of a centre for the
-// workers (this command does not run it). A sync already queued or running is reported with
-// its run id instead of being queued twice. With --wait, follows the run and prints its
-// record; the exit code is 1 when the run failed, or when Redis lost it while waiting.
+// `lhn-bridge sync <centre> [--full] [--wait] [--json]`: queues a manual sync of a centre for
+// the workers (this command does not run it). A sync already queued or running is reported
+// with its run id instead of being queued twice. With --wait, follows the sync to its final
+// outcome and prints that run's record: a failed attempt that the queue retries is told on
+// stderr and the retry's run is followed. The exit code is 1 when the sync failed (its last
+// attempt), or when Redis lost it while waiting. With --json, stdout holds only the JSON
+// record; the status lines go to stderr.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import type { Runtime } from '../runtime.js';
+import { runIdForJob } from '../../queues/sync.js';
 import { requestSync } from '../sync/request-sync.js';
 import type { RunRecord } from '../sync/run-store.js';
 import { CliError } from './cli-error.js';
@@ -42,35 +46,120 @@ export function runLostMessage(runId: string, centreId: string): string {
   );
 }
 
-async function waitForRun(
-  runtime: Runtime,
+/** How long a failed attempt's job may stay active (being moved on by its worker), ms. */
+const SETTLE_MS = 10_000;
+
+/**
+ * After a failed run: the run id of the job's next attempt when the queue retries it, else
+ * undefined (the job failed for good, or is gone).
+ */
+async function nextAttempt(
+  runtime: Pick<Runtime, 'queues'>,
+  run: RunRecord,
+): Promise<string | undefined> {
+  const jobId = run.jobId;
+  if (!jobId) return undefined;
+  const settleBy = Date.now() + SETTLE_MS;
+  for (;;) {
+    const job = await runtime.queues.sync.getJob(jobId);
+    if (!job) return undefined;
+    // Which attempt this run was (see createSyncProcessor's run ids).
+    const attempt =
+      run.runId === job.data.runId
+        ? 0
+        : Array.from({ length: 100 }, (_, k) => k).find((k) => runIdForJob(jobId, k) === run.runId);
+    if (attempt === undefined) return undefined;
+    const state = await job.getState();
+    if (job.attemptsMade <= attempt) {
+      // The run record is written before the worker counts the attempt: wait for that.
+      if (Date.now() > settleBy) return undefined;
+      await new Promise((r) => setTimeout(r, 200));
+      continue;
+    }
+    // Its last attempt failed: this is the outcome.
+    if (state === 'failed' && job.attemptsMade === attempt + 1) return undefined;
+    if (state === 'unknown') return undefined;
+    return runIdForJob(jobId, attempt + 1);
+  }
+}
+
+/**
+ * Follows a sync from its run to its final outcome: when a run fails and its job is retried,
+ * the retry's run (written when the retry starts) is followed, and so on.
+ */
+export async function waitForSync(
+  runtime: Pick<Runtime, 'runStore' | 'queues'>,
   runId: string,
   centreId: string,
   timeoutMs: number,
+  tell: (line: string) => void = (line) => process.stderr.write(`lhn-bridge: ${line}\n`),
 ): Promise<RunRecord> {
   const deadline = Date.now() + timeoutMs;
+  let current = runId;
+  let pendingJob: string | undefined;
+  for (;;) {
+    const run = await waitForRun(
+      runtime,
+      current,
+      centreId,
+      { deadline, timeoutMs },
+      tell,
+      pendingJob,
+    );
+    if (run.status !== 'failed') return run;
+    const next = await nextAttempt(runtime, run);
+    if (!next) return run;
+    tell(
+      `run ${run.runId} failed (${run.errors.map((e) => e.step).join(', ') || 'no error recorded'}); ` +
+        `the sync is retried after its backoff as run ${next}; waiting for it`,
+    );
+    current = next;
+    pendingJob = run.jobId;
+  }
+}
+
+async function waitForRun(
+  runtime: Pick<Runtime, 'runStore' | 'queues'>,
+  runId: string,
+  centreId: string,
+  { deadline, timeoutMs }: { deadline: number; timeoutMs: number },
+  tell: (line: string) => void,
+  /** A retry's run, of this job: its record is written only when the retry starts. */
+  pendingJob?: string,
+): Promise<RunRecord> {
   let warned = false;
   for (;;) {
     const run = await runtime.runStore.get(runId);
     // The record is written before the run is queued and never deleted while it is recent:
-    // gone means Redis lost it (and the job with it); nothing will finish it.
-    if (!run) throw new CliError(runLostMessage(runId, centreId), 1);
-    if (run.status === 'succeeded' || run.status === 'failed') return run;
-    if (
-      !warned &&
-      run.status === 'queued' &&
-      (await runtime.queues.sync.getWorkers()).length === 0
-    ) {
-      process.stderr.write(
-        'lhn-bridge: no worker is connected yet; start one with `npx lhn-bridge worker`\n',
-      );
-      warned = true;
-    }
+    // gone means Redis lost it (and the job with it); nothing will finish it. A retry's
+    // record comes when the retry starts.
+    if (!run && !pendingJob) throw new CliError(runLostMessage(runId, centreId), 1);
+    if (run?.status === 'succeeded' || run?.status === 'failed') return run;
     if (Date.now() > deadline)
       throw new CliError(
         `run ${runId} did not finish within ${timeoutMs / 1000} s (it goes on in the worker)`,
         1,
       );
+    if (!run) {
+      // The retry's job ended without starting it (or Redis lost it): nothing will.
+      const job = await runtime.queues.sync.getJob(pendingJob!);
+      const state = job ? await job.getState() : 'gone';
+      if (state === 'failed' || state === 'completed' || state === 'gone' || state === 'unknown')
+        throw new CliError(
+          `the retry of the sync of ${centreId} (run ${runId}) did not start: its job is ${state}; queue the sync again with \`npx lhn-bridge sync ${centreId}\``,
+          1,
+        );
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    if (
+      !warned &&
+      run.status === 'queued' &&
+      (await runtime.queues.sync.getWorkers()).length === 0
+    ) {
+      tell('no worker is connected yet; start one with `npx lhn-bridge worker`');
+      warned = true;
+    }
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
@@ -111,14 +200,16 @@ export function registerSyncCommand(program: Command): void {
           centre.id,
           mode,
         );
+        // With --json, stdout is the JSON record alone.
+        const status = options.json ? process.stderr : process.stdout;
         if (result.status === 'queued')
-          process.stdout.write(`queued a ${mode} sync of ${centre.id}: run id ${result.runId}\n`);
+          status.write(`queued a ${mode} sync of ${centre.id}: run id ${result.runId}\n`);
         else
-          process.stdout.write(
+          status.write(
             `a sync of ${centre.id} is already queued or running${result.runId ? ` (run id ${result.runId})` : ''}; not queued again\n`,
           );
         if (!options.wait || !result.runId) return;
-        const run = await waitForRun(runtime, result.runId, centre.id, timeout * 1000);
+        const run = await waitForSync(runtime, result.runId, centre.id, timeout * 1000);
         process.stdout.write(
           options.json ? `${JSON.stringify(run, null, 2)}\n` : `${formatRun(run)}\n`,
         );
