@@ -4,10 +4,6 @@
 // 1 while the queue still retries it.
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitForSync } from '../../src/commands/sync.js';
 import type { PrepareCentre } from '../../src/sync/centre-services.js';
@@ -16,30 +12,17 @@ import { startWorker, type RunningWorker } from '../../src/worker.js';
 import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
 import { SECRET, waitFor } from '../sync/helpers.js';
 import { useTestRedis } from '../sync/redis-scope.js';
+import { centresDirWith, CLI_BIN, cliEnv, ROOT } from './cli-support.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const bin = join(root, 'bin', 'lhn-bridge.js');
-const work = mkdtempSync(join(tmpdir(), 'lhn-sync-json-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-writeFileSync(
-  join(work, 'wait-json.json'),
-  JSON.stringify({
-    id: 'wait-json',
-    name: 'Wait JSON',
-    fhir: { baseUrl: 'https://ehr.example.org/fhir/R4' },
-    auth: { clientId: 'abc', privateKeyFile: 'keys/a.json', kid: 'k1' },
-    cohort: { group: 'ibd-cohort' },
-  }),
-);
+const root = ROOT;
+const bin = CLI_BIN;
+const work = centresDirWith('wait-json', 'Wait JSON');
 
 describe('sync --wait --json', () => {
   const { redis, prefix } = useTestRedis();
 
   it('when the run finishes, then stdout is the JSON record alone and the status line is on stderr', async () => {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env))
-      if (v !== undefined && !k.startsWith('LHN_') && k !== 'REDIS_URL') env[k] = v;
-    Object.assign(env, {
+    const env = cliEnv({
       LHN_PSEUDONYM_SECRET: SECRET,
       LHN_CENTRES_DIR: work,
       LHN_REDIS_URL: 'redis://127.0.0.1:6379',

@@ -3,38 +3,21 @@
 // again, with a non-zero exit, instead of waiting out --timeout (an hour by default) and
 // then saying the run goes on in the worker.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runRecordKey } from '../../src/sync/run-store.js';
 import { SECRET, waitFor } from '../sync/helpers.js';
 import { useTestRedis } from '../sync/redis-scope.js';
+import { centresDirWith, CLI_BIN, cliEnv, ROOT } from './cli-support.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const bin = join(root, 'bin', 'lhn-bridge.js');
-const work = mkdtempSync(join(tmpdir(), 'lhn-sync-wait-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-writeFileSync(
-  join(work, 'wait-lost.json'),
-  JSON.stringify({
-    id: 'wait-lost',
-    name: 'Wait lost',
-    fhir: { baseUrl: 'https://ehr.example.org/fhir/R4' },
-    auth: { clientId: 'abc', privateKeyFile: 'keys/a.json', kid: 'k1' },
-    cohort: { group: 'ibd-cohort' },
-  }),
-);
+const root = ROOT;
+const bin = CLI_BIN;
+const work = centresDirWith('wait-lost', 'Wait lost');
 
 describe('sync --wait when Redis loses the run', () => {
   const { redis, prefix } = useTestRedis();
 
   it('when the run record disappears while waiting, then it stops within seconds, says Redis lost the run, and exits non-zero', async () => {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env))
-      if (v !== undefined && !k.startsWith('LHN_') && k !== 'REDIS_URL') env[k] = v;
-    Object.assign(env, {
+    const env = cliEnv({
       LHN_PSEUDONYM_SECRET: SECRET,
       LHN_CENTRES_DIR: work,
       LHN_REDIS_URL: 'redis://127.0.0.1:6379',

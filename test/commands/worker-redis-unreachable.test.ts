@@ -3,43 +3,17 @@
 // says once what it waits for (the URL without credentials) instead of three warnings per
 // retry, and SIGTERM still ends it promptly.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SECRET } from '../sync/helpers.js';
 import { useTestRedis } from '../sync/redis-scope.js';
+import { centresDirWith, CLI_BIN, cliEnv, freePort, ROOT } from './cli-support.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const bin = join(root, 'bin', 'lhn-bridge.js');
-const work = mkdtempSync(join(tmpdir(), 'lhn-worker-redis-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-writeFileSync(
-  join(work, 'worker-down.json'),
-  JSON.stringify({
-    id: 'worker-down',
-    name: 'Worker down',
-    fhir: { baseUrl: 'https://ehr.example.org/fhir/R4' },
-    auth: { clientId: 'abc', privateKeyFile: 'keys/a.json', kid: 'k1' },
-    cohort: { group: 'ibd-cohort' },
-  }),
-);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
+const root = ROOT;
+const bin = CLI_BIN;
+const work = centresDirWith('worker-down', 'Worker down');
 
 function startWorkerCli(redisUrl: string, port: number, prefix?: string) {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && !k.startsWith('LHN_') && k !== 'REDIS_URL') env[k] = v;
-  Object.assign(env, {
+  const env = cliEnv({
     LHN_PSEUDONYM_SECRET: SECRET,
     LHN_CENTRES_DIR: work,
     LHN_REDIS_URL: redisUrl,
@@ -80,10 +54,7 @@ describe('worker with Redis up', () => {
 describe('worker with Redis unreachable', () => {
   it('when Redis cannot be reached, then /health answers 503, one line says it waits for Redis (no credentials), repeats are not logged, and SIGTERM ends it promptly', async () => {
     const port = await freePort();
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env))
-      if (v !== undefined && !k.startsWith('LHN_') && k !== 'REDIS_URL') env[k] = v;
-    Object.assign(env, {
+    const env = cliEnv({
       LHN_PSEUDONYM_SECRET: SECRET,
       LHN_CENTRES_DIR: work,
       LHN_REDIS_URL: 'redis://ops:hunter2-password@127.0.0.1:1',

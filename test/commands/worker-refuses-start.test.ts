@@ -3,46 +3,20 @@
 // and with another pseudonym secret than the Redis state's it closes its runtime and its
 // /health port before it exits.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SECRET } from '../sync/helpers.js';
 import { useTestRedis } from '../sync/redis-scope.js';
+import { centresDirWith, CLI_BIN, cliEnv, freePort, ROOT } from './cli-support.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const bin = join(root, 'bin', 'lhn-bridge.js');
-const work = mkdtempSync(join(tmpdir(), 'lhn-worker-refuses-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-writeFileSync(
-  join(work, 'worker-refuses.json'),
-  JSON.stringify({
-    id: 'worker-refuses',
-    name: 'Worker refuses',
-    fhir: { baseUrl: 'https://ehr.example.org/fhir/R4' },
-    auth: { clientId: 'abc', privateKeyFile: 'keys/a.json', kid: 'k1' },
-    cohort: { group: 'ibd-cohort' },
-  }),
-);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
+const root = ROOT;
+const bin = CLI_BIN;
+const work = centresDirWith('worker-refuses', 'Worker refuses');
 
 async function runWorker(
   args: string[],
   extra: Record<string, string>,
 ): Promise<{ code: number | null | 'still running'; out: string; ms: number }> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && !k.startsWith('LHN_') && k !== 'REDIS_URL') env[k] = v;
-  Object.assign(env, {
+  const env = cliEnv({
     LHN_CENTRES_DIR: work,
     LHN_WORKER_HEALTH_HOST: '127.0.0.1',
     LHN_LOG_LEVEL: 'info',
