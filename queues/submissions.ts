@@ -17,6 +17,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { RegistrySubmissionSchema } from '../src/registry/submission.js';
 import {
+  INCARNATION_PATTERN,
   MAX_RETRY_AFTER_MS,
   RegistryRejectedError,
   RegistryUnavailableError,
@@ -24,7 +25,6 @@ import {
   type RegistryClient,
 } from '../src/registry/delivery.js';
 import { isSuperseded, openVisitState } from '../src/sync/visit-state.js';
-import { INCARNATION_PATTERN } from '../src/sync/secret-fingerprint.js';
 import type { ServiceConfig } from '../src/config/service.js';
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';

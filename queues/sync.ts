@@ -17,7 +17,7 @@ import type { CentreConfig } from '../src/config/centre.js';
 import { CentreLockLostError, acquireCentreLock } from '../src/sync/centre-lock.js';
 import type { PrepareCentre } from '../src/sync/centre-services.js';
 import { SyncInterruptedError, syncCentre, type SyncCentreOptions } from '../src/sync/run-sync.js';
-import type { RunCounts, RunStore } from '../src/sync/run-store.js';
+import { SYNC_ATTEMPTS, type RunCounts, type RunStore } from '../src/sync/run-store.js';
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';
 import { followAbort } from '../src/util/abort.js';
@@ -51,7 +51,7 @@ export type SyncJobData = z.infer<typeof SyncJobDataSchema>;
  * sync jobs are trimmed: the run record is the durable account of each run.
  */
 export const SYNC_JOB_OPTIONS: JobsOptions = {
-  attempts: 3,
+  attempts: SYNC_ATTEMPTS,
   backoff: { type: 'exponential', delay: 60_000 },
   removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
   removeOnFail: { age: 30 * 24 * 3600, count: 1000 },

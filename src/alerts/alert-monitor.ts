@@ -15,8 +15,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { CentreConfig } from '../config/centre.js';
 import type { ServiceConfig } from '../config/service.js';
-import type { RunStore } from '../sync/run-store.js';
-import { SYNC_JOB_OPTIONS } from '../../queues/sync.js';
+import { SYNC_ATTEMPTS, type RunStore } from '../sync/run-store.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import {
@@ -26,9 +25,6 @@ import {
   type Alert,
   type AlertKind,
 } from './evaluate-alerts.js';
-
-/** Attempts of one sync job (each has a run record). */
-const SYNC_ATTEMPTS = SYNC_JOB_OPTIONS.attempts ?? 1;
 
 /** What the webhook receives, as JSON, once per raise and once per clear. */
 export interface AlertEvent {
@@ -366,7 +362,7 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
     const [firstSeenAt, latestSuccess, recentRuns] = await Promise.all([
       redis.hget(firstSeenKey, centre.id),
       options.runStore.latestSuccess(centre.id),
-      // Each job may have up to SYNC_JOB_OPTIONS.attempts runs; it counts once.
+      // Each job may have up to SYNC_ATTEMPTS runs; it counts once.
       options.runStore.list({
         centreId: centre.id,
         limit: thresholds.failuresInARow * SYNC_ATTEMPTS + 10,

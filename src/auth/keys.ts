@@ -20,7 +20,7 @@ import {
   type JWK,
 } from 'jose';
 import type { Logger } from '../util/logger.js';
-import { stripBom } from '../util/text.js';
+import { stripBom } from '../config/text.js';
 
 /** The signing algorithms SMART Backend Services requires servers to support. */
 export const SIGNING_ALGS = ['ES384', 'RS384'] as const;

@@ -33,7 +33,7 @@ import {
   isIoError,
   locateJsonError,
 } from '../config/parse-error.js';
-import { stripBom } from '../util/text.js';
+import { stripBom } from '../config/text.js';
 
 interface MapCommandOptions {
   mapping: string;

@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod, type ConfigIssue } from './errors.js';
-import { stripBom } from '../util/text.js';
+import { stripBom } from './text.js';
 
 /** True for hosts that never leave the machine (http is allowed only for these). */
 export function isLoopbackHost(hostname: string): boolean {

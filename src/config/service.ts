@@ -8,7 +8,7 @@ import { describeIoError, describeJsonError, describeYamlError, isIoError } from
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
 import { secureUrl, secureUrlSchema } from './centre.js';
-import { stripBom } from '../util/text.js';
+import { stripBom } from './text.js';
 
 export const API_ROLES = ['viewer', 'operator', 'admin'] as const;
 export type ApiRole = (typeof API_ROLES)[number];

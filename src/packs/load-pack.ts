@@ -26,7 +26,7 @@ export {
   OverridesError,
   type CentreOverrides,
 } from '../mapping/overrides.js';
-import { stripBom } from '../util/text.js';
+import { stripBom } from '../config/text.js';
 
 export interface PackIssue {
   /** File relative to the pack folder, e.g. `valuesets/pga.json`. */

@@ -7,7 +7,12 @@
 import { UnrecoverableError } from 'bullmq';
 import type { ServiceConfig } from '../config/service.js';
 import type { RegistrySubmission } from './submission.js';
-import { INCARNATION_PATTERN } from '../sync/secret-fingerprint.js';
+
+/**
+ * An incarnation id of the bridge's Redis state: 16 lowercase hex digits (made by
+ * src/sync/secret-fingerprint.ts ensureIncarnation; docs/registry-contract.md, Idempotency).
+ */
+export const INCARNATION_PATTERN = /^[0-9a-f]{16}$/;
 
 /** Longest registry reason kept in a job's failed reason. */
 const MAX_REASON_CHARS = 500;

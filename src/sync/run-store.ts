@@ -10,6 +10,12 @@ export type SyncMode = 'full' | 'incremental';
 export type SyncReason = 'schedule' | 'manual' | 'retry';
 export type RunStatus = 'queued' | 'running' | 'succeeded' | 'failed';
 
+/**
+ * Attempts of one sync job (queues/sync.ts): a failed run is retried until it has had this
+ * many, each attempt with a run record of its own (the failing alert counts the job once).
+ */
+export const SYNC_ATTEMPTS = 3;
+
 /** What a run did, by stage. */
 export interface RunCounts {
   /** FHIR resources received from the EHR. */

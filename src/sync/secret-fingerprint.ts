@@ -7,6 +7,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ConfigError } from '../config/errors.js';
+import { INCARNATION_PATTERN } from '../registry/delivery.js';
 
 /** The label the fingerprint is an HMAC of (with the secret as key). */
 const LABEL = 'lhn-bridge/pseudonym-secret-fingerprint/v1';
@@ -66,9 +67,6 @@ export async function ensureSecretFingerprint(
 
 /** Redis key of the incarnation id. */
 export const incarnationKey = (prefix: string): string => `${prefix}:incarnation`;
-
-/** An incarnation id: 16 lowercase hex digits (docs/registry-contract.md, Idempotency). */
-export const INCARNATION_PATTERN = /^[0-9a-f]{16}$/;
 
 /**
  * This Redis's incarnation id: the stored one, or a new random one stored (SET NX) when there

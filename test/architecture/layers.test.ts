@@ -33,7 +33,7 @@ const ALLOWED: Record<string, string[]> = {
   util: ['config'],
   mapping: ['registry'],
   registry: ['config', 'util'],
-  packs: ['mapping', 'registry'],
+  packs: ['mapping', 'registry', 'config'],
   auth: ['config', 'util'],
   fhir: ['auth', 'config', 'util'],
   onboarding: ['auth', 'fhir', 'mapping', 'packs', 'config', 'util'],
