@@ -339,6 +339,9 @@ const BIRTH_YEAR_ONLY =
   'the birth date gives only the year, too imprecise for an age at the visit in months (age not sent)';
 const NO_AGE =
   'no age at the visit can be computed from the birth date (it is after the visit date, or not a valid date)';
+/** Older than this at a visit is no patient's real age (months): a placeholder birth date. */
+const MAX_AGE_MONTHS = 100 * 12;
+const AGE_IMPLAUSIBLE = `the birth date gives an age at the visit of over ${MAX_AGE_MONTHS / 12} years, so it is taken for a placeholder (such as 1900-01-01) and no age is sent; correct the birth date in the EHR`;
 const MISSING_VITAL: Record<VitalField, string> = {
   height: 'no height observation links to this visit',
   weight: 'no weight observation links to this visit',
@@ -371,6 +374,7 @@ const FIXED_MESSAGE_JSON = new Map<string, string>();
     ['missing-value', 'sex', NO_SEX],
     ['missing-value', 'sex', INVALID_SEX],
     ['implausible-value', 'birthDate', NO_AGE],
+    ['implausible-value', 'birthDate', AGE_IMPLAUSIBLE],
     ['missing-value', 'height', MISSING_VITAL.height],
     ['missing-value', 'weight', MISSING_VITAL.weight],
     ['missing-value', 'bmi', MISSING_VITAL.bmi],
@@ -2073,7 +2077,10 @@ function assembleVisit(
     birthDate: info.birthDate,
     sex: info.sex,
   };
-  if (fullBirthDate && patient.ageAtVisitMonths === null) {
+  if (patient.ageAtVisitMonths !== null && patient.ageAtVisitMonths > MAX_AGE_MONTHS) {
+    patient.ageAtVisitMonths = null;
+    findings.push(finding('implausible-value', 'birthDate', AGE_IMPLAUSIBLE));
+  } else if (fullBirthDate && patient.ageAtVisitMonths === null) {
     // A birth date that gives no age is said so, never a silent null.
     findings.push(
       /^\d{4}$/.test(fullBirthDate)
