@@ -110,6 +110,27 @@ function localText(index: PackIndex, t: string | null | undefined): boolean {
   return !!t && index.nonSystemicText.test(t);
 }
 
+/**
+ * Words of the pack's local-form list that name a body site rather than a route or form. In
+ * a dosage instruction they say why or where, not how ("for skin rash", "report eye pain",
+ * "external pharmacy"), so a dosage text is not judged by them.
+ */
+const BODY_SITE_WORDS = /(?<![a-z0-9])(?:skin|eyes?|ears?|external|rectum|nostrils?)(?![a-z0-9])/gi;
+
+/** A dosage text that names a systemic route or form: it is never judged local. */
+const SYSTEMIC_DOSAGE =
+  /(?<![a-z0-9])(?:by mouth|orally|oral|p\.?o\.?|tablets?|tabs?|capsules?|caps?|swallow\w*|iv|intravenous(?:ly)?|im|intramuscular(?:ly)?|infus\w*)(?![a-z0-9])/i;
+
+/**
+ * Whether a dosage instruction (text, patientInstruction) says the use is local: it names a
+ * local route or form (an enema, rectally, a cream, topically) once body-site words are set
+ * aside, and names no systemic route or form ("2 tablets by mouth ... for skin rash" is oral).
+ */
+function localDosageText(index: PackIndex, t: string): boolean {
+  if (SYSTEMIC_DOSAGE.test(t)) return false;
+  return localText(index, t.replace(BODY_SITE_WORDS, ' '));
+}
+
 function anyLocalDisplay(index: PackIndex, codings: readonly Coding[]): boolean {
   for (let i = 0; i < codings.length; i++) if (localText(index, codings[i]!.display)) return true;
   return false;
@@ -125,7 +146,7 @@ function anyLocalDisplay(index: PackIndex, codings: readonly Coding[]): boolean 
 function anyText(index: PackIndex, use: MedicationUse, medication: MedicationInfo | undefined) {
   if (localText(index, use.text) || anyLocalDisplay(index, use.codings)) return true;
   if (use.dosageTexts && use.routeCodings.length === 0 && use.routeTexts.length === 0)
-    for (const t of use.dosageTexts) if (localText(index, t)) return true;
+    for (const t of use.dosageTexts) if (localDosageText(index, t)) return true;
   if (!medication) return false;
   return (
     anyLocalDisplay(index, medication.codings) ||
