@@ -410,14 +410,52 @@ function isTrustedProxyEntry(entry: string): boolean {
 const SECRET_ADVICE =
   'use a random secret of at least 32 characters, e.g. `openssl rand -hex 32`, and keep it stable (pseudonyms depend on it); a deployment whose secret is already in use sets LHN_PSEUDONYM_SECRET_IN_USE=true instead of changing it';
 
+/** Placeholder words people leave in place of a secret (a space: any separator or none). */
+const PLACEHOLDER_WORDS = [
+  'change me',
+  'changeit',
+  'secret',
+  'password',
+  'passw0rd',
+  'example',
+  'sample',
+  'test',
+  'placeholder',
+  'dummy',
+  'default',
+  'insecure',
+  'your secret',
+  'replace me',
+  'xxx',
+  'todo',
+  'fixme',
+];
+
 /**
- * Placeholders people leave in place: a secret that starts with one of these words, followed
- * by a non-letter or the end (`secret-...`, `Password123...`, `xxx_...`), is refused. The word
- * must end there so that a random base64 secret that merely begins with letters such as `xXx`
- * or `TeSt` (about 1 in 27,000 did) is not taken for one.
+ * A secret that starts with a placeholder word is refused when the word is written as people
+ * write words (lower case, Capitalised or camelCase, UPPER CASE: `secretkey...`,
+ * `ChangeMe...`, `DEFAULT...`), or in any case when a non-letter or the end follows it
+ * (`sEcReT-...`). A random base64 secret that merely begins with mixed-case letters such as
+ * `xXx` or `TeSt` is not taken for one (1 in 27,000 were, when any case counted).
  */
-const PLACEHOLDER_SECRET =
-  /^(change[\W_]*me|changeit|secret|password|passw0rd|example|sample|test|placeholder|dummy|default|insecure|your[\W_]*secret|replace[\W_]*me|x{3,}|todo|fixme)(?![a-z])/i;
+const PLACEHOLDER_SECRET = (() => {
+  const cased = PLACEHOLDER_WORDS.flatMap((word) => {
+    const parts = word.split(' ');
+    const lower = parts.join('[\\W_]*');
+    const capital = parts
+      .map(
+        (p, i) =>
+          `${i === 0 ? p[0]!.toUpperCase() : `[${p[0]!}${p[0]!.toUpperCase()}]`}${p.slice(1)}`,
+      )
+      .join('[\\W_]*');
+    const upper = parts.map((p) => p.toUpperCase()).join('[\\W_]*');
+    return [lower, capital, upper];
+  });
+  const anyCase = PLACEHOLDER_WORDS.map((w) => w.split(' ').join('[\\W_]*'));
+  const asWritten = new RegExp(`^(?:${cased.join('|')})`);
+  const endsThere = new RegExp(`^(?:${anyCase.join('|')})(?![a-z])`, 'i');
+  return { test: (secret: string): boolean => asWritten.test(secret) || endsThere.test(secret) };
+})();
 
 /** Earlier placeholders of this code base that must never become a real secret. */
 const KNOWN_PLACEHOLDERS = new Set(['keys-command-placeholder-not-a-secret-0000']);
