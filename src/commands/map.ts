@@ -502,8 +502,10 @@ async function mapByPatient(mapper: Mapper, path: string): Promise<boolean> {
     const findings: Finding[] = [];
     for (const key of runKeys) {
       const { finding: f, n } = runLevel.get(key)!;
-      findings.push({ ...f, message: f.message.replace(/^\d+/, String(n)) });
-      note(merged, f);
+      // The finding with the total over every patient's assembler, listed with that total.
+      const total = { ...f, message: f.message.replace(/^\d+/, String(n)) };
+      findings.push(total);
+      note(merged, total);
     }
     for (const [k, n] of fromOthers) merged.set(k, (merged.get(k) ?? 0) + n);
     process.stderr.write(

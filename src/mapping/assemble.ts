@@ -484,6 +484,9 @@ const ENCOUNTER_STATUS_SYSTEM = 'http://hl7.org/fhir/encounter-status';
  */
 const QUIET_ENCOUNTER_STATUSES: ReadonlySet<string> = new Set(['planned', 'cancelled']);
 
+/** What an Encounter.status code looks like (quoted in findings only then). */
+const ENCOUNTER_STATUS_CODE = /^[a-z][a-z-]{0,30}$/;
+
 /** system -> code -> visit type; HL7 ActCode classes also under its aliases and no system. */
 function visitClassMap(
   classes: { system: string; code: string; type: string }[],
@@ -1229,7 +1232,9 @@ function createAssemblerFor(ctx: Context): Assembler {
         const status = enc.status ?? '';
         if (ctx.visitStatuses.has(status) || ctx.retractStatuses.has(status)) continue;
         if (QUIET_ENCOUNTER_STATUSES.has(status)) continue;
-        byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+        // A status is a code; anything else the EHR put there is not quoted (it could be prose).
+        const key = status === '' || ENCOUNTER_STATUS_CODE.test(status) ? status : 'not-a-code';
+        byStatus.set(key, (byStatus.get(key) ?? 0) + 1);
       }
     for (const [status, n] of [...byStatus].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
       orphanFindings.push(

@@ -44,6 +44,14 @@ describe('map summary: unmapped codes', () => {
       type: [{ coding: [{ system: TYPE, code: 'FU' }] }],
       location: [{ location: { reference: 'Location/infusion' } }],
     }),
+    // A second patient's: the summary adds the counts of every patient's findings.
+    ...['d1', 'd2'].map((id) => ({
+      ...encounter(id, {
+        type: [{ coding: [{ system: TYPE, code: 'FU' }] }],
+        location: [{ location: { reference: 'Location/derm' } }],
+      }),
+      subject: { reference: 'Patient/p2' },
+    })),
     encounter('c1', { class: { display: 'Outpatient' } }),
     encounter('c2', { class: { display: 'Outpatient' } }),
     encounter('u1', {
@@ -57,7 +65,8 @@ describe('map summary: unmapped codes', () => {
   ];
   writeFileSync(
     join(input, 'Patient.ndjson'),
-    `${JSON.stringify({ resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '2012-05-20' })}\n`,
+    `${JSON.stringify({ resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '2012-05-20' })}\n` +
+      `${JSON.stringify({ resourceType: 'Patient', id: 'p2', gender: 'male', birthDate: '2011-01-02' })}\n`,
   );
   writeFileSync(
     join(input, 'Encounter.ndjson'),
@@ -97,7 +106,7 @@ describe('map summary: unmapped codes', () => {
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('1 visit submission');
     const list = r.stderr.slice(r.stderr.indexOf('unmapped codes'));
-    expect(list).toContain(`visit.include ${TYPE}|FU at Location/derm (3)`);
+    expect(list).toContain(`visit.include ${TYPE}|FU at Location/derm (5)`);
     expect(list).toContain(`visit.include ${TYPE}|FU at Location/infusion (1)`);
     expect(list).toContain('visit.class (no class code) (2)');
     expect(list).toContain('visit.status http://hl7.org/fhir/encounter-status|unknown (2)');

@@ -388,6 +388,7 @@ describe('assembler', () => {
       amb('e-none', undefined),
       amb('e-planned', 'planned'),
       amb('e-cancelled', 'cancelled'),
+      amb('e-prose', 'Jane Roe DOB 1990-01-01'),
       imp,
     ];
     const result = mapperFor().mapResources(extra);
@@ -399,9 +400,11 @@ describe('assembler', () => {
     ).toEqual([
       ['missing-value', undefined, '1 encounter(s) o'],
       ['unmapped-code', 'http://hl7.org/fhir/encounter-status|completed', '1 encounter(s) o'],
+      ['unmapped-code', 'http://hl7.org/fhir/encounter-status|not-a-code', '1 encounter(s) o'],
       ['unmapped-code', 'http://hl7.org/fhir/encounter-status|onleave', '1 encounter(s) o'],
       ['unmapped-code', 'http://hl7.org/fhir/encounter-status|unknown', '2 encounter(s) o'],
     ]);
+    expect(JSON.stringify(result.findings)).not.toMatch(/Jane|Roe|1990/);
     expect(result.findings.find((f) => f.code?.endsWith('|unknown'))!.message).toMatch(
       /status 'unknown', which is not a visit status of the pack \(finished, in-progress, arrived\)/,
     );
