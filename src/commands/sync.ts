@@ -173,7 +173,7 @@ export function registerSyncCommand(program: Command): void {
     .argument('<centre>', 'centre id (from the centre files in centresDir)')
     .option('--full', "full sync instead of the centre's scheduled mode")
     .option('--wait', 'wait for the run to finish and print its record')
-    .option('--json', 'print the run record as JSON')
+    .option('--json', 'JSON on stdout: the run record with --wait, else what was queued')
     .option('--timeout <seconds>', 'longest wait with --wait', '3600')
     .action(async (centreId: string, options: SyncCommandOptions) => {
       const timeout = Number(options.timeout);
@@ -208,7 +208,20 @@ export function registerSyncCommand(program: Command): void {
           status.write(
             `a sync of ${centre.id} is already queued or running${result.runId ? ` (run id ${result.runId})` : ''}; not queued again\n`,
           );
-        if (!options.wait || !result.runId) return;
+        if (!options.wait || !result.runId) {
+          // Without --wait, --json still gives stdout something to parse: what was done.
+          if (options.json) {
+            const done = {
+              status: result.status,
+              centreId: centre.id,
+              ...(result.status === 'queued' ? { mode } : {}),
+              ...(result.runId ? { runId: result.runId } : {}),
+              ...(result.jobId ? { jobId: result.jobId } : {}),
+            };
+            process.stdout.write(`${JSON.stringify(done, null, 2)}\n`);
+          }
+          return;
+        }
         const run = await waitForSync(runtime, result.runId, centre.id, timeout * 1000);
         process.stdout.write(
           options.json ? `${JSON.stringify(run, null, 2)}\n` : `${formatRun(run)}\n`,

@@ -17,6 +17,7 @@ import { centresDirWith, CLI_BIN, cliEnv, ROOT } from './cli-support.js';
 const root = ROOT;
 const bin = CLI_BIN;
 const work = centresDirWith('wait-json', 'Wait JSON');
+const jsonOnly = centresDirWith('json-only', 'JSON only');
 
 describe('sync --wait --json', () => {
   const { redis, prefix } = useTestRedis();
@@ -54,6 +55,34 @@ describe('sync --wait --json', () => {
     } finally {
       child.kill('SIGKILL');
     }
+  }, 60_000);
+
+  it('when --json is given without --wait, then stdout is JSON saying what was queued', async () => {
+    const env = cliEnv({
+      LHN_PSEUDONYM_SECRET: SECRET,
+      LHN_CENTRES_DIR: jsonOnly,
+      LHN_REDIS_URL: 'redis://127.0.0.1:6379',
+      LHN_QUEUE_PREFIX: prefix,
+      LHN_LOG_LEVEL: 'silent',
+    });
+    const run = (): Promise<{ code: number; stdout: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, [bin, 'sync', 'json-only', '--json'], {
+          cwd: root,
+          env,
+        });
+        let stdout = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.on('exit', (code) => resolve({ code: code ?? 1, stdout }));
+      });
+    const first = await run();
+    expect(first.code).toBe(0);
+    const queued = JSON.parse(first.stdout) as Record<string, unknown>;
+    expect(queued).toMatchObject({ status: 'queued', centreId: 'json-only', mode: 'incremental' });
+    expect(queued.runId).toMatch(/^[0-9a-f-]{36}$/);
+    // Asked again while that one waits: already running, with its run id.
+    const again = JSON.parse((await run()).stdout) as Record<string, unknown>;
+    expect(again).toMatchObject({ status: 'already-running', runId: queued.runId });
   }, 60_000);
 });
 
