@@ -105,6 +105,10 @@ const ENGINE_MESSAGE_CLASSES: readonly (readonly [RegExp, string])[] = [
   [/^Invalid (date|date-time|time) literal/, 'invalid date/time literal'],
   [/^".*" is not an? [A-Za-z ]+\.$/s, 'a value is not a valid FHIR primitive of the expected type'],
   [/^matches\/matchesFull flags/, 'matches() flags must only contain i and/or m'],
+  [
+    /^Attempting to access an undefined environment variable/,
+    'a %variable of the view is not defined (vs- and ext- names are not provided by the engine; use a constant)',
+  ],
 ];
 
 /** Description used when a fhirpath.js failure is of no known kind. */

@@ -45,6 +45,7 @@ describe('fhirpath.js failures in ViewEvaluationError', () => {
     ['name.given contains name.given', 'several values where one was expected (operator operand)'],
     ['name.family.substring(name.given.first())', 'a function argument has the wrong type'],
     ['birthDate - 1', 'date/time arithmetic needs a time-based unit'],
+    ['name.where(%`vs-x`.exists()).family', 'a %variable of the view is not defined'],
   ])('when %s fails, then the message is "%s" and carries no resource value', (path, text) => {
     const error = evaluationError(path);
     expect(error.message).toContain(text);
