@@ -6,34 +6,12 @@
 // a repeated key answered with A's old `201 created`, the job counted as delivered, and the
 // registry kept B (docs/registry-contract.md, Idempotency).
 import { afterEach, describe, expect, it } from 'vitest';
-import { Queue, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
-import {
-  SUBMISSIONS_QUEUE,
-  createSubmissionBackoff,
-  createSubmissionProcessor,
-  submissionJobOptions,
-  type SubmissionJobData,
-} from '../../queues/submissions.js';
-import {
-  createRegistryClient,
-  deliveryIdempotencyKey,
-  type RegistryClient,
-} from '../../src/registry/delivery.js';
-import { createSubmissionEnqueuer, revertJobId } from '../../src/sync/enqueue.js';
-import { openVisitState } from '../../src/sync/visit-state.js';
+import { deliveryIdempotencyKey } from '../../src/registry/delivery.js';
+import { revertJobId } from '../../src/sync/enqueue.js';
 import { ensureIncarnation, incarnationKey } from '../../src/sync/secret-fingerprint.js';
-import { parseIdempotencyKey, startSandboxRegistry } from '../../src/sandbox/registry/index.js';
-import { parseServiceConfig } from '../../src/config/service.js';
-import type { RegistrySubmission } from '../../src/registry/submission.js';
-import {
-  SECRET,
-  deletePrefix,
-  makeVisit,
-  testPrefix,
-  testRedis,
-  waitFor,
-} from '../sync/helpers.js';
+import { parseIdempotencyKey } from '../../src/sandbox/registry/index.js';
+import { deletePrefix, makeVisit, testPrefix, testRedis, waitFor } from '../sync/helpers.js';
+import { startReplayBed } from './replay-bed.js';
 
 const INC = '0123456789abcdef';
 
@@ -78,88 +56,18 @@ describe('the Idempotency-Key with an incarnation', () => {
   });
 });
 
-/** Queue, worker and a replaying sandbox registry under a unique Redis prefix. */
-async function startBed(options: { wrap?: (real: RegistryClient) => RegistryClient } = {}) {
-  const redis: Redis = testRedis();
-  const prefix = testPrefix();
-  const registry = await startSandboxRegistry({ idempotencyReplay: true });
-  const config = parseServiceConfig({
-    pseudonymSecret: SECRET,
-    registry: { url: registry.url, timeoutMs: 2000 },
-    submissions: { attempts: 4, backoffMs: 50 },
-  });
-  const real = createRegistryClient({ config: config.registry });
-  const queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
-    connection: redis,
-    prefix,
-    defaultJobOptions: submissionJobOptions(config.submissions),
-  });
-  const worker = new Worker<SubmissionJobData>(
-    SUBMISSIONS_QUEUE,
-    createSubmissionProcessor({
-      client: options.wrap ? options.wrap(real) : real,
-      redis,
-      prefix,
-    }),
-    {
-      connection: redis,
-      prefix,
-      concurrency: 2,
-      settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
-    },
-  );
-  async function idle(): Promise<void> {
-    await waitFor(
-      async () => {
-        const k = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-        return Object.values(k).every((n) => n === 0);
-      },
-      15_000,
-      'every job to finish',
-    );
-  }
-  return {
-    redis,
-    prefix,
-    registry,
-    queue,
-    /** Enqueues one version as a sync run would, and waits until it is delivered. */
-    async sync(centreId: string, sub: RegistrySubmission, runId: string): Promise<void> {
-      const e = createSubmissionEnqueuer({
-        queue,
-        redis,
-        state: openVisitState(redis, prefix, centreId),
-        centreId,
-        pseudonymSecret: SECRET,
-        runId,
-      });
-      await e.add(sub);
-      await e.flush();
-      await idle();
-    },
-    async close() {
-      await worker.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-      await deletePrefix(redis, prefix);
-      await redis.quit();
-      await registry.close();
-    },
-  };
-}
-
 describe('a registry behind idempotency middleware, and a Redis that comes back empty', () => {
   const centreId = 'c-incarnation';
   const va = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
   const vb = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
-  let bed: Awaited<ReturnType<typeof startBed>> | undefined;
+  let bed: Awaited<ReturnType<typeof startReplayBed>> | undefined;
   afterEach(async () => {
     await bed?.close();
     bed = undefined;
   });
 
   it('when the visit went A -> B, the Redis lost its state and the source is back at A, then the registry ends with A', async () => {
-    bed = await startBed();
+    bed = await startReplayBed();
     await bed.sync(centreId, va, 'run-1');
     await bed.sync(centreId, vb, 'run-2');
     expect(bed.registry.visits()[0]!.current).toEqual(vb);
@@ -178,7 +86,7 @@ describe('a registry behind idempotency middleware, and a Redis that comes back 
 
   it('when a delivery is retried, then every attempt of the job sends the same key', async () => {
     const sent: (string | undefined)[] = [];
-    bed = await startBed({
+    bed = await startReplayBed({
       wrap: (real) => ({
         deliver: (s, o) => {
           sent.push(o?.idempotencyKey);
@@ -197,7 +105,7 @@ describe('a registry behind idempotency middleware, and a Redis that comes back 
 
   it('when a job was queued by an older version (no incarnation in its data), then it is delivered under its job id', async () => {
     const sent: (string | undefined)[] = [];
-    bed = await startBed({
+    bed = await startReplayBed({
       wrap: (real) => ({
         deliver: (s, o) => {
           sent.push(o?.idempotencyKey);

@@ -4,37 +4,15 @@
 // repeated key, would otherwise answer the revert with the earlier `201 created` and keep the
 // newer version (docs/registry-contract.md, Idempotency).
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Queue, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
-import {
-  SUBMISSIONS_QUEUE,
-  createSubmissionBackoff,
-  createSubmissionProcessor,
-  submissionJobOptions,
-  type SubmissionJobData,
-} from '../../queues/submissions.js';
-import {
-  createRegistryClient,
-  deliveryIdempotencyKey,
-  type RegistryClient,
-} from '../../src/registry/delivery.js';
-import { createSubmissionEnqueuer, revertJobId } from '../../src/sync/enqueue.js';
-import { openVisitState } from '../../src/sync/visit-state.js';
+import { createRegistryClient, deliveryIdempotencyKey } from '../../src/registry/delivery.js';
+import { revertJobId } from '../../src/sync/enqueue.js';
 import {
   parseIdempotencyKey,
   startSandboxRegistry,
   type SandboxRegistry,
 } from '../../src/sandbox/registry/index.js';
-import { parseServiceConfig } from '../../src/config/service.js';
-import type { RegistrySubmission } from '../../src/registry/submission.js';
-import {
-  SECRET,
-  deletePrefix,
-  makeVisit,
-  testPrefix,
-  testRedis,
-  waitFor,
-} from '../sync/helpers.js';
+import { makeVisit } from '../sync/helpers.js';
+import { startReplayBed } from './replay-bed.js';
 
 async function post(
   registry: SandboxRegistry,
@@ -177,82 +155,18 @@ describe('sandbox registry and the Idempotency-Key', () => {
   });
 });
 
-/** Queue, worker and a replaying sandbox registry under a unique Redis prefix. */
-async function startBed(wrap?: (real: RegistryClient) => RegistryClient) {
-  const redis: Redis = testRedis();
-  const prefix = testPrefix();
-  const registry = await startSandboxRegistry({ idempotencyReplay: true });
-  const config = parseServiceConfig({
-    pseudonymSecret: SECRET,
-    registry: { url: registry.url, timeoutMs: 2000 },
-    submissions: { attempts: 3, backoffMs: 50 },
-  });
-  const real = createRegistryClient({ config: config.registry });
-  const queue = new Queue<SubmissionJobData>(SUBMISSIONS_QUEUE, {
-    connection: redis,
-    prefix,
-    defaultJobOptions: submissionJobOptions(config.submissions),
-  });
-  const worker = new Worker<SubmissionJobData>(
-    SUBMISSIONS_QUEUE,
-    createSubmissionProcessor({ client: wrap ? wrap(real) : real, redis, prefix }),
-    {
-      connection: redis,
-      prefix,
-      concurrency: 2,
-      settings: { backoffStrategy: createSubmissionBackoff(config.submissions) },
-    },
-  );
-  async function idle(): Promise<void> {
-    await waitFor(
-      async () => {
-        const k = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-        return Object.values(k).every((n) => n === 0);
-      },
-      15_000,
-      'every job to finish',
-    );
-  }
-  return {
-    registry,
-    queue,
-    /** Enqueues one version as a sync run would, and waits until it is delivered. */
-    async sync(centreId: string, sub: RegistrySubmission, runId: string): Promise<void> {
-      const e = createSubmissionEnqueuer({
-        queue,
-        redis,
-        state: openVisitState(redis, prefix, centreId),
-        centreId,
-        pseudonymSecret: SECRET,
-        runId,
-      });
-      await e.add(sub);
-      await e.flush();
-      await idle();
-    },
-    async close() {
-      await worker.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-      await deletePrefix(redis, prefix);
-      await redis.quit();
-      await registry.close();
-    },
-  };
-}
-
 describe('a revert delivered to a registry behind idempotency middleware', () => {
   const centreId = 'c-revert-replay';
   const va = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'mild' });
   const vb = makeVisit({ centreId, patientId: 'p1', encounterId: 'e1', pga: 'severe' });
-  let bed: Awaited<ReturnType<typeof startBed>> | undefined;
+  let bed: Awaited<ReturnType<typeof startReplayBed>> | undefined;
   afterEach(async () => {
     await bed?.close();
     bed = undefined;
   });
 
   it('when the visit reverts A -> B -> A, then the registry ends with A (the revert job is keyed by its id)', async () => {
-    bed = await startBed();
+    bed = await startReplayBed({ attempts: 3 });
     await bed.sync(centreId, va, 'run-1');
     await bed.sync(centreId, vb, 'run-2');
     await bed.sync(centreId, va, 'run-3');
@@ -274,7 +188,10 @@ describe('a revert delivered to a registry behind idempotency middleware', () =>
 
   it('when the revert is sent under the earlier key (as before the fix), then the registry replays the old 201, the job counts it delivered and the registry keeps B', async () => {
     // The client as it was: the submissionId as the key of every delivery, reverts too.
-    bed = await startBed((real) => ({ deliver: (s) => real.deliver(s) }));
+    bed = await startReplayBed({
+      wrap: (real) => ({ deliver: (s) => real.deliver(s) }),
+      attempts: 3,
+    });
     await bed.sync(centreId, va, 'run-1');
     await bed.sync(centreId, vb, 'run-2');
     await bed.sync(centreId, va, 'run-3');
