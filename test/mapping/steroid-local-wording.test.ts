@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { RXNORM, SNOMED } from '../../src/mapping/pack-schema.js';
 import { judgeSteroid, type MedicationUse } from '../../src/mapping/steroids.js';
 import { buildPackIndex, type PackIndex } from '../../src/mapping/value-sets.js';
+import { medicationUse } from './support/medication-use.js';
 import { loadIbdPack } from './support/pack.js';
 
 let index: PackIndex;
@@ -14,30 +15,14 @@ beforeAll(async () => {
 });
 
 function hydrocortisone(partial: Partial<MedicationUse>): MedicationUse {
-  return {
+  return medicationUse({
     resourceType: 'MedicationRequest',
     id: 'mr',
-    status: 'active',
     intent: 'order',
     codings: [{ system: RXNORM, code: '5492', display: 'hydrocortisone' }],
-    text: null,
-    medicationReference: null,
-    contained: new Map(),
-    routeCodings: [],
-    routeTexts: [],
-    periods: [],
-    durations: [],
-    unreadDuration: null,
-    validity: null,
-    supply: null,
     singleDate: '2024-03-01',
-    dateAsserted: null,
-    singleAdministration: false,
-    doNotPerform: false,
-    versionId: null,
-    lastUpdated: null,
     ...partial,
-  };
+  });
 }
 
 const systemic = (u: MedicationUse): boolean | undefined =>

@@ -12,9 +12,9 @@ import {
   useDatesOf,
   judgeSteroid,
   type MedicationInfo,
-  type MedicationUse,
 } from '../../src/mapping/steroids.js';
 import { buildPackIndex, type PackIndex } from '../../src/mapping/value-sets.js';
+import { medicationUse } from './support/medication-use.js';
 import { loadIbdPack } from './support/pack.js';
 
 let index: PackIndex;
@@ -22,32 +22,7 @@ beforeAll(async () => {
   index = buildPackIndex(await loadIbdPack());
 });
 
-function use(partial: Partial<MedicationUse>): MedicationUse {
-  return {
-    resourceType: 'MedicationStatement',
-    id: 'ms',
-    status: 'active',
-    intent: null,
-    codings: [],
-    text: null,
-    medicationReference: null,
-    contained: new Map(),
-    routeCodings: [],
-    routeTexts: [],
-    periods: [],
-    durations: [],
-    unreadDuration: null,
-    validity: null,
-    supply: null,
-    singleDate: null,
-    dateAsserted: null,
-    doNotPerform: false,
-    singleAdministration: false,
-    versionId: null,
-    lastUpdated: null,
-    ...partial,
-  };
-}
+const use = medicationUse;
 
 function medication(partial: Partial<MedicationInfo>): MedicationInfo {
   return {
