@@ -9,7 +9,7 @@ import { waitForSync } from '../../src/commands/sync.js';
 import type { PrepareCentre } from '../../src/sync/centre-services.js';
 import { createRunStore } from '../../src/sync/run-store.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
-import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
+import { refusingClient, startSyncFixture, type SyncFixture } from '../sync/fixture.js';
 import { SECRET, waitFor } from '../sync/helpers.js';
 import { useTestRedis } from '../sync/redis-scope.js';
 import { centresDirWith, CLI_BIN, cliEnv, ROOT } from './cli-support.js';
@@ -104,17 +104,7 @@ describe('sync --wait when the first attempt fails', () => {
       const services = await f.prepareCentre(centre);
       attempts += 1;
       if (attempts > 1) return services;
-      const fhirClient = new Proxy(services.fhirClient, {
-        get: (target, prop, receiver) => {
-          const value = Reflect.get(target, prop, receiver) as unknown;
-          return typeof value === 'function'
-            ? () => {
-                throw new Error('EHR says no');
-              }
-            : value;
-        },
-      });
-      return { ...services, fhirClient };
+      return { ...services, fhirClient: refusingClient(services.fhirClient) };
     };
     worker = await startWorker(f.runtime, { prepareCentre });
     // As requestSync queues it, with a short backoff.

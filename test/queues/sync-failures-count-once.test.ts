@@ -8,7 +8,7 @@ import type { PrepareCentre } from '../../src/sync/centre-services.js';
 import { findRunningSync, requestSync } from '../../src/sync/request-sync.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { startWorker, type RunningWorker } from '../../src/worker.js';
-import { startSyncFixture, type SyncFixture } from '../sync/fixture.js';
+import { refusingClient, startSyncFixture, type SyncFixture } from '../sync/fixture.js';
 import { SECRET, waitFor } from '../sync/helpers.js';
 
 /** A one-hour window that starts 12 hours from now (in UTC): closed now. */
@@ -87,17 +87,7 @@ describe('the failing alert', () => {
     // Every EHR call fails: each attempt's run fails (with its run record).
     const prepareCentre: PrepareCentre = async (centre) => {
       const services = await f.prepareCentre(centre);
-      const fhirClient = new Proxy(services.fhirClient, {
-        get: (target, prop, receiver) => {
-          const value = Reflect.get(target, prop, receiver) as unknown;
-          return typeof value === 'function'
-            ? () => {
-                throw new Error('EHR says no');
-              }
-            : value;
-        },
-      });
-      return { ...services, fhirClient };
+      return { ...services, fhirClient: refusingClient(services.fhirClient) };
     };
     worker = await startWorker(f.runtime, { prepareCentre });
     const monitor = createAlertMonitor({

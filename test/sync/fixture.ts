@@ -152,3 +152,17 @@ export async function startSyncFixture(options: SyncFixtureOptions = {}): Promis
     },
   };
 }
+
+/** The client with every method failing at once ('EHR says no'): an EHR that refuses all. */
+export function refusingClient<T extends object>(client: T): T {
+  return new Proxy(client, {
+    get: (target, prop, receiver) => {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      return typeof value === 'function'
+        ? () => {
+            throw new Error('EHR says no');
+          }
+        : value;
+    },
+  });
+}
