@@ -12,12 +12,17 @@ import { CliError } from './cli-error.js';
 /** How long the probe waits for Redis to connect and answer PING. */
 export const REDIS_PROBE_TIMEOUT_MS = 5_000;
 
-/** The Redis URL without user name or password, for messages. */
+/**
+ * The Redis URL without user name, password or query (ioredis reads options such as a
+ * password from the query too), for messages.
+ */
 export function redisUrlForDisplay(url: string): string {
   try {
     const parsed = new URL(url);
     parsed.username = '';
     parsed.password = '';
+    parsed.search = '';
+    parsed.hash = '';
     return parsed.toString().replace(/\/$/, '');
   } catch {
     return 'the URL in LHN_REDIS_URL';

@@ -52,7 +52,9 @@ export function createUnitConverter(
  * leads to the source).
  */
 export function unitForMessage(unit: string): string {
+  // A UCUM annotation ({...}) is free text inside a valid unit: never quoted (kg{Smith}).
   return UNIT_LIKE.test(unit) &&
+    !/[{}]/.test(unit) &&
     /[A-Za-z%]/.test(unit) &&
     !/\d{4}/.test(unit) &&
     (UNIT_WORDS.has(unit.toLowerCase()) || isUcumUnit(unit))

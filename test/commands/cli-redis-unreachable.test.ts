@@ -67,4 +67,10 @@ describe('sync with Redis unreachable', () => {
     );
     expect(redisUrlForDisplay('not a url')).toBe('the URL in LHN_REDIS_URL');
   });
+
+  it('when a URL carries options in its query (ioredis reads a password there too), then the query is not shown', () => {
+    expect(redisUrlForDisplay('redis://redis.internal:6379/0?password=hunter2&db=1')).toBe(
+      'redis://redis.internal:6379/0',
+    );
+  });
 });

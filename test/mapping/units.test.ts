@@ -66,6 +66,8 @@ describe('unitForMessage', () => {
       'x'.repeat(17),
       '',
       'kg\n',
+      '{JaneRoe}',
+      'kg{Smith}',
     ])
       expect(unitForMessage(u)).toBe(`(free text of ${u.length} characters, not a unit code)`);
   });
