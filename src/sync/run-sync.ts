@@ -52,11 +52,7 @@ import { createPatientSpool, patientOf } from './bulk-spool.js';
 import { openCohortMembers } from './cohort-members.js';
 import { CentreLockLostError } from './centre-lock.js';
 import { recordWithheldData } from './search-notices.js';
-import {
-  ensureSecretFingerprint,
-  secretFingerprint,
-  secretFingerprintKey,
-} from './secret-fingerprint.js';
+import { ensureSecretFingerprint, secretFingerprint } from './secret-fingerprint.js';
 
 /** Watermarks are moved back by this much, to cover EHR commit lag and clock granularity. */
 export const DEFAULT_OVERLAP_MS = 2 * 60_000;
@@ -195,15 +191,6 @@ class StateLostSignal extends Error {
     this.name = 'StateLostSignal';
   }
 }
-
-// Writes the watermarks (KEYS[1], ARGV[2..] field/value pairs) only while the run's record
-// (KEYS[2]) exists and the secret fingerprint (KEYS[3]) is this secret's (ARGV[1]): both
-// vanish when Redis restarts empty or the prefix is wiped, and checking them in the same
-// script as the write leaves no gap for a wipe in between. 1 if written, 0 if not.
-const GUARDED_WATERMARKS_SCRIPT = `
-if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1`;
 
 /** Shortens an error message for the run record (messages from our layers carry no PHI). */
 function describeError(err: unknown): string {
@@ -939,16 +926,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       // Not over a Redis that lost the run's state meanwhile: the visit state and the queued
       // submissions before the loss are gone, and watermarks (and $lastFull) written now would
       // let the next incremental sync skip the visits lost with them.
-      const written = await deps.redis.eval(
-        GUARDED_WATERMARKS_SCRIPT,
-        3,
-        `${deps.prefix}:state:${centre.id}:watermarks`,
-        runRecordKey(deps.prefix, runId),
-        secretFingerprintKey(deps.prefix),
-        secretFingerprint(deps.pseudonymSecret),
-        ...Object.entries(marks).flat(),
-      );
-      if (written !== 1) throw new StateLostSignal();
+      const written = await state.setWatermarks(marks, {
+        runKey: runRecordKey(deps.prefix, runId),
+        fingerprint: secretFingerprint(deps.pseudonymSecret),
+      });
+      if (!written) throw new StateLostSignal();
     }
     await setPhase('quality');
     await deps.runStore.saveQualityReport(await buildQualityReport(state, runId));

@@ -6,7 +6,14 @@
 import type { Redis } from 'ioredis';
 import type { PendingExport, PendingExportStore } from '../fhir/pull-bulk.js';
 import { cohortMembersKey } from './cohort-members.js';
-import { ensureIncarnation } from './secret-fingerprint.js';
+import { ensureIncarnation, secretFingerprintKey } from './secret-fingerprint.js';
+
+// Writes the watermarks (KEYS[1], ARGV[2..] field/value pairs) only while the run's record
+// (KEYS[2]) exists and the secret fingerprint (KEYS[3]) is ARGV[1]. 1 if written, 0 if not.
+const GUARDED_WATERMARKS_SCRIPT = `
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
 
 /** The last version of a visit that was enqueued. */
 export interface VisitStateEntry {
@@ -64,8 +71,16 @@ export interface VisitState {
   /** Number of visits with state. */
   size(): Promise<number>;
   getWatermarks(): Promise<Record<string, string>>;
-  /** Sets watermarks (resource type -> ISO instant); call only after the enqueue is done. */
-  setWatermarks(marks: Record<string, string>): Promise<void>;
+  /**
+   * Sets watermarks (resource type -> ISO instant); call only after the enqueue is done. Only
+   * while `guard.runKey` (the run's record) exists and the secret fingerprint is
+   * `guard.fingerprint`: both vanish when Redis restarts empty or the prefix is wiped, and the
+   * check is in the same script as the write. False when not written.
+   */
+  setWatermarks(
+    marks: Record<string, string>,
+    guard: { runKey: string; fingerprint: string },
+  ): Promise<boolean>;
   /** Deletes all state of the centre (tests, or a deliberate full resend). */
   clear(): Promise<void>;
   /**
@@ -184,9 +199,17 @@ export function openVisitState(redis: Redis, prefix: string, centreId: string): 
     async getWatermarks() {
       return redis.hgetall(marksKey);
     },
-    async setWatermarks(marks) {
-      const flat = Object.entries(marks).flat();
-      if (flat.length > 0) await redis.hset(marksKey, ...flat);
+    async setWatermarks(marks, guard) {
+      const written = await redis.eval(
+        GUARDED_WATERMARKS_SCRIPT,
+        3,
+        marksKey,
+        guard.runKey,
+        secretFingerprintKey(prefix),
+        guard.fingerprint,
+        ...Object.entries(marks).flat(),
+      );
+      return written === 1;
     },
     async clear() {
       await redis.del(visitsKey, marksKey, exportKey, cohortMembersKey(prefix, centreId));
