@@ -92,7 +92,7 @@ export interface SyncProcessorDeps {
 }
 
 /** The centre's sync window, when it is closed now: why, and when it opens (ISO). */
-export function syncWindowClosed(
+function syncWindowClosed(
   centre: Pick<CentreConfig, 'id' | 'limits' | 'timeZone'>,
   at = Date.now(),
 ): OutsideSyncWindowError | undefined {

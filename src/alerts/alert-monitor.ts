@@ -137,7 +137,6 @@ function describe(event: AlertEvent['event'], alert: Alert): string {
   return `lhn-bridge ${verb} [${alert.centreId}] ${alert.kind}: ${alert.message}`;
 }
 
-/** Creates an alert monitor. */
 /**
  * Why a webhook request failed, for the log: fetch's TypeError ("fetch failed") says nothing
  * by itself; its cause has the code (ECONNREFUSED, ENOTFOUND, UND_ERR_CONNECT_TIMEOUT...).
@@ -169,6 +168,7 @@ export function failureCause(err: unknown, url: string): { code?: string; cause?
   return { ...(code ? { code } : {}), ...(message ? { cause: message } : {}) };
 }
 
+/** Creates an alert monitor. */
 export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
   const { redis, logger } = options;
   const activeKey = `${options.prefix}:alerts:active`;

@@ -10,7 +10,7 @@ import { createLogger } from '../util/logger.js';
 import { CliError } from './cli-error.js';
 
 /** How long the probe waits for Redis to connect and answer PING. */
-export const REDIS_PROBE_TIMEOUT_MS = 5_000;
+const REDIS_PROBE_TIMEOUT_MS = 5_000;
 
 /**
  * The Redis URL without user name, password or query (ioredis reads options such as a

@@ -38,7 +38,7 @@ export function formatRun(run: RunRecord): string {
 }
 
 /** What `sync --wait` says when the run's record vanished from Redis while it waited. */
-export function runLostMessage(runId: string, centreId: string): string {
+function runLostMessage(runId: string, centreId: string): string {
   return (
     `Redis lost run ${runId} (its run record is gone: Redis restarted without persistence, ` +
     `failed over to an empty replica, or its keys were deleted); queue the sync again with ` +

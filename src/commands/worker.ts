@@ -25,7 +25,7 @@ const CONNECTION_ERROR_MESSAGES: ReadonlySet<string> = new Set([
 ]);
 
 /** The same connection error is logged at most once in this long (ms). */
-export const CONNECTION_ERROR_LOG_INTERVAL_MS = 60_000;
+const CONNECTION_ERROR_LOG_INTERVAL_MS = 60_000;
 
 /** Waiting this long for Redis at start (ms) is told, even before a connection error. */
 const WAITING_NOTICE_MS = 2_000;

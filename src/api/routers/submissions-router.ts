@@ -81,9 +81,6 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
     res.json({ items, offset: query.offset, limit: query.limit });
   });
 
-  // Answers once it knows how many it retries (202, { retried }); the jobs go back to the queue
-  // in the background (batches of a few hundred: seconds for tens of thousands), so a long
-  // retry-all never holds the request.
   // Who retried or resolved what, newest first (ids, centres, counts, key names; no content).
   router.get('/audit', async (req, res) => {
     const { query } = parseRequest(req, { query: auditQuery });
@@ -91,6 +88,9 @@ export function createSubmissionsRouter(ctx: ApiContext): Router {
     res.json({ items, offset: query.offset, limit: query.limit });
   });
 
+  // Answers once it knows how many it retries (202, { retried }); the jobs go back to the queue
+  // in the background (batches of a few hundred: seconds for tens of thousands), so a long
+  // retry-all never holds the request.
   router.post('/failed/retry-all', requireRole('operator'), async (req, res) => {
     const { body } = parseRequest(req, { body: retryAllBody });
     const log = getRequestLogger(res) ?? ctx.logger;

@@ -7,7 +7,7 @@ import type { ApiCaller } from '../auth.js';
 import { readNewestFirst } from '../../sync/submission-admin.js';
 
 /** Entries kept (newest first); older ones are trimmed. */
-export const KEEP_AUDIT = 10_000;
+const KEEP_AUDIT = 10_000;
 
 /** One action on failed submissions. */
 export interface SubmissionAuditEntry {
