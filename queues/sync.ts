@@ -139,6 +139,14 @@ export function runIdForJob(jobId: string, attemptsMade: number): string {
 }
 
 /**
+ * The run id of one attempt of a sync job: the id the job was queued with (requestSync's, so
+ * its "queued" record is the first attempt's), else one derived from the job id and attempt.
+ */
+export function runIdForAttempt(jobId: string, data: { runId?: string }, attempt: number): string {
+  return attempt === 0 && data.runId ? data.runId : runIdForJob(jobId, attempt);
+}
+
+/**
  * The sync processor: one run of one centre, holding the centre's lock. A scheduled run
  * that finds the centre busy is skipped (the next tick comes); a manual one waits, and so
  * does any run whose job already holds the lock (an earlier run of it, until its lease ends). A run
@@ -159,8 +167,7 @@ export function createSyncProcessor(
         `unknown centre "${data.centreId}": no centre file with this id is loaded`,
       );
     const jobId = String(job.id);
-    const runId =
-      job.attemptsMade === 0 && data.runId ? data.runId : runIdForJob(jobId, job.attemptsMade);
+    const runId = runIdForAttempt(jobId, data, job.attemptsMade);
     const reason = job.attemptsMade > 0 ? 'retry' : data.reason;
 
     // Outside the centre's sync window no EHR request may go: the run fails at once, once,

@@ -8,9 +8,9 @@
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import type { Runtime } from '../runtime.js';
-import { runIdForJob } from '../../queues/sync.js';
+import { runIdForAttempt } from '../../queues/sync.js';
 import { requestSync } from '../sync/request-sync.js';
-import type { RunRecord } from '../sync/run-store.js';
+import { SYNC_ATTEMPTS, type RunRecord } from '../sync/run-store.js';
 import { CliError } from './cli-error.js';
 import { createCliRuntime } from './cli-runtime.js';
 
@@ -60,26 +60,26 @@ async function nextAttempt(
   const jobId = run.jobId;
   if (!jobId) return undefined;
   const settleBy = Date.now() + SETTLE_MS;
+  let attempt: number | undefined;
   for (;;) {
     const job = await runtime.queues.sync.getJob(jobId);
     if (!job) return undefined;
     // Which attempt this run was (see createSyncProcessor's run ids).
-    const attempt =
-      run.runId === job.data.runId
-        ? 0
-        : Array.from({ length: 100 }, (_, k) => k).find((k) => runIdForJob(jobId, k) === run.runId);
+    attempt ??= Array.from({ length: SYNC_ATTEMPTS }, (_, k) => k).find(
+      (k) => runIdForAttempt(jobId, job.data, k) === run.runId,
+    );
     if (attempt === undefined) return undefined;
-    const state = await job.getState();
     if (job.attemptsMade <= attempt) {
       // The run record is written before the worker counts the attempt: wait for that.
       if (Date.now() > settleBy) return undefined;
       await new Promise((r) => setTimeout(r, 200));
       continue;
     }
+    const state = await job.getState();
     // Its last attempt failed: this is the outcome.
     if (state === 'failed' && job.attemptsMade === attempt + 1) return undefined;
     if (state === 'unknown') return undefined;
-    return runIdForJob(jobId, attempt + 1);
+    return runIdForAttempt(jobId, job.data, attempt + 1);
   }
 }
 

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { runIdForJob, type SyncJobData } from '../../queues/sync.js';
+import { runIdForAttempt, type SyncJobData } from '../../queues/sync.js';
 import type { RunRecord, RunStore, SyncMode } from './run-store.js';
 
 /** The outcome of a trigger. */
@@ -43,7 +43,7 @@ async function isLive(
   if (state !== 'delayed') return false;
   if (job.attemptsMade > 0 || job.data.reason !== 'schedule') return true;
   // The run id the processor gives this attempt (see createSyncProcessor).
-  const runId = job.data.runId ?? runIdForJob(String(job.id), 0);
+  const runId = runIdForAttempt(String(job.id), job.data, 0);
   const record = await deps.runStore.get(runId);
   return record?.status === 'queued' || record?.status === 'running';
 }
