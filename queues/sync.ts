@@ -21,11 +21,7 @@ import { SYNC_ATTEMPTS, type RunCounts, type RunStore } from '../src/sync/run-st
 import type { Metrics } from '../src/util/metrics.js';
 import { silentLogger, type Logger } from '../src/util/logger.js';
 import { followAbort } from '../src/util/abort.js';
-import {
-  OutsideSyncWindowError,
-  isWithinSyncWindow,
-  msUntilSyncWindowOpens,
-} from '../src/fhir/limiter.js';
+import { syncWindowClosedError, type OutsideSyncWindowError } from '../src/fhir/limiter.js';
 import type { SubmissionJobData } from './submissions.js';
 
 /** BullMQ queue name. */
@@ -97,13 +93,7 @@ function syncWindowClosed(
   at = Date.now(),
 ): OutsideSyncWindowError | undefined {
   const window = centre.limits.syncWindow;
-  if (!window || isWithinSyncWindow(window, centre.timeZone, at)) return undefined;
-  return new OutsideSyncWindowError({
-    centreId: centre.id,
-    window,
-    timeZone: centre.timeZone,
-    opensAt: new Date(at + msUntilSyncWindowOpens(window, centre.timeZone, at)).toISOString(),
-  });
+  return window ? syncWindowClosedError(window, centre.timeZone, centre.id, at) : undefined;
 }
 
 /** Records a run that was refused before it started as failed at `step`. */

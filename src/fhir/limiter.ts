@@ -202,17 +202,8 @@ export function createRedisLimiter(options: RedisLimiterOptions): FhirLimiter {
   return {
     async acquire(signal, acquireOptions = {}) {
       if (options.syncWindow && !acquireOptions.ignoreSyncWindow) {
-        const at = now();
-        if (!isWithinSyncWindow(options.syncWindow, timeZone, at)) {
-          throw new OutsideSyncWindowError({
-            centreId: options.centreId,
-            window: options.syncWindow,
-            timeZone,
-            opensAt: new Date(
-              at + msUntilSyncWindowOpens(options.syncWindow, timeZone, at),
-            ).toISOString(),
-          });
-        }
+        const closed = syncWindowClosedError(options.syncWindow, timeZone, options.centreId, now());
+        if (closed) throw closed;
       }
       const leaseId = randomUUID();
       await acquireSlot(leaseId, signal);
@@ -290,6 +281,22 @@ function localMinutes(timeZone: string, at: number): number {
 function toMinutes(hhmm: string): number {
   const [h, m] = hhmm.split(':').map(Number);
   return (h ?? 0) * 60 + (m ?? 0);
+}
+
+/** When the window is closed at `at`: the error saying so and when it opens; else undefined. */
+export function syncWindowClosedError(
+  window: SyncWindow,
+  timeZone: string,
+  centreId: string,
+  at: number,
+): OutsideSyncWindowError | undefined {
+  if (isWithinSyncWindow(window, timeZone, at)) return undefined;
+  return new OutsideSyncWindowError({
+    centreId,
+    window,
+    timeZone,
+    opensAt: new Date(at + msUntilSyncWindowOpens(window, timeZone, at)).toISOString(),
+  });
 }
 
 /** True when `at` falls inside the daily window (start inclusive, end exclusive). */
