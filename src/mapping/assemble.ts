@@ -2384,32 +2384,10 @@ function choosePga(
         else if (category !== winner.obs.category) conflicting = true;
         continue;
       }
-      if (c.obs.unmappedCode || c.obs.unmappedValue !== null || c.obs.unmappedText) answered = true;
-      findings.push(
-        c.obs.unmappedCode
-          ? finding(
-              'unmapped-code',
-              'pga',
-              PGA_UNMAPPED_CODE,
-              `Observation/${c.obs.id}`,
-              c.obs.unmappedCode,
-            )
-          : c.obs.unmappedValue !== null
-            ? finding(
-                'unmapped-code',
-                'pga',
-                `PGA answer ${c.obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
-                `Observation/${c.obs.id}`,
-              )
-            : c.obs.unmappedText
-              ? finding('unmapped-code', 'pga', PGA_UNMAPPED_TEXT, `Observation/${c.obs.id}`)
-              : finding(
-                  'missing-value',
-                  'pga',
-                  c.obs.noAnswer === 'panel' ? PGA_PANEL : noAnswerMessage(c.obs.absentReason),
-                  `Observation/${c.obs.id}`,
-                ),
-      );
+      const f = pgaCandidateFinding(c.obs);
+      // An unmapped answer is an answer: the next link strength is not tried for it.
+      if (f.kind === 'unmapped-code') answered = true;
+      findings.push(f);
     }
     if (winner !== null || answered || run.strength <= 1) break;
     n = linkCandidates(run, list, visit, rule, run.closest.pga, run.strength);
@@ -2433,6 +2411,27 @@ function choosePga(
     );
   }
   return winner.obs.category;
+}
+
+/** The finding of a PGA candidate without a category: an unmapped answer, or no answer. */
+function pgaCandidateFinding(obs: ObservationRecord): Finding {
+  return obs.unmappedCode
+    ? finding('unmapped-code', 'pga', PGA_UNMAPPED_CODE, `Observation/${obs.id}`, obs.unmappedCode)
+    : obs.unmappedValue !== null
+      ? finding(
+          'unmapped-code',
+          'pga',
+          `PGA answer ${obs.unmappedValue} is a number no PGA category is mapped to; add it to the centre file under mapping.overrides.valueSets.pga.answers as { value, category }`,
+          `Observation/${obs.id}`,
+        )
+      : obs.unmappedText
+        ? finding('unmapped-code', 'pga', PGA_UNMAPPED_TEXT, `Observation/${obs.id}`)
+        : finding(
+            'missing-value',
+            'pga',
+            obs.noAnswer === 'panel' ? PGA_PANEL : noAnswerMessage(obs.absentReason),
+            `Observation/${obs.id}`,
+          );
 }
 
 /** The finding text of a PGA without an answer, naming its dataAbsentReason code if any. */
