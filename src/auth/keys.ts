@@ -9,7 +9,7 @@
 //
 // buildJwks publishes the public half of every key found in both places, so an EHR that
 // caches our JWKS keeps verifying assertions signed with a key being rotated out.
-import { chmod, mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   calculateJwkThumbprint,
@@ -20,7 +20,7 @@ import {
   type JWK,
 } from 'jose';
 import type { Logger } from '../util/logger.js';
-import { stripBom } from '../config/text.js';
+import { readTextFile } from '../config/text.js';
 
 /** The signing algorithms SMART Backend Services requires servers to support. */
 export const SIGNING_ALGS = ['ES384', 'RS384'] as const;
@@ -189,7 +189,7 @@ export async function loadPrivateKey(
   }
   let text: string;
   try {
-    text = stripBom(await readFile(file, 'utf8'));
+    text = await readTextFile(file);
   } catch (err) {
     throw new KeyFileError(file, `cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
@@ -265,7 +265,7 @@ export async function listKeys(keysDir: string, logger?: Logger): Promise<KeyFil
   ] as const) {
     for (const file of await listJwkFiles(dir)) {
       try {
-        const jwk = JSON.parse(stripBom(await readFile(file, 'utf8'))) as JWK;
+        const jwk = JSON.parse(await readTextFile(file)) as JWK;
         if (typeof jwk !== 'object' || jwk === null || typeof jwk.kty !== 'string')
           throw new Error('not a JWK');
         if (jwk.kty === 'oct') throw new Error('symmetric keys are never published');
@@ -296,7 +296,7 @@ export async function buildJwks(keysDir: string, options: { logger?: Logger } = 
   const seen = new Set<string>();
   for (const info of await listKeys(keysDir, options.logger)) {
     if (seen.has(info.kid)) continue;
-    const jwk = JSON.parse(stripBom(await readFile(info.file, 'utf8'))) as JWK;
+    const jwk = JSON.parse(await readTextFile(info.file)) as JWK;
     const pub = toPublicJwk(jwk);
     seen.add(info.kid);
     keys.push({ ...pub, kid: info.kid, use: pub.use ?? 'sig' });

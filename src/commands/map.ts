@@ -4,7 +4,7 @@
 // Patients are mapped one at a time from a spool on disk, so a large folder fits in memory.
 // Bad input stops with a message naming the file and line, never a stack trace.
 import { createReadStream } from 'node:fs';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
@@ -33,7 +33,7 @@ import {
   isIoError,
   locateJsonError,
 } from '../config/parse-error.js';
-import { stripBom } from '../config/text.js';
+import { stripBom, readTextFile } from '../config/text.js';
 
 interface MapCommandOptions {
   mapping: string;
@@ -158,7 +158,7 @@ export async function* readFhirInput(
     let text: string;
     try {
       if ((await stat(file)).size > maxJsonBytes) throw tooLargeForJson(file, maxJsonBytes);
-      text = stripBom(await readFile(file, 'utf8'));
+      text = await readTextFile(file);
     } catch (err) {
       if (err instanceof CliError) throw err;
       // Past V8's longest string, whatever the limit above was set to.

@@ -1,6 +1,5 @@
 // The centre file: everything lhn-bridge needs to know about one centre's EHR, in one
 // zod schema. Parsed once at start; a bad file fails with every problem and its path.
-import { readFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
@@ -8,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod, type ConfigIssue } from './errors.js';
-import { stripBom } from './text.js';
+import { readTextFile } from './text.js';
 
 /** True for hosts that never leave the machine (http is allowed only for these). */
 export function isLoopbackHost(hostname: string): boolean {
@@ -328,7 +327,7 @@ export function parseCentre(data: unknown, source: string): CentreConfig {
 export async function loadCentreFile(path: string): Promise<CentreConfig> {
   let text: string;
   try {
-    text = stripBom(await readFile(path, 'utf8'));
+    text = await readTextFile(path);
   } catch (err) {
     throw new ConfigError(path, [
       {

@@ -1,14 +1,13 @@
 // The service config: one zod schema, read once at start from an optional YAML/JSON file
 // (LHN_CONFIG) with environment variables on top. Nothing else in the code reads
 // process.env; everything receives a typed ServiceConfig.
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { describeIoError, describeJsonError, describeYamlError, isIoError } from './parse-error.js';
 import { z } from 'zod';
 import { ConfigError, issuesFromZod } from './errors.js';
 import { secureUrl, secureUrlSchema } from './centre.js';
-import { stripBom } from './text.js';
+import { readTextFileSync } from './text.js';
 
 export const API_ROLES = ['viewer', 'operator', 'admin'] as const;
 export type ApiRole = (typeof API_ROLES)[number];
@@ -341,7 +340,7 @@ export function loadServiceConfig(env: Record<string, string | undefined>): Serv
   if (file) {
     let text: string;
     try {
-      text = stripBom(readFileSync(file, 'utf8'));
+      text = readTextFileSync(file);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       throw new ConfigError(file, [

@@ -1,7 +1,7 @@
 // Loads a mapping pack from its folder: the assembly spec, the value sets and the views,
 // each validated, with every problem reported at once as file + path + what was expected,
 // so a data manager can fix a pack in one pass. The mapping core stays free of files.
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
@@ -26,7 +26,7 @@ export {
   OverridesError,
   type CentreOverrides,
 } from '../mapping/overrides.js';
-import { stripBom } from '../config/text.js';
+import { readTextFile } from '../config/text.js';
 
 export interface PackIssue {
   /** File relative to the pack folder, e.g. `valuesets/pga.json`. */
@@ -106,7 +106,7 @@ function zodPath(path: PropertyKey[]): string {
 
 async function readText(dir: string, file: string, issues: PackIssue[]): Promise<string | null> {
   try {
-    return stripBom(await readFile(join(dir, file), 'utf8'));
+    return await readTextFile(join(dir, file));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     issues.push({
@@ -172,7 +172,7 @@ async function loadAssembly(dir: string, issues: PackIssue[]): Promise<AssemblyS
   let text: string | null = null;
   for (const candidate of ['assembly.yaml', 'assembly.yml', 'assembly.json']) {
     try {
-      text = stripBom(await readFile(join(dir, candidate), 'utf8'));
+      text = await readTextFile(join(dir, candidate));
       file = candidate;
       break;
     } catch {
