@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const benches = ['bench:mapping', 'bench:sync'];
+const benches = ['bench:mapping', 'bench:mapping-floor', 'bench:sync'];
 const extraArgs = process.argv.slice(2);
 
 const lines: string[] = [];
