@@ -6,6 +6,7 @@ import type { Queue } from 'bullmq';
 import type { ServiceConfig } from './config/service.js';
 import { loadCentres, type CentreConfig } from './config/centre.js';
 import { createLogger, type Logger } from './util/logger.js';
+import { createDampedWarn } from './util/damped-warn.js';
 import { createMetrics, type Metrics } from './util/metrics.js';
 import { createOutboundFetch, describeProxy } from './util/outbound.js';
 import { createRunStore, type RunStore } from './sync/run-store.js';
@@ -79,11 +80,14 @@ export async function createRuntime(
   const centres = new Map(centreList.map((c) => [c.id, c]));
 
   const redis = createRedisConnection(config.redis.url, role);
-  redis.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis connection error'));
+  // While Redis is down every retry errors on the connection and on each queue: each distinct
+  // error is logged once a minute, with how many were dropped.
+  const connectionWarn = createDampedWarn(logger);
+  redis.on('error', (err: Error) => connectionWarn('redis connection error', err.message));
   const sync = createSyncQueue(redis, prefix);
   const submissions = createSubmissionsQueue(redis, prefix, config.submissions);
   for (const queue of [sync, submissions])
-    queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
+    queue.on('error', (err: Error) => connectionWarn('queue error', err.message));
   const runStore = createRunStore(redis, prefix);
   if (config.outbound.proxyUrl)
     logger.info(

@@ -4,66 +4,22 @@
 // another worker), lets deliveries in flight finish and closes; a second signal exits at once.
 // The /health listener (LHN_WORKER_HEALTH_PORT) opens first and answers 503 until the worker
 // has started: a worker started while Redis is down says once that it waits for Redis (the
-// URL without credentials), logs the repeated connection errors at most once a minute, and
-// still stops at once on a signal. A worker that refuses to start (no LHN_REGISTRY_URL without
+// URL without credentials) and still stops at once on a signal (the runtime logs repeated
+// connection errors at most once a minute, as in `serve`). A worker that refuses to start (no LHN_REGISTRY_URL without
 // --no-delivery: checked before Redis is connected; another pseudonym secret than the Redis
 // state's) closes what it opened and exits with code 2.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
 import { createRuntime, type Runtime } from '../runtime.js';
 import { STOP_SIGNALS } from '../util/abort.js';
-import { createLogger, type Logger } from '../util/logger.js';
+import { createLogger } from '../util/logger.js';
 import { checkWorkerConfig, startWorker, type RunningWorker } from '../worker.js';
 import { startWorkerHealthServer, type WorkerHealthServer } from '../worker-health.js';
 import { CliError } from './cli-error.js';
 import { redisUrlForDisplay } from './cli-runtime.js';
 
-/** What the runtime logs at every failed Redis (re)connection attempt, once per listener. */
-const CONNECTION_ERROR_MESSAGES: ReadonlySet<string> = new Set([
-  'redis connection error',
-  'queue error',
-]);
-
-/** The same connection error is logged at most once in this long (ms). */
-const CONNECTION_ERROR_LOG_INTERVAL_MS = 60_000;
-
 /** Waiting this long for Redis at start (ms) is told, even before a connection error. */
 const WAITING_NOTICE_MS = 2_000;
-
-/**
- * The logger with repeats of the runtime's connection-error warnings dropped: each distinct
- * (message, error) is logged once per interval, the next one with how many were dropped.
- * ioredis retries every few seconds while Redis is down, and each try used to log one
- * warning for the connection and one for each queue.
- */
-export function dampConnectionErrors(
-  logger: Logger,
-  intervalMs = CONNECTION_ERROR_LOG_INTERVAL_MS,
-): Logger {
-  const last = new Map<string, { at: number; dropped: number }>();
-  const warn: (obj: unknown, msg?: string, ...args: unknown[]) => void = (obj, msg, ...args) =>
-    logger.warn(obj, msg, ...args);
-  const damped = (obj: unknown, msg?: string, ...args: unknown[]): void => {
-    if (typeof msg !== 'string' || !CONNECTION_ERROR_MESSAGES.has(msg))
-      return warn(obj, msg, ...args);
-    const err = (obj as { err?: unknown } | null)?.err;
-    const key = `${msg}\u0000${String(err)}`;
-    const now = Date.now();
-    const seen = last.get(key);
-    if (seen && now - seen.at < intervalMs) {
-      seen.dropped += 1;
-      return;
-    }
-    last.set(key, { at: now, dropped: 0 });
-    if (seen && seen.dropped > 0)
-      return warn({ ...(obj as object), repeats: seen.dropped }, `${msg} (repeated)`, ...args);
-    warn(obj, msg, ...args);
-  };
-  return new Proxy(logger, {
-    get: (target, prop, receiver) =>
-      prop === 'warn' ? damped : (Reflect.get(target, prop, receiver) as unknown),
-  });
-}
 
 /**
  * Closes the runtime, also when Redis never answered: the connection is dropped first (its
@@ -117,7 +73,7 @@ export function registerWorkerCommand(program: Command): void {
       checkWorkerConfig(config, { submissions: options.delivery });
       const runtime = await createRuntime(config, {
         role: 'worker',
-        logger: dampConnectionErrors(createLogger({ level: config.log.level, name: 'lhn-bridge' })),
+        logger: createLogger({ level: config.log.level, name: 'lhn-bridge' }),
       });
       const log = runtime.logger;
       let started = false;

@@ -102,6 +102,57 @@ describe('lhn-bridge serve', () => {
     },
   );
 
+  it('when Redis is unreachable, then serve answers 503 where Redis is needed, logs each connection error once (not at every retry), and SIGTERM ends it', async () => {
+    const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
+      cwd: process.cwd(),
+      env: {
+        PATH: process.env.PATH,
+        LHN_PSEUDONYM_SECRET: SECRET,
+        LHN_REDIS_URL: 'redis://127.0.0.1:1',
+        LHN_QUEUE_PREFIX: prefix,
+        LHN_CENTRES_DIR: dir,
+        LHN_KEYS_DIR: dir,
+        LHN_LOG_LEVEL: 'info',
+        LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      const line = await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:\d+/, 30_000);
+      const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
+      expect((await fetch(`${url}/health`)).status).toBe(200);
+      expect((await fetch(`${url}/ready`)).status).toBe(503);
+      const centres = await fetch(`${url}/api/centres`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(centres.status).toBe(503);
+      expect(await centres.json()).toMatchObject({
+        status: 503,
+        detail: expect.stringMatching(/Redis/),
+      });
+      // ioredis retries at 200 ms, 400 ms, 600 ms...: many tries in these seconds, each of
+      // which errors on the connection and on both queues.
+      await new Promise((r) => setTimeout(r, 4_000));
+      const messages = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { msg: string }).msg);
+      expect(messages.filter((m) => m === 'redis connection error')).toHaveLength(1);
+      expect(messages.filter((m) => m === 'queue error')).toHaveLength(1);
+      child.kill('SIGTERM');
+      const code = await Promise.race([
+        exited,
+        new Promise<'still running'>((r) => setTimeout(() => r('still running'), 10_000)),
+      ]);
+      expect(code).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 60_000);
+
   it('when the configuration is invalid, then serve exits 2 naming the problem', async () => {
     const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve'], {
       cwd: process.cwd(),
