@@ -43,7 +43,10 @@ export interface Runtime {
   logger: Logger;
   /** fetch for outbound requests (EHR, registry, webhook): through config.outbound's proxy. */
   fetch: typeof fetch;
-  /** Closes queues, then Redis; call after any workers are closed. Idempotent. */
+  /**
+   * Closes queues, then Redis; call after any workers are closed. Idempotent. Bounded: with
+   * Redis down it drops the connection and returns within about half a second.
+   */
   close(): Promise<void>;
 }
 
@@ -108,8 +111,20 @@ export async function createRuntime(
     fetch: createOutboundFetch(config.outbound),
     close() {
       closed ??= (async () => {
-        await Promise.allSettled([submissions.close(), sync.close()]);
-        await redis.quit().catch(() => redis.disconnect());
+        // With Redis down the queues would wait for a connection that may never come back:
+        // the connection is dropped first (commands waiting on it fail at once), and closing
+        // the queues is waited for a moment only.
+        const connected = redis.status === 'ready';
+        if (!connected) redis.disconnect();
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.allSettled([submissions.close(), sync.close()]),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, connected ? 5_000 : 500))),
+        ]);
+        clearTimeout(timer);
+        // Closing the queues may have had a dropped connection try again: stop it for good.
+        if (connected) await redis.quit().catch(() => redis.disconnect());
+        else redis.disconnect();
       })();
       return closed;
     },

@@ -25,6 +25,7 @@ import {
   type Alert,
   type AlertKind,
 } from './evaluate-alerts.js';
+import { isRedisUnavailable } from '../util/redis-errors.js';
 
 /** What the webhook receives, as JSON, once per raise and once per clear. */
 export interface AlertEvent {
@@ -430,9 +431,15 @@ export function createAlertMonitor(options: AlertMonitorOptions): AlertMonitor {
     start(intervalMs) {
       if (timer) return;
       const tick = () => {
-        evaluate().catch((err: unknown) =>
-          logger.error({ err }, 'alert evaluation failed; will try again'),
-        );
+        evaluate().catch((err: unknown) => {
+          // Redis down is an outage the connection already reports, not a bug: no stack.
+          if (isRedisUnavailable(err))
+            logger.warn(
+              { err: (err as Error).message },
+              'alert evaluation skipped: Redis is not reachable; will try again',
+            );
+          else logger.error({ err }, 'alert evaluation failed; will try again');
+        });
       };
       tick();
       timer = setInterval(tick, intervalMs);

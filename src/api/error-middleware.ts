@@ -15,6 +15,7 @@ import {
   validationProblem,
 } from './problem.js';
 import { getRequestId, getRequestLogger } from './request-log.js';
+import { isRedisUnavailable } from '../util/redis-errors.js';
 
 /** Sends a problem response. */
 export function sendProblem(req: Request, res: Response, problem: HttpProblem): void {
@@ -78,16 +79,6 @@ function clientErrorProblem(err: unknown, status: number): HttpProblem {
     return badRequestProblem('the body could not be read completely');
   if (status === 400) return badRequestProblem('the request could not be read');
   return new HttpProblem(status, 'client-error', 'Client error', 'the request was refused');
-}
-
-/** True for errors that mean Redis is unreachable (the request may work again later). */
-function isRedisUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  return (
-    err.name === 'MaxRetriesPerRequestError' ||
-    err.message === 'Connection is closed.' ||
-    /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(err.message)
-  );
 }
 
 /** The error middleware; mount last. */

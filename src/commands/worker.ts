@@ -10,7 +10,7 @@
 // state's) closes what it opened and exits with code 2.
 import type { Command } from 'commander';
 import { loadServiceConfig } from '../config/service.js';
-import { createRuntime, type Runtime } from '../runtime.js';
+import { createRuntime } from '../runtime.js';
 import { STOP_SIGNALS } from '../util/abort.js';
 import { createLogger } from '../util/logger.js';
 import { checkWorkerConfig, startWorker, type RunningWorker } from '../worker.js';
@@ -20,23 +20,6 @@ import { redisUrlForDisplay } from './cli-runtime.js';
 
 /** Waiting this long for Redis at start (ms) is told, even before a connection error. */
 const WAITING_NOTICE_MS = 2_000;
-
-/**
- * Closes the runtime, also when Redis never answered: the connection is dropped first (its
- * queued commands fail at once instead of waiting for ever), and the close is bounded.
- */
-async function closeRuntime(runtime: Runtime, connected: boolean): Promise<void> {
-  if (!connected) runtime.redis.disconnect();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    runtime.close(),
-    // Queues wait for a connection that never came: not for long.
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, connected ? 5_000 : 500))),
-  ]);
-  clearTimeout(timer);
-  // Closing the queues may have had the connection try again: stop it for good.
-  if (!connected) runtime.redis.disconnect();
-}
 
 interface WorkerCommandOptions {
   syncConcurrency: string;
@@ -98,7 +81,7 @@ export function registerWorkerCommand(program: Command): void {
             'worker health endpoint open; it answers 503 until the worker has started',
           );
         } catch (err) {
-          await closeRuntime(runtime, false);
+          await runtime.close();
           throw new CliError(
             `cannot listen for the worker's /health on ${healthHost}:${healthPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); set LHN_WORKER_HEALTH_PORT to a free port, or unset it`,
           );
@@ -162,7 +145,7 @@ export function registerWorkerCommand(program: Command): void {
             ]);
             clearTimeout(timer);
             await partial?.close();
-            await closeRuntime(runtime, connected);
+            await runtime.close();
             // ioredis may keep a reconnect timer of a connection that never came up: whatever
             // else still runs, this process is done (the timer holds nothing up by itself).
             if (!connected) setTimeout(() => process.exit(), 200).unref();
@@ -184,7 +167,7 @@ export function registerWorkerCommand(program: Command): void {
       } catch (err) {
         if (stopping) return await stopped;
         for (const name of STOP_SIGNALS) process.off(name, stop);
-        await closeRuntime(runtime, runtime.redis.status === 'ready');
+        await runtime.close();
         await health?.close();
         throw err;
       } finally {

@@ -136,10 +136,16 @@ describe('lhn-bridge serve', () => {
       // ioredis retries at 200 ms, 400 ms, 600 ms...: many tries in these seconds, each of
       // which errors on the connection and on both queues.
       await new Promise((r) => setTimeout(r, 4_000));
-      const messages = stdout
+      const logged = stdout
         .split('\n')
         .filter(Boolean)
-        .map((l) => (JSON.parse(l) as { msg: string }).msg);
+        .map((l) => JSON.parse(l) as { level: number; msg: string });
+      const messages = logged.map((l) => l.msg);
+      // An outage, not a bug: warnings without stacks, no errors (the alert evaluation too).
+      expect(logged.filter((l) => l.level >= 50)).toEqual([]);
+      expect(messages).toContain(
+        'alert evaluation skipped: Redis is not reachable; will try again',
+      );
       expect(messages.filter((m) => m === 'redis connection error')).toHaveLength(1);
       expect(messages.filter((m) => m === 'queue error')).toHaveLength(1);
       child.kill('SIGTERM');
