@@ -559,6 +559,8 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
     // whose next links change while its pages repeat: undefined once that cannot be told.
     let pass: Set<string> | undefined = new Set<string>();
     let repeatsInARow = 0;
+    /** Bundle.total of the first page, when the EHR gives one. */
+    let firstTotal: number | undefined;
     for (let page = 1; ; page++) {
       if (page > maxPages)
         throw new MalformedFhirResponseError({
@@ -605,6 +607,7 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
         throw err;
       }
       const bundle = assertSearchBundle(response.body, { url, page, resourceType });
+      if (page === 1 && typeof bundle.total === 'number') firstTotal = bundle.total;
       checkSearchOutcomes(bundle, { url, page, resourceType }, searchOptions.onNotice);
       if (pass) {
         const fresh = notePass(bundle, pass);
@@ -615,11 +618,26 @@ export function createFhirClient(options: CreateFhirClientOptions): FhirClient {
           // are an EHR whose next links never end.
           repeatsInARow += 1;
           if (repeatsInARow >= REPEAT_ONLY_PAGES_TO_STOP) {
-            logger.warn(
-              { centre: centreId, resourceType, page, resources: fresh.data },
-              `${REPEAT_ONLY_PAGES_TO_STOP} pages of a search in a row hold only resources this search already returned; paging stopped there (the EHR keeps linking to new pages that repeat old results)`,
-            );
-            return;
+            // Next links that never end, or a paging token the EHR (or a gateway) ignores so
+            // that every page is the first one again: the two look alike. Only a total the
+            // EHR gave, and that many distinct resources read, shows the search was read
+            // whole; otherwise it fails, as a search that could not be read to its end must
+            // (taken as complete, it would retract and blank out visits that still exist).
+            const total = typeof bundle.total === 'number' ? bundle.total : firstTotal;
+            if (total !== undefined && pass.size >= total) {
+              logger.warn(
+                { centre: centreId, resourceType, page, resources: fresh.data, total },
+                `${REPEAT_ONLY_PAGES_TO_STOP} pages of a search in a row hold only resources this search already returned, and all ${total} it counts were read; paging stopped there (the EHR keeps linking to new pages that repeat old results)`,
+              );
+              return;
+            }
+            throw new MalformedFhirResponseError({
+              url,
+              page,
+              resourceType,
+              reason: `${REPEAT_ONLY_PAGES_TO_STOP} pages in a row hold only resources this search already returned (${pass.size} distinct${total !== undefined ? ` of the ${total} it counts` : ', and the EHR gives no total'}), while the next links keep changing: the EHR's paging does not advance (a paging token it or a gateway ignores?), so the search cannot be read to its end`,
+              hint: 'The run fails so that nothing is retracted and the watermarks stay; ask centre IT to check the next links the FHIR server returns',
+            });
           }
         } else repeatsInARow = 0;
       }

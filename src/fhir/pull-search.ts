@@ -327,6 +327,29 @@ export interface PullSearchOptions {
    * SYSTEMIC_MIN_PATIENTS) still ends it, with CohortPullRefusedError.
    */
   onPatientError?: (failure: PatientPullFailure) => void | Promise<void>;
+  /**
+   * Called once at the end of the pull with how many resources a patient's searches returned
+   * that belong to another patient (left out: see belongsToAnotherPatient), when any were.
+   */
+  onOtherPatients?: (resources: number) => void;
+}
+
+/**
+ * True when a resource a search scoped to `patientId` returned is another patient's: a
+ * Patient with another id, or a subject (or patient) reference to another Patient. A server
+ * that ignores the `patient` parameter (FHIR lets a server ignore a parameter it does not
+ * support) answers every patient's search with everyone's resources; kept, they would be
+ * mapped into visits of this patient's batch without the other patient's demographics, and
+ * patients outside the cohort would reach the registry. A resource without a patient
+ * reference (a Medication included with a request) is kept.
+ */
+export function belongsToAnotherPatient(resource: FhirResource, patientId: string): boolean {
+  if (resource.resourceType === 'Patient')
+    return typeof resource.id === 'string' && resource.id !== patientId;
+  const holder = (resource.subject ?? resource.patient) as { reference?: unknown } | undefined;
+  const reference = typeof holder?.reference === 'string' ? holder.reference : undefined;
+  const target = parseReference(reference);
+  return target?.type === 'Patient' && target.id !== patientId;
 }
 
 /**
@@ -375,6 +398,7 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
   const windowStart = (type: string): number =>
     since !== undefined ? sinceMs : EVENT_RESOURCE_TYPES.has(type) ? lookbackMs : NaN;
   let outsideWindow = 0;
+  let otherPatients = 0;
 
   const pullPatient = async (patientId: string): Promise<PatientBatch> => {
     const resources: FhirResource[] = [];
@@ -395,6 +419,10 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
         )) {
           if (updatedBefore(resource, from)) {
             outsideWindow += 1;
+            continue;
+          }
+          if (belongsToAnotherPatient(resource, patientId)) {
+            otherPatients += 1;
             continue;
           }
           if (sets.length > 1 && typeof resource.id === 'string') {
@@ -488,6 +516,13 @@ export async function* pullSearch(options: PullSearchOptions): AsyncGenerator<Pa
         { centre: client.centreId, resources: outsideWindow },
         'the EHR returned resources updated before the _lastUpdated window (it may not support the parameter); they were left out',
       );
+    if (otherPatients > 0) {
+      logger.warn(
+        { centre: client.centreId, resources: otherPatients },
+        "the EHR returned other patients' resources to patient-scoped searches (it may ignore the patient parameter); they were left out of those patients' batches",
+      );
+      options.onOtherPatients?.(otherPatients);
+    }
     logger.info(
       {
         centre: client.centreId,

@@ -449,6 +449,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
     pseudonymKey(deps.pseudonymSecret, centre.id, 'Patient', patientId);
   /** Patients whose searches carried a warning that the EHR left data out. */
   let withheldPatients = 0;
+  /** Resources of other patients that patient-scoped searches returned (left out). */
+  let otherPatientResources = 0;
+  const onOtherPatients = (resources: number): void => {
+    otherPatientResources += resources;
+  };
   /** Some patient's pull went through (changes or in full). */
   let pulledAny = false;
   const onPulledInFull = (p: { patientId: string; withheld: boolean }): void => {
@@ -707,6 +712,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           onCohort: (c) => (cohort = c.patientIds),
           onPatient: () => (pulledAny = true),
           onPatientError,
+          onOtherPatients,
         })) {
           countPulled(batch.resources);
           affected.add(batch.patientId);
@@ -727,6 +733,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           ...(signal ? { signal } : {}),
           onPatient: onPulledInFull,
           onPatientError,
+          onOtherPatients,
         })) {
           countPulled(batch.resources);
           await mapPatient(batch.patientId, batch.resources);
@@ -863,6 +870,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               ...(signal ? { signal } : {}),
               onPatient: onPulledInFull,
               onPatientError,
+              onOtherPatients,
             })) {
               countPulled(batch.resources);
               await mapPatient(batch.patientId, batch.resources);
@@ -893,6 +901,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       }
     }
 
+    if (otherPatientResources > 0) {
+      const message = `the EHR returned ${otherPatientResources} resource(s) of other patients to searches for one patient (it may ignore the patient search parameter): they were left out, so no visit was built from another patient's data; the pull was that much larger, so ask centre IT whether the FHIR server supports the patient parameter`;
+      log.warn({ resources: otherPatientResources }, message);
+      await deps.runStore.addWarnings(runId, [{ step: 'pull', message }]);
+    }
     if (withheldPatients > 0) {
       const message = `the EHR said it left data out of the searches of ${withheldPatients} patient(s) (see the warning above): their visits were updated, but none of them was retracted for being missing`;
       log.warn({ patients: withheldPatients }, message);

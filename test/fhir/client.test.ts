@@ -794,8 +794,8 @@ describe('FHIR client paging and the origin guard', () => {
     );
   });
 
-  it('when next links keep changing but three pages in a row repeat resources already returned, then paging stops there with a warning', async () => {
-    const { client, log } = makeClient();
+  /** An EHR whose next links keep changing while its pages repeat: `same`, then `second` too on page 2. */
+  function repeatingPages(total?: number): () => number {
     let n = 0;
     nock(EHR)
       .get('/fhir/Observation')
@@ -805,20 +805,52 @@ describe('FHIR client paging and the origin guard', () => {
         n += 1;
         return [
           200,
-          bundle(
-            [
-              { resourceType: 'Observation', id: 'same' },
-              ...(n === 2 ? [{ resourceType: 'Observation', id: 'second' }] : []),
-            ],
-            `${BASE}/Observation?patient=p1&_getpagesoffset=${n * 50}`,
-          ),
+          {
+            ...bundle(
+              [
+                { resourceType: 'Observation', id: 'same' },
+                ...(n === 2 ? [{ resourceType: 'Observation', id: 'second' }] : []),
+              ],
+              `${BASE}/Observation?patient=p1&_getpagesoffset=${n * 50}`,
+            ),
+            ...(total !== undefined ? { total } : {}),
+          },
         ];
       });
+    return () => n;
+  }
+
+  it('when next links keep changing but three pages in a row repeat resources already returned and the EHR gives no total, then the search fails as unreadable to its end (it could be a paging token the EHR ignores)', async () => {
+    const { client } = makeClient();
+    const requests = repeatingPages();
+    const error = await collect(client.searchResources('Observation', { patient: 'p1' })).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(MalformedFhirResponseError);
+    expect((error as Error).message).toMatch(
+      /page 5 of the Observation search.*3 pages in a row hold only resources this search already returned \(2 distinct, and the EHR gives no total\).*cannot be read to its end/,
+    );
+    // Page 2 adds `second`; pages 3 to 5 repeat `same` only: no further page is asked for.
+    expect(requests()).toBe(5);
+  });
+
+  it('when the total says fewer resources than it counts were read, then the search fails too', async () => {
+    const { client } = makeClient();
+    repeatingPages(3);
+    await expect(collect(client.searchResources('Observation', { patient: 'p1' }))).rejects.toThrow(
+      /\(2 distinct of the 3 it counts\)/,
+    );
+  });
+
+  it('when all the resources the total counts were read, then paging stops at the repeats with a warning', async () => {
+    const { client, log } = makeClient();
+    const requests = repeatingPages(2);
     const resources = await collect(client.searchResources('Observation', { patient: 'p1' }));
-    // Page 2 adds `second`; pages 3 to 5 repeat `same` only: the search ends there.
     expect(resources.map((r) => r.id)).toEqual(['same', 'same', 'second', 'same', 'same']);
-    expect(n).toBe(5);
-    expect(log.text()).toMatch(/"level":40.*3 pages of a search in a row.*paging stopped there/);
+    expect(requests()).toBe(5);
+    expect(log.text()).toMatch(
+      /"level":40.*3 pages of a search in a row.*all 2 it counts were read; paging stopped there/,
+    );
   });
 
   it('when resources added while paging (newest first) make a page repeat earlier ones, then paging goes on and the later pages are read', async () => {

@@ -7,6 +7,7 @@ import nock from 'nock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisLimiter, limiterKeys } from '../../src/fhir/limiter.js';
 import {
+  belongsToAnotherPatient,
   CohortError,
   CohortPullRefusedError,
   parseReference,
@@ -147,7 +148,9 @@ describe('search pull', () => {
       .reply((uri) => {
         const type = /\/fhir\/(\w+)/.exec(uri)![1]!;
         const patient = /(?:patient|_id)=(\w+)/.exec(uri)![1]!;
-        return [200, bundle([{ resourceType: type, id: `${type}-${patient}` }])];
+        // A Patient found by _id has that id.
+        const id = type === 'Patient' ? patient : `${type}-${patient}`;
+        return [200, bundle([{ resourceType: type, id }])];
       });
     const centre = makeCentre({ pull: { pageSize: 50, resourceTypes: ['Patient', 'Encounter'] } });
     const batches = await collect(pullSearch({ client, centre, patientIds: ['p1', 'p2'] }));
@@ -155,14 +158,14 @@ describe('search pull', () => {
       {
         patientId: 'p1',
         resources: [
-          { resourceType: 'Patient', id: 'Patient-p1' },
+          { resourceType: 'Patient', id: 'p1' },
           { resourceType: 'Encounter', id: 'Encounter-p1' },
         ],
       },
       {
         patientId: 'p2',
         resources: [
-          { resourceType: 'Patient', id: 'Patient-p2' },
+          { resourceType: 'Patient', id: 'p2' },
           { resourceType: 'Encounter', id: 'Encounter-p2' },
         ],
       },
@@ -369,5 +372,35 @@ describe('patients whose searches the EHR refuses', () => {
       /refused the searches of 6 of the 10 patients read so far \(more than half\)/,
     );
     expect(failures).toEqual([4, 5, 6, 7, 8]);
+  });
+});
+
+describe('belongsToAnotherPatient', () => {
+  it("when a resource's subject or patient names another Patient (relative, absolute or versioned), then it is another patient's; the searched one's, none, or a non-Patient subject is not", () => {
+    const obs = (reference?: string) => ({
+      resourceType: 'Observation',
+      id: 'o1',
+      ...(reference !== undefined ? { subject: { reference } } : {}),
+    });
+    expect(belongsToAnotherPatient(obs('Patient/p2'), 'p1')).toBe(true);
+    expect(belongsToAnotherPatient(obs('https://ehr.example.org/fhir/R4/Patient/p2'), 'p1')).toBe(
+      true,
+    );
+    expect(belongsToAnotherPatient(obs('Patient/p2/_history/3'), 'p1')).toBe(true);
+    expect(belongsToAnotherPatient(obs('Patient/p1'), 'p1')).toBe(false);
+    expect(
+      belongsToAnotherPatient(obs('https://ehr.example.org/fhir/Patient/p1/_history/2'), 'p1'),
+    ).toBe(false);
+    expect(belongsToAnotherPatient(obs(), 'p1')).toBe(false);
+    expect(belongsToAnotherPatient(obs('Group/g1'), 'p1')).toBe(false);
+    expect(
+      belongsToAnotherPatient(
+        { resourceType: 'AllergyIntolerance', id: 'a', patient: { reference: 'Patient/p2' } },
+        'p1',
+      ),
+    ).toBe(true);
+    expect(belongsToAnotherPatient({ resourceType: 'Medication', id: 'm1' }, 'p1')).toBe(false);
+    expect(belongsToAnotherPatient({ resourceType: 'Patient', id: 'p2' }, 'p1')).toBe(true);
+    expect(belongsToAnotherPatient({ resourceType: 'Patient', id: 'p1' }, 'p1')).toBe(false);
   });
 });

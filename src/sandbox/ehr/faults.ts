@@ -68,6 +68,12 @@ export interface SandboxFaultSettings {
   /** Search parameters the server silently ignores, as if unsupported (e.g. `['_lastUpdated']`). */
   ignoreSearchParams?: string[];
   /**
+   * Paging that does not advance: the position in `_page_token` is ignored, so every page holds
+   * the first page's matches again, while the page number in it (and so every next link)
+   * still changes, as behind a gateway that drops the paging state.
+   */
+  stuckPaging?: boolean;
+  /**
    * Export kick-offs with `_typeFilter` answer 400 (`reject`: "_typeFilter is not supported";
    * `reject-invalid`: code invalid, "Invalid _typeFilter value: <the first filter> (unknown
    * search parameter)", which names a type), or the filters are dropped (`ignore`), or only

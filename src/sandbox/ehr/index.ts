@@ -440,7 +440,7 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
     if (pageToken !== null) {
       const m = /^(\d+)\.(\d+)$/.exec(pageToken);
       if (!m) return send(res, 400, outcome('invalid', 'invalid _page_token'));
-      from = Number(m[1]);
+      from = faults.live.stuckPaging ? 0 : Number(m[1]);
       page = Number(m[2]);
     }
     const restricted = faults.live.restrictedPatients;
