@@ -13,7 +13,8 @@ let utils: ReturnType<typeof ucum.UcumLhcUtils.getInstance> | undefined;
 
 /**
  * Builds a converter to `target` (a UCUM code). `synonyms` maps non-UCUM strings EHRs use
- * (`in`, `lbs`) to UCUM codes; lookups are exact first, then case-insensitive.
+ * (`in`, `lbs`) to UCUM codes; lookups are exact first, then case-insensitive, then without a
+ * trailing full stop (`lbs.`).
  */
 export function createUnitConverter(
   target: string,
@@ -23,21 +24,29 @@ export function createUnitConverter(
   const lowerSynonyms = new Map<string, string>();
   for (const [k, v] of Object.entries(synonyms)) lowerSynonyms.set(k.toLowerCase(), v);
   const cache = new Map<string, number | null>();
+  const factorOf = (trimmed: string): number | null => {
+    const code = synonyms[trimmed] ?? lowerSynonyms.get(trimmed.toLowerCase()) ?? trimmed;
+    let result: number | null = null;
+    if (code === target) result = 1;
+    else if (code) {
+      result = convert(code, target);
+      // UCUM's case-insensitive forms (KG, CM, [LB_AV]) are the lower-case codes in upper
+      // case for every unit used here: tried when the code as sent is not a UCUM unit.
+      if (result === null && code !== code.toLowerCase())
+        result = code.toLowerCase() === target ? 1 : convert(code.toLowerCase(), target);
+    }
+    return result;
+  };
   return {
     factor(unit) {
       const cached = cache.get(unit);
       if (cached !== undefined) return cached;
       const trimmed = unit.trim();
-      const code = synonyms[trimmed] ?? lowerSynonyms.get(trimmed.toLowerCase()) ?? trimmed;
-      let result: number | null = null;
-      if (code === target) result = 1;
-      else if (code) {
-        result = convert(code, target);
-        // UCUM's case-insensitive forms (KG, CM, [LB_AV]) are the lower-case codes in upper
-        // case for every unit used here: tried when the code as sent is not a UCUM unit.
-        if (result === null && code !== code.toLowerCase())
-          result = code.toLowerCase() === target ? 1 : convert(code.toLowerCase(), target);
-      }
+      let result = factorOf(trimmed);
+      // An abbreviation with a full stop, as flowsheets write them ("lbs.", "oz.", "ft."):
+      // read without it when it is no unit as written.
+      if (result === null && trimmed.length > 1 && trimmed.endsWith('.'))
+        result = factorOf(trimmed.slice(0, -1));
       if (cache.size < 10_000) cache.set(unit, result);
       return result;
     },
@@ -57,7 +66,7 @@ export function unitForMessage(unit: string): string {
     !/[{}]/.test(unit) &&
     /[A-Za-z%]/.test(unit) &&
     !/\d{4}/.test(unit) &&
-    (UNIT_WORDS.has(unit.toLowerCase()) || isUcumUnit(unit))
+    (UNIT_WORDS.has(unit.toLowerCase().replace(/\.$/, '')) || isUcumUnit(unit))
     ? `"${unit}"`
     : `(free text of ${unit.length} characters, not a unit code)`;
 }

@@ -21,6 +21,19 @@ describe('createUnitConverter', () => {
     expect(createUnitConverter('kg/m2', synonyms).factor('kg/m²')).toBe(1);
   });
 
+  it('when a unit word or code ends in a full stop, as flowsheets abbreviate, then it is read without it', () => {
+    const kg = createUnitConverter('kg', synonyms);
+    expect(kg.factor('lbs.')).toBeCloseTo(0.45359237, 10);
+    expect(kg.factor('g.')).toBeCloseTo(0.001, 12);
+    expect(kg.factor('kg.')).toBe(1);
+    const cm = createUnitConverter('cm', synonyms);
+    expect(cm.factor('in.')).toBeCloseTo(2.54, 10);
+    expect(cm.factor('m.')).toBe(100);
+    // One full stop only, and never a bare one.
+    expect(cm.factor('in..')).toBeNull();
+    expect(cm.factor('.')).toBeNull();
+  });
+
   it('when a unit is unknown or of another dimension, then the factor is null', () => {
     const kg = createUnitConverter('kg', synonyms);
     expect(kg.factor('bananas')).toBeNull();
@@ -50,6 +63,8 @@ describe('unitForMessage', () => {
       '[in_i]',
       'gm',
       'gms',
+      'lbs.',
+      'Pounds.',
     ])
       expect(unitForMessage(u)).toBe(`"${u}"`);
   });
