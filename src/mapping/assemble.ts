@@ -961,16 +961,35 @@ function createAssemblerFor(ctx: Context): Assembler {
         use.periods.push({ start, end });
       }
       if (!useDurations) continue;
+      // The dosage's step in a sequence (a taper): steroids.ts chains the steps.
+      const sequence = num(row.dosage_sequence);
       // boundsDuration: a UCUM code (d, wk...), else a unit word (days, weeks...).
-      const durationValue = num(row.bounds_duration_value);
-      if (durationValue === null) continue;
-      const code = str(row.bounds_duration_code);
-      const unitText = str(row.bounds_duration_unit);
+      let durationValue = num(row.bounds_duration_value);
+      let element = 'dosage boundsDuration';
+      let code = str(row.bounds_duration_code);
+      let unitText = str(row.bounds_duration_unit);
+      if (durationValue === null) {
+        // No bounds: a count of doses at a frequency per period lasts count / frequency periods
+        // (14 doses once a day is 14 days). A count of 1 is a single administration, above.
+        const count = num(row.timing_count);
+        const frequency = num(row.timing_frequency);
+        const period = num(row.timing_period);
+        if (count === null || count <= 1 || !frequency || frequency <= 0 || period === null)
+          continue;
+        durationValue = (count / frequency) * period;
+        element = 'dosage timing.repeat.period';
+        code = str(row.timing_period_unit);
+        unitText = null;
+      }
       const durationUnit = durationUnitOf(code, unitText);
       if (!durationUnit) {
-        use.unreadDuration ??= { element: 'dosage boundsDuration', unit: code ?? unitText ?? '' };
-      } else if (!use.durations.some((d) => d.value === durationValue && d.unit === durationUnit)) {
-        use.durations.push({ value: durationValue, unit: durationUnit });
+        use.unreadDuration ??= { element, unit: code ?? unitText ?? '' };
+      } else if (
+        !use.durations.some(
+          (d) => d.value === durationValue && d.unit === durationUnit && d.sequence === sequence,
+        )
+      ) {
+        use.durations.push({ value: durationValue, unit: durationUnit, sequence });
       }
     }
     const vStart = str(first.validity_start);

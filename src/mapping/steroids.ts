@@ -56,15 +56,17 @@ export interface MedicationUse {
    */
   periods: { start: string | null; end: string | null }[];
   /**
-   * Dosage boundsDuration (UCUM code h, d, wk, mo, a...), counted from the course start: of
-   * an MR, and of an MS with no effective[x].
+   * Dosage boundsDuration (UCUM code h, d, wk, mo, a...), else the length a timing.repeat
+   * count gives (count / frequency * period periodUnit): of an MR, and of an MS with no
+   * effective[x]. `sequence` is the dosage's Dosage.sequence: dosages with a sequence number
+   * run one step after another (a taper), those without one each from the course start.
    */
-  durations: { value: number; unit: string }[];
+  durations: { value: number; unit: string; sequence?: number | null }[];
   /**
-   * A course length (dosage boundsDuration, MR expectedSupplyDuration when it would be used)
-   * whose unit is not a unit of time the rules read (see durationUnitOf): the element and its
-   * unit as sent ('' when it has none), else null. That length is left out of the course, and
-   * the visits say so.
+   * A course length (dosage boundsDuration or dose-count period, MR expectedSupplyDuration when
+   * it would be used) whose unit is not a unit of time the rules read (see durationUnitOf): the
+   * element and its unit as sent ('' when it has none), else null. That length is left out of
+   * the course, and the visits say so.
    */
   unreadDuration: { element: string; unit: string } | null;
   /**
@@ -442,7 +444,8 @@ function dayBefore(date: string): string {
  * A use's dates in the centre zone. Partial dates keep their precision (a start "2024-02" is
  * 1 February, an end "2024-02" is 29 February). A dosage boundsDuration gives a period from
  * the course start (the earliest boundsPeriod start, else MR authoredOn; an MS reads its
- * dosage bounds only when it has no effective[x], so it has no lone date). When the dosage gives
+ * dosage bounds only when it has no effective[x], so it has no lone date); dosages with sequence
+ * numbers are chained, each step starting where the one before ended. When the dosage gives
  * no bounds, the expected supply duration is the course, from the dispense validity start, else
  * authoredOn; the validity period (how long the prescription may be dispensed, not when the
  * drug is taken) is the course only when there is no expected supply. When `openEnded` is false
@@ -470,9 +473,35 @@ export function useDatesOf(
       if (p.start && (!courseStart || p.start < courseStart)) courseStart = p.start;
     courseStart ??= singleRange?.first ?? null;
     if (courseStart) {
+      // Dosages with the same sequence number apply at the same time (the longest decides that
+      // step), different numbers one after another (FHIR R4 Dosage.sequence): a taper of 7 days
+      // at 40 mg then 7 days at 20 mg runs 14 days from the course start, not 7.
+      const steps = new Map<number, { value: number; unit: string }[]>();
       for (const d of use.durations) {
-        const end = addDuration(courseStart, d.value, d.unit);
-        if (end) periods.push({ start: courseStart, end });
+        if (d.sequence === null || d.sequence === undefined) {
+          const end = addDuration(courseStart, d.value, d.unit);
+          if (end) periods.push({ start: courseStart, end });
+          continue;
+        }
+        const step = steps.get(d.sequence);
+        if (step) step.push(d);
+        else steps.set(d.sequence, [d]);
+      }
+      if (steps.size > 0) {
+        let stepStart = courseStart;
+        let chained = false;
+        for (const sequence of [...steps.keys()].sort((a, b) => a - b)) {
+          let stepEnd: string | null = null;
+          for (const d of steps.get(sequence)!) {
+            const end = addDuration(stepStart, d.value, d.unit);
+            if (end && (!stepEnd || end > stepEnd)) stepEnd = end;
+          }
+          if (stepEnd) {
+            stepStart = stepEnd;
+            chained = true;
+          }
+        }
+        if (chained) periods.push({ start: courseStart, end: stepStart });
       }
     }
   }
