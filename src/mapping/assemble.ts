@@ -21,7 +21,13 @@ import {
   type SourceRef,
   type VisitSubmission,
 } from '../registry/submission.js';
-import { createZoneCalendar, dayNumberOf, wholeMonthsBetween, type ZoneCalendar } from './dates.js';
+import {
+  createZoneCalendar,
+  dayNumberOf,
+  isCalendarDate,
+  wholeMonthsBetween,
+  type ZoneCalendar,
+} from './dates.js';
 import { applyCentreOverrides, parseCentreOverrides } from './overrides.js';
 import {
   UCUM,
@@ -339,6 +345,8 @@ const BIRTH_YEAR_ONLY =
   'the birth date gives only the year, too imprecise for an age at the visit in months (age not sent)';
 const NO_AGE =
   'no age at the visit can be computed from the birth date (it is after the visit date, or not a valid date)';
+const INVALID_BIRTH_DATE =
+  'Patient.birthDate is not a real calendar date (YYYY, YYYY-MM or YYYY-MM-DD with a day the month has: no 30 February), so neither it nor an age is sent; correct the birth date in the EHR';
 /** Older than this at a visit is no patient's real age (months): a placeholder birth date. */
 const MAX_AGE_MONTHS = 100 * 12;
 const AGE_IMPLAUSIBLE = `the birth date gives an age at the visit of over ${MAX_AGE_MONTHS / 12} years, so it is taken for a placeholder (such as 1900-01-01) and no age is sent; correct the birth date in the EHR`;
@@ -374,6 +382,7 @@ const FIXED_MESSAGE_JSON = new Map<string, string>();
     ['missing-value', 'sex', NO_SEX],
     ['missing-value', 'sex', INVALID_SEX],
     ['implausible-value', 'birthDate', NO_AGE],
+    ['implausible-value', 'birthDate', INVALID_BIRTH_DATE],
     ['implausible-value', 'birthDate', AGE_IMPLAUSIBLE],
     ['missing-value', 'height', MISSING_VITAL.height],
     ['missing-value', 'weight', MISSING_VITAL.weight],
@@ -2025,6 +2034,8 @@ interface PatientInfo {
   source: Source | null;
   fullBirthDate: string | null;
   missingBirthDate: string | null;
+  /** INVALID_BIRTH_DATE when Patient.birthDate is not a calendar date (then not sent), else null. */
+  invalidBirthDate: string | null;
   birthDate: string | null;
   sex: VisitSubmission['patient']['sex'];
   /** Why sex is unknown when the Patient gave no valid gender (NO_SEX, INVALID_SEX), else null. */
@@ -2035,7 +2046,10 @@ interface PatientInfo {
 
 function describePatient(run: Run, patientKey: string, p: PatientRecord | null): PatientInfo {
   const spec = run.spec;
-  const fullBirthDate = p?.birthDate ?? null;
+  // An impossible date (2013-02-29) is not sent: a registry would reject it, or roll it over.
+  const given = p?.birthDate ?? null;
+  const validBirthDate = given === null || isCalendarDate(given);
+  const fullBirthDate = validBirthDate ? given : null;
   const birthDate =
     fullBirthDate && spec.settings.birthDatePrecision === 'month'
       ? fullBirthDate.slice(0, 7)
@@ -2055,7 +2069,8 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
     patientKey,
     source,
     fullBirthDate,
-    missingBirthDate: fullBirthDate ? null : p ? NO_BIRTH_DATE : NO_PATIENT,
+    missingBirthDate: fullBirthDate || !validBirthDate ? null : p ? NO_BIRTH_DATE : NO_PATIENT,
+    invalidBirthDate: validBirthDate ? null : INVALID_BIRTH_DATE,
     birthDate,
     sex,
     missingSex,
@@ -2094,6 +2109,9 @@ function assembleVisit(
   if (info.source) addSource(run, info.source);
   if (info.missingBirthDate) {
     findings.push(finding('missing-birth-date', 'birthDate', info.missingBirthDate));
+  }
+  if (info.invalidBirthDate) {
+    findings.push(finding('implausible-value', 'birthDate', info.invalidBirthDate));
   }
   const fullBirthDate = info.fullBirthDate;
   const patient: VisitSubmission['patient'] = {

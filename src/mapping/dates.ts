@@ -68,7 +68,8 @@ export function parseFhirInstant(s: string): number | null {
   const y = digits(s, 0, 4);
   const mo = digits2(s, 5);
   const d = digits2(s, 8);
-  if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31) return null;
+  // A day past the month's end (2024-02-30) is no date: it would roll over into the next month.
+  if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > daysInMonthOf(y, mo)) return null;
   const day = daysFromCivil(y, mo, d);
   if (len === 10) return day * DAY_MS;
   if (s.charCodeAt(10) !== 84 || len < 16 || s.charCodeAt(13) !== 58) return null; // 'T', ':'
@@ -290,7 +291,7 @@ export function wholeMonthsBetween(birthDate: string, date: string): number | nu
   let months = (dy - by) * 12 + (dm - bm);
   if (bl === 10) {
     const bd = digits(birthDate, 8, 2);
-    if (bd < 0) return null;
+    if (bm < 1 || bm > 12 || bd < 1 || bd > daysInMonthOf(by, bm)) return null;
     if (dd < bd) months -= 1;
     return months < 0 ? null : months;
   }
@@ -299,6 +300,23 @@ export function wholeMonthsBetween(birthDate: string, date: string): number | nu
   if (months === 0) return 0;
   if (dd < daysInMonthOf(by, bm)) months -= 1;
   return months < 0 ? null : months;
+}
+
+/**
+ * True for a FHIR `date` that is a real calendar date: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, the
+ * month 01-12 and the day within it (no 30 February, no 31 April).
+ */
+export function isCalendarDate(s: string): boolean {
+  const len = s.length;
+  if (len !== 4 && len !== 7 && len !== 10) return false;
+  const y = digits(s, 0, 4);
+  if (y < 0) return false;
+  if (len === 4) return true;
+  const m = s.charCodeAt(4) === 45 ? digits2(s, 5) : -1;
+  if (m < 1 || m > 12) return false;
+  if (len === 7) return true;
+  const d = s.charCodeAt(7) === 45 ? digits2(s, 8) : -1;
+  return d >= 1 && d <= daysInMonthOf(y, m);
 }
 
 /** Days in month `m` (1-12) of year `y` (proleptic Gregorian). */

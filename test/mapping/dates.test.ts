@@ -7,6 +7,7 @@ import {
   createZoneCalendar,
   dayNumberOf,
   daysBetween,
+  isCalendarDate,
   parseFhirInstant,
   wholeMonthsBetween,
 } from '../../src/mapping/dates.js';
@@ -132,7 +133,7 @@ describe('parseFhirInstant', () => {
     );
   });
 
-  it('when any date from year 100 to 9999 is parsed, then it is Date.UTC midnight (days past the month end roll over alike)', () => {
+  it('when any date from year 100 to 9999 is parsed, then it is Date.UTC midnight, and a day past the month end (2023-02-29, 2024-04-31) is no date', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 100, max: 9999 }),
@@ -140,10 +141,13 @@ describe('parseFhirInstant', () => {
         fc.integer({ min: 1, max: 31 }),
         (y, m, d) => {
           const value = `${String(y).padStart(4, '0')}-${String(m).padStart(2, '0')}-${String(d).padStart(2, '0')}`;
-          expect(parseFhirInstant(value), value).toBe(Date.UTC(y, m - 1, d));
+          // Date.UTC rolls a day past the month end over into the next month.
+          const real = new Date(Date.UTC(y, m - 1, d)).getUTCDate() === d;
+          expect(parseFhirInstant(value), value).toBe(real ? Date.UTC(y, m - 1, d) : null);
           expect(parseFhirInstant(`${value}T23:59:59.999Z`), value).toBe(
-            Date.UTC(y, m - 1, d, 23, 59, 59, 999),
+            real ? Date.UTC(y, m - 1, d, 23, 59, 59, 999) : null,
           );
+          expect(isCalendarDate(value), value).toBe(real);
         },
       ),
       { numRuns: 3000 },
@@ -203,11 +207,14 @@ describe('date arithmetic', () => {
         const m = Number(d[3]) < bd ? months - 1 : months;
         return m < 0 ? null : m;
       };
-      if (b[3]) return age(Number(b[3]));
       if (bm < 1 || bm > 12) return null;
+      const last = new Date(Date.UTC(by, bm, 0)).getUTCDate();
+      if (b[3]) {
+        const bd = Number(b[3]);
+        return bd >= 1 && bd <= last ? age(bd) : null;
+      }
       if (months === 0) return 0;
       let min: number | null = Infinity;
-      const last = new Date(Date.UTC(by, bm, 0)).getUTCDate();
       for (let bd = 1; bd <= last; bd++) {
         const a = age(bd);
         if (a === null || (min !== null && a < min)) min = a;
