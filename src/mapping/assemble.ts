@@ -128,6 +128,8 @@ interface Versioned {
 interface PatientRecord extends Versioned {
   birthDate: string | null;
   gender: string | null;
+  /** The US Core birth sex extension's code (F, M, UNK), when sent. */
+  birthSex: string | null;
 }
 
 interface EncounterRecord extends Versioned {
@@ -1148,6 +1150,7 @@ function createAssemblerFor(ctx: Context): Assembler {
           lastUpdated: str(first.last_updated),
           birthDate: str(first.birth_date),
           gender: str(first.gender),
+          birthSex: str(first.birth_sex),
         };
         if (supersedes(rec, bucket.patient ?? undefined)) bucket.patient = rec;
         return;
@@ -2056,10 +2059,18 @@ function describePatient(run: Run, patientKey: string, p: PatientRecord | null):
       : fullBirthDate;
   const gender = p?.gender ?? null;
   const known = gender !== null && Object.hasOwn(SEX, gender) ? SEX[gender] : undefined;
-  const sex = known ?? 'unknown';
+  // Growth z-scores are charted by sex at birth: when the administrative gender is missing,
+  // not a code, or 'unknown', the US Core birth sex (F, M) stands in. A gender the EHR gives
+  // (male, female, other) is sent as given.
+  const birthSex = p?.birthSex === 'F' ? 'female' : p?.birthSex === 'M' ? 'male' : null;
+  const sex = known !== undefined && known !== 'unknown' ? known : (birthSex ?? known ?? 'unknown');
   // No Patient at all is reported once, as NO_PATIENT; a Patient without a valid gender here.
   const missingSex =
-    p === null || known !== undefined ? null : gender === null ? NO_SEX : INVALID_SEX;
+    p === null || known !== undefined || birthSex !== null
+      ? null
+      : gender === null
+        ? NO_SEX
+        : INVALID_SEX;
   // The Patient's own id is a patient identifier at the source: provenance names it by its
   // pseudonymous key instead (its version still tells the registry what changed).
   const source = p
