@@ -2216,7 +2216,9 @@ function assembleVisit(
           finding(
             'missing-value',
             'steroidUse',
-            `the medication use names a systemic corticosteroid (${judgement.ingredient}) but has no usable date (${m.resourceType === 'MedicationStatement' ? 'effective[x] or dosage bounds with a start' : 'authoredOn or dosage bounds'}), so it could not be placed at this visit and was not counted`,
+            lm.dates.inverted
+              ? `the medication use names a systemic corticosteroid (${judgement.ingredient}) but its period ends before it starts, and nothing else dates it, so it could not be placed at this visit and was not counted; correct the dates in the EHR`
+              : `the medication use names a systemic corticosteroid (${judgement.ingredient}) but has no usable date (${m.resourceType === 'MedicationStatement' ? 'effective[x] or dosage bounds with a start' : 'authoredOn or dosage bounds'}), so it could not be placed at this visit and was not counted`,
             `${m.resourceType}/${m.id}`,
           ),
         );

@@ -320,6 +320,8 @@ export interface UseDates {
   end: string | null;
   /** True when no usable date was found at all (no period, no lone date). */
   undated: boolean;
+  /** True when a period was left out because it ends before it starts. */
+  inverted: boolean;
 }
 
 const YEAR = /^\d{4}$/;
@@ -460,9 +462,16 @@ export function useDatesOf(
   openEnded = true,
 ): UseDates {
   const periods: UseDates['periods'] = [];
+  let inverted = false;
   const pushPeriod = (p: { start: string | null; end: string | null }): void => {
     const start = dayRangeOf(p.start, dateOf)?.first ?? null;
     const end = dayRangeOf(p.end, dateOf)?.last ?? null;
+    // A period that ends before it starts (FHIR invariant per-1) says nothing reliable about
+    // when the drug was taken: left out (and said, when nothing else dates the use).
+    if (start && end && end < start) {
+      inverted = true;
+      return;
+    }
     if (start || end) periods.push({ start, end });
   };
   for (const p of use.periods) pushPeriod(p);
@@ -541,6 +550,7 @@ export function useDatesOf(
     singleEnd: singleRange?.last ?? null,
     end,
     undated: periods.length === 0 && !singleRange,
+    inverted,
   };
 }
 
