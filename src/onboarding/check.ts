@@ -43,6 +43,7 @@ import {
   narrowingFilters,
 } from '../fhir/pull-bulk.js';
 import {
+  belongsToAnotherPatient,
   CohortError,
   EVENT_RESOURCE_TYPES,
   patientSearchParams,
@@ -397,6 +398,7 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
           true,
           async () => {
             let count = 0;
+            let others = 0;
             let total: number | undefined;
             for await (const page of client.searchPages(
               type,
@@ -406,7 +408,8 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
               total = page.total;
               for (const resource of searchMatches(page)) {
                 count += 1;
-                medicationRef ??= medicationReferenceOf(resource);
+                if (belongsToAnotherPatient(resource, samplePatient)) others += 1;
+                else medicationRef ??= medicationReferenceOf(resource);
               }
               break; // the first page is enough to prove access
             }
@@ -415,6 +418,13 @@ export async function runCheck(centre: CentreConfig, deps: CheckDeps = {}): Prom
               reason:
                 `search works: ${count} on the first page` +
                 (total !== undefined ? ` (${total} in all)` : ''),
+              // Syncs leave such resources out (with a run warning), but each patient's
+              // searches then return everyone's data: worth knowing before the first sync.
+              ...(others > 0
+                ? {
+                    hint: `${others} of them belong to another patient: the EHR seems to ignore the ${type === 'Patient' ? '_id' : 'patient'} search parameter. Syncs leave such resources out, but every patient's search would return everyone's data; ask centre IT whether the FHIR server supports it.`,
+                  }
+                : {}),
             };
           },
         );

@@ -106,6 +106,28 @@ describe('onboarding check against the sandbox EHR', () => {
     expect(text).toMatch(/Result: OK \(12 of 12 steps passed\)/);
   });
 
+  it("when the EHR ignores the patient search parameter, then the search steps pass with a hint that another patient's resources came back", async () => {
+    const { ehr, centre } = await startFixture();
+    const other = { reference: 'Patient/p2' };
+    ehr.upsert({
+      resourceType: 'Patient',
+      id: 'p2',
+      identifier: [{ system: 'urn:mrn', value: '200' }],
+    });
+    ehr.upsert({ resourceType: 'Encounter', id: 'e2', status: 'finished', subject: other });
+    ehr.upsert({ resourceType: 'Observation', id: 'o2', status: 'final', subject: other });
+    ehr.faults.set({ ignoreSearchParams: ['patient'] });
+    const report = await runCheck(centre);
+    const search = report.steps.find((s) => s.id === 'search:Observation')!;
+    expect(search.status).toBe('ok');
+    expect(search.reason).toMatch(/search works: 2 on the first page/);
+    expect(search.hint).toMatch(
+      /^1 of them belong to another patient: the EHR seems to ignore the patient search parameter/,
+    );
+    // Patient is found by _id, which the EHR still honours: no hint there.
+    expect(report.steps.find((s) => s.id === 'search:Patient')?.hint).toBeUndefined();
+  });
+
   it('when the EHR has no MedicationStatement (Epic R4), then the capabilities and search steps say to remove it from pull.resourceTypes', async () => {
     const { ehr, centre } = await startFixture();
     ehr.faults.set({ unsupportedTypes: ['MedicationStatement'] });
