@@ -24,6 +24,25 @@ export interface EnqueueCounts {
   retractionsSkipped: number;
   /** Earlier versions enqueued again because the source content reverted to them. */
   reverted: number;
+  /**
+   * Visits mapped a second time in this run from an older version of their Encounter (one
+   * export holding two versions, under two patients: a chart correction made while it ran),
+   * not sent: the newer version stands.
+   */
+  olderVersionsSkipped: number;
+}
+
+/** The visit's Encounter version in its provenance: lastUpdated, then versionId. */
+function encounterVersionOf(submission: RegistrySubmission): { at: number; version: number } {
+  const ref = submission.provenance.find((r) => r.resourceType === 'Encounter');
+  const at = ref?.lastUpdated ? Date.parse(ref.lastUpdated) : NaN;
+  const version = ref?.versionId !== undefined ? Number(ref.versionId) : NaN;
+  return { at: Number.isNaN(at) ? -Infinity : at, version: Number.isNaN(version) ? -1 : version };
+}
+
+/** True when `a` is an older Encounter version than `b` (equal or unknown is not older). */
+function olderThan(a: { at: number; version: number }, b: { at: number; version: number }) {
+  return a.at !== b.at ? a.at < b.at : a.version < b.version;
 }
 
 export interface SubmissionEnqueuerOptions {
@@ -143,10 +162,15 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
     retracted: 0,
     retractionsSkipped: 0,
     reverted: 0,
+    olderVersionsSkipped: 0,
   };
   let buffer: RegistrySubmission[] = [];
-  /** Visit keys of the visits added in this run (one short string each, like the run's own). */
-  const mappedVisits = new Set<string>();
+  /**
+   * Visit keys of the visits added in this run, with their Encounter's version: the same visit
+   * from two patients' batches (the Encounter moved between them while the export ran) is
+   * sent once, from the newer version, whichever comes first.
+   */
+  const mappedVisits = new Map<string, { at: number; version: number }>();
   let sources = new Map<string, SubmissionSource>();
   // State writes still in flight. They need not finish before the next batch: its lookups go
   // over the same connection after them, and Redis runs one connection's commands in order.
@@ -290,8 +314,15 @@ export function createSubmissionEnqueuer(options: SubmissionEnqueuerOptions): Su
       // A visit mapped in this run wins over a retraction of the same key (one built from a
       // state entry under another key that maps to it, e.g. written with another secret):
       // the retraction would otherwise replace the visit, or retract it a batch later.
-      if (submission.kind === 'visit') mappedVisits.add(submission.visitKey);
-      else if (mappedVisits.has(submission.visitKey)) {
+      if (submission.kind === 'visit') {
+        const version = encounterVersionOf(submission);
+        const earlier = mappedVisits.get(submission.visitKey);
+        if (earlier && olderThan(version, earlier)) {
+          counts.olderVersionsSkipped += 1;
+          return;
+        }
+        mappedVisits.set(submission.visitKey, version);
+      } else if (mappedVisits.has(submission.visitKey)) {
         counts.retractionsSkipped += 1;
         return;
       }

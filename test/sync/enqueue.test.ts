@@ -60,6 +60,32 @@ describe('idempotent enqueue', () => {
     expect(await queue.getJobCountByTypes('waiting')).toBe(before);
   });
 
+  it.each([
+    ['newer first', ['2', '1']],
+    ['older first', ['1', '2']],
+  ] as const)(
+    'when one run maps a visit twice from two versions of its Encounter under two patients (%s), then the newer version is what is sent',
+    async (_, order) => {
+      const c = `c-moved-${order.join('')}`;
+      // Version 1 under patient pA, version 2 (the Encounter moved to pB) under pB.
+      const byVersion = {
+        '1': makeVisit({ centreId: c, patientId: 'pA', encounterId: 'e1', versionId: '1' }),
+        '2': makeVisit({ centreId: c, patientId: 'pB', encounterId: 'e1', versionId: '2' }),
+      };
+      const e = enqueuer(c, 1);
+      for (const v of order) await e.add(byVersion[v]);
+      await e.flush();
+      const newer = byVersion['2'];
+      expect(await queue.getJob(newer.submissionId)).toBeDefined();
+      const state = await openVisitState(redis, prefix, c).getMany([newer.visitKey]);
+      expect(state[0]?.h).toBe(newer.contentHash);
+      if (order[0] === '2') {
+        expect(e.counts).toMatchObject({ enqueued: 1, olderVersionsSkipped: 1 });
+        expect(await queue.getJob(byVersion['1'].submissionId)).toBeUndefined();
+      } else expect(e.counts).toMatchObject({ enqueued: 2, olderVersionsSkipped: 0 });
+    },
+  );
+
   it('when one visit changes, then exactly that visit is enqueued as a new job with its submission id', async () => {
     const c = 'c-change';
     const first = enqueuer(c);
