@@ -54,23 +54,27 @@ describe('lhn-bridge serve', () => {
     await redis.quit();
   });
 
+  /** `lhn-bridge serve --port 0` on this file's centres folder, with a viewer key. */
+  const spawnServe = (redisUrl: string, logLevel: string) =>
+    spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
+      cwd: process.cwd(),
+      env: {
+        PATH: process.env.PATH,
+        LHN_PSEUDONYM_SECRET: SECRET,
+        LHN_REDIS_URL: redisUrl,
+        LHN_QUEUE_PREFIX: prefix,
+        LHN_CENTRES_DIR: dir,
+        LHN_KEYS_DIR: dir,
+        LHN_LOG_LEVEL: logLevel,
+        LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+
   it.each(['SIGTERM', 'SIGHUP'] as const)(
     'when started from the CLI and sent %s, then it serves the API and then exits 0 after closing',
     async (signal) => {
-      const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
-        cwd: process.cwd(),
-        env: {
-          PATH: process.env.PATH,
-          LHN_PSEUDONYM_SECRET: SECRET,
-          LHN_REDIS_URL: REDIS_URL,
-          LHN_QUEUE_PREFIX: prefix,
-          LHN_CENTRES_DIR: dir,
-          LHN_KEYS_DIR: dir,
-          LHN_LOG_LEVEL: 'warn',
-          LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawnServe(REDIS_URL, 'warn');
       let stderr = '';
       let stdout = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -103,20 +107,7 @@ describe('lhn-bridge serve', () => {
   );
 
   it('when Redis is unreachable, then serve answers 503 where Redis is needed, logs each connection error once (not at every retry), and SIGTERM ends it', async () => {
-    const child = spawn(process.execPath, ['bin/lhn-bridge.js', 'serve', '--port', '0'], {
-      cwd: process.cwd(),
-      env: {
-        PATH: process.env.PATH,
-        LHN_PSEUDONYM_SECRET: SECRET,
-        LHN_REDIS_URL: 'redis://127.0.0.1:1',
-        LHN_QUEUE_PREFIX: prefix,
-        LHN_CENTRES_DIR: dir,
-        LHN_KEYS_DIR: dir,
-        LHN_LOG_LEVEL: 'info',
-        LHN_API_KEYS: JSON.stringify([{ name: 'ops', role: 'viewer', sha256: hashApiKey(key) }]),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnServe('redis://127.0.0.1:1', 'info');
     let stdout = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
