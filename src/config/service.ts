@@ -21,6 +21,34 @@ const apiKey = z
   })
   .strict();
 
+/**
+ * A registry URL (https, or http on loopback) without user info: fetch refuses to send a URL
+ * with user:password, and its error quotes the URL, password included, into the failed
+ * reason every API viewer reads. The message names the rule, never the value.
+ */
+const registryUrl = (credentialsHint: string) =>
+  secureUrl.refine(
+    (value) => {
+      if (!URL.canParse(value)) return true;
+      const url = new URL(value);
+      return url.username === '' && url.password === '';
+    },
+    { message: `must not contain user:password (${credentialsHint})` },
+  );
+
+/**
+ * A bearer token goes in the Authorization header as is: visible ASCII only (RFC 6750's
+ * b64token is narrower still). A line break (a wrapped `openssl rand -base64` output), a space
+ * or a control character makes every delivery fail, and fetch's error quotes the header.
+ */
+const bearerToken = z
+  .string()
+  .min(1)
+  .refine((value) => /^[\x21-\x7e]+$/.test(value), {
+    message:
+      'must not contain whitespace, line breaks, control or non-ASCII characters (it is sent as an HTTP header); a wrapped base64 token must be joined into one line',
+  });
+
 export const ServiceConfigSchema = z
   .object({
     redis: z
@@ -47,15 +75,15 @@ export const ServiceConfigSchema = z
     pseudonymSecretInUse: z.boolean().default(false),
     registry: z
       .object({
-        url: secureUrl.optional(),
+        url: registryUrl('give credentials in registry.auth').optional(),
         auth: z
           .discriminatedUnion('type', [
             z.object({ type: z.literal('none') }).strict(),
-            z.object({ type: z.literal('bearer'), token: z.string().min(1) }).strict(),
+            z.object({ type: z.literal('bearer'), token: bearerToken }).strict(),
             z
               .object({
                 type: z.literal('client-credentials'),
-                tokenUrl: secureUrl,
+                tokenUrl: registryUrl('the client is authenticated with clientId and clientSecret'),
                 clientId: z.string().min(1),
                 clientSecret: z.string().min(1),
                 scope: z.string().optional(),

@@ -120,27 +120,71 @@ function errorCodes(err: Error): string[] {
 }
 
 /**
+ * Whether fetch refused to make the request at all (a TypeError without a network cause): a
+ * URL it will not send (user:password in it), a header value with a character HTTP does not
+ * allow. Nothing left the process, so the outcome is known: not stored.
+ */
+function isLocalRequestError(err: Error): boolean {
+  return err.name === 'TypeError' && (err as { cause?: unknown }).cause === undefined;
+}
+
+/**
  * Why a fetch failed, for the job's reason: undici's "fetch failed" says nothing, so the
- * error code is added, with what to do about a certificate the process does not trust.
+ * error code is added, with what to do about a certificate the process does not trust. The
+ * error's own message is never copied: fetch quotes the URL (user:password included) or the
+ * header value (the token) it refused, and the reason is shown to every API viewer.
  */
 function describeFetchError(err: Error, timeoutMs: number): string {
   if (err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
-  const codes = errorCodes(err);
+  if (err.name === 'AbortError') return 'the request was aborted';
+  const codes = errorCodes(err).filter((c) => /^[A-Z0-9_]+$/.test(c));
   const tls = codes.find((c) => TLS_CODES.has(c));
   if (tls)
     return `the TLS certificate was refused (${tls}): if the registry uses a private CA, give its certificate to lhn-bridge with NODE_EXTRA_CA_CERTS; otherwise ask the registry to fix its certificate`;
-  return codes.length > 0 ? `${err.message} (${codes.join(', ')})` : err.message;
+  if (codes.length > 0) return `fetch failed (${codes.join(', ')})`;
+  if (isLocalRequestError(err))
+    return 'fetch refused to build the request (a URL with user:password in it, or a header value with a character HTTP does not allow)';
+  return `${err.name === 'Error' || !/^\w+$/.test(err.name) ? 'an error' : err.name} without an error code`;
+}
+
+/** Why a response body could not be read whole, for the job's reason (never its message). */
+function describeReadError(err: unknown, timeoutMs: number): string {
+  const e = err instanceof Error ? err : new Error('body read failed');
+  if (e.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
+  const codes = errorCodes(e).filter((c) => /^[A-Z0-9_]+$/.test(c));
+  return codes.length > 0 ? `the connection broke (${codes.join(', ')})` : 'the connection broke';
 }
 
 /**
  * Whether a failed fetch may still have reached the registry: a timeout, a reset or a socket
- * error after connecting may leave the registry storing the body; a refused connection or a
- * failed DNS lookup cannot. Unknown errors count as "may have landed".
+ * error after connecting may leave the registry storing the body; a refused connection, a
+ * failed DNS lookup or a request fetch would not build cannot. Unknown errors count as "may
+ * have landed".
  */
 function mayHaveLanded(err: Error): boolean {
   if (err.name === 'TimeoutError' || err.name === 'AbortError') return true;
+  if (isLocalRequestError(err)) return false;
   const codes = errorCodes(err);
   return !(codes.length > 0 && codes.every((c) => NOT_SENT_CODES.has(c)));
+}
+
+/**
+ * Whether a value can go in an HTTP header as a token: visible ASCII only. A line break or NUL
+ * makes fetch refuse the header, and its error quotes the value; a space or a non-ASCII
+ * character is not a Bearer token either (RFC 6750 b64token).
+ */
+function isHeaderToken(value: string): boolean {
+  return /^[\x21-\x7e]+$/.test(value);
+}
+
+/** Whether a URL carries user info (user:password@), which fetch refuses to send. */
+function hasUserInfo(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.username !== '' || u.password !== '';
+  } catch {
+    return false;
+  }
 }
 
 /** The contract's acknowledgement statuses (docs/registry-contract.md, Responses). */
@@ -263,10 +307,31 @@ export interface RegistryClientOptions {
  *   told apart from here, and the claim lease is cheap, so it counts as in doubt.
  * - 598, 599 (informal, some proxies and load balancers): a network read timeout behind the
  *   gateway, so the request was on its way.
- * Not in doubt: 500, 503 (the registry or its gateway answered itself), 521 (origin refused the
- * connection), 523 (origin unreachable), 525/526 (TLS handshake with the origin failed).
+ * - 500, 503 unless the registry itself said so (isRegistryProblem): a gateway answers these
+ *   too after it forwarded the request, when its own timeout ran out (Heroku's router: 503
+ *   while the app goes on and commits), so an HTML or text 5xx may still be stored.
+ * Not in doubt: a 500 or 503 with the registry's problem+json body (its own answer: not
+ * stored, docs/registry-contract.md), 521 (origin refused the connection), 523 (origin
+ * unreachable), 525/526 (TLS handshake with the origin failed).
  */
 const GATEWAY_IN_DOUBT = new Set([502, 504, 520, 522, 524, 598, 599]);
+/** In doubt unless the registry's own problem+json body says it answered itself. */
+const IN_DOUBT_UNLESS_REGISTRY = new Set([500, 503]);
+
+/**
+ * Whether an error answer is the registry's own, as the contract has it send them: an
+ * `application/problem+json` body holding a JSON object. A gateway's page (HTML, text, empty)
+ * is not.
+ */
+function isRegistryProblem(contentType: string | null, text: string): boolean {
+  if (contentType?.split(';')[0]?.trim().toLowerCase() !== 'application/problem+json') return false;
+  try {
+    const body = JSON.parse(text) as unknown;
+    return typeof body === 'object' && body !== null && !Array.isArray(body);
+  } catch {
+    return false;
+  }
+}
 
 /** Statuses that say "this submission is wrong", not "try again later". */
 function isRejection(status: number): boolean {
@@ -324,6 +389,11 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   async function fetchToken(): Promise<string> {
     const auth = config.auth;
     if (auth.type !== 'client-credentials') throw new Error('no client credentials configured');
+    // fetch would refuse it with a message that quotes the URL, password included.
+    if (hasUserInfo(auth.tokenUrl))
+      throw new RegistryUnavailableError(
+        'registry.auth.tokenUrl must not contain user:password (the client is authenticated with clientId and clientSecret)',
+      );
     const form = new URLSearchParams({ grant_type: 'client_credentials' });
     if (auth.scope) form.set('scope', auth.scope);
     const basic = Buffer.from(
@@ -342,11 +412,20 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         signal: AbortSignal.timeout(config.timeoutMs),
       });
     } catch (err) {
+      const e = err as Error;
       throw new RegistryUnavailableError(
-        `registry token endpoint unreachable: ${describeFetchError(err as Error, config.timeoutMs)}`,
+        `${isLocalRequestError(e) ? 'registry token request could not be made' : 'registry token endpoint unreachable'}: ${describeFetchError(e, config.timeoutMs)}`,
       );
     }
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      throw new RegistryUnavailableError(
+        `registry token endpoint answered HTTP ${res.status} but its body could not be read: ${describeReadError(err, config.timeoutMs)}`,
+        res.status,
+      );
+    }
     if (!res.ok)
       throw new RegistryUnavailableError(
         `registry token request failed (HTTP ${res.status}): ${reasonFromBody(text, res.headers.get('content-type'))}`,
@@ -360,6 +439,13 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     }
     if (typeof body.access_token !== 'string' || body.access_token === '')
       throw new RegistryUnavailableError('registry token response has no access_token');
+    // Not cached, and never quoted: it would go into the Authorization header, and fetch's
+    // error for a bad header value quotes the value.
+    if (!isHeaderToken(body.access_token))
+      throw new RegistryUnavailableError(
+        'registry token response has an access_token with a character not allowed in an HTTP header (whitespace, a line break, a control or a non-ASCII character); the token endpoint must be fixed',
+        res.status,
+      );
     const expiresIn = typeof body.expires_in === 'number' ? body.expires_in : 300;
     cached = {
       token: body.access_token,
@@ -374,6 +460,11 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       case 'none':
         return undefined;
       case 'bearer':
+        // The config refuses such a token; this guards a config built some other way.
+        if (!isHeaderToken(auth.token))
+          throw new RegistryUnavailableError(
+            'registry.auth.token has a character not allowed in an HTTP header (whitespace, a line break, a control or a non-ASCII character)',
+          );
         return auth.token;
       case 'client-credentials':
         if (cached && cached.expiresAt > now()) return cached.token;
@@ -385,6 +476,11 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
 
   async function post(submission: RegistrySubmission, idempotencyKey: string): Promise<Response> {
+    // fetch would refuse it with a message that quotes the URL, password included.
+    if (hasUserInfo(endpoint))
+      throw new RegistryUnavailableError(
+        'registry.url must not contain user:password (use registry.auth for credentials)',
+      );
     const token = await bearer();
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -407,7 +503,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     } catch (err) {
       const e = err as Error;
       throw new RegistryUnavailableError(
-        `registry unreachable: ${describeFetchError(e, config.timeoutMs)}`,
+        `${isLocalRequestError(e) ? 'registry request could not be made (nothing was sent)' : 'registry unreachable'}: ${describeFetchError(e, config.timeoutMs)}`,
         undefined,
         undefined,
         mayHaveLanded(e),
@@ -431,7 +527,23 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
           res.status,
         );
       }
-      const text = await res.text().catch(() => '');
+      let text = '';
+      let unread: string | undefined;
+      try {
+        text = await res.text();
+      } catch (err) {
+        unread = describeReadError(err, config.timeoutMs);
+      }
+      // A 2xx whose body was cut off (a timeout, a reset) may well have been stored: the
+      // acknowledgement that would say so is lost, so the visit is held in doubt, and the
+      // retry learns the answer (`duplicate` if it was).
+      if (res.ok && unread !== undefined)
+        throw new RegistryUnavailableError(
+          `registry answered HTTP ${res.status} but its body could not be read whole (${unread}); it may have stored the submission`,
+          res.status,
+          undefined,
+          true,
+        );
       if (res.ok) {
         // Only the contract's acknowledgement counts as stored: a login page, a maintenance
         // notice or an empty 2xx from a gateway in front of the registry must not mark the
@@ -455,7 +567,11 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
           httpStatus: res.status,
         };
       }
-      const reason = reasonFromBody(text, res.headers.get('content-type'));
+      const contentType = res.headers.get('content-type');
+      const reason =
+        unread === undefined
+          ? reasonFromBody(text, contentType)
+          : `its body could not be read whole (${unread})`;
       // A 409 is a duplicate only when it says so as the contract's acknowledgement; any other
       // conflict (even one whose text has the word) is retried.
       if (res.status === 409) {
@@ -469,7 +585,9 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         res.status,
         parseRetryAfterMs(res.headers.get('retry-after'), now()),
         // A gateway that gave up after forwarding: the registry behind it may still store it.
-        GATEWAY_IN_DOUBT.has(res.status),
+        GATEWAY_IN_DOUBT.has(res.status) ||
+          (IN_DOUBT_UNLESS_REGISTRY.has(res.status) &&
+            (unread !== undefined || !isRegistryProblem(contentType, text))),
       );
     },
   };
