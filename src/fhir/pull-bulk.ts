@@ -795,6 +795,7 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         file,
         'bulk-file',
         manifest.requiresAccessToken,
+        `${file.type} export file ${index + 1} (of ${manifest.output.length})`,
       )) {
         lines += 1;
         const item = parseResourceLine(text, file.type, line);
@@ -817,11 +818,12 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         yield mismatch;
       }
     }
-    for (const file of manifest.deleted ?? []) {
+    for (const [index, file] of (manifest.deleted ?? []).entries()) {
       for await (const { line, text } of readFileLines(
         file,
         'bulk-deleted-file',
         manifest.requiresAccessToken,
+        `deleted-resources file ${index + 1} (of ${manifest.deleted!.length})`,
       )) {
         for (const item of parseDeletedLine(text, file.type, line)) {
           if (item.kind === 'deleted') counts.deleted += 1;
@@ -830,11 +832,12 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         }
       }
     }
-    for (const file of manifest.error) {
+    for (const [index, file] of manifest.error.entries()) {
       for await (const { line, text } of readFileLines(
         file,
         'bulk-error-file',
         manifest.requiresAccessToken,
+        `export error file ${index + 1} (of ${manifest.error.length})`,
       )) {
         const item = parseErrorLine(text, file.type, line);
         if (item.kind === 'notice') counts.notices += 1;
@@ -944,6 +947,8 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
     file: { type: string; url: string },
     purpose: OriginPurpose,
     requiresAccessToken: boolean,
+    /** Which file, for the error (never its URL: a signed URL's query is a credential). */
+    where: string,
   ): AsyncGenerator<{ line: number; text: string }> {
     const url = client.resolveUrl(file.url);
     const init: FhirRequestInit = {
@@ -968,13 +973,15 @@ export async function* pullBulk(options: PullBulkOptions): AsyncGenerator<BulkIt
         return;
       } catch (err) {
         const code = networkErrorCode(err);
-        if (
-          signal?.aborted ||
-          !code ||
-          !isRetryableNetworkCode(code) ||
-          resumes >= (options.maxResumes ?? 3)
-        )
-          throw err;
+        if (signal?.aborted || !code || !isRetryableNetworkCode(code)) throw err;
+        if (resumes >= (options.maxResumes ?? 3))
+          // A body that breaks off fails outside the client's request (a bare "terminated"
+          // from the stream): say which file, how far it got and what to do.
+          throw new BulkExportError(
+            `the download of the ${where} broke off ${resumes + 1} time(s) (${code}; ${delivered} line(s) read)`,
+            'The connection to the EHR kept dropping while the file was sent; the next sync exports again. If it repeats, ask centre IT to check the proxy or load balancer in front of the bulk export files (timeouts, response size limits)',
+            { cause: err },
+          );
         logger.warn(
           {
             centre: client.centreId,

@@ -757,6 +757,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       /** `Type/id` of deleted resources other than Encounters (incremental exports). */
       const deletedSources = new Set<string>();
       const changed = new Set<string>();
+      /** Resources the export held per patient (incremental: for the cohort warning). */
+      const exportedOf = new Map<string, number>();
+      /** Export-level errors (a file cut short, an error OperationOutcome, a broken line). */
+      let exportErrors = 0;
       let rosterIds: readonly string[] | undefined;
       try {
         for await (const item of pullBulk({
@@ -797,7 +801,10 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             const patientId = patientOf(item.resource);
             // Incremental: the export only says which patients changed (pulled again below).
             if (mode === 'incremental') {
-              if (patientId) changed.add(patientId);
+              if (patientId) {
+                changed.add(patientId);
+                exportedOf.set(patientId, (exportedOf.get(patientId) ?? 0) + 1);
+              }
             } else await spool.add(patientId, item.resource);
           } else if (item.kind === 'deleted') {
             if (item.resourceType === 'Encounter') deletedEncounters.push(item.id);
@@ -807,15 +814,67 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             // ignored): told, but not a failure of the run.
             log.warn({ notice: item.message }, 'the EHR noted something about the export');
           } else {
+            exportErrors += 1;
             errors.add({ step: 'pull', message: item.message });
           }
           if (counts.pulled % 5000 === 0) await progress();
         }
-        await setPhase('map');
-        if (mode === 'full') {
+        // The Group the export was asked for, read back to check what came: a server that
+        // ignores the Group (or mis-resolves it) exports patients outside the cohort, and
+        // only the Group's members may reach the registry. A roster is applied by pullBulk.
+        let cohortIds = rosterIds;
+        let groupMembers: ReadonlySet<string> | undefined;
+        let groupUnread: string | undefined;
+        const readGroup = async (): Promise<void> => {
+          if (cohortIds || !('group' in pullCentre.cohort)) return;
+          try {
+            cohortIds = (
+              await resolveCohort(client, pullCentre, {
+                logger: log,
+                ...(signal ? { signal } : {}),
+              })
+            ).patientIds;
+            groupMembers = new Set(cohortIds);
+          } catch (err) {
+            if (signal?.aborted || isRedisConnectionAbort(err)) throw err;
+            groupUnread = describeError(err);
+          }
+        };
+        const outside = { patients: 0, resources: 0 };
+        const isOutside = (patientId: string, resources: number): boolean => {
+          if (!groupMembers || groupMembers.has(patientId)) return false;
+          // Counted when the export held their data (not a patient named by a deletion only).
+          if (resources > 0) {
+            outside.patients += 1;
+            outside.resources += resources;
+          }
+          return true;
+        };
+        if (exportErrors > 0) {
+          // The export is known to be incomplete (see the errors): visits built from it would
+          // replace complete ones in the registry with values missing (PGA, vitals), and its
+          // deletions may be partial. Nothing is mapped, enqueued or retracted from it; the
+          // run fails with the errors above, its watermarks stay, and the next run exports
+          // again.
+          log.warn(
+            { errors: exportErrors },
+            'the export is incomplete: nothing from it is mapped, enqueued or retracted',
+          );
+          deletedEncounters.length = 0;
+        } else if (mode === 'full') {
+          await readGroup();
+          if (groupUnread !== undefined) {
+            // An EHR that exports the Group but will not let it be read does not fail the run
+            // (the export was asked for the Group); the run says the check was not made.
+            const message = `the cohort Group could not be read to check the export against it (${groupUnread}): every patient the export held was mapped`;
+            log.warn(message);
+            await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
+          }
+          await setPhase('map');
           for await (const patient of spool.patients()) {
             // A shutdown stops the map at the next patient (the job is handed back).
             signal?.throwIfAborted();
+            if (isOutside(patient.patientId, patient.resources.length)) continue;
             onPulledInFull({ patientId: patient.patientId, withheld: false });
             await mapPatient(patient.patientId, patient.resources);
           }
@@ -836,26 +895,18 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               }
           // Cohort members never pulled (joined the Group or roster since; Bulk Data lets a
           // `_since` export leave their older data out) or whose last pull failed. The roster
-          // was resolved by the export; a Group is read here.
-          let cohortIds = rosterIds;
-          if (!cohortIds) {
-            try {
-              cohortIds = (
-                await resolveCohort(client, pullCentre, {
-                  logger: log,
-                  ...(signal ? { signal } : {}),
-                })
-              ).patientIds;
-            } catch (err) {
-              // The export itself worked: an EHR that exports the Group but will not let it
-              // be read (or reads it empty) does not fail the run; new members wait for the
-              // next full sync, and the run says so.
-              if (signal?.aborted || isRedisConnectionAbort(err)) throw err;
-              const message = `the cohort Group could not be read to find members not pulled before (${describeError(err)}); patients added to it since the last full sync are pulled by the next full sync`;
-              log.warn(message);
-              await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
-            }
+          // was resolved by the export; a Group is read here (and checks the export).
+          await readGroup();
+          if (groupUnread !== undefined) {
+            // The export itself worked: an EHR that exports the Group but will not let it
+            // be read (or reads it empty) does not fail the run; new members wait for the
+            // next full sync, and the run says so.
+            const message = `the cohort Group could not be read to find members not pulled before (${groupUnread}); patients added to it since the last full sync are pulled by the next full sync`;
+            log.warn(message);
+            await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
           }
+          // Changed patients who are not members of the Group are not pulled again.
+          for (const id of changed) if (isOutside(id, exportedOf.get(id) ?? 0)) changed.delete(id);
           for (const id of await notPulledBefore(cohortIds ?? [])) changed.add(id);
           const affected = [...changed];
           await setPhase('pull');
@@ -875,6 +926,11 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
               countPulled(batch.resources);
               await mapPatient(batch.patientId, batch.resources);
             }
+        }
+        if (outside.patients > 0) {
+          const message = `the EHR's export of the cohort Group held ${outside.patients} patient(s) who are not members of the Group (${outside.resources} resource(s); it may ignore the Group and export every patient): they were left out, so nothing of theirs reached the registry; ask centre IT whether the Group export is scoped to the Group`;
+          log.warn(outside, message);
+          await deps.runStore.addWarnings(runId, [{ step: 'export', message }]);
         }
       } finally {
         await spool.close();

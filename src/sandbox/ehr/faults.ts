@@ -121,6 +121,11 @@ export interface SandboxFaultSettings {
    * announces the full `count`), as a file cut short in storage or by a proxy.
    */
   truncateExportFile?: { resourceType: string; keepLines: number };
+  /**
+   * A Group export (`Group/[id]/$export`) serves every patient the server holds, members or
+   * not, as a server that ignores or mis-resolves the Group (like `Patient/$export`).
+   */
+  exportIgnoresGroup?: boolean;
   /** Search results carry no meta (versionId, lastUpdated): FHIR makes meta optional. */
   omitMeta?: boolean;
   /** Manifests list an error file with these OperationOutcome lines (e.g. information). */

@@ -595,6 +595,7 @@ export async function startSandboxEhr(options: StartSandboxEhrOptions = {}): Pro
         return forbid(res, 'reading the Group');
       patients = groupMembers(groupId);
       if (!patients) return send(res, 404, outcome('not-found', `Group/${groupId} is not known`));
+      if (faults.live.exportIgnoresGroup) patients = undefined;
     }
     const typeFilterMode = faults.live.typeFilter;
     if (typeFilterMode === 'reject' && url.searchParams.has('_typeFilter'))
