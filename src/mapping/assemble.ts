@@ -980,6 +980,9 @@ function createAssemblerFor(ctx: Context): Assembler {
       let code = str(row.bounds_duration_code);
       let unitText = str(row.bounds_duration_unit);
       if (durationValue === null) {
+        // A boundsPeriod is the schedule's outer limit (the count is spread within it), so a
+        // count gives no course of its own then.
+        if (str(row.bounds_start) || str(row.bounds_end)) continue;
         // No bounds: a count of doses at a frequency per period lasts count / frequency periods
         // (14 doses once a day is 14 days). A count of 1 is a single administration, above.
         const count = num(row.timing_count);

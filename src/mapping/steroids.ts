@@ -113,11 +113,15 @@ function localText(index: PackIndex, t: string | null | undefined): boolean {
 }
 
 /**
- * Words of the pack's local-form list that name a body site rather than a route or form. In
- * a dosage instruction they say why or where, not how ("for skin rash", "report eye pain",
- * "external pharmacy"), so a dosage text is not judged by them.
+ * Words of the pack's local-form list that name a body site, or a route adjective that
+ * instructions also use of other things, rather than how the drug is given. In a dosage
+ * instruction they say why or where ("for skin rash", "report eye pain", "external
+ * pharmacy", "steroids raise intraocular pressure", "stop before the epidural", "subconjunctival
+ * bleeding"), so a dosage text is not judged by them (their adverbs, "intradermally", still
+ * are); a route or form that names them is.
  */
-const BODY_SITE_WORDS = /(?<![a-z0-9])(?:skin|eyes?|ears?|external|rectum|nostrils?)(?![a-z0-9])/gi;
+const BODY_SITE_WORDS =
+  /(?<![a-z0-9])(?:skin|eyes?|ears?|external|rectum|nostrils?|intraocular|epidural|peridural|intradermal|intracutaneous|periocular|subconjunctival)(?![a-z0-9])/gi;
 
 /** A dosage text that names a systemic route or form: it is never judged local. */
 const SYSTEMIC_DOSAGE =
