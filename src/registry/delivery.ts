@@ -141,6 +141,14 @@ function describeFetchError(err: Error, timeoutMs: number): string {
   const tls = codes.find((c) => TLS_CODES.has(c));
   if (tls)
     return `the TLS certificate was refused (${tls}): if the registry uses a private CA, give its certificate to lhn-bridge with NODE_EXTRA_CA_CERTS; otherwise ask the registry to fix its certificate`;
+  // The outbound proxy's own refusal (src/util/outbound.ts) is worded by us, with the proxy
+  // shown without credentials: it says what the proxy answered and what to check.
+  const cause = (err as { cause?: unknown }).cause;
+  if (
+    cause instanceof Error &&
+    ['PROXY_REFUSED', 'PROXY_UNAVAILABLE'].includes(String((cause as { code?: unknown }).code))
+  )
+    return `${cause.message} (${String((cause as { code?: unknown }).code)})`;
   if (codes.length > 0) return `fetch failed (${codes.join(', ')})`;
   if (isLocalRequestError(err))
     return 'fetch refused to build the request (a URL with user:password in it, or a header value with a character HTTP does not allow)';
