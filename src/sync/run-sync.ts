@@ -759,7 +759,13 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
       const changed = new Set<string>();
       /** Resources the export held per patient (incremental: for the cohort warning). */
       const exportedOf = new Map<string, number>();
-      /** Export-level errors (a file cut short, an error OperationOutcome, a broken line). */
+      /**
+       * Errors that show the export's data files are incomplete (a file cut short, a line
+       * that is not a resource): which patients they hit is unknown. An error OperationOutcome
+       * of the error file is not counted: it fails the run (nothing retracted), but it names
+       * what the EHR could not export (a restricted chart, often for good), and holding back
+       * every patient's visits for it would stop the centre on every run.
+       */
       let exportErrors = 0;
       let rosterIds: readonly string[] | undefined;
       try {
@@ -814,7 +820,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
             // ignored): told, but not a failure of the run.
             log.warn({ notice: item.message }, 'the EHR noted something about the export');
           } else {
-            exportErrors += 1;
+            if (item.source !== 'error-file') exportErrors += 1;
             errors.add({ step: 'pull', message: item.message });
           }
           if (counts.pulled % 5000 === 0) await progress();
@@ -851,7 +857,7 @@ export async function syncCentre(deps: SyncDeps, options: SyncCentreOptions): Pr
           return true;
         };
         if (exportErrors > 0) {
-          // The export is known to be incomplete (see the errors): visits built from it would
+          // The data files are known to be incomplete (see the errors): visits built from them would
           // replace complete ones in the registry with values missing (PGA, vitals), and its
           // deletions may be partial. Nothing is mapped, enqueued or retracted from it; the
           // run fails with the errors above, its watermarks stay, and the next run exports

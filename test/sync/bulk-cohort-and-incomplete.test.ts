@@ -1,6 +1,7 @@
-// Bulk exports the run cannot trust as they come: one known to be incomplete (a file cut
-// short, an error OperationOutcome in the error file) must send nothing built from it, and a
-// Group export that holds patients outside the Group must not send theirs.
+// Bulk exports the run cannot trust as they come: one whose data files are known to be
+// incomplete (a file cut short) must send nothing built from it; an error OperationOutcome
+// alone fails the run without holding back the visits; and a Group export that holds
+// patients outside the Group must not send theirs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pseudonymKey } from '../../src/registry/keys.js';
 import type { RunRecord } from '../../src/sync/run-store.js';
@@ -51,7 +52,25 @@ describe('bulk sync of an export known to be incomplete', () => {
     expect(await watermarks()).toEqual(marks);
   });
 
-  it('when the export lists an error OperationOutcome, then the full run fails and sends nothing', async () => {
+  it('when the export lists an error OperationOutcome and its files are whole, then the run fails (nothing retracted, watermarks kept) but the visits are still mapped', async () => {
+    const marks = await watermarks();
+    f.ehr.faults.set({
+      exportNotices: [{ severity: 'error', text: 'Observation export failed for some patients' }],
+    });
+    let record: RunRecord;
+    try {
+      record = await failedRun(f, 'full');
+    } finally {
+      f.ehr.faults.reset();
+    }
+    expect(record.errors.map((e) => e.message).join('\n')).toMatch(/export error file/);
+    // One restricted chart the EHR cannot export must not hold back every patient, every run.
+    expect(record.counts.mapped).toBeGreaterThan(0);
+    expect(record.counts).toMatchObject({ retracted: 0 });
+    expect(await watermarks()).toEqual(marks);
+  });
+
+  it('when the export lists an error OperationOutcome and a file is cut short, then the full run fails and sends nothing', async () => {
     const before = registryState(f);
     const marks = await watermarks();
     f.ehr.faults.set({
