@@ -2,19 +2,7 @@
 // with user:password, or a bearer token with a line break, would make every delivery fail with
 // fetch's error, which quotes the URL or header (the secret) into the failed reason viewers read.
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.js';
-import { loadServiceConfig } from '../../src/config/service.js';
-import { SECRET } from '../sync/helpers.js';
-
-function issuesOf(env: Record<string, string>): { path: string; message: string }[] {
-  try {
-    loadServiceConfig({ LHN_PSEUDONYM_SECRET: SECRET, ...env });
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues;
-    throw err;
-  }
-  return [];
-}
+import { serviceConfigIssues } from './service-issues.js';
 
 describe('registry credentials in the service config', () => {
   it.each([
@@ -22,7 +10,7 @@ describe('registry credentials in the service config', () => {
     'http://reguser:REGPASS@127.0.0.1:8443/',
     'https://REGPASS@registry.example.org/',
   ])('when registry.url carries user info (%s), then it is refused without echoing it', (url) => {
-    const issues = issuesOf({ LHN_REGISTRY_URL: url });
+    const issues = serviceConfigIssues({ LHN_REGISTRY_URL: url });
     expect(issues.map((i) => i.path)).toEqual(['registry.url']);
     expect(issues[0]!.message).toMatch(/must not contain user:password/);
     expect(issues[0]!.message).toContain('(set by LHN_REGISTRY_URL)');
@@ -30,7 +18,7 @@ describe('registry credentials in the service config', () => {
   });
 
   it('when the token URL carries user info, then it is refused without echoing it', () => {
-    const issues = issuesOf({
+    const issues = serviceConfigIssues({
       LHN_REGISTRY_URL: 'https://registry.example.org/',
       LHN_REGISTRY_AUTH: JSON.stringify({
         type: 'client-credentials',
@@ -51,7 +39,7 @@ describe('registry credentials in the service config', () => {
     ['a NUL', 'AAAASECRETPART1\u0000BBBB'],
     ['a trailing newline', 'AAAASECRETPART1\n'],
   ])('when the bearer token has %s, then it is refused without echoing it', (_what, token) => {
-    const issues = issuesOf({
+    const issues = serviceConfigIssues({
       LHN_REGISTRY_URL: 'https://registry.example.org/',
       LHN_REGISTRY_AUTH: JSON.stringify({ type: 'bearer', token }),
     });
@@ -62,13 +50,13 @@ describe('registry credentials in the service config', () => {
 
   it('when the registry URL, token URL and token are plain, then they are accepted', () => {
     expect(
-      issuesOf({
+      serviceConfigIssues({
         LHN_REGISTRY_URL: 'https://registry.example.org/',
         LHN_REGISTRY_AUTH: JSON.stringify({ type: 'bearer', token: 'abc.DEF-123_~+/=' }),
       }),
     ).toEqual([]);
     expect(
-      issuesOf({
+      serviceConfigIssues({
         LHN_REGISTRY_URL: 'http://127.0.0.1:8443/',
         LHN_REGISTRY_AUTH: JSON.stringify({
           type: 'client-credentials',

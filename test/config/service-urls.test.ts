@@ -6,19 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { failureCause } from '../../src/alerts/alert-monitor.js';
-import { ConfigError } from '../../src/config/errors.js';
-import { loadServiceConfig } from '../../src/config/service.js';
-import { SECRET } from '../sync/helpers.js';
-
-function issuesOf(env: Record<string, string>): { path: string; message: string }[] {
-  try {
-    loadServiceConfig({ LHN_PSEUDONYM_SECRET: SECRET, ...env });
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues;
-    throw err;
-  }
-  return [];
-}
+import { serviceConfigIssues } from './service-issues.js';
 
 describe('service config URLs', () => {
   it.each([
@@ -26,7 +14,7 @@ describe('service config URLs', () => {
     'javascript:alert(1)',
     'http://hooks.example.org/services/T0/B0/secret',
   ])('when the alert webhook is %s, then it is refused', (url) => {
-    const issues = issuesOf({ LHN_ALERT_WEBHOOK_URL: url });
+    const issues = serviceConfigIssues({ LHN_ALERT_WEBHOOK_URL: url });
     expect(issues.map((i) => i.path)).toEqual(['alerts.webhookUrl']);
     expect(issues[0]!.message).toContain('(set by LHN_ALERT_WEBHOOK_URL)');
     expect(issues[0]!.message).not.toContain('secret');
@@ -35,15 +23,15 @@ describe('service config URLs', () => {
   it.each(['https://hooks.example.org/services/T0/B0/x', 'http://127.0.0.1:9000/hook'])(
     'when the alert webhook is %s, then it is accepted',
     (url) => {
-      expect(issuesOf({ LHN_ALERT_WEBHOOK_URL: url })).toEqual([]);
+      expect(serviceConfigIssues({ LHN_ALERT_WEBHOOK_URL: url })).toEqual([]);
     },
   );
 
   it('when the public URL is not http(s), then it is refused', () => {
-    expect(issuesOf({ LHN_PUBLIC_URL: 'ftp://bridge.example.org' }).map((i) => i.path)).toEqual([
-      'api.publicUrl',
-    ]);
-    expect(issuesOf({ LHN_PUBLIC_URL: 'https://bridge.example.org' })).toEqual([]);
+    expect(
+      serviceConfigIssues({ LHN_PUBLIC_URL: 'ftp://bridge.example.org' }).map((i) => i.path),
+    ).toEqual(['api.publicUrl']);
+    expect(serviceConfigIssues({ LHN_PUBLIC_URL: 'https://bridge.example.org' })).toEqual([]);
   });
 });
 

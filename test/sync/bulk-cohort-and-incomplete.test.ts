@@ -20,6 +20,20 @@ const failedRun = async (f: SyncFixture, mode: 'full' | 'incremental'): Promise<
   return err.record!;
 };
 
+/** A run with these sandbox faults on, which must fail; the faults are reset after it. */
+const failedRunWith = async (
+  f: SyncFixture,
+  mode: 'full' | 'incremental',
+  faults: Parameters<SyncFixture['ehr']['faults']['set']>[0],
+): Promise<RunRecord> => {
+  f.ehr.faults.set(faults);
+  try {
+    return await failedRun(f, mode);
+  } finally {
+    f.ehr.faults.reset();
+  }
+};
+
 describe('bulk sync of an export known to be incomplete', () => {
   let f: SyncFixture;
   const watermarks = () =>
@@ -36,13 +50,9 @@ describe('bulk sync of an export known to be incomplete', () => {
   it('when the Observation file is cut short, then the full run fails and the registry keeps every visit as it was', async () => {
     const before = registryState(f);
     const marks = await watermarks();
-    f.ehr.faults.set({ truncateExportFile: { resourceType: 'Observation', keepLines: 10 } });
-    let record: RunRecord;
-    try {
-      record = await failedRun(f, 'full');
-    } finally {
-      f.ehr.faults.reset();
-    }
+    const record = await failedRunWith(f, 'full', {
+      truncateExportFile: { resourceType: 'Observation', keepLines: 10 },
+    });
     expect(record.errors.map((e) => e.message).join('\n')).toMatch(
       /the EHR announced \d+ Observation resources in export file \d+ \(of \d+\) and sent 10:.*nothing is retracted/,
     );
@@ -54,15 +64,9 @@ describe('bulk sync of an export known to be incomplete', () => {
 
   it('when the export lists an error OperationOutcome and its files are whole, then the run fails (nothing retracted, watermarks kept) but the visits are still mapped', async () => {
     const marks = await watermarks();
-    f.ehr.faults.set({
+    const record = await failedRunWith(f, 'full', {
       exportNotices: [{ severity: 'error', text: 'Observation export failed for some patients' }],
     });
-    let record: RunRecord;
-    try {
-      record = await failedRun(f, 'full');
-    } finally {
-      f.ehr.faults.reset();
-    }
     expect(record.errors.map((e) => e.message).join('\n')).toMatch(/export error file/);
     // One restricted chart the EHR cannot export must not hold back every patient, every run.
     expect(record.counts.mapped).toBeGreaterThan(0);
@@ -73,16 +77,10 @@ describe('bulk sync of an export known to be incomplete', () => {
   it('when the export lists an error OperationOutcome and a file is cut short, then the full run fails and sends nothing', async () => {
     const before = registryState(f);
     const marks = await watermarks();
-    f.ehr.faults.set({
+    const record = await failedRunWith(f, 'full', {
       truncateExportFile: { resourceType: 'Observation', keepLines: 10 },
       exportNotices: [{ severity: 'error', text: 'Observation export failed for some patients' }],
     });
-    let record: RunRecord;
-    try {
-      record = await failedRun(f, 'full');
-    } finally {
-      f.ehr.faults.reset();
-    }
     expect(record.errors.map((e) => e.message).join('\n')).toMatch(/export error file/);
     expect(record.counts).toMatchObject({ enqueued: 0, retracted: 0 });
     await f.deliverAll();
@@ -99,13 +97,9 @@ describe('bulk sync of an export known to be incomplete', () => {
     // And a deletion, which the export's partial deleted list must not retract either.
     const gone = f.gen.truth.find((t) => !t.retracted)!;
     expect(f.ehr.delete('Encounter', gone.encounterId)).toBe(true);
-    f.ehr.faults.set({ truncateExportFile: { resourceType: 'Observation', keepLines: 0 } });
-    let record: RunRecord;
-    try {
-      record = await failedRun(f, 'incremental');
-    } finally {
-      f.ehr.faults.reset();
-    }
+    const record = await failedRunWith(f, 'incremental', {
+      truncateExportFile: { resourceType: 'Observation', keepLines: 0 },
+    });
     expect(record.mode).toBe('incremental');
     expect(record.counts).toMatchObject({ enqueued: 0, retracted: 0 });
     await f.deliverAll();
@@ -183,13 +177,9 @@ describe('bulk sync whose file downloads keep breaking off', () => {
   });
 
   it('when every download of a file breaks off, then the run fails naming the file, the lines read and the attempts, with a hint', async () => {
-    f.ehr.faults.set({ dropConnection: { count: 50, kinds: ['file'] } });
-    let record: RunRecord;
-    try {
-      record = await failedRun(f, 'full');
-    } finally {
-      f.ehr.faults.reset();
-    }
+    const record = await failedRunWith(f, 'full', {
+      dropConnection: { count: 50, kinds: ['file'] },
+    });
     const message = record.errors.map((e) => e.message).join('\n');
     expect(message).toMatch(
       /the download of the Patient export file 1 \(of \d+\) broke off 4 time\(s\) \([A-Z_]+; 0 line\(s\) read\)\. .*ask centre IT/,
