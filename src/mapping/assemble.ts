@@ -988,8 +988,12 @@ function createAssemblerFor(ctx: Context): Assembler {
         const count = num(row.timing_count);
         const frequency = num(row.timing_frequency);
         const period = num(row.timing_period);
-        if (count === null || count <= 1 || !frequency || frequency <= 0 || period === null)
+        if (count === null || count <= 1 || !frequency || frequency <= 0 || period === null) {
+          // A step of a taper that says not how long ("20 mg daily until review"): the
+          // course's end is not known.
+          if (sequence !== null) use.openStep = true;
           continue;
+        }
         durationValue = (count / frequency) * period;
         element = 'dosage timing.repeat.period';
         code = str(row.timing_period_unit);
@@ -998,6 +1002,7 @@ function createAssemblerFor(ctx: Context): Assembler {
       const durationUnit = durationUnitOf(code, unitText);
       if (!durationUnit) {
         use.unreadDuration ??= { element, unit: code ?? unitText ?? '' };
+        if (sequence !== null) use.openStep = true;
       } else if (
         !use.durations.some(
           (d) => d.value === durationValue && d.unit === durationUnit && d.sequence === sequence,

@@ -63,6 +63,11 @@ export interface MedicationUse {
    */
   durations: { value: number; unit: string; sequence?: number | null }[];
   /**
+   * A dosage with a sequence number gives no length it can be read by (no bounds, no dose
+   * count, or a unit that is not one of time): the chained course has no known end.
+   */
+  openStep?: boolean;
+  /**
    * A course length (dosage boundsDuration or dose-count period, MR expectedSupplyDuration when
    * it would be used) whose unit is not a unit of time the rules read (see durationUnitOf): the
    * element and its unit as sent ('' when it has none), else null. That length is left out of
@@ -514,7 +519,9 @@ export function useDatesOf(
             chained = true;
           }
         }
-        if (chained) periods.push({ start: courseStart, end: stepStart });
+        // A step of unknown length leaves the course's end unknown: open, as a period without
+        // an end (a use no longer active then closes as such a period does).
+        if (chained) periods.push({ start: courseStart, end: use.openStep ? null : stepStart });
       }
     }
   }
