@@ -27,27 +27,35 @@ const apiKey = z
  * reason every API viewer reads. The message names the rule, never the value.
  */
 const registryUrl = (credentialsHint: string) =>
-  secureUrl.refine(
-    (value) => {
-      if (!URL.canParse(value)) return true;
-      const url = new URL(value);
-      return url.username === '' && url.password === '';
-    },
-    { message: `must not contain user:password (${credentialsHint})` },
-  );
+  secureUrl.refine((value) => !hasUserInfo(value), {
+    message: `must not contain user:password (${credentialsHint})`,
+  });
+
+/** Whether a URL carries user info (user:password@), which fetch refuses to send. */
+export function hasUserInfo(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const u = new URL(url);
+  return u.username !== '' || u.password !== '';
+}
+
+/**
+ * Whether a value can go in an HTTP header as a token: visible ASCII only. A line break or NUL
+ * makes fetch refuse the header, and its error quotes the value; a space or a non-ASCII
+ * character is not a Bearer token either (RFC 6750 b64token).
+ */
+export function isHeaderToken(value: string): boolean {
+  return /^[\x21-\x7e]+$/.test(value);
+}
 
 /**
  * A bearer token goes in the Authorization header as is: visible ASCII only (RFC 6750's
  * b64token is narrower still). A line break (a wrapped `openssl rand -base64` output), a space
  * or a control character makes every delivery fail, and fetch's error quotes the header.
  */
-const bearerToken = z
-  .string()
-  .min(1)
-  .refine((value) => /^[\x21-\x7e]+$/.test(value), {
-    message:
-      'must not contain whitespace, line breaks, control or non-ASCII characters (it is sent as an HTTP header); a wrapped base64 token must be joined into one line',
-  });
+const bearerToken = z.string().min(1).refine(isHeaderToken, {
+  message:
+    'must not contain whitespace, line breaks, control or non-ASCII characters (it is sent as an HTTP header); a wrapped base64 token must be joined into one line',
+});
 
 export const ServiceConfigSchema = z
   .object({

@@ -5,7 +5,7 @@
 // may pass later (5xx, 429, timeouts, connection errors, auth or URL problems an operator
 // can fix) -> RegistryUnavailableError, retried with backoff.
 import { UnrecoverableError } from 'bullmq';
-import type { ServiceConfig } from '../config/service.js';
+import { hasUserInfo, isHeaderToken, type ServiceConfig } from '../config/service.js';
 import type { RegistrySubmission } from './submission.js';
 
 /**
@@ -174,25 +174,6 @@ function mayHaveLanded(err: Error): boolean {
   if (isLocalRequestError(err)) return false;
   const codes = errorCodes(err);
   return !(codes.length > 0 && codes.every((c) => NOT_SENT_CODES.has(c)));
-}
-
-/**
- * Whether a value can go in an HTTP header as a token: visible ASCII only. A line break or NUL
- * makes fetch refuse the header, and its error quotes the value; a space or a non-ASCII
- * character is not a Bearer token either (RFC 6750 b64token).
- */
-function isHeaderToken(value: string): boolean {
-  return /^[\x21-\x7e]+$/.test(value);
-}
-
-/** Whether a URL carries user info (user:password@), which fetch refuses to send. */
-function hasUserInfo(url: string): boolean {
-  try {
-    const u = new URL(url);
-    return u.username !== '' || u.password !== '';
-  } catch {
-    return false;
-  }
 }
 
 /** The contract's acknowledgement statuses (docs/registry-contract.md, Responses). */
