@@ -12,7 +12,7 @@ export interface CentreNdjson {
   observationSample: unknown[];
 }
 
-export const BENCH_SEED = 20_240_305;
+const BENCH_SEED = 20_240_305;
 const CHUNK_CHARS = 8_000_000;
 
 export function centreNdjson(patients: number, sampleSize = 0): CentreNdjson {
